@@ -1,0 +1,3 @@
+from logwatchd.cli import main
+
+raise SystemExit(main())

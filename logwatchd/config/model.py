@@ -1,0 +1,247 @@
+"""The validated configuration: plain frozen data that every other piece reads.
+
+``config.load`` builds it from YAML (with file/line marks for errors); nothing else in the
+package parses YAML. Durations are seconds as floats. Every object keeps the ``Mark`` of the
+YAML mapping it came from so later checks (templates, handler files) can name file and line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from logwatchd.errors import Mark
+
+Severity = Literal["info", "low", "medium", "high", "critical"]
+SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "critical")
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+NOWHERE = Mark("<builtin>")
+
+
+# --- daemon -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    state_dir: str = "/var/lib/logwatchd"
+    timezone: str = "local"  # "local", "UTC" or an IANA name, for timestamps without offset
+    max_line_bytes: int = 65536
+    max_keys_per_rule: int = 100_000
+    dry_run: bool = False  # render and log alerts, run no handler
+    commit_interval: float = 1.0
+    stat_interval: float = 1.0  # re-stat open files
+    rescan_interval: float = 10.0  # re-expand globs
+    shutdown_timeout: float = 10.0  # bound on draining in-flight handler work at SIGTERM
+    mark: Mark = NOWHERE
+
+
+# --- lists --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ListConfig:
+    """A named list for ``in_list``; entries that parse as IPs or CIDRs also go to ``networks``."""
+
+    id: str
+    values: frozenset[str]
+    networks: tuple[IpNetwork, ...] = ()
+    mark: Mark = NOWHERE
+
+
+# --- sources and parsers ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    id: str
+    type: Literal["file", "journald", "stdin"]
+    parser: str  # a builtin parser name or an id under ``parsers``
+    paths: tuple[str, ...] = ()  # file: absolute globs
+    start_at: Literal["end", "beginning"] = "end"
+    match: tuple[str, ...] = ()  # journald: FIELD=value terms, OR'ed
+    journal_directory: str | None = None  # journald: read this directory instead of the system journal
+    journal_files: tuple[str, ...] = ()  # journald: read these journal files
+    mark: Mark = NOWHERE
+
+
+@dataclass(frozen=True)
+class ParserConfig:
+    """A custom regex parser (``parsers:`` section)."""
+
+    id: str
+    regex: re.Pattern[str]
+    time_format: str | None = None  # strptime format of the ``timestamp`` group
+    types: dict[str, Literal["str", "int", "float", "ip"]] = field(default_factory=dict)
+    mark: Mark = NOWHERE
+
+
+# --- predicates ---------------------------------------------------------------------------
+
+LeafOp = Literal[
+    "equals", "in", "contains", "startswith", "endswith", "regex",
+    "cidr", "in_list", "exists", "gt", "gte", "lt", "lte",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """``{field: F, OP: V}``. ``value`` is already typed by the loader:
+
+    - equals/contains/startswith/endswith: str (or int/float for equals)
+    - in: tuple of str/int/float
+    - regex: compiled ``re.Pattern`` (``re.IGNORECASE`` applied when icase)
+    - cidr: tuple of ip networks
+    - in_list: the list id (str), checked to exist
+    - exists: bool
+    - gt/gte/lt/lte: int or float
+    """
+
+    field: str
+    op: LeafOp
+    value: Any
+    icase: bool = False
+    mark: Mark = NOWHERE
+
+
+@dataclass(frozen=True)
+class All:
+    items: tuple[Predicate, ...]
+    mark: Mark = NOWHERE
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    items: tuple[Predicate, ...]
+    mark: Mark = NOWHERE
+
+
+@dataclass(frozen=True)
+class Not:
+    item: Predicate
+    mark: Mark = NOWHERE
+
+
+Predicate = Leaf | All | AnyOf | Not
+
+
+# --- rules --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Threshold:
+    count: int
+    window: float
+    distinct: str | None = None  # count distinct values of this field instead of events
+
+
+@dataclass(frozen=True)
+class SequenceStep:
+    match: Predicate
+    absent: bool = False  # only the last step: fire when it did NOT arrive within the window
+
+
+@dataclass(frozen=True)
+class Sequence:
+    steps: tuple[SequenceStep, ...]
+    window: float  # from the first step to the last
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    id: str
+    match: Predicate | None  # None only for sequence rules
+    sources: tuple[str, ...] = ()  # empty = all sources
+    group_by: tuple[str, ...] = ()
+    threshold: Threshold | None = None
+    sequence: Sequence | None = None
+    cooldown: float = 0.0
+    severity: Severity = "medium"
+    tags: tuple[str, ...] = ()
+    handlers: tuple[str, ...] = ()  # resolved: defaults.handlers filled in by the loader
+    description: str = ""
+    mark: Mark = NOWHERE
+
+    def digest(self) -> str:
+        """Changes when anything that shapes the rule's state changes (keeps state across reload)."""
+        import hashlib
+
+        text = repr(
+            (self.match, self.sources, self.group_by, self.threshold, self.sequence, self.cooldown)
+        )
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# --- handlers -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    max_attempts: int = 10
+    backoff: float = 5.0  # first delay; doubles per attempt, capped at max_backoff
+    max_backoff: float = 3600.0
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    max: int
+    per: float
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    window: float
+    max: int = 100
+
+
+@dataclass(frozen=True)
+class HandlerConfig:
+    """A declared handler. ``settings`` holds the type-specific keys, validated and typed:
+
+    - email: smtp (dict: host, port, tls, username, password_file, timeout), from (str),
+      to (tuple[str]), subject (template str), body (template str), body_file (str|None)
+    - command: argv (tuple[str] of templates, argv[0] absolute), stdin ("none"|"json"),
+      concurrency (int), env (dict[str,str] static extras)
+    - webhook: url, method, headers (dict[str, template str]), headers_files (dict[str, path]),
+      body (template str|None), format ("json"|"alertmanager")
+    - file: path (str), mode (int, file permission bits)
+    - log: (nothing)
+    ``marks`` maps each key given in YAML (e.g. "subject", "argv[2]") to its Mark.
+    """
+
+    name: str
+    type: Literal["email", "command", "webhook", "file", "log"]
+    timeout: float = 30.0
+    retry: RetryConfig = RetryConfig()
+    rate_limit: RateLimit | None = None
+    batch: BatchConfig | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    marks: dict[str, Mark] = field(default_factory=dict)
+    mark: Mark = NOWHERE
+
+
+LOG_HANDLER = HandlerConfig(name="log", type="log")
+
+
+# --- the whole thing ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str  # the top-level file
+    daemon: DaemonConfig
+    lists: dict[str, ListConfig]
+    sources: tuple[SourceConfig, ...]
+    parsers: dict[str, ParserConfig]
+    rules: tuple[RuleConfig, ...]
+    handlers: dict[str, HandlerConfig]  # always contains "log"
+    default_handlers: tuple[str, ...] = ("log",)
+    files: tuple[str, ...] = ()  # every file read, includes too (for reload and messages)
+
+    def source(self, source_id: str) -> SourceConfig:
+        for src in self.sources:
+            if src.id == source_id:
+                return src
+        raise KeyError(source_id)

@@ -1,0 +1,51 @@
+"""The one error type for configuration problems, and the delivery errors handlers raise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """Where a value came from: file and 1-based line (0 when unknown)."""
+
+    file: str
+    line: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+
+class ConfigError(Exception):
+    """A configuration problem, always printable as one line for a person.
+
+    Rendered as ``file:line: key.path: message``, e.g.
+    ``config.yaml:23: rules[2].threshold.window: "10 minutes" is not a duration (use 10m, 1h, 30s)``.
+    """
+
+    def __init__(self, message: str, mark: Mark | None = None, key: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.mark = mark
+        self.key = key
+
+    def __str__(self) -> str:
+        parts = []
+        if self.mark is not None:
+            parts.append(str(self.mark))
+        if self.key:
+            parts.append(self.key)
+        parts.append(self.message)
+        return ": ".join(parts)
+
+
+class DeliveryError(Exception):
+    """A handler could not deliver. ``permanent`` failures are not retried.
+
+    ``retry_after`` (seconds) lets a handler pass on a server's hint (HTTP Retry-After).
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False, retry_after: float | None = None):
+        super().__init__(message)
+        self.permanent = permanent
+        self.retry_after = retry_after
