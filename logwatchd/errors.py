@@ -20,7 +20,7 @@ class ConfigError(Exception):
     """A configuration problem, always printable as one line for a person.
 
     Rendered as ``file:line: key.path: message``, e.g.
-    ``config.yaml:23: rules[2].threshold.window: "10 minutes" is not a duration (use 10m, 1h, 30s)``.
+    ``config.yaml:23: rules[2].threshold.window: "10 minutes" is not a duration (use 10m, ...)``.
     """
 
     def __init__(self, message: str, mark: Mark | None = None, key: str = "") -> None:

@@ -1,0 +1,281 @@
+"""The SQLite state store: source checkpoints, rule state and the alert outbox.
+
+Everything the daemon must not lose or repeat lives in one database file, and the three
+kinds of state change together in one transaction (SPEC section 4): the offsets of the lines
+read, the rule windows they updated and the alerts they produced. Each thread opens its own
+``StateStore`` on the same path; WAL mode lets the delivery workers mark rows while the
+main loop commits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from logwatchd.alerts import Alert
+
+SCHEMA_VERSION = 1
+DONE_RETENTION = 7 * 86400.0  # delivered ids are remembered this long, so a replay is not re-sent
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sources (
+    source TEXT PRIMARY KEY, state TEXT NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS rule_keys (
+    rule TEXT NOT NULL, key TEXT NOT NULL, digest TEXT NOT NULL, state TEXT NOT NULL,
+    PRIMARY KEY (rule, key));
+CREATE TABLE IF NOT EXISTS outbox (
+    alert_id TEXT NOT NULL, handler TEXT NOT NULL, rule TEXT NOT NULL, alert TEXT NOT NULL,
+    created REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending', last_error TEXT, updated REAL NOT NULL,
+    PRIMARY KEY (alert_id, handler));
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (handler, status, next_attempt);
+"""
+
+
+class RuleChanges(Protocol):
+    """What ``rules.Engine.drain_changes()`` returns (kept structural to avoid an upward import)."""
+
+    digests: Mapping[str, str]
+    upserts: list[tuple[str, str, str]]  # (rule, key_json, state_json)
+    deletes: list[tuple[str, str]]  # (rule, key_json)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    alert_id: str
+    handler: str
+    alert: dict[str, Any]
+    attempts: int
+    created: float
+    last_error: str | None = None
+
+
+class StateStore:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, mode=0o750, exist_ok=True)
+        self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit that returned survives power loss, not only a process crash.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        with self._transaction():
+            for statement in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
+                self._db.execute(statement)
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+
+    @classmethod
+    def in_dir(cls, state_dir: str) -> StateStore:
+        return cls(os.path.join(state_dir, "state.db"))
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    # --- sources ----------------------------------------------------------------------
+
+    def is_new(self) -> bool:
+        """True until the first commit of any source: ``start_at`` applies only then."""
+        row = self._db.execute("SELECT count(*) FROM sources").fetchone()
+        return bool(row[0] == 0)
+
+    def load_source(self, source_id: str) -> dict[str, Any] | None:
+        row = self._db.execute(
+            "SELECT state FROM sources WHERE source = ?", (source_id,)
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    # --- rules ------------------------------------------------------------------------
+
+    def load_rule_state(self) -> list[tuple[str, str, str, str]]:
+        """Rows of (rule, digest, key_json, state_json) for ``Engine.load_state``."""
+        cursor = self._db.execute("SELECT rule, digest, key, state FROM rule_keys")
+        return [tuple(row) for row in cursor]  # type: ignore[misc]
+
+    def prune_rules(self, digests: Mapping[str, str]) -> None:
+        """Drop state of rules that are gone or changed shape."""
+        with self._transaction():
+            rows = self._db.execute("SELECT DISTINCT rule, digest FROM rule_keys").fetchall()
+            for rule, digest in rows:
+                if digests.get(rule) != digest:
+                    self._db.execute(
+                        "DELETE FROM rule_keys WHERE rule = ? AND digest = ?", (rule, digest)
+                    )
+
+    # --- the one commit ---------------------------------------------------------------
+
+    def commit(
+        self,
+        sources: Mapping[str, dict[str, Any]] | None = None,
+        rules: RuleChanges | None = None,
+        alerts: Iterable[Alert] = (),
+    ) -> int:
+        """Commit checkpoints, rule state and new outbox rows atomically.
+
+        Returns how many outbox rows were queued; an alert id already queued (or delivered)
+        for a handler is ignored, which is what makes a replay after a crash harmless.
+        """
+        now = time.time()
+        queued = 0
+        with self._transaction():
+            for source_id, state in (sources or {}).items():
+                self._db.execute(
+                    "INSERT INTO sources (source, state, updated) VALUES (?, ?, ?) "
+                    "ON CONFLICT (source) DO UPDATE SET state = excluded.state, "
+                    "updated = excluded.updated",
+                    (source_id, json.dumps(state, separators=(",", ":")), now),
+                )
+            if rules is not None:
+                self._write_rules(rules)
+            for alert in alerts:
+                queued += self._queue(alert, now)
+        return queued
+
+    def _write_rules(self, rules: RuleChanges) -> None:
+        self._db.executemany(
+            "INSERT INTO rule_keys (rule, key, digest, state) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (rule, key) DO UPDATE SET digest = excluded.digest, "
+            "state = excluded.state",
+            [(rule, key, rules.digests.get(rule, ""), state) for rule, key, state in rules.upserts],
+        )
+        self._db.executemany("DELETE FROM rule_keys WHERE rule = ? AND key = ?", rules.deletes)
+
+    def _queue(self, alert: Alert, now: float) -> int:
+        payload = json.dumps(alert.to_dict(), separators=(",", ":"))
+        queued = 0
+        for handler in alert.handlers:
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO outbox (alert_id, handler, rule, alert, created, "
+                "next_attempt, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (alert.id, handler, alert.rule, payload, now, now, now),
+            )
+            queued += cursor.rowcount
+        return queued
+
+    # --- the outbox, for delivery workers ---------------------------------------------
+
+    def claim_due(self, handler: str, now: float, limit: int = 100) -> list[OutboxItem]:
+        """Pending rows for ``handler`` whose next attempt is due, oldest first."""
+        cursor = self._db.execute(
+            "SELECT alert_id, handler, alert, attempts, created, last_error FROM outbox "
+            "WHERE handler = ? AND status = 'pending' AND next_attempt <= ? "
+            "ORDER BY created, rowid LIMIT ?",
+            (handler, now, limit),
+        )
+        return [
+            OutboxItem(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5]) for row in cursor
+        ]
+
+    def next_due(self, handler: str) -> float | None:
+        row = self._db.execute(
+            "SELECT min(next_attempt) FROM outbox WHERE handler = ? AND status = 'pending'",
+            (handler,),
+        ).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def mark_done(self, item: OutboxItem) -> None:
+        self._set(item, "done", item.attempts + 1, None, None)
+
+    def mark_retry(self, item: OutboxItem, next_attempt: float, error: str) -> None:
+        self._set(item, "pending", item.attempts + 1, next_attempt, error)
+
+    def mark_failed(self, item: OutboxItem, error: str) -> None:
+        self._set(item, "failed", item.attempts + 1, None, error)
+
+    def _set(
+        self,
+        item: OutboxItem,
+        status: str,
+        attempts: int,
+        next_attempt: float | None,
+        error: str | None,
+    ) -> None:
+        now = time.time()
+        with self._transaction():
+            self._db.execute(
+                "UPDATE outbox SET status = ?, attempts = ?, "
+                "next_attempt = coalesce(?, next_attempt), last_error = coalesce(?, last_error), "
+                "updated = ? WHERE alert_id = ? AND handler = ?",
+                (status, attempts, next_attempt, error, now, item.alert_id, item.handler),
+            )
+
+    def prune_delivered(self, older_than: float = DONE_RETENTION) -> int:
+        with self._transaction():
+            cursor = self._db.execute(
+                "DELETE FROM outbox WHERE status = 'done' AND updated < ?",
+                (time.time() - older_than,),
+            )
+        return cursor.rowcount
+
+    # --- status -----------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        now = time.time()
+        sources = {
+            source: {"state": json.loads(state), "updated": updated}
+            for source, state, updated in self._db.execute(
+                "SELECT source, state, updated FROM sources ORDER BY source"
+            )
+        }
+        handlers: dict[str, dict[str, Any]] = {}
+        for handler, status, count, oldest in self._db.execute(
+            "SELECT handler, status, count(*), min(created) FROM outbox GROUP BY handler, status"
+        ):
+            entry = handlers.setdefault(handler, _empty_handler_status())
+            entry[status] = count
+            if status == "pending":
+                entry["oldest_pending_age"] = round(now - oldest, 3)
+        for handler, error, updated in self._db.execute(
+            "SELECT handler, last_error, max(updated) FROM outbox "
+            "WHERE last_error IS NOT NULL GROUP BY handler"
+        ):
+            entry = handlers.setdefault(handler, _empty_handler_status())
+            entry["last_error"] = error
+            entry["last_error_at"] = updated
+        return {"sources": sources, "outbox": handlers}
+
+    def failed(self, limit: int = 20) -> list[OutboxItem]:
+        cursor = self._db.execute(
+            "SELECT alert_id, handler, alert, attempts, created, last_error FROM outbox "
+            "WHERE status = 'failed' ORDER BY updated DESC LIMIT ?",
+            (limit,),
+        )
+        return [
+            OutboxItem(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5]) for row in cursor
+        ]
+
+
+def _empty_handler_status() -> dict[str, Any]:
+    return {
+        "pending": 0,
+        "done": 0,
+        "failed": 0,
+        "oldest_pending_age": None,
+        "last_error": None,
+        "last_error_at": None,
+    }
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,0 +1,113 @@
+"""The state store commits checkpoints, rule state and outbox rows together, and dedupes ids."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import pytest
+
+from logwatchd.alerts import Alert
+from logwatchd.state import StateStore
+
+
+def make_alert(alert_id: str = "a1", handlers: tuple[str, ...] = ("mail", "log")) -> Alert:
+    return Alert(
+        id=alert_id, rule="r", severity="high", tags=[], key={"ip": "192.0.2.1"}, count=1,
+        suppressed=0, first_seen=1.0, last_seen=2.0, fired_at=3.0, host="h", source="s",
+        path="/x", raw="line", fields={}, events=["line"], handlers=handlers,
+    )  # fmt: skip
+
+
+@dataclass
+class Changes:
+    digests: dict[str, str] = field(default_factory=dict)
+    upserts: list[tuple[str, str, str]] = field(default_factory=list)
+    deletes: list[tuple[str, str]] = field(default_factory=list)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = StateStore.in_dir(str(tmp_path / "state"))
+    yield s
+    s.close()
+
+
+def test_a_new_store_is_new_until_a_source_is_committed(store):
+    assert store.is_new()
+    store.commit(sources={"app": {"files": []}})
+    assert not store.is_new()
+    assert store.load_source("app") == {"files": []}
+    assert store.load_source("other") is None
+
+
+def test_an_alert_is_queued_once_per_handler_even_when_rebuilt(store):
+    assert store.commit(alerts=[make_alert()]) == 2
+    assert store.commit(alerts=[make_alert()]) == 0
+    due = store.claim_due("mail", now=1e12)
+    assert [i.alert_id for i in due] == ["a1"]
+    store.mark_done(due[0])
+    # delivered ids are remembered: a replay after a crash queues nothing
+    assert store.commit(alerts=[make_alert()]) == 0
+    assert store.claim_due("mail", now=1e12) == []
+
+
+def test_commit_is_atomic_when_anything_in_it_fails(store):
+    class Broken:
+        digests: dict[str, str] = {}
+        upserts = [("r", "k", "s", "too many")]
+        deletes: list[tuple[str, str]] = []
+
+    with pytest.raises(ValueError):
+        store.commit(sources={"app": {"offset": 10}}, rules=Broken(), alerts=[make_alert()])
+    assert store.load_source("app") is None
+    assert store.claim_due("mail", now=1e12) == []
+
+
+def test_retry_and_failure_are_visible_in_status(store):
+    store.commit(alerts=[make_alert("a1"), make_alert("a2")])
+    first, second = store.claim_due("mail", now=1e12)
+    store.mark_retry(first, next_attempt=1e13, error="421 try later")
+    store.mark_failed(second, error="550 no such user")
+    assert store.claim_due("mail", now=1e12) == []
+    assert [i.alert_id for i in store.claim_due("mail", now=1e13)] == ["a1"]
+    status = store.status()["outbox"]["mail"]
+    assert status["pending"] == 1 and status["failed"] == 1
+    assert status["last_error"] in {"421 try later", "550 no such user"}
+    assert store.failed()[0].alert_id == "a2"
+
+
+def test_rule_state_round_trips_and_changed_rules_are_pruned(store):
+    store.commit(rules=Changes({"r": "d1"}, [("r", '{"ip":"x"}', "[1,2]")]))
+    assert store.load_rule_state() == [("r", "d1", '{"ip":"x"}', "[1,2]")]
+    store.commit(rules=Changes({"r": "d1"}, [], [("r", '{"ip":"x"}')]))
+    assert store.load_rule_state() == []
+    store.commit(rules=Changes({"r": "d1", "q": "d2"}, [("r", "k", "s"), ("q", "k", "s")]))
+    store.prune_rules({"r": "changed"})
+    assert store.load_rule_state() == []
+
+
+def test_workers_on_their_own_connections_do_not_block_the_committer(tmp_path):
+    path = str(tmp_path / "state.db")
+    main = StateStore(path)
+    main.commit(alerts=[make_alert(f"a{i}", ("mail",)) for i in range(50)])
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        own = StateStore(path)
+        try:
+            for item in own.claim_due("mail", now=1e12, limit=100):
+                own.mark_done(item)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            own.close()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    for i in range(50):
+        main.commit(sources={"app": {"offset": i}})
+    thread.join()
+    assert not errors
+    assert main.status()["outbox"]["mail"]["done"] == 50
+    main.close()
