@@ -62,7 +62,7 @@ class SourceConfig:
     paths: tuple[str, ...] = ()  # file: absolute globs
     start_at: Literal["end", "beginning"] = "end"
     match: tuple[str, ...] = ()  # journald: FIELD=value terms, OR'ed
-    journal_directory: str | None = None  # journald: read this directory instead of the system journal
+    journal_directory: str | None = None  # journald: this directory, not the system journal
     journal_files: tuple[str, ...] = ()  # journald: read these journal files
     mark: Mark = NOWHERE
 
@@ -165,7 +165,7 @@ class RuleConfig:
     mark: Mark = NOWHERE
 
     def digest(self) -> str:
-        """Changes when anything that shapes the rule's state changes (keeps state across reload)."""
+        """Changes when anything that shapes the rule's state changes (state survives reload)."""
         import hashlib
 
         text = repr(
