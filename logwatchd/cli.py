@@ -1,0 +1,101 @@
+"""The command line: run, check, test, explain, status (SPEC section 2)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from logwatchd import __version__
+from logwatchd.errors import ConfigError
+
+DEFAULT_CONFIG = "/etc/logwatchd/logwatchd.yaml"
+EX_CONFIG = 78  # sysexits.h: the daemon refuses to start on a bad config
+EXIT_INVALID = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="logwatchd",
+        description="Follow logs and the journal, match YAML rules, deliver alerts.",
+    )
+    parser.add_argument("--version", action="version", version=f"logwatchd {__version__}")
+    parser.add_argument(
+        "--log-format",
+        choices=["auto", "console", "json", "journal", "stderr"],
+        default="auto",
+        help="the daemon's own log: auto picks the journal under systemd, console on a terminal",
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument(
+            "-c", "--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})"
+        )
+        return sub
+
+    run = command("run", "run the daemon in the foreground (systemd Type=notify)")
+    run.add_argument("--state-dir", help="override daemon.state_dir")
+    run.add_argument("--daemon", action="store_true", help="detach (hosts without systemd)")
+    run.add_argument("--pidfile", help="with --daemon: an flock()ed pidfile")
+    run.add_argument(
+        "--demo",
+        action="store_true",
+        help="run the embedded demo config on ./logwatchd-demo/ (no root, no mail server)",
+    )
+
+    command("check", "validate the config and render every template against a sample alert")
+
+    test = command("test", "replay log files through the parser and all rules, on event time")
+    test.add_argument("files", nargs="+", metavar="FILE", help="log files (.gz too); - for stdin")
+    test.add_argument("--source", help="source id whose parser and rules apply")
+    test.add_argument("--json", action="store_true", help="one JSON object per line on stdout")
+    test.add_argument("--matches", action="store_true", help="also report every rule match")
+    test.add_argument("--execute", action="store_true", help="run the handlers for each alert")
+
+    explain = command("explain", "show parsed fields and, rule by rule, what matched or failed")
+    explain.add_argument("--source", required=True, help="source id")
+    explain.add_argument("line", metavar="LINE", help="one log line")
+
+    status = command("status", "offsets, journal cursor, outbox depth and last errors")
+    status.add_argument("--state-dir", help="override daemon.state_dir")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from logwatchd.service import logging as service_logging
+
+    fmt = args.log_format
+    if args.command != "run" and fmt == "auto":
+        fmt = "stderr" if not sys.stderr.isatty() else "console"
+    service_logging.configure(fmt, level=args.log_level)
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        print(f"logwatchd: {exc}", file=sys.stderr)
+        return EX_CONFIG if args.command == "run" else EXIT_INVALID
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from logwatchd import commands
+
+    handler = {
+        "run": commands.run,
+        "check": commands.check,
+        "test": commands.test,
+        "explain": commands.explain,
+        "status": commands.status,
+    }[args.command]
+    return handler(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,63 @@
+"""``logwatchd check``: the config is valid, every template renders, every file is readable."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from logwatchd.config import load
+from logwatchd.config.model import Config, HandlerConfig
+from logwatchd.errors import ConfigError
+from logwatchd.handlers import HostInfo, build_handler
+from logwatchd.templates import Templates, check_templates
+
+FILE_SETTINGS = ("password_file", "body_file")
+
+
+def check(args: argparse.Namespace) -> int:
+    config = load(args.config)
+    rendered = validate(config)
+    print(
+        f"OK: {args.config}: {len(config.sources)} sources, {len(config.rules)} rules, "
+        f"{len(config.handlers)} handlers, {rendered} templates rendered, "
+        f"{len(config.files)} files read"
+    )
+    return 0
+
+
+def validate(config: Config) -> int:
+    """Everything ``load`` cannot know: templates against sample alerts, readable files."""
+    templates = Templates()
+    host = HostInfo.local()
+    rendered = 0
+    for handler in config.handlers.values():
+        _check_files(handler)
+        for key_fields in _key_shapes(config, handler.name):
+            rendered += check_templates(
+                handler.name, handler.type, handler.settings, templates=templates, host=host,
+                key_fields=key_fields, marks=handler.marks, mark=handler.mark,
+            )  # fmt: skip
+        build_handler(handler, templates=templates, host=host)
+    return rendered
+
+
+def _key_shapes(config: Config, handler: str) -> list[tuple[str, ...]]:
+    """The group_by of every rule that sends to this handler: each must render."""
+    shapes = {rule.group_by for rule in config.rules if handler in rule.handlers}
+    return sorted(shapes) or [("ip",)]
+
+
+def _check_files(handler: HandlerConfig) -> None:
+    paths = [(key, handler.settings.get(key)) for key in FILE_SETTINGS]
+    smtp = handler.settings.get("smtp") or {}
+    paths.append(("smtp.password_file", smtp.get("password_file")))
+    paths.extend(
+        (f"header_files.{name}", path)
+        for name, path in (handler.settings.get("header_files") or {}).items()
+    )
+    for key, path in paths:
+        if path and not os.access(path, os.R_OK):
+            raise ConfigError(
+                f"{path} is not readable", handler.marks.get(key, handler.mark),
+                f"handlers.{handler.name}.{key}",
+            )  # fmt: skip

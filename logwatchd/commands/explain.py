@@ -1,0 +1,39 @@
+"""``logwatchd explain``: one line's parsed fields and, rule by rule, what matched or failed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from logwatchd.alerts import jsonable
+from logwatchd.config import load
+from logwatchd.errors import ConfigError
+from logwatchd.events import Line
+from logwatchd.pipeline import Pipeline, ReplayClock, build_engine
+from logwatchd.rules import format_explanation
+
+
+def explain(args: argparse.Namespace) -> int:
+    config = load(args.config)
+    try:
+        source = config.source(args.source)
+    except KeyError:
+        known = ", ".join(s.id for s in config.sources) or "none"
+        raise ConfigError(
+            f"no source {args.source!r} (sources: {known})", None, "--source"
+        ) from None
+    engine, parsers = build_engine(config, ReplayClock(), host="explain")
+    pipeline = Pipeline(engine, parsers)
+    line = Line(source.id, args.line, time.time(), "explain:1", None, 1)
+    print(f"source: {source.id} (parser {source.parser})")
+    event = pipeline.parse(line)
+    if event is None:
+        print("parsed: NO - the parser did not recognise this line; no rule can see it")
+        return 0
+    print("fields:")
+    for key, value in event.fields.items():
+        print(f"  {key} = {json.dumps(jsonable(value), ensure_ascii=False)}")
+    print(f"prefilter: {'passes' if engine.wants(source.id, line.raw) else 'rejects'} this line")
+    print(format_explanation(engine.explain(event)))
+    return 0

@@ -1,0 +1,212 @@
+"""``logwatchd test``: replay log files through one source's parser and all rules, on event time.
+
+Handlers do not run unless ``--execute``. Output: with ``--json`` one object per match (with
+``--matches``) and per alert on stdout; a fail2ban-regex-like summary on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import gzip
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from typing import IO, Any
+
+from logwatchd.alerts import Alert, jsonable
+from logwatchd.config import load
+from logwatchd.config.model import Config, SourceConfig
+from logwatchd.errors import ConfigError, DeliveryError
+from logwatchd.events import Line
+from logwatchd.pipeline import Pipeline, ReplayClock, build_engine
+
+READ_SIZE = 1 << 20
+PROGRESS_EVERY = 0.25
+
+
+def test(args: argparse.Namespace) -> int:
+    config = load(args.config)
+    clock = ReplayClock()
+    engine, parsers = build_engine(config, clock, host=os.uname().nodename)
+    pipeline = Pipeline(engine, parsers, replay=clock)
+    out = Output(args.json, sys.stdout)
+    executor = Executor(config) if args.execute else None
+    started = time.monotonic()
+    for name in args.files:
+        source = pick_source(config, args.source, name)
+        _replay_file(name, source, pipeline, out, executor, want_matches=args.matches)
+    for alert in pipeline.tick(float("inf")):
+        out.alert(alert, line=0)
+    elapsed = time.monotonic() - started
+    summarize(pipeline, elapsed, sys.stderr)
+    return 0
+
+
+def pick_source(config: Config, wanted: str | None, path: str) -> SourceConfig:
+    if wanted:
+        try:
+            return config.source(wanted)
+        except KeyError:
+            known = ", ".join(s.id for s in config.sources) or "none"
+            raise ConfigError(
+                f"no source {wanted!r} (sources: {known})", None, "--source"
+            ) from None
+    real = os.path.abspath(path)
+    for source in config.sources:
+        if any(fnmatch.fnmatch(real, glob) for glob in source.paths):
+            return source
+    if len(config.sources) == 1:
+        return config.sources[0]
+    raise ConfigError(
+        f"{path} matches no source's paths; name one with --source "
+        f"({', '.join(s.id for s in config.sources) or 'no sources defined'})",
+        None,
+        "--source",
+    )
+
+
+def _replay_file(name: str, source: SourceConfig, pipeline: Pipeline, out: Output,
+                 executor: Executor | None, *, want_matches: bool) -> None:  # fmt: skip
+    matches: list[Any] | None = [] if want_matches else None
+    reference = time.time() if name == "-" else os.stat(name).st_mtime
+    progress = Progress(name)
+    for lineno, raw in read_lines(name, progress):
+        line = Line(source.id, raw, reference, f"{name}:{lineno}", name, lineno)
+        alerts = pipeline.handle(line, matches)
+        if matches:
+            for match in matches:
+                out.match(match, source.id, lineno)
+            matches.clear()
+        for alert in alerts:
+            out.alert(alert, lineno)
+            if executor is not None:
+                executor.run(alert)
+    progress.done()
+
+
+def read_lines(name: str, progress: Progress) -> Iterator[tuple[int, str]]:
+    """Lines as text (invalid UTF-8 replaced), read in large blocks; .gz transparently."""
+    with _open(name) as handle:
+        lineno = 0
+        rest = b""
+        while True:
+            block = handle.read(READ_SIZE)
+            if not block:
+                break
+            progress.advance(len(block))
+            block = rest + block
+            cut = block.rfind(b"\n") + 1
+            rest = block[cut:]
+            for raw in block[:cut].decode("utf-8", "replace").split("\n")[:-1]:
+                lineno += 1
+                yield lineno, raw.removesuffix("\r")
+        if rest:
+            yield lineno + 1, rest.decode("utf-8", "replace").removesuffix("\r")
+
+
+def _open(name: str) -> IO[bytes]:
+    if name == "-":
+        return sys.stdin.buffer
+    if name.endswith(".gz"):
+        return gzip.open(name, "rb")
+    return open(name, "rb")
+
+
+class Output:
+    def __init__(self, as_json: bool, stream: IO[str]) -> None:
+        self.as_json = as_json
+        self.stream = stream
+
+    def match(self, match: Any, source: str, line: int) -> None:
+        if self.as_json:
+            record = {"kind": "match", "rule": match.rule, "source": source, "line": line,
+                      "fields": jsonable(match.fields)}  # fmt: skip
+            self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        else:
+            self.stream.write(f"match  {match.rule:<28} line {line}\n")
+
+    def alert(self, alert: Alert, line: int) -> None:
+        if self.as_json:
+            record = {"kind": "alert", **alert.to_dict(), "line": line}
+            self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        else:
+            key = " ".join(f"{k}={v}" for k, v in alert.key.items())
+            self.stream.write(
+                f"ALERT  {alert.rule:<28} line {line:<8} {alert.severity:<8} "
+                f"count={alert.count} {key}\n"
+            )
+
+
+class Executor:
+    """``--execute``: run each alert's handlers at once, synchronously, without the outbox."""
+
+    def __init__(self, config: Config) -> None:
+        from logwatchd.handlers import HostInfo, build_handler
+        from logwatchd.templates import Templates
+
+        templates = Templates()
+        host = HostInfo.local()
+        self.handlers = {
+            name: build_handler(cfg, templates=templates, host=host)
+            for name, cfg in config.handlers.items()
+        }
+
+    def run(self, alert: Alert) -> None:
+        payload = alert.to_dict()
+        for name in alert.handlers:
+            try:
+                self.handlers[name].send([payload])
+            except DeliveryError as exc:
+                print(f"handler {name} failed: {exc}", file=sys.stderr)
+
+
+class Progress:
+    """A progress line on a terminal for large files; silent otherwise."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.enabled = sys.stderr.isatty() and name != "-"
+        self.total = os.stat(name).st_size if self.enabled else 0
+        self.seen = 0
+        self.last = 0.0
+
+    def advance(self, size: int) -> None:
+        if not self.enabled:
+            return
+        self.seen += size
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_EVERY and self.total:
+            self.last = now
+            share = min(100.0, 100.0 * self.seen / self.total)
+            sys.stderr.write(f"\r{self.name}: {share:5.1f}%")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\x1b[K")
+
+
+def summarize(pipeline: Pipeline, elapsed: float, stream: IO[str]) -> None:
+    stats = pipeline.stats
+    rate = stats.lines / elapsed if elapsed > 0 else 0.0
+    stream.write(
+        f"\nLines: {stats.lines} read, {stats.parsed} parsed, {stats.unparsed} unparsed, "
+        f"{stats.skipped} skipped by the prefilter (no rule could match)"
+        + (f", {stats.truncated} cut at max_line_bytes" if stats.truncated else "")
+        + "\n"
+    )
+    rules = [rule.id for rule in pipeline.engine.rules] if hasattr(pipeline.engine, "rules") else []
+    names = sorted(set(rules) | set(stats.matches) | set(stats.alerts))
+    if names:
+        width = max(len(n) for n in names) + 2
+        stream.write(f"{'Rule':<{width}}{'matches':>9}{'alerts':>9}\n")
+        for name in names:
+            stream.write(f"{name:<{width}}{stats.matches[name]:>9}{stats.alerts[name]:>9}\n")
+    if stats.unparsed_samples:
+        stream.write("Unparsed samples:\n")
+        for sample in stats.unparsed_samples:
+            stream.write(f"  {sample}\n")
+    stream.write(f"Rate: {rate:,.0f} lines/s ({elapsed:.2f} s)\n")
