@@ -1,0 +1,195 @@
+"""E-mail over SMTP: one message per alert, or one digest listing every alert of a batch.
+
+Recipients come only from the configuration and are passed as the envelope explicitly, so
+nothing rendered from log data can add one. Rendered header values lose control characters
+(CR/LF included) and are length-capped. The password is read at send time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import smtplib
+import ssl
+from email.message import EmailMessage
+from email.utils import formatdate
+from typing import Any
+
+import structlog
+
+from logwatchd.config.model import HandlerConfig
+from logwatchd.errors import ConfigError, DeliveryError
+from logwatchd.handlers import (
+    clean_header,
+    compile_setting,
+    credential_path,
+    read_secret,
+    render_or_fail,
+)
+from logwatchd.templates import HostInfo, TemplateError, Templates, read_template_file
+
+log = structlog.get_logger("logwatchd.handlers")
+
+DEFAULT_SUBJECT = "[{{ alert.severity }}] {{ alert.rule }} on {{ host.name }}"
+DEFAULT_BODY = (
+    "{{ alert.count }} x {{ alert.rule }} ({{ alert.severity }}) on {{ host.fqdn }}\n"
+    "key: {{ alert.key | tojson }}\n"
+    "first seen: {{ alert.first_seen }}\nlast seen: {{ alert.last_seen }}\n"
+    "suppressed: {{ alert.suppressed }}\n"
+    "source: {{ alert.event.source }} {{ alert.event.path or '' }}\n"
+    "last line: {{ alert.event.raw }}\n"
+)
+SUBJECT_LIMIT = 250
+_CONTROL_IN_BODY = str.maketrans(dict.fromkeys([*range(0, 9), 11, 12, *range(14, 32), 127], " "))
+
+
+class EmailHandler:
+    def __init__(self, cfg: HandlerConfig, *, templates: Templates, host: HostInfo) -> None:
+        settings = cfg.settings
+        self.name = cfg.name
+        self._templates = templates
+        self._host = host
+        self._timeout = cfg.timeout
+        self._smtp: dict[str, Any] = dict(settings.get("smtp") or {})
+        self._from = str(settings.get("from") or f"logwatchd@{host.fqdn}")
+        self._to = [str(addr) for addr in settings.get("to") or ()]
+        if not self._to:
+            raise ConfigError(
+                "email handler needs at least one recipient in 'to'",
+                cfg.mark,
+                f"handlers.{cfg.name}.to",
+            )
+        body_source = settings.get("body")
+        if settings.get("body_file"):
+            try:
+                body_source = read_template_file(settings["body_file"])
+            except TemplateError as exc:
+                raise ConfigError(
+                    exc.message,
+                    cfg.marks.get("body_file", cfg.mark),
+                    f"handlers.{cfg.name}.body_file",
+                ) from None
+        self._subject = compile_setting(
+            cfg, templates, "subject", settings.get("subject") or DEFAULT_SUBJECT
+        )
+        self._body = compile_setting(cfg, templates, "body", body_source or DEFAULT_BODY)
+        self._context = self._tls_context()
+
+    # --- building the message ------------------------------------------------------------
+
+    def message(self, alerts: list[dict[str, Any]]) -> EmailMessage:
+        msg = EmailMessage()
+        msg["From"] = self._from
+        msg["To"] = ", ".join(self._to)
+        msg["Date"] = formatdate(localtime=True)
+        msg["Message-ID"] = message_id(alerts, self.name)
+        msg["X-Logwatchd-Alert-Ids"] = clean_header(" ".join(a["id"] for a in alerts[:20]))
+        if len(alerts) == 1:
+            subject, body = self._render_one(alerts[0], alerts)
+        else:
+            subject, body = self._render_digest(alerts)
+        msg["Subject"] = clean_header(subject, SUBJECT_LIMIT)
+        msg.set_content(body.translate(_CONTROL_IN_BODY))
+        return msg
+
+    def _render_one(self, alert: dict[str, Any], alerts: list[dict[str, Any]]) -> tuple[str, str]:
+        subject = render_or_fail(self._templates, self._subject, alert, self._host, alerts)
+        body = render_or_fail(self._templates, self._body, alert, self._host, alerts)
+        return subject, body
+
+    def _render_digest(self, alerts: list[dict[str, Any]]) -> tuple[str, str]:
+        rules = sorted({str(a.get("rule")) for a in alerts})
+        subject = f"[logwatchd] {len(alerts)} alerts on {self._host.name}: {', '.join(rules)}"
+        parts = [f"{len(alerts)} alerts on {self._host.fqdn}\n"]
+        for number, alert in enumerate(alerts, 1):
+            one = render_or_fail(self._templates, self._subject, alert, self._host, alerts)
+            text = render_or_fail(self._templates, self._body, alert, self._host, alerts)
+            parts.append(f"--- {number}/{len(alerts)}: {clean_header(one, SUBJECT_LIMIT)}\n{text}")
+        return subject, "\n".join(parts)
+
+    # --- sending -------------------------------------------------------------------------
+
+    def preview(self, alerts: list[dict[str, Any]]) -> dict[str, Any]:
+        msg = self.message(alerts)
+        return {"to": self._to, "subject": msg["Subject"], "message_id": msg["Message-ID"]}
+
+    def send(self, alerts: list[dict[str, Any]]) -> None:
+        msg = self.message(alerts)
+        try:
+            with self._connect() as smtp:
+                self._login(smtp)
+                refused = smtp.send_message(msg, from_addr=self._from, to_addrs=self._to)
+        except smtplib.SMTPAuthenticationError as exc:
+            # a wrong or rotated password gets fixed by an admin: keep the alert meanwhile
+            raise DeliveryError(f"SMTP authentication failed ({exc.smtp_code})") from None
+        except smtplib.SMTPRecipientsRefused as exc:
+            codes = [code for code, _ in exc.recipients.values()]
+            raise DeliveryError(
+                f"all recipients refused: {codes}", permanent=all(c >= 500 for c in codes)
+            ) from None
+        except smtplib.SMTPResponseException as exc:
+            raise DeliveryError(
+                f"SMTP {exc.smtp_code}: {_text(exc.smtp_error)}", permanent=exc.smtp_code >= 500
+            ) from None
+        except smtplib.SMTPNotSupportedError as exc:
+            raise DeliveryError(f"SMTP server lacks a required extension: {exc}") from None
+        except (smtplib.SMTPException, OSError) as exc:
+            raise DeliveryError(f"SMTP {self._smtp.get('host')}: {exc}") from None
+        if refused:
+            log.warning("some recipients refused", handler=self.name, refused=sorted(refused))
+
+    def _connect(self) -> smtplib.SMTP:
+        host = str(self._smtp.get("host") or "localhost")
+        tls = self._smtp.get("tls") or "none"
+        port = int(self._smtp.get("port") or (465 if tls == "tls" else 25))
+        timeout = float(self._smtp.get("timeout") or self._timeout)
+        if tls == "tls":
+            return smtplib.SMTP_SSL(host, port, timeout=timeout, context=self._context)
+        smtp = smtplib.SMTP(host, port, timeout=timeout)
+        if tls == "starttls":
+            try:
+                smtp.starttls(context=self._context)
+            except BaseException:
+                smtp.close()
+                raise
+        return smtp
+
+    def _login(self, smtp: smtplib.SMTP) -> None:
+        username = self._smtp.get("username")
+        if not username:
+            return
+        smtp.login(str(username), self._password())
+
+    def _password(self) -> str:
+        path = self._smtp.get("password_file")
+        if not path:
+            path = credential_path(str(self._smtp.get("credential") or self.name))
+        if not path:
+            raise DeliveryError("smtp.username is set but no password_file or credential")
+        return read_secret(path)
+
+    def _tls_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self._smtp.get("ca_file") or None)
+        if self._smtp.get("verify") is False:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def close(self) -> None:
+        return None
+
+
+def message_id(alerts: list[dict[str, Any]], handler: str) -> str:
+    """Stable per alert (and per digest content), so a re-sent mail is recognisable."""
+    if len(alerts) == 1:
+        ident = str(alerts[0]["id"])
+    else:
+        joined = ",".join(sorted(str(a["id"]) for a in alerts))
+        ident = "digest-" + hashlib.sha256(joined.encode()).hexdigest()[:32]
+    safe_handler = "".join(c if c.isalnum() or c in "-_" else "_" for c in handler)
+    return f"<{clean_header(ident, 100).replace(' ', '_')}.{safe_handler}@logwatchd>"
+
+
+def _text(value: bytes | str) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value

@@ -1,0 +1,274 @@
+"""Delivery workers: one thread per handler, taking alerts from the durable outbox.
+
+An alert leaves the outbox only when its handler delivered it, or after ``max_attempts``
+(then it is marked failed and kept for ``status``). Alerts held back by a batch window or a
+rate limit stay pending in the database until the digest that carries them was sent, so a
+crash at any moment delays them and loses none. Each worker has its own SQLite connection and
+its own thread: a slow or dead handler never holds up the reader or another handler.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from logwatchd.clock import Clock
+from logwatchd.config.model import HandlerConfig
+from logwatchd.errors import DeliveryError
+from logwatchd.handlers import Handler
+from logwatchd.state import OutboxItem, StateStore
+
+log = structlog.get_logger("logwatchd.outbox")
+
+POLL_INTERVAL = 1.0  # due retries are found at least this often, even without notify()
+CLAIM_LIMIT = 100
+DIGEST_MAX = 100  # alerts per digest when a rate limit defers them and no batch.max is set
+JITTER = 0.1
+
+
+@dataclass
+class WorkerStats:
+    sent: int = 0  # alerts delivered
+    sends: int = 0  # send() calls that succeeded (a digest is one)
+    retried: int = 0
+    failed: int = 0
+    last_error: str | None = None
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store_path: str,
+        handlers: dict[str, Handler],
+        configs: dict[str, HandlerConfig],
+        clock: Clock,
+        *,
+        dry_run: bool = False,
+        poll_interval: float = POLL_INTERVAL,
+    ) -> None:
+        self.store_path = store_path
+        self._handlers = handlers
+        self._stopping = threading.Event()
+        self._workers = [
+            Worker(
+                handler,
+                configs.get(name) or HandlerConfig(name=name, type="log"),
+                store_path,
+                clock,
+                self._stopping,
+                dry_run=dry_run,
+                poll_interval=poll_interval,
+            )
+            for name, handler in handlers.items()
+        ]
+        for worker in self._workers:
+            worker.start()
+
+    def notify(self) -> None:
+        """New outbox rows were committed: wake every worker."""
+        for worker in self._workers:
+            worker.wake.set()
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Take no new work, let in-flight sends finish up to ``timeout``, close handlers.
+
+        Returns False when some worker was still busy at the deadline (its alerts stay
+        pending and are delivered after the next start).
+        """
+        self._stopping.set()
+        self.notify()
+        deadline = time.monotonic() + timeout
+        clean = True
+        for worker in self._workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+            if worker.is_alive():
+                clean = False
+                log.warning("handler still busy at shutdown", handler=worker.name)
+        for name, handler in self._handlers.items():
+            try:
+                handler.close()
+            except Exception:
+                log.exception("handler close failed", handler=name)
+        return clean
+
+    def stats(self) -> dict[str, WorkerStats]:
+        return {worker.name: worker.stats for worker in self._workers}
+
+    def status(self) -> dict[str, Any]:
+        """The store's status (outbox depth, oldest age, last error per handler)."""
+        store = StateStore(self.store_path)
+        try:
+            return store.status()
+        finally:
+            store.close()
+
+
+class Worker(threading.Thread):
+    """Delivers one handler's outbox rows: plain, batched into digests, or rate limited."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        cfg: HandlerConfig,
+        store_path: str,
+        clock: Clock,
+        stopping: threading.Event,
+        *,
+        dry_run: bool,
+        poll_interval: float,
+    ) -> None:
+        super().__init__(name=f"outbox-{handler.name}", daemon=True)
+        self.handler = handler
+        self.cfg = cfg
+        self.stats = WorkerStats()
+        self.wake = threading.Event()
+        self._store_path = store_path
+        self._clock = clock
+        self._stopping = stopping
+        self._poll = poll_interval
+        self._deliver: Callable[[list[dict[str, Any]]], None] = (
+            self._dry_run if dry_run else handler.send
+        )
+        self._sends: deque[float] = deque()  # times of recent sends, for the rate limit
+        self._deferred = False  # the rate limit held alerts back: they go out as one digest
+        self._window_start: float | None = None
+        self._parallel = max(1, int(getattr(handler, "concurrency", 1)))
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        store = None
+        while not self._stopping.is_set():
+            self.wake.clear()
+            delay = self._poll
+            try:
+                store = store or StateStore(self._store_path)
+                delay = self._cycle(store)
+            except Exception:
+                # the store or the handler broke in a way nobody planned for: keep the worker
+                log.exception("delivery worker error", handler=self.handler.name)
+            if delay > 0:
+                self.wake.wait(min(delay, self._poll))
+        if store is not None:
+            store.close()
+
+    def _cycle(self, store: StateStore) -> float:
+        """Deliver what is due now; return seconds until something may be due again."""
+        now = self._clock.now()
+        batch = self.cfg.batch
+        limit = batch.max if batch else CLAIM_LIMIT
+        items = store.claim_due(self.handler.name, now, limit)
+        if not items:
+            self._window_start = None
+            return self._until_next_due(store, now)
+        if batch is not None:
+            if self._window_start is None:
+                self._window_start = now
+            window_left = self._window_start + batch.window - now
+            retrying = any(item.attempts for item in items)
+            if window_left > 0 and not retrying and len(items) < batch.max:
+                return window_left
+        wait = self._rate_wait(now)
+        if wait > 0:
+            self._deferred = True
+            return wait
+        if batch is not None or self._deferred:
+            self._deferred = False
+            self._send(store, items[: batch.max if batch else DIGEST_MAX])
+        elif self.cfg.rate_limit is not None or self._parallel == 1:
+            self._send(store, items[:1])
+        else:
+            self._send_parallel(store, items)
+        return 0.0
+
+    def _until_next_due(self, store: StateStore, now: float) -> float:
+        due = store.next_due(self.handler.name)
+        return self._poll if due is None else max(0.0, due - now)
+
+    def _rate_wait(self, now: float) -> float:
+        limit = self.cfg.rate_limit
+        if limit is None:
+            return 0.0
+        while self._sends and self._sends[0] <= now - limit.per:
+            self._sends.popleft()
+        if len(self._sends) < limit.max:
+            return 0.0
+        return self._sends[0] + limit.per - now
+
+    # --- delivering ----------------------------------------------------------------------
+
+    def _send(self, store: StateStore, items: list[OutboxItem]) -> None:
+        if self._stopping.is_set():
+            return
+        self._sends.append(self._clock.now())
+        error = self._attempt([item.alert for item in items])
+        self._record(store, items, error)
+
+    def _send_parallel(self, store: StateStore, items: list[OutboxItem]) -> None:
+        """For handlers with ``concurrency`` > 1: sends overlap, the store stays in this thread."""
+        with ThreadPoolExecutor(self._parallel) as pool:
+            errors = list(pool.map(lambda item: self._attempt([item.alert]), items))
+        for item, error in zip(items, errors, strict=True):
+            self._record(store, [item], error)
+
+    def _attempt(self, alerts: list[dict[str, Any]]) -> DeliveryError | None:
+        try:
+            self._deliver(alerts)
+        except DeliveryError as exc:
+            return exc
+        except Exception as exc:
+            log.exception("handler raised", handler=self.handler.name, alert_id=alerts[0]["id"])
+            return DeliveryError(f"unexpected {type(exc).__name__}: {exc}")
+        return None
+
+    def _record(
+        self, store: StateStore, items: list[OutboxItem], error: DeliveryError | None
+    ) -> None:
+        if error is None:
+            for item in items:
+                store.mark_done(item)
+            self.stats.sent += len(items)
+            self.stats.sends += 1
+            return
+        self.stats.last_error = str(error)
+        for item in items:
+            self._failed(store, item, error)
+
+    def _failed(self, store: StateStore, item: OutboxItem, error: DeliveryError) -> None:
+        attempts = item.attempts + 1
+        retry = self.cfg.retry
+        fields = {"handler": self.handler.name, "alert_id": item.alert_id, "attempts": attempts}
+        if error.permanent or attempts >= retry.max_attempts:
+            store.mark_failed(item, str(error))
+            self.stats.failed += 1
+            log.error("delivery failed", error=str(error), permanent=error.permanent, **fields)
+            return
+        delay = backoff(attempts, retry.backoff, retry.max_backoff, error.retry_after)
+        store.mark_retry(item, self._clock.now() + delay, str(error))
+        self.stats.retried += 1
+        log.warning("delivery failed, will retry", error=str(error), retry_in=delay, **fields)
+
+    def _dry_run(self, alerts: list[dict[str, Any]]) -> None:
+        preview = self.handler.preview(alerts)
+        log.info(
+            "dry run: not sent",
+            handler=self.handler.name,
+            alert_ids=[a["id"] for a in alerts],
+            would_send=preview,
+        )
+
+
+def backoff(attempts: int, first: float, cap: float, retry_after: float | None = None) -> float:
+    """Seconds before attempt ``attempts + 1``: doubling from ``first``, capped, jittered."""
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), cap)
+    delay = min(first * 2 ** (attempts - 1), cap)
+    return min(delay * (1 + random.uniform(0, JITTER)), cap)
