@@ -34,7 +34,7 @@ class Inbox:
     def __init__(self) -> None:
         self.messages: list[tuple[str, list[str], Message]] = []
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append(
             (envelope.mail_from, list(envelope.rcpt_tos), message_from_bytes(envelope.content))
         )
@@ -78,7 +78,7 @@ def origin_config(tmp_path: Path, smtp_port: int, script: Path) -> dict[str, Any
                 "parser": "app",
                 "start_at": "end",
             },
-        ],  # fmt: skip
+        ],
         "parsers": {
             "app": {"regex": APP_REGEX, "time_format": "%Y-%m-%d %H:%M:%S", "types": {"ip": "ip"}}
         },
@@ -90,7 +90,7 @@ def origin_config(tmp_path: Path, smtp_port: int, script: Path) -> dict[str, Any
                         {"field": "event_type", "equals": "SecurityBreach"},
                         {"not": {"field": "ip", "in_list": "trusted"}},
                     ]
-                },  # fmt: skip
+                },
                 "group_by": ["ip"],
                 "severity": "critical",
                 "handlers": ["mail-admin", "ban", "alerts-file"],
@@ -109,7 +109,7 @@ def origin_config(tmp_path: Path, smtp_port: int, script: Path) -> dict[str, Any
                 "type": "command",
                 "argv": [str(script), "ban", "{{ alert.key.ip }}"],
                 "timeout": "5s",
-            },  # fmt: skip
+            },
             "alerts-file": {"type": "file", "path": str(tmp_path / "alerts.jsonl")},
         },
     }
@@ -152,8 +152,8 @@ def test_security_breach_line_sends_the_mail_and_runs_the_command_within_a_secon
 
 
 def test_trusted_and_other_events_do_not_fire_and_bad_lines_are_skipped(tmp_path, smtp, recorder):
-    controller, inbox = smtp
-    script, argv_log = recorder
+    controller, _inbox = smtp
+    script, _argv_log = recorder
     (tmp_path / "logs").mkdir()
     log = tmp_path / "logs" / "server.log"
     log.touch()
@@ -203,8 +203,10 @@ def test_sigterm_stops_the_daemon_cleanly_within_two_seconds(tmp_path, recorder)
 
 def test_a_bad_config_exits_78_naming_file_line_and_key(tmp_path):
     config = tmp_path / "bad.yaml"
-    config.write_text("version: 1\nsources: []\nrules:\n  - id: x\n    match: {field: a, equals: b}\n"
-                      "    cooldown: 10 minutes\n")  # fmt: skip
+    config.write_text(
+        "version: 1\nsources: []\nrules:\n  - id: x\n"
+        "    match: {field: a, equals: b}\n    cooldown: 10 minutes\n"
+    )  # fmt: skip
     proc = subprocess.run(
         [sys.executable, "-m", "logwatchd", "run", "-c", str(config)],
         capture_output=True, text=True, timeout=30, check=False,
