@@ -34,9 +34,15 @@ def validate(config: Config) -> int:
         _check_files(handler)
         for key_fields in _key_shapes(config, handler.name):
             rendered += check_templates(
-                handler.name, handler.type, handler.settings, templates=templates, host=host,
-                key_fields=key_fields, marks=handler.marks, mark=handler.mark,
-            )  # fmt: skip
+                handler.name,
+                handler.type,
+                handler.settings,
+                templates=templates,
+                host=host,
+                key_fields=key_fields,
+                marks=handler.marks,
+                mark=handler.mark,
+            )
         build_handler(handler, templates=templates, host=host)
     return rendered
 
@@ -58,6 +64,7 @@ def _check_files(handler: HandlerConfig) -> None:
     for key, path in paths:
         if path and not os.access(path, os.R_OK):
             raise ConfigError(
-                f"{path} is not readable", handler.marks.get(key, handler.mark),
+                f"{path} is not readable",
+                handler.marks.get(key, handler.mark),
                 f"handlers.{handler.name}.{key}",
-            )  # fmt: skip
+            )

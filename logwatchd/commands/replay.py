@@ -68,8 +68,15 @@ def pick_source(config: Config, wanted: str | None, path: str) -> SourceConfig:
     )
 
 
-def _replay_file(name: str, source: SourceConfig, pipeline: Pipeline, out: Output,
-                 executor: Executor | None, *, want_matches: bool) -> None:  # fmt: skip
+def _replay_file(
+    name: str,
+    source: SourceConfig,
+    pipeline: Pipeline,
+    out: Output,
+    executor: Executor | None,
+    *,
+    want_matches: bool,
+) -> None:
     matches: list[Any] | None = [] if want_matches else None
     reference = time.time() if name == "-" else os.stat(name).st_mtime
     progress = Progress(name)
@@ -122,8 +129,13 @@ class Output:
 
     def match(self, match: Any, source: str, line: int) -> None:
         if self.as_json:
-            record = {"kind": "match", "rule": match.rule, "source": source, "line": line,
-                      "fields": jsonable(match.fields)}  # fmt: skip
+            record = {
+                "kind": "match",
+                "rule": match.rule,
+                "source": source,
+                "line": line,
+                "fields": jsonable(match.fields),
+            }
             self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
         else:
             self.stream.write(f"match  {match.rule:<28} line {line}\n")

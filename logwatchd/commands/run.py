@@ -22,8 +22,9 @@ def run(args: argparse.Namespace) -> int:
         _seed_demo(config)
     from logwatchd.service.daemon import Daemon
 
-    daemon = Daemon(loader, name="<demo>" if args.demo else args.config, state_dir=args.state_dir,
-                    config=config)  # fmt: skip
+    daemon = Daemon(
+        loader, name="<demo>" if args.demo else args.config, state_dir=args.state_dir, config=config
+    )
     if args.daemon:
         from logwatchd.service.daemonize import detach
 

@@ -22,10 +22,15 @@ def status(args: argparse.Namespace) -> int:
     try:
         report = store.status()
         report["failed"] = [
-            {"alert_id": i.alert_id, "handler": i.handler, "rule": i.alert.get("rule"),
-             "attempts": i.attempts, "error": i.last_error}
+            {
+                "alert_id": i.alert_id,
+                "handler": i.handler,
+                "rule": i.alert.get("rule"),
+                "attempts": i.attempts,
+                "error": i.last_error,
+            }
             for i in store.failed()
-        ]  # fmt: skip
+        ]
     finally:
         store.close()
     if args.json:
