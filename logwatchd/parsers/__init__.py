@@ -1,1 +1,74 @@
+"""Parsers turn a line into fields: the builtins and custom regex parsers.
 
+``build_parser(name, custom, timezone=...)`` returns a ``Parser`` (see ``base.py``) for a
+builtin name in ``BUILTIN`` or an id under the config's ``parsers:``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from logwatchd.config.model import ParserConfig
+from logwatchd.events import Line
+from logwatchd.parsers.base import ALL_STRINGS, Fields, Parser
+from logwatchd.parsers.journald import JournaldParser
+from logwatchd.parsers.jsonlines import JsonParser
+from logwatchd.parsers.regex import RegexParser
+from logwatchd.parsers.rfc5424 import Rfc5424Parser
+from logwatchd.parsers.syslog import SyslogParser
+from logwatchd.parsers.timeutil import resolve_timezone
+from logwatchd.parsers.web import AccessLogParser, ApacheErrorParser, NginxErrorParser
+
+__all__ = ["BUILTIN", "Fields", "Parser", "build_parser"]
+
+BUILTIN: frozenset[str] = frozenset(
+    {
+        "syslog",
+        "rfc5424",
+        "journald",
+        "nginx_combined",
+        "apache_combined",
+        "nginx_error",
+        "apache_error",
+        "json",
+        "none",
+    }
+)
+
+
+class NoneParser:
+    """Only ``message`` (the line) and ``raw``."""
+
+    name = "none"
+    verbatim_fields = ALL_STRINGS
+
+    def parse(self, line: Line) -> Fields | None:
+        return {"message": line.raw, "raw": line.raw}
+
+
+def build_parser(name: str, custom: Mapping[str, ParserConfig], *, timezone: str) -> Parser:
+    """The parser called ``name``: a custom one (which may shadow nothing builtin) or a builtin.
+
+    Raises ``ValueError`` for an unknown name or timezone (the loader has checked both, so
+    this means a programming error, not a user one).
+    """
+    tz = resolve_timezone(timezone)
+    if name in custom:
+        return RegexParser(custom[name], tz)
+    if name == "syslog":
+        return SyslogParser(tz)
+    if name == "rfc5424":
+        return Rfc5424Parser(tz)
+    if name == "journald":
+        return JournaldParser()
+    if name in ("nginx_combined", "apache_combined"):
+        return AccessLogParser(name)
+    if name == "nginx_error":
+        return NginxErrorParser(tz)
+    if name == "apache_error":
+        return ApacheErrorParser(tz)
+    if name == "json":
+        return JsonParser(tz)
+    if name == "none":
+        return NoneParser()
+    raise ValueError(f"unknown parser {name!r}")
