@@ -1,0 +1,360 @@
+"""Validation of the loaded YAML layers into the ``Config`` dataclasses (SPEC sections 3 and 4).
+
+Sections are read in dependency order (lists and parsers before the sources and rules that
+name them) so every cross reference is checked against what is actually declared.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import zoneinfo
+from collections.abc import Iterable
+
+from logwatchd.config import nodes
+from logwatchd.config.loader import Layer
+from logwatchd.config.model import (
+    Config,
+    DaemonConfig,
+    IpNetwork,
+    ListConfig,
+    ParserConfig,
+    SourceConfig,
+)
+from logwatchd.config.nodes import Node
+from logwatchd.config.schema_handlers import handlers_section
+from logwatchd.config.schema_rules import RuleContext, rules_section
+from logwatchd.errors import ConfigError
+
+ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
+FALLBACK_BUILTIN_PARSERS = frozenset(
+    {
+        "syslog",
+        "rfc5424",
+        "journald",
+        "nginx_combined",
+        "apache_combined",
+        "nginx_error",
+        "apache_error",
+        "json",
+        "none",
+    }
+)
+
+MAIN_KEYS = (
+    "version",
+    "include",
+    "daemon",
+    "defaults",
+    "lists",
+    "sources",
+    "parsers",
+    "rules",
+    "handlers",
+)
+INCLUDED_KEYS = ("version", "lists", "sources", "parsers", "rules", "handlers")
+DAEMON_KEYS = (
+    "state_dir",
+    "timezone",
+    "max_line_bytes",
+    "max_keys_per_rule",
+    "dry_run",
+    "commit_interval",
+    "stat_interval",
+    "rescan_interval",
+    "shutdown_timeout",
+)
+SOURCE_KEYS = {
+    "file": ("id", "type", "parser", "paths", "start_at"),
+    "journald": ("id", "type", "parser", "match", "directory", "files"),
+    "stdin": ("id", "type", "parser"),
+}
+PARSER_KEYS = ("regex", "time_format", "types")
+FIELD_TYPES = ("str", "int", "float", "ip")
+JOURNAL_MATCH_RE = re.compile(r"[A-Z0-9_]+=.*", re.DOTALL)
+
+
+def builtin_parsers() -> frozenset[str]:
+    """The parsers piece owns the list; fall back to the SPEC's set while it is absent."""
+    try:
+        from logwatchd.parsers import BUILTIN  # parsers may not be built yet
+    except ImportError:
+        return FALLBACK_BUILTIN_PARSERS
+    return frozenset(BUILTIN)
+
+
+def build_config(layers: list[Layer]) -> Config:
+    main = layers[0]
+    top = _check_top(layers)
+    _check_version(top[0])
+    daemon = _daemon(top[0].get("daemon"))
+    lists = {lid: _list(lid, node) for lid, node in named_entries(top, "lists", "list")}
+    parsers = {pid: _parser(pid, node) for pid, node in named_entries(top, "parsers", "parser")}
+    handlers = handlers_section(named_entries(top, "handlers", "handler"))
+    defaults = _default_handlers(top[0].get("defaults"), handlers)
+    sources = _sources(listed_entries(top, "sources", "source"), parsers)
+    context = RuleContext(
+        lists=lists,
+        sources={src.id for src in sources},
+        handlers=set(handlers),
+        default_handlers=defaults,
+    )
+    rules = rules_section(listed_entries(top, "rules", "rule"), context)
+    return Config(
+        path=main.file,
+        daemon=daemon,
+        lists=lists,
+        sources=tuple(sources),
+        parsers=parsers,
+        rules=tuple(rules),
+        handlers=handlers,
+        default_handlers=defaults,
+        files=tuple(layer.file for layer in layers),
+    )
+
+
+def _check_top(layers: list[Layer]) -> list[nodes.Mapping]:
+    checked = [nodes.mapping(layers[0].root, MAIN_KEYS)]
+    for layer in layers[1:]:
+        include = layer.root.value.get("include")
+        if include is not None:
+            raise include.error("only the main config file may include other files")
+        checked.append(nodes.mapping(layer.root, INCLUDED_KEYS))
+    return checked
+
+
+def _check_version(top: nodes.Mapping) -> None:
+    version = top.get("version")
+    if version is None:
+        raise top.node.error("missing required key 'version' (add `version: 1` at the top)")
+    if version.value != 1 or isinstance(version.value, bool):
+        raise version.error(f"unsupported config version {version.value!r} (this is version 1)")
+
+
+def check_id(node: Node, what: str, value: str | None = None) -> str:
+    text = nodes.string(node) if value is None else value
+    if not ID_RE.fullmatch(text):
+        raise node.error(
+            f"{what} id '{text}' must be lowercase letters, digits, '-' and '_', "
+            "starting with a letter or digit"
+        )
+    return text
+
+
+def named_entries(top: Iterable[nodes.Mapping], section: str, what: str) -> list[tuple[str, Node]]:
+    """``section: {id: {...}}`` from every file, with ids unique across files."""
+    seen: dict[str, Node] = {}
+    result: list[tuple[str, Node]] = []
+    for layer_top in top:
+        _check_layer_version(layer_top)
+        node = layer_top.get(section)
+        if node is None:
+            continue
+        if not isinstance(node.value, dict):
+            raise nodes.wrong_type(node, f"a mapping of {what} ids")
+        for key, entry in node.value.items():
+            check_id(entry, what, key)
+            _unique(seen, key, entry, what)
+            result.append((key, entry))
+    return result
+
+
+def listed_entries(top: Iterable[nodes.Mapping], section: str, what: str) -> list[Node]:
+    """``section: [{id: ...}, ...]`` from every file, with ids unique across files."""
+    seen: dict[str, Node] = {}
+    result: list[Node] = []
+    for layer_top in top:
+        node = layer_top.get(section)
+        if node is None:
+            continue
+        for entry in nodes.items(node, f"a list of {what}s"):
+            if not isinstance(entry.value, dict):
+                raise nodes.wrong_type(entry, f"a mapping (one {what})")
+            id_node = nodes.Mapping(entry, entry.value).need("id")
+            ident = check_id(id_node, what)
+            _unique(seen, ident, id_node, what)
+            result.append(entry)
+    return result
+
+
+def _check_layer_version(top: nodes.Mapping) -> None:
+    version = top.get("version")
+    if version is not None and (version.value != 1 or isinstance(version.value, bool)):
+        raise version.error(f"unsupported config version {version.value!r} (this is version 1)")
+
+
+def _unique(seen: dict[str, Node], ident: str, node: Node, what: str) -> None:
+    first = seen.get(ident)
+    if first is not None:
+        raise node.error(f"duplicate {what} id '{ident}' (also defined at {first.mark})")
+    seen[ident] = node
+
+
+# --- daemon -------------------------------------------------------------------------------
+
+
+def _daemon(node: Node | None) -> DaemonConfig:
+    if node is None:
+        return DaemonConfig()
+    entries = nodes.mapping(node, DAEMON_KEYS)
+    values: dict[str, object] = {"mark": node.mark}
+    if (item := entries.get("state_dir")) is not None:
+        values["state_dir"] = nodes.path(item)
+    if (item := entries.get("timezone")) is not None:
+        values["timezone"] = _timezone(item)
+    if (item := entries.get("max_line_bytes")) is not None:
+        values["max_line_bytes"] = nodes.integer(item, minimum=256, maximum=64 * 1024 * 1024)
+    if (item := entries.get("max_keys_per_rule")) is not None:
+        values["max_keys_per_rule"] = nodes.integer(item, minimum=1)
+    if (item := entries.get("dry_run")) is not None:
+        values["dry_run"] = nodes.boolean(item)
+    for key in ("commit_interval", "stat_interval", "rescan_interval"):
+        if (item := entries.get(key)) is not None:
+            values[key] = nodes.duration(item, positive=True)
+    if (item := entries.get("shutdown_timeout")) is not None:
+        values["shutdown_timeout"] = nodes.duration(item)
+    return DaemonConfig(**values)  # type: ignore[arg-type]
+
+
+def _timezone(node: Node) -> str:
+    name = nodes.string(node)
+    if name in ("local", "UTC"):
+        return name
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise node.error(
+            f'unknown time zone "{name}" (use local, UTC or an IANA name like Europe/Berlin)'
+        ) from None
+    return name
+
+
+# --- lists --------------------------------------------------------------------------------
+
+
+def _list(list_id: str, node: Node) -> ListConfig:
+    values: list[str] = []
+    networks: list[IpNetwork] = []
+    for item in nodes.items(node, "a list of strings"):
+        text = nodes.scalar_text(item).strip()
+        values.append(text)
+        try:
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            continue  # not every list holds addresses (user names, paths, ...)
+    return ListConfig(list_id, frozenset(values), tuple(networks), node.mark)
+
+
+# --- parsers ------------------------------------------------------------------------------
+
+
+def _parser(parser_id: str, node: Node) -> ParserConfig:
+    if parser_id in builtin_parsers():
+        raise node.error(f"parser id '{parser_id}' is a builtin parser; choose another name")
+    entries = nodes.mapping(node, PARSER_KEYS, required=("regex",))
+    regex = nodes.regex(entries.need("regex"))
+    time_format = None
+    if (item := entries.get("time_format")) is not None:
+        time_format = nodes.string(item)
+        if "timestamp" not in regex.groupindex:
+            raise item.error("time_format needs a (?P<timestamp>...) group in the regex")
+    types: dict[str, str] = {}
+    if (item := entries.get("types")) is not None:
+        if not isinstance(item.value, dict):
+            raise nodes.wrong_type(item, "a mapping of group name to type")
+        for group, type_node in item.value.items():
+            if group not in regex.groupindex:
+                known = ", ".join(regex.groupindex) or "none"
+                raise type_node.error(f"the regex has no group '{group}' (groups: {known})")
+            types[group] = nodes.choice(type_node, FIELD_TYPES)
+    return ParserConfig(parser_id, regex, time_format, types, node.mark)  # type: ignore[arg-type]
+
+
+# --- sources ------------------------------------------------------------------------------
+
+
+def _sources(entries: list[Node], parsers: dict[str, ParserConfig]) -> list[SourceConfig]:
+    if not entries:
+        raise ConfigError("no sources: declare at least one under 'sources'")
+    known = builtin_parsers() | set(parsers)
+    return [_source(entry, known) for entry in entries]
+
+
+def _source(node: Node, known_parsers: frozenset[str] | set[str]) -> SourceConfig:
+    type_node = nodes.Mapping(node, node.value).need("type")
+    kind = nodes.choice(type_node, tuple(SOURCE_KEYS))
+    entries = nodes.mapping(node, SOURCE_KEYS[kind], required=("id", "type"))
+    source_id = nodes.string(entries.need("id"))
+    parser = _source_parser(entries, kind, known_parsers)
+    values: dict[str, object] = {}
+    if kind == "file":
+        paths_node = entries.need("paths")
+        values["paths"] = tuple(_resolved(paths_node))
+        if (item := entries.get("start_at")) is not None:
+            values["start_at"] = nodes.choice(item, ("end", "beginning"))
+    elif kind == "journald":
+        values.update(_journald(entries))
+    return SourceConfig(source_id, kind, parser, mark=node.mark, **values)  # type: ignore[arg-type]
+
+
+def _source_parser(entries: nodes.Mapping, kind: str, known: frozenset[str] | set[str]) -> str:
+    item = entries.get("parser")
+    if item is None:
+        if kind == "journald":
+            return "journald"
+        raise entries.node.error("missing required key 'parser' (a builtin or a parsers id)")
+    name = nodes.string(item)
+    if name not in known:
+        raise item.error(f"unknown parser '{name}'; known: {', '.join(sorted(known))}")
+    return name
+
+
+def _resolved(node: Node) -> list[str]:
+    values = nodes.strings(node)
+    entries = node.value if isinstance(node.value, list) else [node]
+    return [nodes.path(entry) for entry, _ in zip(entries, values, strict=True)]
+
+
+def _journald(entries: nodes.Mapping) -> dict[str, object]:
+    values: dict[str, object] = {}
+    if (item := entries.get("match")) is not None:
+        terms = nodes.strings(item)
+        term_nodes = item.value if isinstance(item.value, list) else [item]
+        for term, term_node in zip(terms, term_nodes, strict=True):
+            if not JOURNAL_MATCH_RE.fullmatch(term):
+                raise term_node.error(
+                    f'"{term}" is not a journal match (use FIELD=value, '
+                    "e.g. _SYSTEMD_UNIT=ssh.service)"
+                )
+        values["match"] = tuple(terms)
+    directory = entries.get("directory")
+    files = entries.get("files")
+    if directory is not None and files is not None:
+        raise files.error("give either 'directory' or 'files', not both")
+    if directory is not None:
+        values["journal_directory"] = nodes.path(directory)
+    if files is not None:
+        values["journal_files"] = tuple(_resolved(files))
+    return values
+
+
+# --- defaults -----------------------------------------------------------------------------
+
+
+def _default_handlers(node: Node | None, handlers: dict[str, object]) -> tuple[str, ...]:
+    if node is None:
+        return ("log",)
+    entries = nodes.mapping(node, ("handlers",))
+    item = entries.get("handlers")
+    if item is None:
+        return ("log",)
+    names = nodes.strings(item)
+    name_nodes = item.value if isinstance(item.value, list) else [item]
+    for name, name_node in zip(names, name_nodes, strict=True):
+        if name not in handlers:
+            raise name_node.error(unknown_handler_message(name, handlers))
+    return tuple(names)
+
+
+def unknown_handler_message(name: str, handlers: Iterable[str]) -> str:
+    return f"unknown handler '{name}'; declared: {', '.join(sorted(handlers))}"
