@@ -100,7 +100,7 @@ class Dispatcher:
         return clean
 
     def stats(self) -> dict[str, WorkerStats]:
-        return {worker.name: worker.stats for worker in self._workers}
+        return {worker.handler.name: worker.stats for worker in self._workers}
 
     def status(self) -> dict[str, Any]:
         """The store's status (outbox depth, oldest age, last error per handler)."""

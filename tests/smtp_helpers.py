@@ -1,4 +1,4 @@
-"""Real SMTP servers for handler and outbox tests: aiosmtpd on 127.0.0.1.
+"""Real servers for handler and outbox tests: aiosmtpd SMTP and an HTTP webhook receiver.
 
 aiosmtpd's Controller needs a concrete free port (port=0 is unsupported). TLS uses a
 self-signed certificate made at test time with the openssl command line tool.
@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -143,3 +144,66 @@ def make_alert(
     data = alert.to_dict()
     data.update(over)
     return data
+
+
+@dataclass
+class HttpRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class WebhookServer:
+    """A loopback HTTP server answering with scripted statuses (then ``default``)."""
+
+    def __init__(self, statuses: list[int] | None = None, *, default: int = 200,
+                 headers: dict[str, str] | None = None) -> None:  # fmt: skip
+        self.requests: list[HttpRequest] = []
+        self._statuses = list(statuses or [])
+        self._default = default
+        self._headers = headers or {}
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                status = server._record(self.command, self.path, dict(self.headers), body)
+                self.send_response(status)
+                for name, value in server._headers.items():
+                    self.send_header(name, value)
+                if 300 <= status < 400:
+                    self.send_header("Location", "/elsewhere")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            do_PUT = do_POST
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/hook"
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+
+    def _record(self, method: str, path: str, headers: dict[str, str], body: bytes) -> int:
+        with self._lock:
+            self.requests.append(HttpRequest(method, path, headers, body))
+            return self._statuses.pop(0) if self._statuses else self._default
+
+    def snapshot(self) -> list[HttpRequest]:
+        with self._lock:
+            return list(self.requests)
+
+    def __enter__(self) -> WebhookServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
