@@ -1,0 +1,51 @@
+"""Which paths a source's globs name now, and which directories to watch for them."""
+
+from __future__ import annotations
+
+import glob
+import os
+import stat
+
+from logwatchd.sources.identity import is_compressed, rotated_from
+
+
+def expand(patterns: tuple[str, ...]) -> list[str]:
+    """Regular-file candidates named by the globs, compressed names left out, sorted."""
+    found: set[str] = set()
+    for pattern in patterns:
+        if glob.has_magic(pattern):
+            found.update(glob.glob(pattern))
+        elif os.path.lexists(pattern):
+            found.add(pattern)
+    return sorted(p for p in found if not is_compressed(p))
+
+
+def watch_dirs(patterns: tuple[str, ...]) -> set[str]:
+    """The existing parent directories of the globs (watching a file itself fails on rotation)."""
+    dirs: set[str] = set()
+    for pattern in patterns:
+        parent = os.path.dirname(pattern) or "."
+        if glob.has_magic(parent):
+            dirs.update(d for d in glob.glob(parent) if os.path.isdir(d))
+        elif os.path.isdir(parent):
+            dirs.add(parent)
+    return dirs
+
+
+def rotated_siblings(path: str) -> list[str]:
+    """Names in the same directory that look like rotated forms of ``path`` (app.log.1, ...)."""
+    parent, base = os.path.split(path)
+    try:
+        names = os.listdir(parent or ".")
+    except OSError:
+        return []
+    return [os.path.join(parent, n) for n in sorted(names) if rotated_from(n, base)]
+
+
+def regular_key(path: str) -> tuple[int, int] | None:
+    """(dev, ino) of a regular file at ``path``, or None."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None

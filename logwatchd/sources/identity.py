@@ -1,0 +1,98 @@
+"""File identity: which content stream a descriptor or path holds, across renames and restarts.
+
+A name says nothing (logrotate moves names around) and an inode number alone is reused after a
+delete. A file is therefore known by device, inode and a SHA-256 fingerprint of its first bytes
+(up to ``FINGERPRINT_BYTES``; while the file was shorter, the fingerprint covers what existed
+and later candidates are compared on that prefix). A stored offset is validated by a marker: a
+hash of the bytes just before it, so truncate-then-rewrite past the offset, which looks exactly
+like an append, is still recognised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+
+FINGERPRINT_BYTES = 1024
+MARKER_BYTES = 128
+# A fingerprint over fewer bytes than this is too weak to call another inode a copy.
+MIN_COPY_FINGERPRINT = 64
+
+COMPRESSED_SUFFIXES = (".gz", ".xz", ".bz2", ".zst", ".lz4", ".lzma", ".z", ".zip", ".tgz")
+# What logrotate and friends append to a rotated name: .1, -20261126, .old, -2026-11-26-10 ...
+_ROTATED_TAIL = re.compile(r"^(?:[.-]\d+(?:[-_.]\d+)*|[.-]old|[.-]bak|[.-]save|[.-]rotated)+$")
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """SHA-256 (hex) of the first ``length`` bytes of a file."""
+
+    digest: str
+    length: int
+
+    def matches(self, head: bytes) -> bool:
+        """Does a file whose first bytes are ``head`` start with the fingerprinted bytes?"""
+        if len(head) < self.length:
+            return False
+        return hashlib.sha256(head[: self.length]).hexdigest() == self.digest
+
+
+def fingerprint(head: bytes) -> Fingerprint:
+    head = head[:FINGERPRINT_BYTES]
+    return Fingerprint(hashlib.sha256(head).hexdigest(), len(head))
+
+
+def read_head(fd: int) -> bytes:
+    return os.pread(fd, FINGERPRINT_BYTES, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Marker:
+    """SHA-256 (hex) of the ``length`` bytes ending at an offset."""
+
+    digest: str
+    length: int
+
+
+NO_MARKER = Marker(hashlib.sha256(b"").hexdigest(), 0)
+
+
+def marker_of(before: bytes) -> Marker:
+    before = before[-MARKER_BYTES:]
+    return Marker(hashlib.sha256(before).hexdigest(), len(before))
+
+
+def marker_at(fd: int, offset: int) -> Marker:
+    length = min(MARKER_BYTES, offset)
+    return marker_of(os.pread(fd, length, offset - length)) if length else NO_MARKER
+
+
+def marker_holds(fd: int, offset: int, marker: Marker) -> bool:
+    """Are the bytes before ``offset`` still the ones the marker was taken from?"""
+    if marker.length == 0:
+        return True
+    data = os.pread(fd, marker.length, offset - marker.length) if offset >= marker.length else b""
+    return len(data) == marker.length and hashlib.sha256(data).hexdigest() == marker.digest
+
+
+def is_compressed(path: str) -> bool:
+    return path.lower().endswith(COMPRESSED_SUFFIXES)
+
+
+def rotated_from(name: str, base: str) -> bool:
+    """Is basename ``name`` a rotated form of basename ``base`` (app.log -> app.log.1, app-1.log)?
+
+    Only used to narrow where a copytruncate copy is looked for; identity is always decided by
+    the fingerprint.
+    """
+    if name == base or is_compressed(name):
+        return False
+    if name.startswith(base):
+        return bool(_ROTATED_TAIL.match(name[len(base) :]))
+    stem, dot, ext = base.rpartition(".")
+    if dot and stem and name.startswith(stem) and name.endswith("." + ext):
+        middle = name[len(stem) : len(name) - len(ext) - 1]
+        return bool(middle) and bool(_ROTATED_TAIL.match(middle))
+    return False

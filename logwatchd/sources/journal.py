@@ -1,0 +1,532 @@
+"""The journald source: ``journalctl -o json`` as a child process, resumed by cursor.
+
+journalctl does the journal work (file format, rotation, matches, merging files); this
+module runs it, reads its JSON records line by line into a byte-bounded buffer, and turns
+them into ``Line`` objects when the daemon polls. The position is the journal cursor of the
+last record ``poll()`` returned; journalctl restarts from the last record read, so a crashed
+or killed journalctl neither loses nor repeats a record.
+
+Modes: the system journal and ``journal_directory`` are followed (``--follow``); explicit
+``journal_files`` cannot be followed by journalctl ("Failed to get journal fd"), so they are
+read again after the cursor every ``poll_interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+import structlog
+
+from logwatchd.clock import Clock
+from logwatchd.config.model import SourceConfig
+from logwatchd.errors import ConfigError
+from logwatchd.events import Line
+
+# Journal field names: upper-case ASCII letters, digits and "_", not starting with a digit.
+_MATCH_TERM = re.compile(r"[A-Z_][A-Z0-9_]{0,63}=.*", re.ASCII | re.DOTALL)
+# A cursor as journalctl prints it: "s=...;i=...;b=...;m=...;t=...;x=..." (hex values).
+_CURSOR_SHAPE = re.compile(r"[a-z]=[0-9a-f]+(?:;[a-z]=[0-9a-f]+)*", re.ASCII)
+# Inside a JSON string every '"' is escaped, so this byte pattern can only be the real key.
+_CURSOR_KEY = re.compile(rb'"__CURSOR":"([^"\\]{1,512})"')
+_CURSOR_SCAN_OVERLAP = 600
+_SKIP_CHUNK = 1 << 16
+_MAX_BACKOFF = 30.0
+_HEALTHY_RUN = 30.0  # a follow process that lived this long resets the restart backoff
+_STDERR_TAIL = 500
+
+log = structlog.get_logger()
+
+
+class _Buffer:
+    """A FIFO of raw records bounded in bytes: ``put`` blocks while it is full.
+
+    Blocking the reader stops it reading journalctl's stdout, so journalctl blocks on its
+    pipe: memory stays bounded however far behind the daemon is.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max = max_bytes
+        self._items: deque[tuple[bytes, str, bool]] = deque()
+        self._bytes = 0
+        self._closed = False
+        self._cond = threading.Condition()
+
+    def put(self, data: bytes, cursor: str, cut: bool) -> bool | None:
+        """Queue one record; True if the buffer was empty, None once closed."""
+        with self._cond:
+            # An empty buffer takes any record, or one record above the bound would deadlock.
+            while self._items and self._bytes + len(data) > self._max and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return None
+            was_empty = not self._items
+            self._items.append((data, cursor, cut))
+            self._bytes += len(data)
+            return was_empty
+
+    def take(self, limit: int) -> list[tuple[bytes, str, bool]]:
+        with self._cond:
+            count = min(limit, len(self._items))
+            taken = [self._items.popleft() for _ in range(count)]
+            self._bytes -= sum(len(item[0]) for item in taken)
+            self._cond.notify_all()
+            return taken
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def size(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def journalctl_argv(
+    journalctl: str, config: SourceConfig, *, cursor: str | None, follow: bool, last: bool = False
+) -> list[str]:
+    """The journalctl command line: ``last`` asks for the newest record only (to find the end).
+
+    ``--no-tail`` matters: with ``--follow`` journalctl otherwise shows only the last 10
+    records, even after ``--after-cursor``. Match terms come after ``--`` so a term can never
+    be read as an option, and are joined by ``+`` so they are OR'ed even across fields.
+    """
+    argv = [journalctl, "--output=json", "--all", "--no-pager", "--quiet"]
+    if config.journal_directory:
+        argv.append(f"--directory={config.journal_directory}")
+    argv.extend(f"--file={path}" for path in config.journal_files)
+    if last:
+        argv.append("--lines=1")
+    else:
+        if cursor is not None:
+            argv.append(f"--after-cursor={cursor}")
+        if follow:
+            argv += ["--follow", "--no-tail"]
+    argv.append("--")
+    for index, term in enumerate(config.match):
+        if index:
+            argv.append("+")
+        argv.append(term)
+    return argv
+
+
+def _validate(config: SourceConfig) -> None:
+    for term in config.match:
+        if not _MATCH_TERM.fullmatch(term):
+            raise ConfigError(
+                f"source {config.id!r}: match term {term!r} is not FIELD=value "
+                "(FIELD in upper case, e.g. _SYSTEMD_UNIT=ssh.service)",
+                config.mark,
+                "match",
+            )
+    if config.journal_directory and config.journal_files:
+        raise ConfigError(
+            f"source {config.id!r}: give journal_directory or journal_files, not both",
+            config.mark,
+            "journal_files",
+        )
+
+
+def _initial_position(
+    saved: dict[str, Any] | None, config: SourceConfig
+) -> tuple[bool, str | None]:
+    """(position known, cursor): None as cursor means the journal's beginning."""
+    if saved and "cursor" in saved:
+        cursor = saved["cursor"]
+        if cursor is None:
+            return True, None
+        if isinstance(cursor, str) and _CURSOR_SHAPE.fullmatch(cursor):
+            return True, cursor
+        log.warning(
+            "saved journal cursor is unusable; starting as on a first run",
+            source=config.id,
+            start_at=config.start_at,
+        )
+    if config.start_at == "beginning":
+        return True, None
+    return False, None  # "end": the reader thread looks up the newest record first
+
+
+class JournalSource:
+    """Follows the systemd journal (or a journal directory or files) through journalctl."""
+
+    def __init__(
+        self,
+        config: SourceConfig,
+        *,
+        saved: dict[str, Any] | None,
+        clock: Clock,
+        max_line_bytes: int = 65536,
+        max_record_bytes: int = 1 << 20,
+        max_buffer_bytes: int = 8 << 20,
+        poll_interval: float = 1.0,
+        restart_backoff: float = 1.0,
+        journalctl: str = "journalctl",
+    ) -> None:
+        _validate(config)
+        self.id = config.id
+        self._config = config
+        self._clock = clock
+        self._max_line_bytes = max_line_bytes
+        self._max_record_bytes = max_record_bytes
+        self._poll_interval = poll_interval
+        self._restart_backoff = restart_backoff
+        self._journalctl = journalctl
+        self._follow = not config.journal_files
+        self._buffer = _Buffer(max_buffer_bytes)
+        self._lock = threading.Lock()
+        self._known, self._cursor = _initial_position(saved, config)
+        self._read_cursor = self._cursor  # the reader thread's position: last record queued
+        self._lineno = 0
+        self._wake: Callable[[], None] = _no_wake
+        self._stopping = threading.Event()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- the Source contract -----------------------------------------------------------
+
+    def start(self, wake: Callable[[], None]) -> None:
+        found = shutil.which(self._journalctl)
+        if found is None:
+            raise ConfigError(
+                f"source {self.id!r}: journald sources need {self._journalctl!r}, which was "
+                "not found (install systemd, or check PATH)",
+                self._config.mark,
+                "type",
+            )
+        self._journalctl = found
+        self._wake = wake
+        self._thread = threading.Thread(target=self._run, name=f"journal-{self.id}", daemon=True)
+        self._thread.start()
+
+    def poll(self, max_lines: int = 10_000) -> list[Line]:
+        items = self._buffer.take(max_lines)
+        if not items:
+            return []
+        now = self._clock.now()
+        lines = []
+        for data, cursor, cut in items:
+            self._lineno += 1
+            lines.append(self._line(data, cursor, cut, now))
+        with self._lock:
+            self._cursor = items[-1][1]
+        if len(self._buffer):
+            self._wake()  # more is ready: make sure the daemon comes back for it
+        return lines
+
+    def checkpoint(self) -> dict[str, Any]:
+        """``{"cursor": C}`` after the last record returned (None: from the beginning).
+
+        Empty until the position is known (``start_at: end`` before the newest record was
+        looked up); a saved empty dict is treated as a first run.
+        """
+        with self._lock:
+            return {"cursor": self._cursor} if self._known else {}
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._buffer.close()
+        with self._lock:
+            proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        if proc is not None:
+            _reap(proc)
+
+    # --- for status and tests ---------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        """The running journalctl's process id, if one runs."""
+        with self._lock:
+            proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    @property
+    def buffered_bytes(self) -> int:
+        return self._buffer.size
+
+    # --- turning records into lines ---------------------------------------------------
+
+    def _line(self, data: bytes, cursor: str, cut: bool, now: float) -> Line:
+        fields = None if cut else _loads(data)
+        if fields is None:
+            fields = _loads_prefix(data)  # cut short, or broken: keep the complete fields
+            fields["__CURSOR"] = cursor
+            cut = True
+        _decode_fields(fields)
+        raw = _message(fields.get("MESSAGE"))
+        if len(raw) * 4 > self._max_line_bytes:  # cheap test before encoding
+            encoded = raw.encode("utf-8")
+            if len(encoded) > self._max_line_bytes:
+                raw = encoded[: self._max_line_bytes].decode("utf-8", "ignore")
+                cut = True
+        return Line(
+            source=self.id,
+            raw=raw,
+            read_time=now,
+            origin=cursor,
+            path=None,
+            lineno=self._lineno,
+            truncated=cut,
+            fields=fields,
+        )
+
+    # --- the reader thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = self._restart_backoff
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            if not self._known:
+                ok = self._find_end()
+                if ok:
+                    continue
+            else:
+                ok = self._read_once()
+            if self._stopping.is_set():
+                return
+            if ok and not self._follow:
+                delay, backoff = self._poll_interval, self._restart_backoff
+            else:
+                if time.monotonic() - started >= _HEALTHY_RUN:
+                    backoff = self._restart_backoff
+                delay, backoff = backoff, min(backoff * 2, _MAX_BACKOFF)
+            self._stopping.wait(delay)
+
+    def _find_end(self) -> bool:
+        """Look up the newest matching record, so a first run with start_at end skips the past."""
+        argv = journalctl_argv(self._journalctl, self._config, cursor=None, follow=False, last=True)
+        newest: list[str] = []
+
+        def remember(_data: bytes, cursor: str, _cut: bool) -> bool:
+            newest.append(cursor)
+            return True
+
+        if not self._run_process(argv, remember, follows=False):
+            return False
+        with self._lock:
+            self._cursor = self._read_cursor = newest[-1] if newest else None
+            self._known = True
+        return True
+
+    def _read_once(self) -> bool:
+        argv = journalctl_argv(
+            self._journalctl, self._config, cursor=self._read_cursor, follow=self._follow
+        )
+        return self._run_process(argv, self._enqueue, follows=self._follow)
+
+    def _enqueue(self, data: bytes, cursor: str, cut: bool) -> bool:
+        was_empty = self._buffer.put(data, cursor, cut)
+        if was_empty is None:
+            return False
+        self._read_cursor = cursor
+        if was_empty:
+            self._wake()
+        return True
+
+    def _run_process(
+        self, argv: list[str], sink: Callable[[bytes, str, bool], bool], *, follows: bool
+    ) -> bool:
+        """Run journalctl to its end, feeding each record to ``sink``; True if it exited 0.
+
+        A following journalctl should never end by itself: its exit is reported even with 0.
+        """
+        with tempfile.TemporaryFile() as errors:
+            proc = self._spawn(argv, errors)
+            if proc is None:
+                return False
+            assert proc.stdout is not None
+            try:
+                for data, cursor, cut in _records(proc.stdout, self._max_record_bytes):
+                    if cursor is None:
+                        log.warning("journal record without a cursor skipped", source=self.id)
+                    elif not sink(data, cursor, cut):
+                        break
+            finally:
+                proc.stdout.close()
+                code = _reap(proc)
+                with self._lock:
+                    self._proc = None
+            if self._stopping.is_set():
+                return True
+            if code != 0 or follows:
+                self._report_exit(code, errors)
+            return code == 0
+
+    def _spawn(self, argv: list[str], errors: IO[bytes]) -> subprocess.Popen[bytes] | None:
+        with self._lock:
+            if self._stopping.is_set():
+                return None
+            try:
+                # Own session: a Ctrl-C meant for the daemon must not kill journalctl under it.
+                self._proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=errors,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                log.warning("cannot run journalctl", source=self.id, error=str(exc))
+                return None
+            return self._proc
+
+    def _report_exit(self, code: int, errors: IO[bytes]) -> None:
+        errors.seek(0, 2)
+        errors.seek(max(0, errors.tell() - _STDERR_TAIL))
+        detail = errors.read().decode("utf-8", "replace").strip()
+        log.warning(
+            "journalctl exited; restarting from the last cursor",
+            source=self.id,
+            exit_status=code,
+            stderr=detail,
+            cursor=self._read_cursor,
+        )
+
+
+def _no_wake() -> None:
+    return None
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> int:
+    """Wait for journalctl, killing it if it does not go; never leaves a zombie."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        return proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+def _records(stream: IO[bytes], limit: int) -> Iterator[tuple[bytes, str | None, bool]]:
+    """(record bytes, cursor, cut) per complete output line; longer ones are cut to ``limit``.
+
+    A last line without its newline is dropped: journalctl died while writing it, and the
+    restart from the previous cursor prints it again.
+    """
+    while True:
+        data = stream.readline(limit)
+        if data.endswith(b"\n"):
+            found = _CURSOR_KEY.search(data)
+            yield data, found.group(1).decode("ascii") if found else None, False
+            continue
+        if len(data) < limit:
+            return
+        cursor, complete = _skip_rest(stream, data)
+        if not complete:
+            return
+        yield data, cursor, True
+
+
+def _skip_rest(stream: IO[bytes], head: bytes) -> tuple[str | None, bool]:
+    """Read past an over-long record, finding its cursor; (cursor, newline reached)."""
+    found = _CURSOR_KEY.search(head)
+    tail = head[-_CURSOR_SCAN_OVERLAP:]
+    while True:
+        chunk = stream.readline(_SKIP_CHUNK)
+        if not chunk:
+            return None, False
+        if found is None:
+            window = tail + chunk
+            found = _CURSOR_KEY.search(window)
+            tail = window[-_CURSOR_SCAN_OVERLAP:]
+        if chunk.endswith(b"\n"):
+            return (found.group(1).decode("ascii") if found else None), True
+
+
+def _loads(data: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(data)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _loads_prefix(data: bytes) -> dict[str, Any]:
+    """The complete ``"key":value`` pairs at the start of a cut or broken JSON object.
+
+    A MESSAGE string that was cut keeps its beginning, so rules still see the start of a
+    huge message.
+    """
+    text = data.decode("utf-8", "replace")
+    decoder = json.JSONDecoder()
+    fields: dict[str, Any] = {}
+    pos = 1
+    while True:
+        key = None
+        try:
+            key, pos = decoder.raw_decode(text, pos)
+            if text[pos] != ":":
+                break
+            pos += 1
+            value, pos = decoder.raw_decode(text, pos)
+        except (ValueError, IndexError):
+            if key == "MESSAGE":
+                fields[key] = _string_prefix(text, pos)
+            break
+        if isinstance(key, str):
+            fields[key] = value
+        if pos >= len(text) or text[pos] != ",":
+            break
+        pos += 1
+    return fields
+
+
+def _string_prefix(text: str, start: int) -> str | None:
+    """Decode the beginning of a JSON string cut short (maybe inside an escape)."""
+    if not text.startswith('"', start):
+        return None
+    body = text[start:].rstrip("\n")
+    for cut in range(7):  # "\\uXXXX" is the longest escape a cut can split
+        try:
+            value = json.loads(body[: len(body) - cut] + '"')
+        except ValueError:
+            continue
+        return value if isinstance(value, str) else None
+    return None
+
+
+def _decode_fields(fields: dict[str, Any]) -> None:
+    """Binary values (lists of byte values) become text, in place."""
+    for key, value in fields.items():
+        if type(value) is not str:
+            fields[key] = _decode(value)
+
+
+def _decode(value: Any) -> Any:
+    """journalctl JSON values: a string; a list of ints for a non-UTF-8 value; a list of
+    such values for a field given more than once; null when too large without ``--all``."""
+    if isinstance(value, list):
+        if all(type(item) is int for item in value):
+            try:
+                return bytes(value).decode("utf-8", "replace")
+            except ValueError:
+                return str(value)
+        return [_decode(item) for item in value]
+    return value
+
+
+def _message(value: Any) -> str:
+    """The line text: MESSAGE (the first one if repeated), without a trailing newline."""
+    if isinstance(value, list):
+        value = value[0] if value else ""
+    if not isinstance(value, str):
+        return ""
+    return value.rstrip("\n")

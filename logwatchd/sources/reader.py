@@ -1,0 +1,279 @@
+"""One open file of a followed source: large-block reads, one split per block, exact offsets.
+
+The reader never decides anything about rotation; it reads what its descriptor holds and
+keeps the position just after the last line handed out (``offset``), which is what a
+checkpoint stores. Bytes read beyond that (lines not yet handed out, a partial last line)
+stay in memory, bounded by one block plus ``max_line_bytes``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from itertools import accumulate
+from typing import Any
+
+from logwatchd.events import Line
+from logwatchd.sources.identity import (
+    FINGERPRINT_BYTES,
+    MARKER_BYTES,
+    Fingerprint,
+    Marker,
+    fingerprint,
+    marker_at,
+    marker_of,
+    read_head,
+)
+
+BLOCK_BYTES = 256 * 1024
+
+
+def new_tag() -> str:
+    """The stable name of one content stream, used in every line's ``origin``.
+
+    Random rather than derived from content: two files that begin with the same bytes (or are
+    empty when first seen) must never share origins. It is stored in the checkpoint, so lines
+    read again after a crash get the same origin.
+    """
+    return secrets.token_hex(8)
+
+
+class FileReader:
+    """The descriptor and read position of one file identity."""
+
+    def __init__(
+        self,
+        fd: int,
+        *,
+        source: str,
+        path: str | None,
+        tag: str,
+        offset: int,
+        lineno: int,
+        skipping: bool,
+        max_line_bytes: int,
+    ) -> None:
+        st = os.fstat(fd)
+        self.fd = fd
+        self.dev = st.st_dev
+        self.ino = st.st_ino
+        self.source = source
+        self.path = path
+        self.tag = tag
+        self.fp: Fingerprint = fingerprint(read_head(fd))
+        self.max_line_bytes = max_line_bytes
+        self.offset = offset  # just after the last line handed out
+        self.lineno = lineno  # of the last line handed out
+        self.skipping = skipping  # offset is inside an over-long line whose rest is dropped
+        self.orphan_since: float | None = None  # when the file lost its followed name
+        self.path_followed = True  # a glob names this file now
+        self.last_data = 0.0  # monotonic time of the last read that got bytes (set by the caller)
+        self._start_reading_at(offset, skipping)
+
+    # --- position ---------------------------------------------------------------------------
+
+    def _start_reading_at(self, offset: int, skipping: bool) -> None:
+        self.read_pos = offset
+        self.eof = False
+        self._pending = b""  # a partial line, starting at self._pending_start
+        self._pending_start = offset
+        self._parse_skipping = skipping
+        self._tail = os.pread(self.fd, min(MARKER_BYTES, offset), max(0, offset - MARKER_BYTES))
+        self._ready: list[Line] = []
+        self._ends: list[int] = []
+        self._next = 0
+        self._last_cut = False  # the last ready line was cut and the rest is being skipped
+        self._next_lineno = self.lineno
+
+    def restart(self, tag: str) -> None:
+        """The content was replaced (truncation): a new identity read from byte 0."""
+        self.tag = tag
+        self.fp = fingerprint(read_head(self.fd))
+        self.offset = 0
+        self.lineno = 0
+        self.skipping = False
+        self._start_reading_at(0, False)
+
+    def rewind(self, offset: int, lineno: int, tag: str) -> None:
+        """Continue another identity from its offset (a copytruncate copy of it)."""
+        self.tag = tag
+        self.offset = offset
+        self.lineno = lineno
+        self.skipping = False
+        self._start_reading_at(offset, False)
+
+    def start_at_end(self) -> None:
+        """Skip what is there, up to the last complete line."""
+        size = os.fstat(self.fd).st_size
+        look = min(size, self.max_line_bytes + 1)
+        tail = os.pread(self.fd, look, size - look)
+        nl = tail.rfind(b"\n")
+        end = size - look + nl + 1 if nl >= 0 else (size if look > self.max_line_bytes else 0)
+        self.offset = end
+        self._start_reading_at(end, False)
+
+    # --- checks -----------------------------------------------------------------------------
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def replaced(self, size: int) -> bool:
+        """Was the file truncated, or rewritten so that the bytes we read are no longer there?"""
+        if size < self.read_pos:
+            return True
+        tail = self._tail
+        return bool(tail) and os.pread(self.fd, len(tail), self.read_pos - len(tail)) != tail
+
+    def tail_bytes(self) -> bytes:
+        """The last bytes read (up to MARKER_BYTES), ending at ``read_pos``."""
+        return self._tail
+
+    def read_ready_only(self) -> list[Line]:
+        """Lines already read but not handed out, without reading further."""
+        return self._take(len(self._ready))
+
+    def has_ready(self) -> bool:
+        return self._next < len(self._ready)
+
+    def marker(self) -> Marker:
+        if self.offset == self.read_pos:
+            return marker_of(self._tail)
+        return marker_at(self.fd, self.offset)
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def read(self, max_lines: int, now: float) -> list[Line]:
+        """Up to ``max_lines`` complete lines; never blocks (regular files do not)."""
+        out: list[Line] = []
+        while len(out) < max_lines:
+            if not self.has_ready() and not self._fill(now):
+                break
+            out.extend(self._take(max_lines - len(out)))
+        return out
+
+    def _take(self, n: int) -> list[Line]:
+        start = self._next
+        stop = min(start + n, len(self._ready))
+        if stop == start:
+            return []
+        got = self._ready[start:stop]
+        self._next = stop
+        self.offset = self._ends[stop - 1]
+        self.lineno = got[-1].lineno
+        exhausted = stop == len(self._ready)
+        self.skipping = exhausted and self._last_cut
+        if exhausted:
+            self._ready = []
+            self._ends = []
+            self._next = 0
+        return got
+
+    def _fill(self, now: float) -> bool:
+        """Read one block and split it; False when nothing new is there."""
+        chunk = os.pread(self.fd, BLOCK_BYTES, self.read_pos)
+        if not chunk:
+            self.eof = True
+            return False
+        self.eof = len(chunk) < BLOCK_BYTES
+        self.read_pos += len(chunk)
+        self._tail = (self._tail + chunk)[-MARKER_BYTES:]
+        if self.fp.length < FINGERPRINT_BYTES and self.read_pos > self.fp.length:
+            self.fp = fingerprint(read_head(self.fd))
+        data = self._pending + chunk if self._pending else chunk
+        self._split(data, self._pending_start, now)
+        return True
+
+    def _split(self, data: bytes, base: int, now: float) -> None:
+        pos = 0
+        self._last_cut = False
+        if self._parse_skipping:
+            nl = data.find(b"\n")
+            if nl < 0:
+                self._pending, self._pending_start = b"", base + len(data)
+                self.offset, self.skipping = base + len(data), True
+                return
+            pos = nl + 1
+            self._parse_skipping = False
+            self.offset, self.skipping = base + pos, False
+        last = data.rfind(b"\n", pos)
+        if last >= pos:
+            self._emit(data[pos:last], base + pos, now)
+            pos = last + 1
+        rest = data[pos:]
+        if len(rest) >= self.max_line_bytes:
+            self._emit_cut(rest[: self.max_line_bytes], base + pos, now)
+            self._parse_skipping = True
+            self._last_cut = True
+            rest = b""
+            pos = len(data)
+        self._pending, self._pending_start = rest, base + pos
+
+    def _emit(self, body: bytes, start: int, now: float) -> None:
+        """Turn complete lines (joined by newlines, without the last one) into Line objects."""
+        chunks = body.split(b"\n")
+        if body.isascii():
+            texts = body.decode("ascii").split("\n")
+        else:
+            texts = [c.decode("utf-8", "replace") for c in chunks]
+        starts = list(accumulate((len(c) + 1 for c in chunks), initial=start))
+        first = self._next_lineno + 1
+        self._next_lineno += len(chunks)
+        src, tag, path = self.source, self.tag, self.path
+        limit = self.max_line_bytes
+        if max(map(len, chunks)) <= limit:
+            lines = [
+                Line(src, t, now, f"{tag}:{s}", path, n)
+                for t, s, n in zip(texts, starts, range(first, first + len(chunks)), strict=False)
+            ]
+        else:
+            lines = []
+            for c, t, s, n in zip(
+                chunks, texts, starts, range(first, first + len(chunks)), strict=False
+            ):
+                long = len(c) > limit
+                text = c[:limit].decode("utf-8", "replace") if long else t
+                lines.append(Line(src, text, now, f"{tag}:{s}", path, n, long))
+        self._ready.extend(lines)
+        self._ends.extend(starts[1:])
+
+    def _emit_cut(self, head: bytes, start: int, now: float) -> None:
+        self._next_lineno += 1
+        text = head.decode("utf-8", "replace")
+        self._ready.append(
+            Line(self.source, text, now, f"{self.tag}:{start}", self.path, self._next_lineno, True)
+        )
+        self._ends.append(start + len(head))
+
+    def flush_partial(self, now: float) -> list[Line]:
+        """A last line that never got its newline, handed out when its file is given up."""
+        if self.has_ready() or not self._pending or self._parse_skipping:
+            return []
+        self._emit_cut(self._pending, self._pending_start, now)
+        self._ready[-1].truncated = False
+        self._pending = b""
+        self._last_cut = False
+        return self._take(1)
+
+    # --- persistence ------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        marker = self.marker()
+        return {
+            "path": self.path,
+            "dev": self.dev,
+            "ino": self.ino,
+            "fp": self.fp.digest,
+            "fp_len": self.fp.length,
+            "tag": self.tag,
+            "offset": self.offset,
+            "lineno": self.lineno,
+            "skip": self.skipping,
+            "marker": marker.digest,
+            "marker_len": marker.length,
+            "orphan": self.orphan_since is not None,
+        }
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

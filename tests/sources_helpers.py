@@ -1,0 +1,162 @@
+"""Shared helpers for the source tests: a numbered-line writer and a follower driver."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from logwatchd.clock import SystemClock
+from logwatchd.config.model import SourceConfig
+from logwatchd.events import Line
+from logwatchd.sources.files import FileFollower
+
+
+def numbered(n: int, tag: str = "line") -> str:
+    return f"{tag} {n:07d} payload-{n % 97:02d}"
+
+
+class Writer:
+    """Appends numbered lines to a path, as an application would (O_APPEND, reopen on demand)."""
+
+    def __init__(self, path: str, tag: str = "line") -> None:
+        self.path = path
+        self.tag = tag
+        self.next = 1
+        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open like an app's log
+
+    def write(self, count: int = 1) -> list[int]:
+        out = []
+        for _ in range(count):
+            self._fh.write(numbered(self.next, self.tag) + "\n")
+            out.append(self.next)
+            self.next += 1
+        self._fh.flush()
+        return out
+
+    def reopen(self) -> None:
+        """What an application does on SIGHUP after logrotate's ``create``."""
+        self._fh.close()
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def close(self) -> None:
+        self._fh.close()
+
+    @property
+    def written(self) -> int:
+        return self.next - 1
+
+
+@dataclass
+class Run:
+    """A follower under test, and every line it has handed out."""
+
+    follower: FileFollower
+    lines: list[Line] = field(default_factory=list)
+    wakes: int = 0
+
+    def wake(self) -> None:
+        self.wakes += 1
+
+    def poll(self, max_lines: int = 10_000) -> list[Line]:
+        got = self.follower.poll(max_lines)
+        self.lines.extend(got)
+        return got
+
+    def until(self, done: Callable[[], bool], timeout: float = 20.0) -> None:
+        """Poll until ``done()`` (generous deadline: the machine is shared)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.poll()
+            if done():
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out; got {len(self.lines)} lines")
+            time.sleep(0.01)
+
+    def until_count(self, n: int, timeout: float = 20.0, tag: str = "line") -> None:
+        self.until(lambda: len(set(self.numbers(tag))) >= n, timeout)
+
+    def settle(self, seconds: float = 0.3) -> None:
+        """Keep polling for a while, so that anything extra (a repeat) would show up."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.poll()
+            time.sleep(0.01)
+
+    def numbers(self, tag: str = "line") -> list[int]:
+        return numbers_of(self.lines, tag)
+
+    def checkpoint(self) -> dict[str, Any]:
+        return self.follower.checkpoint()
+
+    def stop(self) -> None:
+        self.follower.stop()
+
+
+def numbers_of(lines: Iterable[Line], tag: str = "line") -> list[int]:
+    out = []
+    for line in lines:
+        parts = line.raw.split()
+        if len(parts) >= 2 and parts[0] == tag:
+            out.append(int(parts[1]))
+    return out
+
+
+def lost_and_repeated(seen: list[int], written: int) -> tuple[list[int], list[int]]:
+    counts = Counter(seen)
+    lost = [n for n in range(1, written + 1) if n not in counts]
+    repeated = sorted(n for n, c in counts.items() if c > 1)
+    return lost, repeated
+
+
+def follow(
+    paths: list[str],
+    *,
+    saved: dict[str, Any] | None = None,
+    start_at: str = "beginning",
+    max_line_bytes: int = 65536,
+    stat_interval: float = 0.05,
+    rescan_interval: float = 0.2,
+    orphan_grace: float = 0.5,
+    clock: Any = None,
+    start: bool = True,
+) -> Run:
+    config = SourceConfig(
+        id="src", type="file", parser="none", paths=tuple(paths), start_at=start_at
+    )  # type: ignore[arg-type]
+    follower = FileFollower(
+        config,
+        saved=saved,
+        max_line_bytes=max_line_bytes,
+        stat_interval=stat_interval,
+        rescan_interval=rescan_interval,
+        clock=clock or SystemClock(),
+        orphan_grace=orphan_grace,
+    )
+    run = Run(follower)
+    if start:
+        follower.start(run.wake)
+    return run
+
+
+def open_fds() -> dict[int, str]:
+    out = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            out[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue
+    return out
+
+
+def deleted_fds() -> list[str]:
+    return [t for t in open_fds().values() if t.endswith("(deleted)")]
+
+
+def held_paths(prefix: str) -> list[str]:
+    """Open descriptors of this process that point under ``prefix`` (a test's tmp dir)."""
+    return sorted(t for t in open_fds().values() if t.startswith(prefix))
