@@ -1,0 +1,77 @@
+"""The file handler appends one JSON line per alert and fsyncs before it counts as delivered."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from logwatchd.config.model import HandlerConfig
+from logwatchd.errors import ConfigError, DeliveryError
+from logwatchd.handlers import build_handler
+from logwatchd.templates import HostInfo, Templates
+from tests.smtp_helpers import make_alert
+
+HOST = HostInfo(name="web1", fqdn="web1.example.com")
+
+
+def file_handler(path: str, **settings: Any) -> Any:
+    cfg = HandlerConfig(name="alerts-file", type="file", settings={"path": path, **settings})
+    return build_handler(cfg, templates=Templates(), host=HOST)
+
+
+def test_appends_one_json_line_per_alert_with_mode(tmp_path: Path) -> None:
+    path = tmp_path / "alerts.jsonl"
+    hostile = make_alert(1, key={"user": 'a\nb\r\n{"id": "forged"}\u2028'}, raw="x\x00y\n")
+    handler = file_handler(str(path), mode=0o600)
+    handler.send([hostile])
+    handler.send([make_alert(2), make_alert(3)])
+    lines = path.read_bytes().split(b"\n")
+    assert lines[-1] == b""
+    decoded = [json.loads(line) for line in lines[:-1]]
+    assert decoded == [hostile, make_alert(2), make_alert(3)]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_fsync_happens_before_send_returns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "alerts.jsonl"
+    synced: list[bytes] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        real_fsync(fd)
+        synced.append(path.read_bytes())
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    file_handler(str(path)).send([make_alert(1)])
+    assert len(synced) == 1
+    assert json.loads(synced[0]) == make_alert(1)
+
+
+def test_missing_directory_is_a_retryable_failure(tmp_path: Path) -> None:
+    handler = file_handler(str(tmp_path / "later" / "alerts.jsonl"))
+    with pytest.raises(DeliveryError) as caught:
+        handler.send([make_alert(1)])
+    assert not caught.value.permanent
+    (tmp_path / "later").mkdir()
+    handler.send([make_alert(1)])
+    assert (tmp_path / "later" / "alerts.jsonl").exists()
+
+
+def test_rotation_between_alerts_starts_a_new_file(tmp_path: Path) -> None:
+    path = tmp_path / "alerts.jsonl"
+    handler = file_handler(str(path))
+    handler.send([make_alert(1)])
+    path.rename(tmp_path / "alerts.jsonl.1")
+    handler.send([make_alert(2)])
+    assert json.loads(path.read_text())["id"] == make_alert(2)["id"]
+
+
+def test_relative_path_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as caught:
+        file_handler("alerts.jsonl")
+    assert caught.value.key == "handlers.alerts-file.path"

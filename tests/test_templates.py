@@ -1,0 +1,119 @@
+"""Sandboxed templates: only the data is reachable, undefined is an error, log data is data."""
+
+from __future__ import annotations
+
+import pytest
+
+from logwatchd.alerts import sample_alert
+from logwatchd.errors import ConfigError, Mark
+from logwatchd.templates import HostInfo, TemplateError, Templates, check_templates, sample_for
+from tests.smtp_helpers import make_alert
+
+HOST = HostInfo(name="web1", fqdn="web1.example.com")
+
+
+def render(source: str, alert: dict | None = None) -> str:
+    templates = Templates()
+    return templates.render(templates.compile(source, "t"), alert or sample_alert(), HOST)
+
+
+def test_renders_alert_and_host() -> None:
+    text = render("{{ alert.rule }} {{ alert.key.ip }} on {{ host.name }} ({{ host.fqdn }})")
+    assert text == "sample-rule 203.0.113.9 on web1 (web1.example.com)"
+
+
+def test_log_data_is_never_template_source() -> None:
+    alert = make_alert(1, key={"user": "{{ 7 * 7 }}{% raw %}"})
+    assert render("u={{ alert.key.user }}", alert) == "u={{ 7 * 7 }}{% raw %}"
+
+
+def test_undefined_field_is_an_error_naming_the_template() -> None:
+    with pytest.raises(TemplateError) as caught:
+        render("{{ alert.key.user }}")
+    assert caught.value.label == "t"
+    assert "user" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ alert.__class__.__mro__ }}",
+        "{{ ''.__class__.__subclasses__() }}",
+        "{{ alert.update({'rule': 'x'}) }}",
+        "{{ alert.key.clear() }}",
+        "{{ range(10) | list }}",
+        "{{ lipsum() }}",
+        "{{ cycler(1, 2).next() }}",
+        "{{ namespace(a=1).a }}",
+        "{{ config }}",
+        "{{ self.__init__.__globals__ }}",
+    ],
+)
+def test_sandbox_reaches_nothing_but_the_data(source: str) -> None:
+    alert = sample_alert()
+    with pytest.raises(TemplateError):
+        render(source, alert)
+    assert alert == sample_alert()
+
+
+def test_syntax_error_is_a_template_error() -> None:
+    with pytest.raises(TemplateError) as caught:
+        Templates().compile("{{ alert.rule ", "handlers.m.subject")
+    assert caught.value.label == "handlers.m.subject"
+
+
+def test_each_source_is_compiled_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    templates = Templates()
+    calls: list[str] = []
+    real = templates._env.from_string
+
+    def counting(source: str) -> object:
+        calls.append(source)
+        return real(source)
+
+    monkeypatch.setattr(templates._env, "from_string", counting)
+    first = templates.compile("{{ alert.rule }}")
+    second = templates.compile("{{ alert.rule }}")
+    for _ in range(3):
+        templates.render(first, sample_alert(), HOST)
+        templates.render(second, sample_alert(), HOST)
+    assert calls == ["{{ alert.rule }}"]
+
+
+def test_digest_templates_see_every_alert() -> None:
+    templates = Templates()
+    alerts = [make_alert(i) for i in range(3)]
+    tpl = templates.compile("{% for a in alerts %}{{ a.key.ip }} {% endfor %}")
+    assert templates.render(tpl, alerts[0], HOST, alerts) == "203.0.113.0 203.0.113.1 203.0.113.2 "
+
+
+def test_sample_for_group_by_fields() -> None:
+    alert = sample_for(["user", "ip"])
+    assert alert["key"] == {"user": "sample-user", "ip": "203.0.113.9"}
+    assert alert["event"]["fields"]["user"] == "sample-user"
+    assert sample_alert()["key"] == {"ip": "203.0.113.9"}
+
+
+def test_check_names_the_handler_key_and_its_mark() -> None:
+    settings = {"to": ["a@example.com"], "subject": "{{ alert.key.user }}", "body": "ok"}
+    marks = {"subject": Mark("conf.yaml", 12)}
+    with pytest.raises(ConfigError) as caught:
+        check_templates("mail", "email", settings, templates=Templates(), host=HOST, marks=marks)
+    assert str(caught.value).startswith("conf.yaml:12: handlers.mail.subject: undefined value")
+    rendered = check_templates(
+        "mail", "email", settings, templates=Templates(), host=HOST, key_fields=["user"]
+    )
+    assert rendered == 2
+
+
+def test_check_renders_argv_and_webhook_templates() -> None:
+    argv = {"argv": ["/usr/sbin/nft", "add", "{{ alert.key.ip }}", "{{ alert.nope }}"]}
+    with pytest.raises(ConfigError) as caught:
+        check_templates("ban", "command", argv, templates=Templates(), host=HOST)
+    assert caught.value.key == "handlers.ban.argv[3]"
+    hook = {
+        "url": "http://x",
+        "headers": {"X-A": "{{ host.name }}"},
+        "body": "{{ alert | tojson }}",
+    }
+    assert check_templates("hook", "webhook", hook, templates=Templates(), host=HOST) == 2
