@@ -22,6 +22,7 @@ MAX_NODES = 200_000  # alias expansion could otherwise blow up ("billion laughs"
 MAX_DEPTH = 64
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _GLOB_CHARS = frozenset("*?[")
+_COLLECTION_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,8 @@ class _Builder:
         if self.count > MAX_NODES or depth > MAX_DEPTH:
             raise ConfigError("document too large or too deeply nested (alias loop?)", mark, path)
         node = Node(None, mark, path, ynode.start_mark.line + 1, base_dir=self.base_dir)
+        if not isinstance(ynode, yaml.ScalarNode) and ynode.tag not in _COLLECTION_TAGS:
+            raise ConfigError(f"invalid YAML: unsupported tag {ynode.tag}", self._mark(ynode), path)
         if isinstance(ynode, yaml.MappingNode):
             node.value = self._mapping(ynode, node, depth)
         elif isinstance(ynode, yaml.SequenceNode):

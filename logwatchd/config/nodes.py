@@ -116,7 +116,7 @@ def mapping(node: Node, allowed: Collection[str], required: Collection[str] = ()
 
 
 def unknown_key_message(key: str, allowed: Collection[str]) -> str:
-    close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.7)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return f"unknown key '{key}'{hint}; allowed: {', '.join(sorted(allowed))}"
 
@@ -179,7 +179,7 @@ def boolean(node: Node) -> bool:
 def choice(node: Node, choices: Collection[str]) -> str:
     value = node.value
     if not isinstance(value, str) or value not in choices:
-        close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.6)
+        close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.7)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         shown = f'"{value}"' if isinstance(value, str) else type_name(value)
         return_msg = f"{shown} is not one of {', '.join(choices)}{hint}"

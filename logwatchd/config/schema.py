@@ -120,6 +120,8 @@ def _check_top(layers: list[Layer]) -> list[nodes.Mapping]:
         if include is not None:
             raise include.error("only the main config file may include other files")
         checked.append(nodes.mapping(layer.root, INCLUDED_KEYS))
+    for top in checked[1:]:
+        _check_layer_version(top)
     return checked
 
 
@@ -127,8 +129,7 @@ def _check_version(top: nodes.Mapping) -> None:
     version = top.get("version")
     if version is None:
         raise top.node.error("missing required key 'version' (add `version: 1` at the top)")
-    if version.value != 1 or isinstance(version.value, bool):
-        raise version.error(f"unsupported config version {version.value!r} (this is version 1)")
+    _check_layer_version(top)
 
 
 def check_id(node: Node, what: str, value: str | None = None) -> str:
@@ -146,7 +147,6 @@ def named_entries(top: Iterable[nodes.Mapping], section: str, what: str) -> list
     seen: dict[str, Node] = {}
     result: list[tuple[str, Node]] = []
     for layer_top in top:
-        _check_layer_version(layer_top)
         node = layer_top.get(section)
         if node is None:
             continue
@@ -180,7 +180,8 @@ def listed_entries(top: Iterable[nodes.Mapping], section: str, what: str) -> lis
 def _check_layer_version(top: nodes.Mapping) -> None:
     version = top.get("version")
     if version is not None and (version.value != 1 or isinstance(version.value, bool)):
-        raise version.error(f"unsupported config version {version.value!r} (this is version 1)")
+        shown = version.value if isinstance(version.value, int | float | str) else "?"
+        raise version.error(f"unsupported config version {shown} (this is version 1)")
 
 
 def _unique(seen: dict[str, Node], ident: str, node: Node, what: str) -> None:

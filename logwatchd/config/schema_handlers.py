@@ -28,7 +28,7 @@ from logwatchd.config.model import (
 from logwatchd.config.nodes import Node
 from logwatchd.errors import ConfigError, Mark
 
-COMMON_KEYS = ("type", "timeout", "retry", "rate_limit", "batch")
+COMMON_KEYS = ("type", "timeout", "retry", "rate_limit")
 TYPE_KEYS: dict[str, tuple[str, ...]] = {
     "email": ("smtp", "from", "to", "cc", "subject", "body", "body_file"),
     "command": ("argv", "stdin", "concurrency", "env"),
@@ -107,7 +107,11 @@ def handler(name: str, node: Node) -> HandlerConfig:
     if not isinstance(node.value, dict):
         raise nodes.wrong_type(node, "a mapping (one handler)")
     kind = nodes.choice(nodes.Mapping(node, node.value).need("type"), tuple(TYPE_KEYS))
-    entries = nodes.mapping(node, COMMON_KEYS + TYPE_KEYS[kind], required=("type",))
+    batch = node.value.get("batch")
+    if batch is not None and kind not in BATCHING_TYPES:
+        raise batch.error(f"batch applies to {' and '.join(BATCHING_TYPES)} handlers only")
+    allowed = COMMON_KEYS + (("batch",) if kind in BATCHING_TYPES else ()) + TYPE_KEYS[kind]
+    entries = nodes.mapping(node, allowed, required=("type",))
     common: dict[str, Any] = {}
     if (item := entries.get("timeout")) is not None:
         common["timeout"] = nodes.duration(item, positive=True)
@@ -116,12 +120,10 @@ def handler(name: str, node: Node) -> HandlerConfig:
     if (item := entries.get("rate_limit")) is not None:
         common["rate_limit"] = _rate_limit(item)
     if (item := entries.get("batch")) is not None:
-        if kind not in BATCHING_TYPES:
-            raise item.error(f"batch applies to {' and '.join(BATCHING_TYPES)} handlers only")
         common["batch"] = _batch(item)
     settings = _Settings()
     for key in entries:
-        if key not in COMMON_KEYS:
+        if key not in COMMON_KEYS and key != "batch":
             settings.marks[key] = entries.entries[key].mark
     _TYPE_READERS[kind](entries, settings, common.get("timeout", 30.0))
     return HandlerConfig(

@@ -1,0 +1,228 @@
+"""Reading config files: includes, marks in included files, relative paths, file problems."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from logwatchd.config import load, load_text
+from logwatchd.errors import ConfigError
+
+MAIN = """\
+version: 1
+include: [rules.d/*.yaml]
+sources:
+  - id: app
+    type: file
+    paths: [logs/app.log]
+    parser: none
+rules:
+  - id: main-rule
+    match: {field: message, contains: boom}
+"""
+
+PACK_SSH = """\
+lists:
+  admins: [root, admin]
+rules:
+  - id: ssh-root
+    match: {field: user, in_list: admins}
+    tags: ["fail2ban:sshd"]
+"""
+
+PACK_WEB = """\
+parsers:
+  web:
+    regex: '(?P<ip>\\S+) (?P<path>\\S+)'
+rules:
+  - id: web-scan
+    match: {field: path, startswith: /wp-admin}
+"""
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def load_error(path: Path, **kwargs: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        load(str(path), **kwargs)
+    return str(info.value)
+
+
+def test_includes_merge_rules_lists_and_parsers_in_sorted_order(tmp_path: Path) -> None:
+    main = write(tmp_path / "logwatchd.yaml", MAIN)
+    write(tmp_path / "rules.d/web.yaml", PACK_WEB)
+    write(tmp_path / "rules.d/ssh.yaml", PACK_SSH)
+    write(tmp_path / "rules.d/notes.txt", "not: yaml: at all: [")
+    cfg = load(str(main))
+    assert [rule.id for rule in cfg.rules] == ["main-rule", "ssh-root", "web-scan"]
+    assert set(cfg.lists) == {"admins"}
+    assert set(cfg.parsers) == {"web"}
+    assert cfg.files == (
+        str(main),
+        str(tmp_path / "rules.d/ssh.yaml"),
+        str(tmp_path / "rules.d/web.yaml"),
+    )
+    ssh_rule = cfg.rules[1]
+    assert (ssh_rule.mark.file, ssh_rule.mark.line) == (str(tmp_path / "rules.d/ssh.yaml"), 4)
+    assert ssh_rule.handlers == ("log",)  # packs name no handlers: defaults apply
+
+
+def test_errors_in_an_included_file_name_that_file(tmp_path: Path) -> None:
+    main = write(tmp_path / "logwatchd.yaml", MAIN)
+    write(tmp_path / "rules.d/ssh.yaml", PACK_SSH.replace("in_list: admins", "in_list: admin"))
+    assert load_error(main) == (
+        f"{tmp_path}/rules.d/ssh.yaml:5: rules[0].match.in_list: unknown list 'admin'; "
+        "declared: admins"
+    )
+
+
+def test_a_glob_that_matches_nothing_is_fine(tmp_path: Path) -> None:
+    main = write(tmp_path / "logwatchd.yaml", MAIN)
+    assert [rule.id for rule in load(str(main)).rules] == ["main-rule"]
+
+
+def test_a_literal_include_must_exist(tmp_path: Path) -> None:
+    main = write(tmp_path / "logwatchd.yaml", MAIN.replace("rules.d/*.yaml", "extra.yaml"))
+    assert load_error(main) == (
+        f"{tmp_path}/logwatchd.yaml:2: include[0]: no such file: {tmp_path}/extra.yaml"
+    )
+
+
+def test_duplicate_ids_across_files_name_both_places(tmp_path: Path) -> None:
+    main = write(tmp_path / "logwatchd.yaml", MAIN)
+    write(
+        tmp_path / "rules.d/dup.yaml",
+        "rules:\n  - id: main-rule\n    match: {field: a, exists: true}\n",
+    )
+    assert load_error(main) == (
+        f"{tmp_path}/rules.d/dup.yaml:2: rules[0].id: duplicate rule id 'main-rule' "
+        f"(also defined at {tmp_path}/logwatchd.yaml:9)"
+    )
+    write(tmp_path / "rules.d/dup.yaml", "parsers:\n  web: {regex: x}\n")
+    write(tmp_path / "rules.d/web.yaml", PACK_WEB)
+    assert load_error(main) == (
+        f"{tmp_path}/rules.d/web.yaml:2: parsers.web: duplicate parser id 'web' "
+        f"(also defined at {tmp_path}/rules.d/dup.yaml:2)"
+    )
+
+
+def test_included_files_may_not_include(tmp_path: Path) -> None:
+    main = write(tmp_path / "logwatchd.yaml", MAIN)
+    write(tmp_path / "rules.d/a.yaml", "include: [more/*.yaml]\n")
+    assert load_error(main) == (
+        f"{tmp_path}/rules.d/a.yaml:1: include: only the main config file may include other files"
+    )
+
+
+def test_included_files_may_not_set_daemon_options(tmp_path: Path) -> None:
+    main = write(tmp_path / "logwatchd.yaml", MAIN)
+    write(tmp_path / "rules.d/a.yaml", "daemon: {dry_run: true}\n")
+    assert load_error(main).startswith(
+        f"{tmp_path}/rules.d/a.yaml:1: daemon: unknown key 'daemon'; allowed: handlers, lists,"
+    )
+
+
+def test_a_file_matched_twice_is_read_once(tmp_path: Path) -> None:
+    main = write(
+        tmp_path / "logwatchd.yaml",
+        MAIN.replace("[rules.d/*.yaml]", "[rules.d/*.yaml, rules.d/ssh.yaml, '*.yaml']"),
+    )
+    write(tmp_path / "rules.d/ssh.yaml", PACK_SSH)
+    cfg = load(str(main))
+    assert [rule.id for rule in cfg.rules] == ["main-rule", "ssh-root"]
+
+
+def test_relative_paths_resolve_against_the_file_that_holds_them(tmp_path: Path) -> None:
+    main = write(
+        tmp_path / "etc/logwatchd.yaml",
+        MAIN + "daemon:\n  state_dir: state\n",
+    )
+    write(
+        tmp_path / "etc/rules.d/out.yaml",
+        "handlers:\n  out: {type: file, path: alerts.jsonl}\n"
+        "sources:\n  - {id: more, type: file, paths: ['../logs/*.log'], parser: syslog}\n",
+    )
+    cfg = load(str(main))
+    assert cfg.daemon.state_dir == str(tmp_path / "etc/state")
+    assert cfg.source("app").paths == (str(tmp_path / "etc/logs/app.log"),)
+    assert cfg.source("more").paths == (str(tmp_path / "etc/logs/*.log"),)
+    assert cfg.handlers["out"].settings["path"] == str(tmp_path / "etc/rules.d/alerts.jsonl")
+
+
+def test_base_dir_overrides_where_relative_paths_resolve(tmp_path: Path) -> None:
+    main = write(tmp_path / "etc/logwatchd.yaml", MAIN)
+    write(tmp_path / "etc/rules.d/out.yaml", "handlers:\n  out: {type: file, path: a.jsonl}\n")
+    cfg = load(str(main), base_dir=str(tmp_path / "work"))
+    assert cfg.source("app").paths == (str(tmp_path / "work/logs/app.log"),)
+    assert cfg.handlers["out"].settings["path"] == str(tmp_path / "work/a.jsonl")
+
+
+def test_a_relative_config_path_still_gives_absolute_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path / "logwatchd.yaml", MAIN)
+    monkeypatch.chdir(tmp_path)
+    cfg = load("logwatchd.yaml")
+    assert cfg.source("app").paths == (str(tmp_path / "logs/app.log"),)
+    assert cfg.path == "logwatchd.yaml"
+
+
+def test_load_text_includes_relative_to_base_dir(tmp_path: Path) -> None:
+    write(tmp_path / "rules.d/ssh.yaml", PACK_SSH)
+    cfg = load_text(MAIN, "demo.yaml", base_dir=str(tmp_path))
+    assert [rule.id for rule in cfg.rules] == ["main-rule", "ssh-root"]
+    assert cfg.rules[0].mark.file == "demo.yaml"
+
+
+def test_unreadable_and_broken_files(tmp_path: Path) -> None:
+    assert load_error(tmp_path / "missing.yaml") == (
+        f"cannot read {tmp_path}/missing.yaml: No such file or directory"
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"version: 1\nsources: [\xff]\n")
+    assert load_error(bad) == f"{bad}: not valid UTF-8 (byte 21)"
+    main = write(tmp_path / "logwatchd.yaml", MAIN)
+    write(tmp_path / "rules.d/a.yaml", "rules:\n  - id: x\n   match: y\n")
+    assert load_error(main).startswith(f"{tmp_path}/rules.d/a.yaml:3: invalid YAML:")
+    write(tmp_path / "rules.d/a.yaml", "- just\n- a list\n")
+    assert load_error(main) == (
+        f"{tmp_path}/rules.d/a.yaml:1: the top level must be a mapping of keys "
+        "(version, sources, ...)"
+    )
+
+
+def test_an_empty_included_file_adds_nothing(tmp_path: Path) -> None:
+    main = write(tmp_path / "logwatchd.yaml", MAIN)
+    write(tmp_path / "rules.d/empty.yaml", "# nothing here yet\n")
+    assert [rule.id for rule in load(str(main)).rules] == ["main-rule"]
+
+
+def test_python_tags_are_refused(tmp_path: Path) -> None:
+    evil = write(tmp_path / "evil.yaml", "version: !!python/object/apply:os.system ['true']\n")
+    assert load_error(evil) == (
+        f"{evil}:1: version: invalid YAML: unsupported tag "
+        "tag:yaml.org,2002:python/object/apply:os.system"
+    )
+    evil.write_text("version: !!python/name:os.system ''\n")
+    assert load_error(evil).startswith(f"{evil}:1: invalid YAML: could not determine a constructor")
+
+
+def test_the_shipped_rule_packs_load_with_the_example(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    packs = sorted((root / "config/rules.d").glob("*.yaml"))
+    if not packs:
+        pytest.skip("no rule packs shipped yet")
+    text = (root / "config/logwatchd.yaml").read_text()
+    assert "# include: [rules.d/*.yaml]" in text
+    text = text.replace("# include: [rules.d/*.yaml]", "include: [rules.d/*.yaml]")
+    cfg = load_text(text, "logwatchd.yaml", base_dir=str(root / "config"))
+    assert len(cfg.files) == 1 + len(packs)
+    assert len(cfg.rules) > 2
+    assert os.path.isabs(cfg.daemon.state_dir)

@@ -1,0 +1,670 @@
+"""Validation: each kind of mistake gives one exact ``file:line: key.path: message``."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from logwatchd.config import load, load_text
+from logwatchd.config.model import All, AnyOf, Config, Leaf, Not
+from logwatchd.errors import ConfigError
+
+# Six lines; what a test appends starts on line 7.
+BASE = """\
+version: 1
+sources:
+  - id: app
+    type: file
+    paths: [app.log]
+    parser: none
+"""
+
+
+def config(tmp_path: Path, extra: str = "", *, base: str = BASE) -> Config:
+    return load_text(base + textwrap.dedent(extra), "c.yaml", base_dir=str(tmp_path))
+
+
+def error(tmp_path: Path, extra: str = "", *, base: str = BASE) -> str:
+    with pytest.raises(ConfigError) as info:
+        config(tmp_path, extra, base=base)
+    return str(info.value)
+
+
+def rule_with(match: str) -> str:
+    """A rule whose match (flow style) sits on line 9."""
+    return f"rules:\n  - id: r\n    match: {match}\n"
+
+
+# --- the document -------------------------------------------------------------------------
+
+
+def test_the_spec_example_message_for_a_bad_duration(tmp_path: Path) -> None:
+    extra = """\
+    rules:
+      - id: r
+        match: {field: message, contains: x}
+        threshold:
+          count: 3
+          window: 10 minutes
+    """
+    assert error(tmp_path, extra) == (
+        'c.yaml:12: rules[0].threshold.window: "10 minutes" is not a duration (use 10m, 1h, 30s)'
+    )
+
+
+def test_unknown_top_level_key_suggests_the_closest(tmp_path: Path) -> None:
+    assert error(tmp_path, "handler: {}\n") == (
+        "c.yaml:7: handler: unknown key 'handler' (did you mean 'handlers'?); allowed: daemon, "
+        "defaults, handlers, include, lists, parsers, rules, sources, version"
+    )
+
+
+def test_unknown_key_in_a_rule(tmp_path: Path) -> None:
+    extra = "rules:\n  - id: r\n    match: {field: a, exists: true}\n    treshold: {count: 2}\n"
+    assert error(tmp_path, extra).startswith(
+        "c.yaml:10: rules[0].treshold: unknown key 'treshold' (did you mean 'threshold'?); "
+        "allowed: cooldown, description, group_by, handlers, id, match,"
+    )
+
+
+def test_unknown_key_deep_in_a_condition(tmp_path: Path) -> None:
+    extra = """\
+    rules:
+      - id: r
+        match:
+          all:
+            - {field: a, exists: true}
+            - not:
+                field: b
+                equal: x
+    """
+    assert error(tmp_path, extra).startswith(
+        "c.yaml:14: rules[0].match.all[1].not.equal: unknown key 'equal' (did you mean 'equals'?)"
+    )
+
+
+def test_unknown_key_in_a_nested_handler_mapping(tmp_path: Path) -> None:
+    extra = """\
+    handlers:
+      mail:
+        type: email
+        to: ops@example.com
+        smtp:
+          hots: mail.example.com
+    """
+    assert error(tmp_path, extra).startswith(
+        "c.yaml:12: handlers.mail.smtp.hots: unknown key 'hots' (did you mean 'host'?)"
+    )
+
+
+def test_keys_of_another_source_type_are_unknown(tmp_path: Path) -> None:
+    base = "version: 1\nsources:\n  - id: j\n    type: journald\n    paths: [x.log]\n"
+    assert error(tmp_path, base=base).startswith("c.yaml:5: sources[0].paths: unknown key 'paths'")
+
+
+def test_duplicate_yaml_keys_are_errors(tmp_path: Path) -> None:
+    extra = "daemon:\n  timezone: UTC\n  timezone: local\n"
+    assert error(tmp_path, extra) == (
+        "c.yaml:9: daemon.timezone: duplicate key 'timezone' (first at line 8)"
+    )
+
+
+def test_wrong_types_name_the_expected_type(tmp_path: Path) -> None:
+    extra = rule_with("{field: a, exists: true}") + "    threshold: {count: five, window: 1m}\n"
+    assert error(tmp_path, extra) == (
+        'c.yaml:10: rules[0].threshold.count: expected an integer, got a string ("five")'
+    )
+    assert error(tmp_path, base="version: 1\nsources: {app: {}}\n") == (
+        "c.yaml:2: sources: expected a list of sources, got a mapping"
+    )
+    assert error(tmp_path, "daemon:\n  dry_run: maybe\n") == (
+        'c.yaml:8: daemon.dry_run: expected true or false, got a string ("maybe")'
+    )
+
+
+def test_version_must_be_one(tmp_path: Path) -> None:
+    assert error(tmp_path, base=BASE.replace("version: 1", "version: 2")) == (
+        "c.yaml:1: version: unsupported config version 2 (this is version 1)"
+    )
+    assert "missing required key 'version'" in error(tmp_path, base=BASE.split("\n", 1)[1])
+
+
+def test_yaml_syntax_errors_carry_the_line(tmp_path: Path) -> None:
+    message = error(tmp_path, "rules: [\n  {id: r\n")
+    assert message.startswith("c.yaml:9: invalid YAML:")
+
+
+def test_no_sources_is_an_error(tmp_path: Path) -> None:
+    assert error(tmp_path, base="version: 1\n") == (
+        "no sources: declare at least one under 'sources'"
+    )
+
+
+def test_ids_have_a_fixed_alphabet(tmp_path: Path) -> None:
+    message = error(tmp_path, base=BASE.replace("id: app", "id: My_App"))
+    assert message.startswith("c.yaml:3: sources[0].id: source id 'My_App' must be lowercase")
+
+
+def test_alias_expansion_is_bounded(tmp_path: Path) -> None:
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+    for level in "bcdefgh":
+        previous = chr(ord(level) - 1)
+        bomb += f"{level}: &{level} [{', '.join(['*' + previous] * 10)}]\n"
+    message = error(tmp_path, base="version: 1\n" + bomb)
+    assert "document too large or too deeply nested" in message
+
+
+def test_merge_keys_merge_and_own_keys_override(tmp_path: Path) -> None:
+    extra = """\
+    handlers:
+      base-mail: &mail
+        type: email
+        to: ops@example.com
+        subject: base
+      other:
+        <<: *mail
+        subject: override
+    """
+    handlers = config(tmp_path, extra).handlers
+    assert handlers["other"].settings["subject"] == "override"
+    assert handlers["other"].settings["to"] == ("ops@example.com",)
+    assert handlers["base-mail"].settings["subject"] == "base"
+
+
+# --- daemon, lists, sources, parsers -------------------------------------------------------
+
+
+def test_daemon_settings_are_typed(tmp_path: Path) -> None:
+    extra = """\
+    daemon:
+      state_dir: state
+      timezone: Europe/Berlin
+      max_keys_per_rule: 50
+      commit_interval: 250ms
+      shutdown_timeout: 1m
+    """
+    daemon = config(tmp_path, extra).daemon
+    assert daemon.state_dir == str(tmp_path / "state")
+    assert daemon.timezone == "Europe/Berlin"
+    assert daemon.max_keys_per_rule == 50
+    assert daemon.commit_interval == 0.25
+    assert daemon.shutdown_timeout == 60.0
+
+
+def test_an_unknown_time_zone_is_rejected(tmp_path: Path) -> None:
+    assert error(tmp_path, "daemon:\n  timezone: Mars/Olympus\n").startswith(
+        'c.yaml:8: daemon.timezone: unknown time zone "Mars/Olympus"'
+    )
+
+
+def test_lists_keep_strings_and_parse_networks(tmp_path: Path) -> None:
+    cfg = config(tmp_path, "lists:\n  ok: [10.0.0.0/8, '::1', 192.0.2.7, alice, 8080]\n")
+    trusted = cfg.lists["ok"]
+    assert trusted.values == {"10.0.0.0/8", "::1", "192.0.2.7", "alice", "8080"}
+    assert ipaddress.ip_address("10.1.2.3") in trusted.networks[0]
+    assert [str(net) for net in trusted.networks] == ["10.0.0.0/8", "::1/128", "192.0.2.7/32"]
+
+
+def test_source_types_and_their_keys(tmp_path: Path) -> None:
+    base = """\
+version: 1
+sources:
+  - {id: app, type: file, paths: 'logs/*.log', parser: syslog, start_at: beginning}
+  - {id: auth, type: journald, match: [_SYSTEMD_UNIT=ssh.service], directory: journal}
+  - {id: pipe, type: stdin, parser: json}
+"""
+    app, auth, pipe = config(tmp_path, base=base).sources
+    assert app.paths == (str(tmp_path / "logs/*.log"),)
+    assert app.start_at == "beginning"
+    assert (auth.parser, auth.match) == ("journald", ("_SYSTEMD_UNIT=ssh.service",))
+    assert auth.journal_directory == str(tmp_path / "journal")
+    assert (pipe.type, pipe.parser) == ("stdin", "json")
+
+
+def test_a_journal_match_must_be_field_equals_value(tmp_path: Path) -> None:
+    base = "version: 1\nsources:\n  - id: j\n    type: journald\n    match: [ssh.service]\n"
+    assert error(tmp_path, base=base).startswith(
+        'c.yaml:5: sources[0].match[0]: "ssh.service" is not a journal match (use FIELD=value'
+    )
+
+
+def test_an_unknown_parser_is_rejected(tmp_path: Path) -> None:
+    message = error(tmp_path, base=BASE.replace("parser: none", "parser: sylog"))
+    assert message.startswith("c.yaml:6: sources[0].parser: unknown parser 'sylog'; known: ")
+    assert "syslog" in message
+
+
+def test_custom_parsers_compile_and_check_their_groups(tmp_path: Path) -> None:
+    extra = r"""
+    parsers:
+      app:
+        regex: '^(?P<timestamp>\S+ \S+) (?P<event_type>\w+) - IP: (?P<ip>\S+)'
+        time_format: '%Y-%m-%d %H:%M:%S'
+        types: {ip: ip}
+    """
+    parser = config(tmp_path, extra).parsers["app"]
+    match = parser.regex.match("2023-09-04 10:00:01 SecurityBreach - IP: 203.0.113.9")
+    assert match is not None
+    assert match["ip"] == "203.0.113.9"
+    assert parser.types == {"ip": "ip"}
+
+
+def test_a_bad_parser_regex_shows_the_re_error(tmp_path: Path) -> None:
+    extra = "parsers:\n  app:\n    regex: '(?P<ip>\\S+'\n"
+    assert error(tmp_path, extra) == (
+        "c.yaml:9: parsers.app.regex: bad regex: missing ), unterminated subpattern at position 0"
+    )
+
+
+def test_parser_types_must_name_groups_of_the_regex(tmp_path: Path) -> None:
+    extra = "parsers:\n  app:\n    regex: '(?P<ip>\\S+)'\n    types: {addr: ip}\n"
+    assert error(tmp_path, extra) == (
+        "c.yaml:10: parsers.app.types.addr: the regex has no group 'addr' (groups: ip)"
+    )
+    extra = "parsers:\n  app:\n    regex: '(?P<ip>\\S+)'\n    types: {ip: ipv4}\n"
+    assert error(tmp_path, extra).startswith(
+        'c.yaml:10: parsers.app.types.ip: "ipv4" is not one of str, int, float, ip'
+    )
+
+
+def test_time_format_needs_a_timestamp_group(tmp_path: Path) -> None:
+    extra = "parsers:\n  app:\n    regex: '(?P<ip>\\S+)'\n    time_format: '%H'\n"
+    assert error(tmp_path, extra) == (
+        "c.yaml:10: parsers.app.time_format: time_format needs a (?P<timestamp>...) group "
+        "in the regex"
+    )
+
+
+# --- rules and predicates ------------------------------------------------------------------
+
+
+def test_conditions_become_typed_predicates(tmp_path: Path) -> None:
+    extra = r"""
+    lists:
+      trusted: [10.0.0.0/8]
+    rules:
+      - id: r
+        match:
+          all:
+            - {field: event_type, equals: SecurityBreach, icase: true}
+            - any:
+                - {field: ip, cidr: [192.0.2.0/24, '2001:db8::/32']}
+                - {field: message, regex: 'user (?P<user>\w+)', icase: true}
+            - not: {field: ip, in_list: trusted}
+            - {field: status, in: [500, 502]}
+            - {field: bytes, gte: 1.5}
+    """
+    match = config(tmp_path, extra).rules[0].match
+    assert isinstance(match, All)
+    equals, any_of, negated, member, gte = match.items
+    assert equals == Leaf("event_type", "equals", "SecurityBreach", True, equals.mark)
+    assert isinstance(any_of, AnyOf)
+    cidr, regex = any_of.items
+    assert isinstance(cidr, Leaf)
+    assert cidr.value == (
+        ipaddress.ip_network("192.0.2.0/24"),
+        ipaddress.ip_network("2001:db8::/32"),
+    )
+    assert isinstance(regex, Leaf)
+    assert regex.value.flags & re.IGNORECASE
+    assert regex.value.search("USER alice")["user"] == "alice"
+    assert isinstance(negated, Not)
+    assert negated.item == Leaf("ip", "in_list", "trusted", False, negated.item.mark)
+    assert isinstance(member, Leaf)
+    assert member.value == (500, 502)
+    assert isinstance(gte, Leaf)
+    assert (gte.op, gte.value) == ("gte", 1.5)
+    assert equals.mark.line == 14
+
+
+def test_a_bad_rule_regex_shows_the_re_error(tmp_path: Path) -> None:
+    assert error(tmp_path, rule_with("{field: message, regex: 'a[b'}")) == (
+        "c.yaml:9: rules[0].match.regex: bad regex: unterminated character set at position 1"
+    )
+
+
+def test_in_list_must_name_a_declared_list(tmp_path: Path) -> None:
+    extra = "lists:\n  trusted: [10.0.0.0/8]\n" + rule_with("{field: ip, in_list: trustd}")
+    assert error(tmp_path, extra) == (
+        "c.yaml:11: rules[0].match.in_list: unknown list 'trustd'; declared: trusted"
+    )
+
+
+def test_one_operator_per_condition(tmp_path: Path) -> None:
+    assert error(tmp_path, rule_with("{field: a, equals: x, contains: y}")) == (
+        "c.yaml:9: rules[0].match.contains: one operator per condition, got equals and contains;"
+        " combine conditions with 'all'"
+    )
+    assert error(tmp_path, rule_with("{field: a}")).startswith(
+        "c.yaml:9: rules[0].match: a condition needs one of: equals, in,"
+    )
+    assert error(tmp_path, rule_with("{all: [{field: a, exists: true}], field: b}")) == (
+        "c.yaml:9: rules[0].match: 'all' cannot share a condition with 'field'; nest them in 'all'"
+    )
+
+
+def test_icase_only_where_it_makes_sense(tmp_path: Path) -> None:
+    assert error(tmp_path, rule_with("{field: n, gt: 3, icase: true}")) == (
+        "c.yaml:9: rules[0].match.icase: icase does not apply to 'gt'"
+    )
+
+
+def test_leaf_values_are_type_checked(tmp_path: Path) -> None:
+    assert error(tmp_path, rule_with("{field: n, gt: many}")) == (
+        'c.yaml:9: rules[0].match.gt: expected a number, got a string ("many")'
+    )
+    assert error(tmp_path, rule_with("{field: ip, cidr: 10.0.0.300/8}")) == (
+        'c.yaml:9: rules[0].match.cidr: "10.0.0.300/8" is not an IP address or CIDR network'
+    )
+    assert error(tmp_path, rule_with("{field: a, equals: yes}")).startswith(
+        "c.yaml:9: rules[0].match.equals: expected a string or a number"
+    )
+
+
+def test_rules_get_default_handlers_and_defaults(tmp_path: Path) -> None:
+    extra = """\
+    defaults:
+      handlers: [log, alerts]
+    handlers:
+      alerts: {type: file, path: alerts.jsonl}
+    rules:
+      - id: quiet
+        match: {field: a, exists: true}
+      - id: loud
+        match: {field: a, exists: false}
+        handlers: [alerts]
+        cooldown: 5m
+        severity: high
+        group_by: ip
+    """
+    quiet, loud = config(tmp_path, extra).rules
+    assert quiet.handlers == ("log", "alerts")
+    assert (quiet.severity, quiet.cooldown, quiet.threshold) == ("medium", 0.0, None)
+    assert loud.handlers == ("alerts",)
+    assert (loud.cooldown, loud.severity, loud.group_by) == (300.0, "high", ("ip",))
+
+
+def test_without_defaults_rules_go_to_log(tmp_path: Path) -> None:
+    cfg = config(tmp_path, rule_with("{field: a, exists: true}"))
+    assert cfg.rules[0].handlers == ("log",)
+    assert cfg.handlers["log"].type == "log"
+
+
+def test_an_unknown_handler_is_rejected(tmp_path: Path) -> None:
+    extra = rule_with("{field: a, exists: true}") + "    handlers: [log, mail]\n"
+    assert error(tmp_path, extra) == (
+        "c.yaml:10: rules[0].handlers[1]: unknown handler 'mail'; declared: log"
+    )
+    extra = "defaults:\n  handlers: [mail]\n"
+    assert error(tmp_path, extra) == (
+        "c.yaml:8: defaults.handlers[0]: unknown handler 'mail'; declared: log"
+    )
+
+
+def test_rule_sources_must_exist(tmp_path: Path) -> None:
+    extra = rule_with("{field: a, exists: true}") + "    sources: [ap]\n"
+    assert error(tmp_path, extra) == (
+        "c.yaml:10: rules[0].sources[0]: unknown source 'ap'; declared: app"
+    )
+
+
+def test_match_is_required_unless_sequence(tmp_path: Path) -> None:
+    assert error(tmp_path, "rules:\n  - id: r\n") == (
+        "c.yaml:8: rules[0]: missing required key 'match' (or 'sequence')"
+    )
+
+
+def test_sequences(tmp_path: Path) -> None:
+    extra = """\
+    rules:
+      - id: login-without-logout
+        sequence:
+          window: 5m
+          steps:
+            - match: {field: event_type, equals: Login}
+            - match: {field: event_type, equals: Logout}
+              absent: true
+        group_by: [ip]
+    """
+    rule = config(tmp_path, extra).rules[0]
+    assert rule.match is None
+    assert rule.sequence is not None
+    assert rule.sequence.window == 300.0
+    assert [step.absent for step in rule.sequence.steps] == [False, True]
+    bad = extra.replace("Login}\n", "Login}\n              absent: true\n", 1)
+    assert error(tmp_path, bad) == (
+        "c.yaml:13: rules[0].sequence.steps[0].absent: only the last step can be 'absent'"
+    )
+
+
+def test_threshold_count_and_window(tmp_path: Path) -> None:
+    extra = rule_with("{field: a, exists: true}")
+    cfg = config(tmp_path, extra + "    threshold: {count: 5, window: 10m, distinct: user}\n")
+    threshold = cfg.rules[0].threshold
+    assert threshold is not None
+    assert (threshold.count, threshold.window, threshold.distinct) == (5, 600.0, "user")
+    assert error(tmp_path, extra + "    threshold: {count: 0, window: 1m}\n") == (
+        "c.yaml:10: rules[0].threshold.count: must be at least 1, got 0"
+    )
+    assert error(tmp_path, extra + "    threshold: {count: 2}\n") == (
+        "c.yaml:10: rules[0].threshold: missing required key 'window'"
+    )
+
+
+def test_severity_is_one_of_the_five(tmp_path: Path) -> None:
+    extra = rule_with("{field: a, exists: true}") + "    severity: critcal\n"
+    assert error(tmp_path, extra) == (
+        'c.yaml:10: rules[0].severity: "critcal" is not one of info, low, medium, high, critical'
+        " (did you mean 'critical'?)"
+    )
+
+
+# --- handlers --------------------------------------------------------------------------------
+
+
+def test_email_handler_settings(tmp_path: Path) -> None:
+    extra = """\
+    handlers:
+      mail:
+        type: email
+        smtp: {host: mail.example.com, tls: tls, username: lw, password_file: secret}
+        from: logwatchd@example.com
+        to: ops@example.com
+        cc: [sec@example.com]
+        batch: {window: 5m}
+        retry: {max_attempts: 3, backoff: 10s}
+        rate_limit: {max: 20, per: 1h}
+    """
+    mail = config(tmp_path, extra).handlers["mail"]
+    smtp = mail.settings["smtp"]
+    assert (smtp["host"], smtp["port"], smtp["tls"]) == ("mail.example.com", 465, "tls")
+    assert smtp["password_file"] == str(tmp_path / "secret")
+    assert mail.settings["to"] == ("ops@example.com",)
+    assert mail.settings["cc"] == ("sec@example.com",)
+    assert "{{ alert.rule }}" in mail.settings["subject"]
+    assert "{% for line in alert.events %}" in mail.settings["body"]
+    assert mail.batch is not None
+    assert (mail.batch.window, mail.batch.max) == (300.0, 100)
+    assert (mail.retry.max_attempts, mail.retry.backoff) == (3, 10.0)
+    assert mail.rate_limit is not None
+    assert (mail.rate_limit.max, mail.rate_limit.per) == (20, 3600.0)
+    assert mail.marks["to[0]"].line == 12
+    assert mail.marks["smtp.host"].line == 10
+
+
+@pytest.mark.parametrize(
+    ("written", "shown"),
+    [
+        ("ops example.com", "ops example.com"),
+        (
+            r"ops@example.com\r\nBcc: victim@example.org",
+            r"ops@example.com\r\nBcc: victim@example.org",
+        ),
+        ("Ops <ops@example.com>", "Ops <ops@example.com>"),
+        ("ops", "ops"),
+        ("ops@@example.com", "ops@@example.com"),
+        ("ops@example..com", "ops@example..com"),
+        (".ops@example.com", ".ops@example.com"),
+        ("ops@example.com,x@example.org", "ops@example.com,x@example.org"),
+        ("öps@example.com", r"\xf6ps@example.com"),
+    ],
+)
+def test_bad_email_addresses_are_rejected_at_load(tmp_path: Path, written: str, shown: str) -> None:
+    extra = f'handlers:\n  mail:\n    type: email\n    to: ["{written}"]\n'
+    assert error(tmp_path, extra) == (
+        f'c.yaml:10: handlers.mail.to[0]: "{shown}" is not a valid e-mail address '
+        "(plain addresses only, like ops@example.com)"
+    )
+    extra = f'handlers:\n  mail:\n    type: email\n    to: ok@example.com\n    from: "{written}"\n'
+    assert error(tmp_path, extra).startswith(f'c.yaml:11: handlers.mail.from: "{shown}" is not')
+
+
+def test_bad_template_syntax_is_reported_at_its_line(tmp_path: Path) -> None:
+    extra = """\
+    handlers:
+      mail:
+        type: email
+        to: ops@example.com
+        subject: '{{ alert.rule '
+    """
+    assert error(tmp_path, extra) == (
+        "c.yaml:11: handlers.mail.subject: template syntax error: unexpected end of template, "
+        "expected 'end of print statement'."
+    )
+    extra = """\
+    handlers:
+      mail:
+        type: email
+        to: ops@example.com
+        body: |
+          Rule {{ alert.rule }}
+          {% for line in alert.events %}
+          {{ line }
+          {% endfor %}
+    """
+    assert error(tmp_path, extra).startswith(
+        "c.yaml:14: handlers.mail.body: template syntax error: unexpected '}'"
+    )
+
+
+def test_a_body_file_is_resolved_and_checked_in_its_own_file(tmp_path: Path) -> None:
+    (tmp_path / "mail.j2").write_text("Alert {{ alert.rule }}\n{% if x %}\nno end\n")
+    extra = "handlers:\n  mail:\n    type: email\n    to: ops@example.com\n    body_file: mail.j2\n"
+    assert error(tmp_path, extra) == (
+        f"{tmp_path}/mail.j2:2: handlers.mail.body_file: template syntax error: Unexpected end "
+        "of template. Jinja was looking for the following tags: 'elif' or 'else' or 'endif'. "
+        "The innermost block that needs to be closed is 'if'."
+    )
+    (tmp_path / "mail.j2").write_text("Alert {{ alert.rule }}\n")
+    mail = config(tmp_path, extra).handlers["mail"]
+    assert mail.settings["body_file"] == str(tmp_path / "mail.j2")
+    assert mail.settings["body"] is None
+    assert error(tmp_path, extra + "    body: inline\n").endswith(
+        "give either 'body' or 'body_file', not both"
+    )
+
+
+def test_command_handler_settings(tmp_path: Path) -> None:
+    extra = """\
+    handlers:
+      ban:
+        type: command
+        argv: [/usr/sbin/nft, add, element, inet, filter, blocklist, '{ {{ alert.key.ip }} }', 5]
+        stdin: json
+        env: {MODE: strict}
+    """
+    ban = config(tmp_path, extra).handlers["ban"]
+    assert ban.settings["argv"][6] == "{ {{ alert.key.ip }} }"
+    assert ban.settings["argv"][7] == "5"
+    assert (ban.settings["stdin"], ban.settings["concurrency"]) == ("json", 4)
+    assert ban.settings["env"] == {"MODE": "strict"}
+    assert ban.marks["argv[6]"].line == 10
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ("[nft, list]", 'c.yaml:10: handlers.ban.argv[0]: "nft" must be an absolute path'),
+        (
+            "['{{ alert.key.ip }}']",
+            "c.yaml:10: handlers.ban.argv[0]: argv[0] is the program path and cannot be a template",
+        ),
+        ("[]", "c.yaml:10: handlers.ban.argv: must name at least the program to run"),
+        ("/bin/true", "c.yaml:10: handlers.ban.argv: expected a list of strings"),
+        ("[/bin/echo, '{{ x ']", "c.yaml:10: handlers.ban.argv[1]: template syntax error"),
+    ],
+)
+def test_command_argv_is_checked(tmp_path: Path, argv: str, message: str) -> None:
+    extra = f"handlers:\n  ban:\n    type: command\n    argv: {argv}\n"
+    assert error(tmp_path, extra).startswith(message)
+
+
+def test_webhook_handler_settings(tmp_path: Path) -> None:
+    extra = """\
+    handlers:
+      hook:
+        type: webhook
+        url: https://alerts.example.com/hook
+        headers: {X-Rule: '{{ alert.rule }}'}
+        header_files: {Authorization: secrets/token}
+        format: json
+    """
+    hook = config(tmp_path, extra).handlers["hook"]
+    assert hook.settings["method"] == "POST"
+    assert hook.settings["headers"] == {"X-Rule": "{{ alert.rule }}"}
+    assert hook.settings["header_files"] == {"Authorization": str(tmp_path / "secrets/token")}
+    assert hook.settings["headers_files"] == hook.settings["header_files"]
+    assert hook.settings["body"] is None
+    bad_url = extra.replace("https://alerts.example.com/hook", "ftp://alerts.example.com")
+    assert error(tmp_path, bad_url) == (
+        'c.yaml:10: handlers.hook.url: "ftp://alerts.example.com" is not an http:// or https:// URL'
+    )
+
+
+def test_file_handler_mode_is_read_as_octal(tmp_path: Path) -> None:
+    for written in ("640", "0640", "'0o640'"):
+        extra = f"handlers:\n  out:\n    type: file\n    path: out/a.jsonl\n    mode: {written}\n"
+        out = config(tmp_path, extra).handlers["out"]
+        assert out.settings["mode"] == 0o640
+        assert out.settings["path"] == str(tmp_path / "out/a.jsonl")
+    extra = "handlers:\n  out:\n    type: file\n    path: a.jsonl\n    mode: 999\n"
+    assert error(tmp_path, extra) == (
+        "c.yaml:11: handlers.out.mode: 999 is not a file mode (write it like 0640)"
+    )
+
+
+def test_handler_types_and_the_reserved_log_name(tmp_path: Path) -> None:
+    assert error(tmp_path, "handlers:\n  x: {type: sms}\n").startswith(
+        'c.yaml:8: handlers.x.type: "sms" is not one of email, command, webhook, file, log'
+    )
+    assert error(tmp_path, "handlers:\n  log: {type: file, path: a}\n") == (
+        "c.yaml:8: handlers.log: the name 'log' is reserved for type: log"
+    )
+    assert config(tmp_path, "handlers:\n  log: {type: log}\n").handlers["log"].type == "log"
+    assert error(tmp_path, "handlers:\n  x: {type: log, path: a}\n").startswith(
+        "c.yaml:8: handlers.x.path: unknown key 'path'; allowed: rate_limit, retry, timeout, type"
+    )
+
+
+def test_the_shipped_examples_load(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    main = load(str(root / "config/logwatchd.yaml"))
+    assert [rule.id for rule in main.rules] == ["security-breach", "sshd-bruteforce"]
+    breach = main.rules[0]
+    assert breach.handlers == ("mail-admin", "block-ip", "alerts-file")
+    assert main.handlers["block-ip"].settings["argv"] == (
+        "/usr/local/sbin/logwatchd-block",
+        "{{ alert.key.ip }}",
+    )
+    demo = load(str(root / "logwatchd/data/demo.yaml"), base_dir=str(tmp_path))
+    assert demo.sources[0].paths == (str(tmp_path / "logwatchd-demo/server.log"),)
+    assert demo.daemon.state_dir == str(tmp_path / "logwatchd-demo/state")
+    assert demo.handlers["alerts-file"].settings["path"] == str(
+        tmp_path / "logwatchd-demo/alerts.jsonl"
+    )
+    assert all(rule.handlers == ("log", "alerts-file") for rule in demo.rules)
+    assert (root / "logwatchd/data/demo.yaml").resolve() == (root / "config/demo.yaml")
