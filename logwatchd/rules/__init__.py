@@ -1,1 +1,14 @@
+"""The rule engine: compiled predicates, a literal prefilter, windows, sequences, cooldowns."""
 
+from logwatchd.rules.engine import CompiledRule, Engine, Match, RuleStateChanges
+from logwatchd.rules.explain import ConditionResult, RuleExplanation, format_explanation
+
+__all__ = [
+    "CompiledRule",
+    "ConditionResult",
+    "Engine",
+    "Match",
+    "RuleExplanation",
+    "RuleStateChanges",
+    "format_explanation",
+]

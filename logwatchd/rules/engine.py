@@ -1,0 +1,550 @@
+"""The rule engine: match, group, count in windows, follow sequences, cool down, fire.
+
+Event time drives every window; ``clock.now()`` only stamps ``fired_at``. Per rule, state is
+kept per ``group_by`` key (``windows.KeyTable``), bounded by ``max_keys_per_rule``.
+
+Decisions worth knowing (also in the README section on rules):
+
+- An event that lacks a ``group_by`` field still counts as a match (``test --matches``) but
+  never counts toward an alert: there is no key to count it under.
+- During a cooldown, matches for that key are not counted toward a threshold; each one adds
+  to ``suppressed``, which the first alert after the cooldown carries.
+- A threshold rule fires on the Nth match within the window, then that key starts over;
+  ``distinct: FIELD`` fires on the Nth distinct value (an event without FIELD does not count).
+- Sequences keep, per key and per number of steps done, the partial that started last (it
+  has the most time left). An absent last step keeps the earliest pending one, whose
+  deadline is first step + window; it fires from ``tick`` or from ``process`` once an event
+  of the rule's sources is at or past the deadline.
+- Regex groups a rule extracts belong to that rule's match and alert; other rules see the
+  event's fields as parsed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from logwatchd.alerts import Alert, alert_id, jsonable
+from logwatchd.clock import Clock
+from logwatchd.config.model import ListConfig, RuleConfig
+from logwatchd.events import Event
+from logwatchd.rules.explain import RuleExplanation, explain_rule
+from logwatchd.rules.predicates import CompiledPredicate, as_text, compile_predicate
+from logwatchd.rules.prefilter import (
+    DEFAULT_VERBATIM,
+    LineCheck,
+    Requirement,
+    build_check,
+    predicate_requirement,
+    union,
+)
+from logwatchd.rules.windows import (
+    Key,
+    KeyState,
+    KeyTable,
+    Last,
+    Partial,
+    cut,
+    key_from_json,
+    key_json,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A rule matched an event (before any threshold): for ``test --matches``."""
+
+    rule: str
+    source: str
+    line: int
+    fields: dict[str, Any]
+
+
+@dataclass
+class RuleStateChanges:
+    """Rule state changed since the last drain, for ``StateStore.commit``.
+
+    Apply in any order: a key is never both upserted and deleted in one drain.
+    """
+
+    digests: dict[str, str]
+    upserts: list[tuple[str, str, str]] = field(default_factory=list)  # (rule, key, state)
+    deletes: list[tuple[str, str]] = field(default_factory=list)  # (rule, key)
+
+    def __bool__(self) -> bool:
+        return bool(self.upserts or self.deletes)
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    """What an alert reports about the events that made it."""
+
+    count: int
+    first: tuple[float, str]  # (time, origin) of the first contributing event
+    last_seen: float
+    samples: list[str]
+    last: Last | None  # the last event: its source, path, raw line and fields
+
+
+class CompiledRule:
+    """A rule ready to run: compiled predicates, its shape, and its per-key state."""
+
+    def __init__(self, cfg: RuleConfig, lists: Mapping[str, ListConfig], limit: int) -> None:
+        self.cfg = cfg
+        self.id = cfg.id
+        self.digest = cfg.digest()
+        self.sources = frozenset(cfg.sources)
+        self.group_by = cfg.group_by
+        self.match: CompiledPredicate | None = (
+            compile_predicate(cfg.match, lists) if cfg.match is not None else None
+        )
+        seq = cfg.sequence
+        self.steps = tuple(compile_predicate(s.match, lists) for s in seq.steps) if seq else ()
+        self.is_sequence = seq is not None
+        self.absent = bool(seq and seq.steps and seq.steps[-1].absent)
+        threshold = cfg.threshold
+        self.count = threshold.count if threshold else 1
+        self.distinct = threshold.distinct if threshold else None
+        self.window = threshold.window if threshold else (seq.window if seq else 0.0)
+        self.has_threshold = threshold is not None
+        self.cooldown = cfg.cooldown
+        self.span = max(self.window, self.cooldown)
+        self.stateful = bool(threshold or seq or cfg.cooldown > 0)
+        self.table = KeyTable(limit)
+        self.deadlines: list[tuple[float, int, Key]] = []  # absent sequences, a heap
+        self.newest = -math.inf  # latest event time the rule has seen
+
+    def applies_to(self, source_id: str) -> bool:
+        return not self.sources or source_id in self.sources
+
+    def key_of(self, fields: Mapping[str, Any]) -> Key | None:
+        """The group_by values as strings, or None when one is missing."""
+        values = []
+        for name in self.group_by:
+            value = fields.get(name)
+            text = as_text(value) if value is not None else None
+            if text is None:
+                if value is None or isinstance(value, bool):
+                    return None
+                text = str(value)
+            values.append(text)
+        return tuple(values)
+
+    def requirement(self, verbatim: Collection[str]) -> Requirement | None:
+        if self.match is not None:
+            return predicate_requirement(self.cfg.match, verbatim, self.match.extracts)  # type: ignore[arg-type]
+        if self.cfg.sequence is None:
+            return None
+        # every step must get through: the absent one too, or it could never cancel
+        return union(
+            predicate_requirement(step.match, verbatim, compiled.extracts)
+            for step, compiled in zip(self.cfg.sequence.steps, self.steps, strict=True)
+        )
+
+
+class Engine:
+    def __init__(
+        self,
+        rules: Sequence[RuleConfig],
+        lists: Mapping[str, ListConfig],
+        *,
+        host: str,
+        max_keys_per_rule: int,
+        clock: Clock,
+        verbatim_fields: Mapping[str, Collection[str]] | None = None,
+    ) -> None:
+        self._lists = dict(lists)
+        self._host = host
+        self._limit = max_keys_per_rule
+        self._clock = clock
+        self._verbatim = dict(verbatim_fields or {})
+        self.rules = [CompiledRule(rule, lists, max_keys_per_rule) for rule in rules]
+        self._by_id = {rule.id: rule for rule in self.rules}
+        self._for_source: dict[str, tuple[CompiledRule, ...]] = {}
+        self._checks: dict[str, LineCheck] = {}
+        self._stale: list[tuple[str, str]] = []  # rows of rules gone or changed, to delete
+        self._tiebreak = itertools.count()
+
+    # --- which rules, which lines -------------------------------------------------------
+
+    def rules_for(self, source_id: str) -> tuple[CompiledRule, ...]:
+        rules = self._for_source.get(source_id)
+        if rules is None:
+            rules = tuple(rule for rule in self.rules if rule.applies_to(source_id))
+            self._for_source[source_id] = rules
+        return rules
+
+    def wants(self, source_id: str, raw: str) -> bool:
+        """False only if no rule for this source can match the line (so it need not be parsed)."""
+        check = self._checks.get(source_id)
+        if check is None:
+            verbatim = self._verbatim.get(source_id, DEFAULT_VERBATIM)
+            reqs = [rule.requirement(verbatim) for rule in self.rules_for(source_id)]
+            check = self._checks[source_id] = build_check(reqs) if reqs else _never
+        return check(raw)
+
+    def requirements(self, source_id: str) -> dict[str, Requirement | None]:
+        """Per rule, the literals the prefilter looks for (for ``explain`` and tests)."""
+        verbatim = self._verbatim.get(source_id, DEFAULT_VERBATIM)
+        return {rule.id: rule.requirement(verbatim) for rule in self.rules_for(source_id)}
+
+    # --- the stream ---------------------------------------------------------------------
+
+    def process(self, event: Event, matches: list[Match] | None = None) -> list[Alert]:
+        alerts: list[Alert] = []
+        for rule in self.rules_for(event.line.source):
+            if rule.is_sequence:
+                self._sequence(rule, event, matches, alerts)
+            else:
+                self._single(rule, event, matches, alerts)
+        return alerts
+
+    def tick(self, now: float) -> list[Alert]:
+        """Fire absent sequences whose deadline (event time) is at or before ``now``."""
+        alerts: list[Alert] = []
+        for rule in self.rules:
+            if rule.absent:
+                self._due(rule, now, alerts)
+        return alerts
+
+    def _single(
+        self, rule: CompiledRule, event: Event, matches: list[Match] | None, alerts: list[Alert]
+    ) -> None:
+        compiled = rule.match
+        if compiled is None:
+            return
+        ext: dict[str, Any] | None = {} if compiled.extracts else None
+        fields = event.fields
+        if not compiled.test(fields, ext):
+            return
+        if ext:
+            fields = {**fields, **ext}
+        line = event.line
+        if matches is not None:
+            matches.append(Match(rule.id, line.source, line.lineno, fields))
+        key = rule.key_of(fields)
+        if key is None:
+            return
+        if not rule.stateful:
+            first = (event.time, line.origin)
+            last = _last_of(event, fields)
+            firing = Firing(1, first, event.time, [cut(line.raw)], last)
+            alerts.append(self._alert(rule, key, firing, suppressed=0))
+            return
+        self._count(rule, key, event, fields, alerts)
+
+    def _count(
+        self,
+        rule: CompiledRule,
+        key: Key,
+        event: Event,
+        fields: dict[str, Any],
+        alerts: list[Alert],
+    ) -> None:
+        time, line = event.time, event.line
+        self._advance_clock(rule, time)
+        state = rule.table.touch(key, time)
+        if time < state.until:
+            state.newest = max(state.newest, time)
+            state.suppressed += 1
+            return
+        if not rule.has_threshold:
+            state.newest = max(state.newest, time)
+            first = (time, line.origin)
+            last = _last_of(event, fields)
+            self._fire(rule, key, state, Firing(1, first, time, [cut(line.raw)], last), alerts)
+            return
+        if rule.distinct is not None:
+            value = fields.get(rule.distinct)
+            text = as_text(value) if value is not None else None
+            if text is None:
+                self._drop_if_idle(rule, key, state, time)
+                return
+            count = state.add_distinct(text, time, line.origin, rule.window)
+        else:
+            count = state.add_hit(time, line.origin, rule.window)
+        state.add_sample(time, line.raw)
+        if count < rule.count:
+            return
+        first = state.first_hit()
+        samples = state.window_samples(rule.window)
+        state.clear_window()
+        last = _last_of(event, fields)
+        self._fire(rule, key, state, Firing(count, first, state.newest, samples, last), alerts)
+
+    # --- sequences ----------------------------------------------------------------------
+
+    def _sequence(
+        self, rule: CompiledRule, event: Event, matches: list[Match] | None, alerts: list[Alert]
+    ) -> None:
+        self._advance_clock(rule, event.time)
+        if rule.absent:
+            self._due(rule, rule.newest, alerts)
+        hits: list[tuple[int, dict[str, Any]]] = []
+        for index, step in enumerate(rule.steps):
+            ext: dict[str, Any] | None = {} if step.extracts else None
+            if step.test(event.fields, ext):
+                hits.append((index, {**event.fields, **ext} if ext else event.fields))
+        if not hits:
+            return
+        line = event.line
+        if matches is not None:
+            matches.append(Match(rule.id, line.source, line.lineno, hits[0][1]))
+        # latest step first, so one event never advances the same sequence twice
+        for index, fields in reversed(hits):
+            key = rule.key_of(fields)
+            if key is not None:
+                self._step(rule, index, key, event, fields, alerts=alerts)
+
+    def _step(
+        self,
+        rule: CompiledRule,
+        index: int,
+        key: Key,
+        event: Event,
+        fields: dict[str, Any],
+        *,
+        alerts: list[Alert],
+    ) -> None:
+        time, line = event.time, event.line
+        last_index = len(rule.steps) - 1
+        if index == 0:
+            if last_index == 0:
+                if not rule.absent:  # a lone absent step has nothing to wait after
+                    state = rule.table.touch(key, time)
+                    first = (time, line.origin)
+                    last = _last_of(event, fields)
+                    firing = Firing(1, first, time, [cut(line.raw)], last)
+                    self._fire(rule, key, state, firing, alerts)
+                return
+            state = rule.table.touch(key, time)
+            state.newest = max(state.newest, time)
+            partial = Partial(time, line.origin)
+            partial.see(time, line.raw, self._last(rule, event, fields))
+            self._place(rule, key, state, 1, partial)
+            return
+        state = rule.table.get(key)
+        partial = state.partials.get(index) if state is not None else None
+        if state is None or partial is None:
+            return
+        rule.table.touch(key, time)
+        state.newest = max(state.newest, time)
+        del state.partials[index]
+        if time - partial.first > rule.window:
+            self._drop_if_idle(rule, key, state, time)
+            return
+        if index == last_index:
+            if rule.absent:  # it came in time: the sequence is cancelled
+                self._drop_if_idle(rule, key, state, time)
+                return
+            partial.see(time, line.raw, None)
+            state.partials.clear()  # the key starts over
+            first = (partial.first, partial.origin)
+            count, last = len(rule.steps), _last_of(event, fields)
+            self._fire(rule, key, state, Firing(count, first, time, partial.samples, last), alerts)
+            return
+        partial.see(time, line.raw, self._last(rule, event, fields))
+        self._place(rule, key, state, index + 1, partial)
+
+    def _place(
+        self, rule: CompiledRule, key: Key, state: KeyState, done: int, partial: Partial
+    ) -> None:
+        existing = state.partials.get(done)
+        if rule.absent and done == len(rule.steps) - 1:
+            if existing is None:  # the earliest pending sequence keeps its deadline
+                state.partials[done] = partial
+                self._schedule(rule, key, partial.first + rule.window)
+            return
+        if existing is None or existing.first <= partial.first:
+            state.partials[done] = partial
+
+    def _schedule(self, rule: CompiledRule, key: Key, deadline: float) -> None:
+        heap = rule.deadlines
+        heapq.heappush(heap, (deadline, next(self._tiebreak), key))
+        if len(heap) > 2 * rule.table.limit + 64:
+            self._rebuild_deadlines(rule)  # cancelled and evicted entries pile up otherwise
+
+    def _rebuild_deadlines(self, rule: CompiledRule) -> None:
+        done = len(rule.steps) - 1
+        heap = []
+        for key, state in rule.table.states.items():
+            partial = state.partials.get(done)
+            if partial is not None:
+                heap.append((partial.first + rule.window, next(self._tiebreak), key))
+        heapq.heapify(heap)
+        rule.deadlines = heap
+
+    def _due(self, rule: CompiledRule, now: float, alerts: list[Alert]) -> None:
+        heap = rule.deadlines
+        done = len(rule.steps) - 1
+        while heap and heap[0][0] <= now:
+            deadline, _order, key = heapq.heappop(heap)
+            state = rule.table.get(key)
+            partial = state.partials.get(done) if state is not None else None
+            if state is None or partial is None or partial.first + rule.window != deadline:
+                continue  # cancelled, evicted or replaced since it was scheduled
+            del state.partials[done]
+            rule.table.dirty.add(key)
+            first = (partial.first, partial.origin)
+            firing = Firing(done, first, partial.last_time, partial.samples, partial.last)
+            self._fire(rule, key, state, firing, alerts, at=deadline)
+
+    def _last(self, rule: CompiledRule, event: Event, fields: dict[str, Any]) -> Last | None:
+        """Only an absent sequence fires after its last event is gone: keep what it needs."""
+        if not rule.absent:
+            return None
+        line = event.line
+        return Last(line.source, line.path, cut(line.raw), jsonable(fields))
+
+    # --- firing -------------------------------------------------------------------------
+
+    def _fire(
+        self,
+        rule: CompiledRule,
+        key: Key,
+        state: KeyState,
+        firing: Firing,
+        alerts: list[Alert],
+        *,
+        at: float | None = None,
+    ) -> None:
+        """Emit an alert for the key, unless its cooldown silences it."""
+        when = firing.last_seen if at is None else at
+        if when < state.until:
+            state.suppressed += 1
+            return
+        suppressed, state.suppressed = state.suppressed, 0
+        if rule.cooldown > 0:
+            state.until = when + rule.cooldown
+        self._drop_if_idle(rule, key, state, when)
+        alerts.append(self._alert(rule, key, firing, suppressed=suppressed))
+
+    def _alert(
+        self,
+        rule: CompiledRule,
+        key: Key,
+        firing: Firing,
+        *,
+        suppressed: int,
+    ) -> Alert:
+        keyed = dict(zip(rule.group_by, key, strict=True))
+        last = firing.last or Last("", None, "", {})
+        first_seen, first_origin = firing.first
+        cfg = rule.cfg
+        return Alert(
+            id=alert_id(rule.id, keyed, first_origin),
+            rule=rule.id,
+            severity=cfg.severity,
+            tags=list(cfg.tags),
+            key=keyed,
+            count=firing.count,
+            suppressed=suppressed,
+            first_seen=first_seen,
+            last_seen=firing.last_seen,
+            fired_at=self._clock.now(),
+            host=self._host,
+            source=last.source,
+            path=last.path,
+            raw=last.raw,
+            fields=dict(last.fields),
+            events=list(firing.samples),
+            handlers=tuple(cfg.handlers),
+        )
+
+    def _drop_if_idle(self, rule: CompiledRule, key: Key, state: KeyState, now: float) -> None:
+        if state.idle(now):
+            rule.table.drop(key)
+
+    def _advance_clock(self, rule: CompiledRule, time: float) -> None:
+        rule.newest = max(rule.newest, time)
+        rule.table.sweep(rule.newest, rule.span)
+
+    # --- state --------------------------------------------------------------------------
+
+    def drain_changes(self) -> RuleStateChanges:
+        changes = RuleStateChanges({rule.id: rule.digest for rule in self.rules})
+        written: set[tuple[str, str]] = set()
+        for rule in self.rules:
+            upserts, deletes = rule.table.drain()
+            for key, state in upserts:
+                row = (rule.id, key_json(key))
+                written.add(row)
+                changes.upserts.append((*row, state))
+            changes.deletes.extend((rule.id, key_json(key)) for key in deletes)
+        changes.deletes.extend(row for row in self._stale if row not in written)
+        self._stale = []
+        return changes
+
+    def load_state(self, rows: Iterable[tuple[str, str, str, str]]) -> None:
+        """Restore committed rows; rows of rules that are gone or changed shape are dropped."""
+        for rule_id, digest, text_key, text_state in rows:
+            rule = self._by_id.get(rule_id)
+            key = key_from_json(text_key)
+            if rule is None or rule.digest != digest or key is None:
+                self._stale.append((rule_id, text_key))
+                continue
+            if len(key) != len(rule.group_by):
+                self._stale.append((rule_id, text_key))
+                continue
+            try:
+                state = KeyState.load(text_state)
+            except (ValueError, KeyError, TypeError, IndexError):
+                self._stale.append((rule_id, text_key))
+                continue
+            rule.table.put(key, state)
+            rule.newest = max(rule.newest, state.newest)
+        for rule in self.rules:
+            if rule.absent:
+                self._rebuild_deadlines(rule)
+
+    def with_rules(
+        self, rules: Sequence[RuleConfig], lists: Mapping[str, ListConfig] | None = None
+    ) -> Engine:
+        """A new engine for a reloaded config, keeping the state of every unchanged rule.
+
+        A rule keeps its state when its id and ``digest()`` are the same; the state of the
+        others is deleted from the database at the next ``drain_changes``. Drain this engine
+        before switching, and stop using it after.
+        """
+        new = Engine(
+            rules,
+            self._lists if lists is None else lists,
+            host=self._host,
+            max_keys_per_rule=self._limit,
+            clock=self._clock,
+            verbatim_fields=self._verbatim,
+        )
+        new._stale = list(self._stale)
+        new._tiebreak = self._tiebreak
+        for old in self.rules:
+            kept = new._by_id.get(old.id)
+            if kept is not None and kept.digest == old.digest:
+                kept.table, kept.deadlines, kept.newest = old.table, old.deadlines, old.newest
+            else:
+                new._stale.extend((old.id, key_json(key)) for key in old.table)
+        return new
+
+    def explain(self, event: Event) -> list[RuleExplanation]:
+        """Per rule for the event's source: did it match, and each condition's verdict."""
+        return [
+            explain_rule(rule, event, self._lists) for rule in self.rules_for(event.line.source)
+        ]
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per rule: keys held now and keys evicted to stay under the bound."""
+        return {
+            rule.id: {"keys": len(rule.table), "evicted": rule.table.evicted} for rule in self.rules
+        }
+
+
+def _never(raw: str) -> bool:
+    return False
+
+
+def _last_of(event: Event, fields: dict[str, Any]) -> Last:
+    line = event.line
+    return Last(line.source, line.path, line.raw, fields)

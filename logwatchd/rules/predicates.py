@@ -1,0 +1,382 @@
+"""Compile a predicate tree once into closures, so a line costs calls, not a tree walk.
+
+Every compiled test has the shape ``test(fields, ext) -> bool``: ``fields`` are the event's
+fields, ``ext`` collects what rule regexes extracted (named groups) for this one rule
+evaluation, or is None when the rule extracts nothing. Fields extracted by an earlier
+condition are visible to later ones. A regex under ``not``, or in a branch of ``any`` that
+failed, works on a scratch copy of ``ext`` so its groups never leak into the match.
+
+Values are hostile: a test never raises. A missing field never matches (except
+``exists: false``); a value of the wrong type simply does not match.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from logwatchd.config.model import All, Leaf, ListConfig, Not, Predicate
+
+Test = Callable[[dict[str, Any], dict[str, Any] | None], bool]
+Getter = Callable[[dict[str, Any], dict[str, Any] | None], Any]
+
+MISSING: Any = object()
+_IP_TYPES = (ipaddress.IPv4Address, ipaddress.IPv6Address)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPredicate:
+    test: Test
+    extracts: frozenset[str]  # field names its regexes can add
+
+
+def compile_predicate(pred: Predicate, lists: Mapping[str, ListConfig]) -> CompiledPredicate:
+    """The fast test for a predicate tree, and the names of the fields it may extract."""
+    produced = extracted_names(pred)
+    return CompiledPredicate(_compile(pred, lists, produced), produced)
+
+
+def extracted_names(pred: Predicate) -> frozenset[str]:
+    """Names of the regex groups anywhere in the tree (the fields a match may add)."""
+    if isinstance(pred, Leaf):
+        if pred.op == "regex" and isinstance(pred.value, re.Pattern):
+            return frozenset(pred.value.groupindex)
+        return frozenset()
+    if isinstance(pred, Not):
+        return extracted_names(pred.item)
+    names: frozenset[str] = frozenset()
+    for item in pred.items:
+        names |= extracted_names(item)
+    return names
+
+
+def _compile(pred: Predicate, lists: Mapping[str, ListConfig], produced: frozenset[str]) -> Test:
+    if isinstance(pred, Leaf):
+        return compile_leaf(pred, lists, produced)
+    if isinstance(pred, Not):
+        return _not(pred.item, lists, produced)
+    tests = [_compile(item, lists, produced) for item in pred.items]
+    if isinstance(pred, All):
+        return _all(tests)
+    return _any(tests, [bool(extracted_names(item)) for item in pred.items])
+
+
+def _not(item: Predicate, lists: Mapping[str, ListConfig], produced: frozenset[str]) -> Test:
+    inner = _compile(item, lists, produced)
+    if not extracted_names(item):
+        return lambda fields, ext: not inner(fields, ext)
+
+    def negated(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
+        # groups matched inside `not` describe a line the rule rejects: keep them out
+        return not inner(fields, None if ext is None else dict(ext))
+
+    return negated
+
+
+def _all(tests: list[Test]) -> Test:
+    if len(tests) == 1:
+        return tests[0]
+    if len(tests) == 2:
+        first, second = tests
+        return lambda fields, ext: first(fields, ext) and second(fields, ext)
+
+    def every(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
+        for test in tests:  # noqa: SIM110 - a plain loop beats a generator on the hot path
+            if not test(fields, ext):
+                return False
+        return True
+
+    return every
+
+
+def _any(tests: list[Test], extracting: list[bool]) -> Test:
+    if not any(extracting):
+
+        def some(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
+            for test in tests:  # noqa: SIM110 - a plain loop beats a generator here too
+                if test(fields, ext):
+                    return True
+            return False
+
+        return some
+
+    pairs = list(zip(tests, extracting, strict=True))
+
+    def some_scratch(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
+        for test, extracts in pairs:
+            if not extracts or ext is None:
+                if test(fields, ext):
+                    return True
+                continue
+            # a branch that fails half-way must not leave its groups behind
+            scratch = dict(ext)
+            if test(fields, scratch):
+                ext.update(scratch)
+                return True
+        return False
+
+    return some_scratch
+
+
+# --- leaves -------------------------------------------------------------------------------
+
+
+def compile_leaf(leaf: Leaf, lists: Mapping[str, ListConfig], produced: frozenset[str]) -> Test:
+    """One condition as a closure; ``produced`` says which fields rule regexes may set."""
+    get = _getter(leaf.field, produced)
+    build = _LEAF_BUILDERS.get(leaf.op)
+    if build is None:
+        return _never
+    if leaf.op == "in_list":
+        return _in_list(get, lists.get(str(leaf.value)))
+    return build(get, leaf)
+
+
+def _never(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
+    return False
+
+
+def _getter(name: str, produced: frozenset[str]) -> Getter:
+    if name not in produced:
+        return lambda fields, ext: fields.get(name, MISSING)
+
+    def get(fields: dict[str, Any], ext: dict[str, Any] | None) -> Any:
+        if ext is not None:
+            value = ext.get(name, MISSING)
+            if value is not MISSING:
+                return value
+        return fields.get(name, MISSING)
+
+    return get
+
+
+def as_text(value: Any) -> str | None:
+    """The string a text operator sees: str as is; numbers and IPs by their str(); else None."""
+    if value.__class__ is str:
+        return value  # type: ignore[no-any-return]
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, bool) or value is None or value is MISSING:
+        return None
+    if isinstance(value, int | float | ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return str(value)
+    return None
+
+
+def as_number(value: Any) -> float | None:
+    """Numbers as they are; numeric strings converted; NaN, bools and the rest: None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value  # type: ignore[return-value]
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, str) and len(value) <= 64:
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+        return None if math.isnan(number) else number
+    return None
+
+
+def fold(text: str) -> str:
+    """Case folding for ``icase``: casefold is char by char, so the prefilter stays sound."""
+    return text.casefold()
+
+
+def as_ip(value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    if isinstance(value, _IP_TYPES):
+        return value
+    if isinstance(value, str) and 2 <= len(value) <= 64:
+        try:
+            return ipaddress.ip_address(value.strip("[]"))
+        except ValueError:
+            return None
+    return None
+
+
+def _text_test(get: Getter, icase: bool, check: Callable[[str], bool]) -> Test:
+    if icase:
+
+        def folded(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
+            text = as_text(get(fields, ext))
+            return text is not None and check(fold(text))
+
+        return folded
+
+    def plain(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
+        value = get(fields, ext)
+        if value.__class__ is str:
+            return check(value)
+        text = as_text(value)
+        return text is not None and check(text)
+
+    return plain
+
+
+def _equals(get: Getter, leaf: Leaf) -> Test:
+    return _membership(get, leaf, (leaf.value,))
+
+
+def _in(get: Getter, leaf: Leaf) -> Test:
+    values = leaf.value if isinstance(leaf.value, tuple | list | frozenset | set) else ()
+    return _membership(get, leaf, tuple(values))
+
+
+def _membership(get: Getter, leaf: Leaf, expected: tuple[Any, ...]) -> Test:
+    texts = frozenset(fold(v) if leaf.icase else v for v in expected if isinstance(v, str))
+    numbers = frozenset(
+        v for v in expected if isinstance(v, int | float) and not isinstance(v, bool)
+    )
+    by_text = _text_test(get, leaf.icase, texts.__contains__) if texts else _never
+    if not numbers:
+        return by_text
+
+    def by_number(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
+        number = as_number(get(fields, ext))
+        return number is not None and number in numbers
+
+    return lambda fields, ext: by_text(fields, ext) or by_number(fields, ext)
+
+
+def _contains(get: Getter, leaf: Leaf) -> Test:
+    if not isinstance(leaf.value, str):
+        return _never
+    needle = fold(leaf.value) if leaf.icase else leaf.value
+    return _text_test(get, leaf.icase, lambda text: needle in text)
+
+
+def _startswith(get: Getter, leaf: Leaf) -> Test:
+    if not isinstance(leaf.value, str):
+        return _never
+    prefix = fold(leaf.value) if leaf.icase else leaf.value
+    return _text_test(get, leaf.icase, lambda text: text.startswith(prefix))
+
+
+def _endswith(get: Getter, leaf: Leaf) -> Test:
+    if not isinstance(leaf.value, str):
+        return _never
+    suffix = fold(leaf.value) if leaf.icase else leaf.value
+    return _text_test(get, leaf.icase, lambda text: text.endswith(suffix))
+
+
+def _regex(get: Getter, leaf: Leaf) -> Test:
+    pattern = leaf.value
+    if isinstance(pattern, str):
+        pattern = re.compile(pattern, re.IGNORECASE if leaf.icase else 0)
+    if not isinstance(pattern, re.Pattern):
+        return _never
+    search = pattern.search
+    if not pattern.groupindex:
+
+        def plain(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
+            text = as_text(get(fields, ext))
+            return text is not None and search(text) is not None
+
+        return plain
+
+    def extracting(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
+        text = as_text(get(fields, ext))
+        if text is None:
+            return False
+        found = search(text)
+        if found is None:
+            return False
+        if ext is not None:
+            for name, value in found.groupdict().items():
+                if value is not None:
+                    ext[name] = value
+        return True
+
+    return extracting
+
+
+def _cidr(get: Getter, leaf: Leaf) -> Test:
+    networks = _networks(leaf.value)
+    return lambda fields, ext: _in_networks(as_ip(get(fields, ext)), networks)
+
+
+def _networks(value: Any) -> tuple[Any, ...]:
+    items = value if isinstance(value, tuple | list) else (value,)
+    networks = []
+    for item in items:
+        if isinstance(item, ipaddress.IPv4Network | ipaddress.IPv6Network):
+            networks.append(item)
+        elif isinstance(item, str):
+            try:
+                networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                continue
+    return tuple(networks)
+
+
+def _in_networks(ip: Any, networks: tuple[Any, ...]) -> bool:
+    if ip is None:
+        return False
+    # an IPv4-mapped IPv6 client (::ffff:a.b.c.d) is the IPv4 address for list purposes
+    mapped = getattr(ip, "ipv4_mapped", None)
+    for net in networks:
+        if net.version == ip.version and ip in net:
+            return True
+        if mapped is not None and net.version == 4 and mapped in net:
+            return True
+    return False
+
+
+def _in_list(get: Getter, listing: ListConfig | None) -> Test:
+    if listing is None:
+        return _never
+    values = listing.values
+    networks = tuple(listing.networks)
+
+    def member(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
+        value = get(fields, ext)
+        text = as_text(value)
+        if text is not None and text in values:
+            return True
+        return bool(networks) and _in_networks(as_ip(value), networks)
+
+    return member
+
+
+def _exists(get: Getter, leaf: Leaf) -> Test:
+    if leaf.value:
+        return lambda fields, ext: get(fields, ext) is not MISSING
+    return lambda fields, ext: get(fields, ext) is MISSING
+
+
+def _compare(op: Callable[[float, float], bool]) -> Callable[[Getter, Leaf], Test]:
+    def build(get: Getter, leaf: Leaf) -> Test:
+        limit = as_number(leaf.value)
+        if limit is None:
+            return _never
+
+        def compare(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
+            number = as_number(get(fields, ext))
+            return number is not None and op(number, limit)
+
+        return compare
+
+    return build
+
+
+_LEAF_BUILDERS: dict[str, Callable[[Getter, Leaf], Test]] = {
+    "equals": _equals,
+    "in": _in,
+    "contains": _contains,
+    "startswith": _startswith,
+    "endswith": _endswith,
+    "regex": _regex,
+    "cidr": _cidr,
+    "in_list": lambda get, leaf: _never,  # built by compile_leaf: it needs the lists
+    "exists": _exists,
+    "gt": _compare(lambda a, b: a > b),
+    "gte": _compare(lambda a, b: a >= b),
+    "lt": _compare(lambda a, b: a < b),
+    "lte": _compare(lambda a, b: a <= b),
+}
