@@ -264,9 +264,18 @@ def shutdown(nspawn: subprocess.Popen[bytes], timeout: float = 20) -> None:
 
 
 def build_wheelhouse(repo: Path, target: Path, *, timeout: float = 600) -> Path:
-    """Wheels of logwatchd and all its runtime dependencies: the container has no network."""
+    """Wheels of logwatchd and all its runtime dependencies: the container has no network.
+
+    Built from a clean copy of the working tree, so a stale ``build/`` left in the checkout
+    cannot slip removed modules into the wheel (and nothing is written into the checkout).
+    """
+    source = target.parent / "source"
+    skip = shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache"
+    )
+    shutil.copytree(repo, source, ignore=skip)
     target.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "pip", "wheel", "--quiet", str(repo), "-w", str(target)]
+    argv = [sys.executable, "-m", "pip", "wheel", "--quiet", str(source), "-w", str(target)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"pip wheel failed:\n{(done.stdout + done.stderr)[-3000:]}")

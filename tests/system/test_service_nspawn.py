@@ -1,0 +1,219 @@
+"""logwatchd as a real systemd service: installed with systemd/install.sh in a booted Debian.
+
+One story, in order: install from a wheelhouse (the container has no network), start (returns
+only after READY=1), an alert reaches the alerts file and the journal with the right PRIORITY
+and RULE, a broken config on reload keeps the old one running and says why, a fixed one is
+taken, and stop ends it cleanly. Needs root, debootstrap and systemd-container; the Debian
+root is built once (about a minute) and cached under /var/cache/logwatchd-test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import nspawn
+
+pytestmark = pytest.mark.system
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = "/etc/logwatchd/logwatchd.yaml"
+APP_LOG = "/var/log/testapp/app.log"
+ALERTS = "/var/log/logwatchd/alerts.jsonl"
+
+CONFIG_TEXT = """\
+version: 1
+daemon:
+  state_dir: /var/lib/logwatchd
+  commit_interval: 250ms
+sources:
+  - id: app
+    type: file
+    paths: [{app_log}]
+    parser: app
+    start_at: end
+parsers:
+  app:
+    regex: '^(?P<timestamp>\\S+ \\S+) (?P<event_type>\\w+) - IP: (?P<ip>\\S+)'
+    time_format: '%Y-%m-%d %H:%M:%S'
+rules:
+  - id: security-breach
+    sources: [app]
+    match: {{field: event_type, equals: SecurityBreach}}
+    group_by: [ip]
+    severity: {severity}
+    handlers: [alerts-file, log]
+handlers:
+  alerts-file:
+    type: file
+    path: {alerts}
+"""
+SEVERITY_PRIORITY = {"critical": "2", "high": "3"}
+# A typo'd key: the loader must reject it with file:line, and the old config must keep running.
+BROKEN_CONFIG = CONFIG_TEXT.replace("    group_by: [ip]\n", "    group_by: [ip]\n    treshold: 3\n")
+
+
+def config_text(severity: str) -> str:
+    return CONFIG_TEXT.format(app_log=APP_LOG, alerts=ALERTS, severity=severity)
+
+
+@pytest.fixture(scope="module")
+def container(tmp_path_factory: pytest.TempPathFactory) -> Iterator[nspawn.Container]:
+    reason = nspawn.missing_requirements()
+    if reason:
+        pytest.skip(reason)
+    root = nspawn.ensure_rootfs()
+    work = tmp_path_factory.mktemp("nspawn")
+    wheels = nspawn.build_wheelhouse(REPO, work / "wheels")
+    booted = nspawn.boot(
+        root,
+        name=f"logwatchd-test-{os.getpid()}",
+        binds_ro=[(str(wheels), "/mnt/wheels"), (str(REPO), "/mnt/src")],
+        console=work / "console.log",
+    )
+    try:
+        yield booted
+    finally:
+        nspawn.shutdown(booted.nspawn)
+
+
+def journal(box: nspawn.Container, *terms: str) -> list[dict[str, Any]]:
+    """The daemon's own entries (not systemd's about it), oldest first."""
+    out = box.run(
+        "journalctl", "-u", "logwatchd", "-o", "json", "--no-pager", "-a", *terms, check=False
+    ).stdout
+    entries = [json.loads(line) for line in out.splitlines() if line.strip()]
+    return [entry for entry in entries if entry.get("SYSLOG_IDENTIFIER") == "logwatchd"]
+
+
+def wait_for_entry(
+    box: nspawn.Container,
+    predicate: Callable[[dict[str, Any]], bool],
+    what: str,
+    *,
+    after: int = 0,
+    timeout: float = 30,
+) -> dict[str, Any]:
+    """Poll the journal for the first daemon entry past index ``after`` matching predicate."""
+    deadline = time.monotonic() + timeout
+    while True:
+        entries = journal(box)
+        for entry in entries[after:]:
+            if predicate(entry):
+                return entry
+        if time.monotonic() > deadline:
+            messages = "\n".join(str(entry.get("MESSAGE")) for entry in entries[-20:])
+            raise AssertionError(f"no journal entry for {what} within {timeout}s:\n{messages}")
+        time.sleep(0.3)
+
+
+def alerts(box: nspawn.Container) -> list[dict[str, Any]]:
+    done = box.run("cat", ALERTS, check=False)
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+def wait_for_alert(box: nspawn.Container, ip: str, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        for alert in alerts(box):
+            if alert.get("key", {}).get("ip") == ip:
+                return alert
+        if time.monotonic() > deadline:
+            status = box.run("systemctl", "status", "logwatchd", "--no-pager", check=False)
+            raise AssertionError(
+                f"no alert for {ip} in {ALERTS} within {timeout}s\n{status.stdout}"
+            )
+        time.sleep(0.3)
+
+
+def append_breach(box: nspawn.Container, ip: str) -> None:
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    box.run("tee", "-a", APP_LOG, input=f"{stamp} SecurityBreach - IP: {ip}\n")
+
+
+def service(box: nspawn.Container, *props: str) -> dict[str, str]:
+    out = box.run("systemctl", "show", "logwatchd", "-p", ",".join(props)).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def test_logwatchd_lives_and_dies_well_under_systemd(container: nspawn.Container) -> None:
+    box = container
+
+    # Install exactly as the README says, from wheels: the container has no network.
+    done = box.run(
+        "/mnt/src/systemd/install.sh", "--wheels", "/mnt/wheels", "--no-start", timeout=300
+    )
+    assert "installed" in done.stdout
+    groups = set(box.run("id", "-nG", "logwatchd").stdout.split())
+    assert {"logwatchd", "adm", "systemd-journal"} <= groups
+    assert service(box, "UnitFileState")["UnitFileState"] == "enabled"
+    box.write_file(APP_LOG, "2026-01-01 00:00:00 Boot - IP: 192.0.2.1\n")
+    box.write_file(CONFIG, config_text("critical"))
+    box.run("/opt/logwatchd/bin/logwatchd", "check", "-c", CONFIG)
+
+    # Type=notify: start returns only after READY=1, so the unit is active right away.
+    box.run("systemctl", "start", "logwatchd", timeout=120)
+    state = service(box, "ActiveState", "SubState", "StatusText", "MainPID")
+    assert (state["ActiveState"], state["SubState"]) == ("active", "running"), state
+    assert state["StatusText"], "READY=1 came with a STATUS="
+    started = wait_for_entry(box, lambda e: e["MESSAGE"].startswith("started"), "started")
+    assert started["PRIORITY"] == "6"
+    assert started["_TRANSPORT"] == "journal", "native protocol, not the stdout stream"
+    assert started["_PID"] == state["MainPID"]
+
+    # An appended SecurityBreach line becomes an alert in the file and in the journal.
+    append_breach(box, "203.0.113.9")
+    alert = wait_for_alert(box, "203.0.113.9")
+    assert alert["rule"] == "security-breach"
+    assert alert["severity"] == "critical"
+    logged = wait_for_entry(
+        box,
+        lambda e: e.get("RULE") == "security-breach" and e.get("PRIORITY") == "2",
+        "the log handler's alert at PRIORITY 2",
+    )
+    assert "203.0.113.9" in logged["MESSAGE"]
+    by_field = journal(box, "RULE=security-breach")
+    assert by_field, "journalctl RULE=security-breach finds the alert"
+    assert any(e.get("PRIORITY") == "2" for e in journal(box, "-p", "warning"))
+
+    # A broken config on reload: the old config keeps running and the error names file:line.
+    seen = len(journal(box))
+    box.write_file(CONFIG, BROKEN_CONFIG.format(app_log=APP_LOG, alerts=ALERTS, severity="high"))
+    box.run("systemctl", "reload", "logwatchd")
+    failed = wait_for_entry(
+        box, lambda e: e["MESSAGE"].startswith("reload failed"), "reload failed", after=seen
+    )
+    assert failed["PRIORITY"] == "3"
+    assert f"{CONFIG}:" in failed["MESSAGE"] and "treshold" in failed["MESSAGE"]
+    assert service(box, "ActiveState")["ActiveState"] == "active"
+    append_breach(box, "203.0.113.10")
+    assert wait_for_alert(box, "203.0.113.10")["severity"] == "critical"  # still the old config
+
+    # A fixed config is taken: the next alert has the new severity.
+    seen = len(journal(box))
+    box.write_file(CONFIG, config_text("high"))
+    box.run("systemctl", "reload", "logwatchd")
+    wait_for_entry(box, lambda e: e["MESSAGE"].startswith("reloaded"), "reloaded", after=seen)
+    assert service(box, "ActiveState")["ActiveState"] == "active"
+    append_breach(box, "203.0.113.11")
+    assert wait_for_alert(box, "203.0.113.11")["severity"] == "high"
+    wait_for_entry(
+        box,
+        lambda e: e.get("RULE") == "security-breach" and e.get("PRIORITY") == "3",
+        "the alert at PRIORITY 3 after the reload",
+    )
+    assert len([a for a in alerts(box) if a["key"]["ip"] == "203.0.113.9"]) == 1
+
+    # Stop: SIGTERM, drain, exit 0.
+    box.run("systemctl", "stop", "logwatchd", timeout=120)
+    final = service(box, "ActiveState", "Result", "ExecMainStatus")
+    assert final["ActiveState"] == "inactive", final
+    assert final["Result"] == "success", final
+    assert final["ExecMainStatus"] == "0", final
+    wait_for_entry(box, lambda e: e["MESSAGE"].startswith("stopped"), "stopped")
