@@ -1,0 +1,267 @@
+"""Shared helpers for the benchmark scripts: measured subprocesses, /proc readings, a daemon
+under test, the generated log, and plain tables. Not part of the logwatchd package."""
+
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+WORK = Path(os.environ.get("LOGWATCHD_BENCH_DIR", "/tmp/logwatchd-bench"))
+PACKS_CONFIG = BENCH_DIR / "packs.yaml"
+PYTHON = sys.executable
+LOGWATCHD = [PYTHON, "-m", "logwatchd"]
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+GNU_TIME = "/usr/bin/time"
+
+
+# --- measured subprocesses ----------------------------------------------------------------
+
+
+@dataclass
+class Measured:
+    argv: list[str]
+    returncode: int
+    wall: float  # seconds, from spawn to exit
+    cpu: float  # user + system seconds of the process and the children it waited for
+    max_rss_kib: int  # peak resident set of that process tree (ru_maxrss)
+    stdout: str
+    stderr: str
+
+    @property
+    def max_rss_mib(self) -> float:
+        return self.max_rss_kib / 1024
+
+
+def run_measured(
+    argv: Sequence[str], *, timeout: float = 900.0, env: dict[str, str] | None = None
+) -> Measured:
+    """Run argv to completion: wall time, CPU and peak RSS of exactly that child.
+
+    The peak comes from GNU time when installed: a child forked (or vfork'ed) from this
+    Python process inherits its high-water mark, so wait4's ru_maxrss alone would never read
+    below this script's own size; GNU time's fork starts from its own small image.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+            command = list(argv)
+            if os.access(GNU_TIME, os.X_OK):
+                command = [GNU_TIME, "-f", "%M", "-o", rss.name, *command]
+            started = time.perf_counter()
+            proc = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env
+            )
+            # wait4 reports the rusage of this one child; getrusage(RUSAGE_CHILDREN) would
+            # mix every child this script ever ran
+            timer = threading.Timer(timeout, proc.kill)
+            timer.start()
+            try:
+                _, status, usage = os.wait4(proc.pid, 0)
+            finally:
+                timer.cancel()
+            wall = time.perf_counter() - started
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            peak = usage.ru_maxrss
+            if command[0] == GNU_TIME:
+                written = rss.read().strip().splitlines()
+                peak = int(written[-1]) if written and written[-1].isdigit() else peak
+        out.seek(0)
+        err.seek(0)
+        return Measured(
+            list(argv),
+            proc.returncode,
+            wall,
+            usage.ru_utime + usage.ru_stime,
+            peak,
+            out.read().decode("utf-8", "replace"),
+            err.read().decode("utf-8", "replace"),
+        )
+
+
+# --- /proc ---------------------------------------------------------------------------------
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of a live process (all its threads), from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+        stat = handle.read()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    # after the command name: state is field 3, utime 14 and stime 15 (1-based, man proc)
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def proc_status_kib(pid: int, key: str) -> int:
+    """A ``kB`` value from /proc/PID/status: VmRSS (now) or VmHWM (peak)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+        for row in handle:
+            if row.startswith(key + ":"):
+                return int(row.split()[1])
+    raise KeyError(key)
+
+
+def proc_threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+# --- the daemon under test ------------------------------------------------------------------
+
+
+class Daemon:
+    """``logwatchd run`` as a child, started and known ready through its sd_notify READY=1."""
+
+    def __init__(self, config: Path, workdir: Path) -> None:
+        self.config = config
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / "daemon.log"
+        self._notify_path = workdir / "notify.sock"
+        self._notify: socket.socket | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float = 60.0) -> float:
+        """Start and wait for READY=1; returns the seconds it took."""
+        self._notify_path.unlink(missing_ok=True)
+        self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._notify.bind(str(self._notify_path))
+        env = dict(os.environ, NOTIFY_SOCKET=str(self._notify_path))
+        env.pop("JOURNAL_STREAM", None)
+        started = time.perf_counter()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [*LOGWATCHD, "--log-format", "json", "run", "-c", str(self.config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                cwd=self.workdir,
+            )
+        deadline = started + timeout
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited {self.proc.returncode}: {self.tail_log()}")
+            self._notify.settimeout(0.2)
+            try:
+                message = self._notify.recv(4096)
+            except TimeoutError:
+                continue
+            if b"READY=1" in message.split(b"\n"):
+                return time.perf_counter() - started
+        self.stop()
+        raise RuntimeError(f"daemon not ready after {timeout:.0f} s: {self.tail_log()}")
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if self._notify is not None:
+            self._notify.close()
+            self._notify = None
+        return self.proc.returncode
+
+    def tail_log(self, size: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-size:]
+        except OSError:
+            return ""
+
+    def __enter__(self) -> Daemon:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# --- inputs -------------------------------------------------------------------------------
+
+
+def ensure_log(lines: int, fmt: str = "rfc3164", seed: int = 7) -> Path:
+    """The generated auth.log for these parameters, written once and reused."""
+    import gen_authlog
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    path = WORK / f"auth-{lines}-{fmt}-s{seed}.log"
+    if not path.exists():
+        partial = path.with_suffix(".partial")
+        print(f"generating {path} ...", file=sys.stderr)
+        gen_authlog.main(
+            [str(partial), "--lines", str(lines), "--format", fmt, "--seed", str(seed)]
+        )
+        partial.rename(path)
+    return path
+
+
+def count_lines(path: Path) -> int:
+    with open(path, "rb") as handle:
+        return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+
+
+def fresh_dir(name: str) -> Path:
+    WORK.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=WORK))
+
+
+# --- reporting ----------------------------------------------------------------------------
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for row in handle:
+                if row.startswith("model name"):
+                    model = row.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (
+        f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}"
+    )
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown table, so the output can be pasted into bench/README.md as it is."""
+    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+             for row in cells]  # fmt: skip
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(interval)
+    return check()
+
+
+def percentile(values: Sequence[float], share: float) -> float:
+    """Nearest-rank percentile of already sorted values."""
+    if not values:
+        return float("nan")
+    rank = max(0, min(len(values) - 1, round(share * len(values) + 0.5) - 1))
+    return values[rank]
