@@ -1,0 +1,261 @@
+"""The shipped packs against fail2ban's own annotated sample logs (read here, never copied).
+
+fail2ban ships, for each filter, sample log lines each preceded by ``# failJSON: {...}``:
+``match`` (default false) and, for a match, the ``host`` it must report. For each pack rule
+tagged ``fail2ban:FILTER`` we replay the annotated lines through the real config loader,
+the real parser and the real rule engine, and count a line as agreeing when the rule's
+per-line match (before any threshold) is the same as the annotation and, for a match, the
+rule's ``ip`` field equals ``host``. The bar is 98% per filter.
+
+Which lines count: fail2ban filters have modes. A ``# filterOptions:`` block counts when one
+of its option sets is the filter's default (no ``mode``, or the default mode); lines in
+blocks only for other modes (sshd's ddos/extra/aggressive, postfix's auth/errors/ddos,
+dovecot's aggressive, nginx's fallback/aggressive-only...) are skipped, as are annotations
+whose ``constraint`` only holds in a non-default mode. ``logtype``/``logging`` options pick
+the parser: ``rfc5424`` lines use the rfc5424 parser, ``journal`` lines become journal
+records for the journald parser (``HOST PROG[PID]: MSG`` split into _HOSTNAME,
+SYSLOG_IDENTIFIER, _PID, MESSAGE), Apache's ``logging: syslog`` lines use the syslog
+parser. fail2ban pins "now" to 2005-08-14 and the zone to CET for year inference; here
+too, though time is not judged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from logwatchd.config import load_text
+from logwatchd.events import Event, Line
+from logwatchd.parsers import build_parser
+from logwatchd.rules.predicates import compile_predicate
+
+SAMPLES = Path("/usr/lib/python3/dist-packages/fail2ban/tests/files/logs")
+PACKS = Path(__file__).resolve().parent.parent / "config" / "rules.d"
+NOW = datetime(2005, 8, 14, 10, 0, tzinfo=UTC).timestamp()
+BAR = 0.98
+
+pytestmark = pytest.mark.skipif(
+    not SAMPLES.is_dir(), reason="fail2ban is not installed (apt-get install fail2ban)"
+)
+
+
+@dataclass(frozen=True)
+class Filter:
+    name: str  # fail2ban filter = sample file
+    pack: str
+    parser: str  # the parser for plain lines
+    default_mode: str = "normal"
+    fallback_parser: str | None = None  # a pack parser for lines the main one rejects
+
+
+FILTERS = [
+    Filter("sshd", "sshd.yaml", "syslog"),
+    Filter("nginx-http-auth", "nginx.yaml", "nginx_error"),
+    Filter("apache-auth", "apache.yaml", "apache_error"),
+    Filter("postfix", "postfix.yaml", "syslog", default_mode="more"),
+    Filter("dovecot", "dovecot.yaml", "syslog", fallback_parser="dovecot_log"),
+    Filter("pam-generic", "sudo.yaml", "syslog"),
+]
+
+
+@dataclass
+class Sample:
+    file: str
+    lineno: int
+    text: str
+    expect: dict[str, Any]
+    options: dict[str, Any]
+
+
+@dataclass
+class Outcome:
+    agreed: int = 0
+    judged: int = 0
+    skipped: int = 0
+    disagreements: list[str] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        return self.agreed / self.judged if self.judged else 0.0
+
+
+# --- reading the annotated samples --------------------------------------------------------
+
+
+def samples(name: str, default_mode: str) -> Iterator[Sample | None]:
+    """Annotated lines that count in the filter's default mode; None for each skipped one."""
+    files = [name]
+    seen: set[str] = set()
+    while files:
+        current = files.pop(0)
+        if current in seen:
+            continue
+        seen.add(current)
+        yield from _file_samples(current, default_mode, files)
+
+
+def _file_samples(name: str, default_mode: str, chain: list[str]) -> Iterator[Sample | None]:
+    file_options: dict[str, Any] = {}
+    block: list[dict[str, Any]] = [{}]
+    expect: dict[str, Any] | None = None
+    lines = (SAMPLES / name).read_text(encoding="utf-8", errors="replace").splitlines()
+    for lineno, text in enumerate(lines, 1):
+        annotation = _ANNOTATION.match(text)
+        if expect is not None and annotation is None:
+            applies = _default_options(block, default_mode)
+            if applies is None or not _constraint_holds(expect.get("constraint")):
+                yield None
+            else:
+                yield Sample(name, lineno, text, expect, {**file_options, **applies})
+            expect = None
+            continue
+        if annotation is not None:
+            expect = json.loads(annotation.group(1))
+        elif text.startswith("# filterOptions:"):
+            value = json.loads(text.split(":", 1)[1])
+            block = value if isinstance(value, list) else [value]
+        elif text.startswith("# fileOptions:"):
+            file_options = json.loads(text.split(":", 1)[1])
+        elif text.startswith("# addFILE:"):
+            chain.append(json.loads(text.split(":", 1)[1]))
+
+
+_ANNOTATION = re.compile(r"#\s*failJSON:(.*)")
+
+
+def _default_options(block: list[dict[str, Any]], default_mode: str) -> dict[str, Any] | None:
+    for options in block:
+        if options.get("mode", default_mode) == default_mode:
+            return options
+    return None
+
+
+def _constraint_holds(constraint: str | None) -> bool:
+    """The constraints fail2ban's samples use, decided for the default mode (no eval)."""
+    if constraint is None or constraint.replace(" ", "") == "name=='sshd'":
+        return True
+    compact = constraint.replace(" ", "").replace('"', "'")
+    if compact == "opts.get('mode')!='aggressive'":
+        return True
+    return False  # "== 'aggressive'" and anything unknown: not the default mode
+
+
+# --- evaluating ---------------------------------------------------------------------------
+
+_JOURNAL_LINE = re.compile(r"(?P<host>\S+) (?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: (?P<msg>.*)")
+
+
+class Evaluator:
+    """The pack loaded by the real loader; rules as the engine compiles them."""
+
+    def __init__(self, spec: Filter, tmp: Path) -> None:
+        config_path = tmp / "logwatchd.yaml"
+        config_path.write_text(_config_text(spec))
+        config = load_text(config_path.read_text(), str(config_path), base_dir=str(tmp))
+        self.rules = [rule for rule in config.rules if f"fail2ban:{spec.name}" in rule.tags]
+        assert len(self.rules) == 1, f"exactly one rule in {spec.pack} is fail2ban:{spec.name}"
+        rule = self.rules[0]
+        assert rule.match is not None
+        self.test = compile_predicate(rule.match, config.lists).test
+        self.parsers = {
+            name: build_parser(name, config.parsers, timezone="CET")
+            for name in {spec.parser, "syslog", "rfc5424", "journald"}
+        }
+        self.fallback = (
+            build_parser(spec.fallback_parser, config.parsers, timezone="CET")
+            if spec.fallback_parser
+            else None
+        )
+
+    def ip_of_match(self, sample: Sample, spec: Filter) -> tuple[bool, Any]:
+        fields = self.parse(sample, spec)
+        if fields is None:
+            return False, None
+        extracted: dict[str, Any] = {}
+        if not self.test(fields, extracted):
+            return False, None
+        event = Event(Line("s", fields["raw"], NOW, ""), {**fields, **extracted}, NOW)
+        return True, event.fields.get("ip")
+
+    def parse(self, sample: Sample, spec: Filter) -> dict[str, Any] | None:
+        logtype = sample.options.get("logtype")
+        if logtype == "journal":
+            return self.parsers["journald"].parse(_journal_line(sample.text))
+        line = Line("s", sample.text, NOW, f"{sample.file}:{sample.lineno}")
+        if logtype == "rfc5424":
+            return self.parsers["rfc5424"].parse(line)
+        if sample.options.get("logging") == "syslog":
+            return self.parsers["syslog"].parse(line)
+        fields = self.parsers[spec.parser].parse(line)
+        if fields is None and self.fallback is not None:
+            fields = self.fallback.parse(line)
+        return fields
+
+
+def _config_text(spec: Filter) -> str:
+    return textwrap.dedent(
+        f"""\
+        version: 1
+        include: [{PACKS / spec.pack}]
+        sources:
+          - {{id: s, type: stdin, parser: {spec.parser}}}
+        """
+    )
+
+
+def _journal_line(text: str) -> Line:
+    found = _JOURNAL_LINE.fullmatch(text)
+    record: dict[str, Any] = {"MESSAGE": text, "__REALTIME_TIMESTAMP": str(int(NOW * 1e6))}
+    if found is not None:
+        record.update(
+            _HOSTNAME=found["host"], SYSLOG_IDENTIFIER=found["prog"], MESSAGE=found["msg"]
+        )
+        if found["pid"]:
+            record["_PID"] = found["pid"]
+    return Line("s", record["MESSAGE"], NOW, "journal", fields=record)
+
+
+def evaluate(spec: Filter, tmp: Path) -> Outcome:
+    evaluator = Evaluator(spec, tmp)
+    outcome = Outcome()
+    for sample in samples(spec.name, spec.default_mode):
+        if sample is None:
+            outcome.skipped += 1
+            continue
+        outcome.judged += 1
+        matched, ip = evaluator.ip_of_match(sample, spec)
+        want = bool(sample.expect.get("match", False))
+        host = next((sample.expect[k] for k in ("host", "ip4", "ip6") if k in sample.expect), None)
+        if matched == want and (not want or host is None or str(ip) == host):
+            outcome.agreed += 1
+        else:
+            outcome.disagreements.append(
+                f"{sample.file}:{sample.lineno}: want match={want} host={host}, "
+                f"got match={matched} ip={ip}: {sample.text[:160]}"
+            )
+    return outcome
+
+
+@pytest.mark.parametrize("spec", FILTERS, ids=[spec.name for spec in FILTERS])
+def test_pack_agrees_with_fail2ban_samples(spec: Filter, tmp_path: Path) -> None:
+    outcome = evaluate(spec, tmp_path)
+    report = (
+        f"fail2ban:{spec.name}: {outcome.agreed}/{outcome.judged} = {outcome.ratio:.1%} "
+        f"({outcome.skipped} annotated lines of non-default modes skipped)"
+    )
+    print(report)
+    for line in outcome.disagreements:
+        print("  ", line)
+    if os.environ.get("LOGWATCHD_ACCURACY_VERBOSE"):
+        print("\n".join(outcome.disagreements))
+    assert outcome.judged > 0
+    assert outcome.ratio >= BAR, report + "\n" + "\n".join(outcome.disagreements)
