@@ -8,6 +8,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from logwatchd.config import load, load_text
 from logwatchd.config.model import All, AnyOf, Config, Leaf, Not
@@ -140,7 +142,7 @@ def test_yaml_syntax_errors_carry_the_line(tmp_path: Path) -> None:
 
 def test_no_sources_is_an_error(tmp_path: Path) -> None:
     assert error(tmp_path, base="version: 1\n") == (
-        "no sources: declare at least one under 'sources'"
+        "c.yaml:1: no sources: declare at least one under 'sources'"
     )
 
 
@@ -668,3 +670,48 @@ def test_the_shipped_examples_load(tmp_path: Path) -> None:
     )
     assert all(rule.handlers == ("log", "alerts-file") for rule in demo.rules)
     assert (root / "logwatchd/data/demo.yaml").resolve() == (root / "config/demo.yaml")
+
+
+# --- robustness ------------------------------------------------------------------------------
+
+EXAMPLE_LINES = (
+    (Path(__file__).resolve().parent.parent / "config/logwatchd.yaml").read_text().splitlines()
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=len(EXAMPLE_LINES) - 1),
+            st.sampled_from(["drop", "dup", "null", "list", "text", "number", "indent"]),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_a_damaged_config_gives_a_config_error_and_nothing_else(
+    edits: list[tuple[int, str]],
+) -> None:
+    lines = list(EXAMPLE_LINES)
+    for where, kind in edits:
+        index = where % len(lines)
+        line = lines[index]
+        key, sep, _ = line.partition(":")
+        replacement = {
+            "drop": [],
+            "dup": [line, line],
+            "null": [f"{key}:" if sep else line],
+            "list": [f"{key}: [1, {{a: b}}]" if sep else line],
+            "text": [f"{key}: 'x y'" if sep else line],
+            "number": [f"{key}: -3" if sep else line],
+            "indent": ["  " + line],
+        }[kind]
+        lines[index : index + 1] = replacement
+    try:
+        load_text("\n".join(lines) + "\n", "c.yaml", base_dir="/nonexistent")
+    except ConfigError as exc:
+        message = str(exc)
+    else:
+        return
+    assert re.match(r"c\.yaml:\d+: ", message), message

@@ -138,7 +138,8 @@ class _Builder:
     def build(self, ynode: yaml.Node, path: str, mark: Mark, depth: int) -> Node:
         self.count += 1
         if self.count > MAX_NODES or depth > MAX_DEPTH:
-            raise ConfigError("document too large or too deeply nested (alias loop?)", mark, path)
+            shown = path if len(path) <= 60 else path[:60] + "..."
+            raise ConfigError("document too large or too deeply nested (alias loop?)", mark, shown)
         node = Node(None, mark, path, ynode.start_mark.line + 1, base_dir=self.base_dir)
         if not isinstance(ynode, yaml.ScalarNode) and ynode.tag not in _COLLECTION_TAGS:
             raise ConfigError(f"invalid YAML: unsupported tag {ynode.tag}", self._mark(ynode), path)

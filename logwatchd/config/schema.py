@@ -24,7 +24,6 @@ from logwatchd.config.model import (
 from logwatchd.config.nodes import Node
 from logwatchd.config.schema_handlers import handlers_section
 from logwatchd.config.schema_rules import RuleContext, rules_section
-from logwatchd.errors import ConfigError
 
 ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
 FALLBACK_BUILTIN_PARSERS = frozenset(
@@ -92,7 +91,7 @@ def build_config(layers: list[Layer]) -> Config:
     parsers = {pid: _parser(pid, node) for pid, node in named_entries(top, "parsers", "parser")}
     handlers = handlers_section(named_entries(top, "handlers", "handler"))
     defaults = _default_handlers(top[0].get("defaults"), handlers)
-    sources = _sources(listed_entries(top, "sources", "source"), parsers)
+    sources = _sources(listed_entries(top, "sources", "source"), parsers, top[0].node)
     context = RuleContext(
         lists=lists,
         sources={src.id for src in sources},
@@ -274,9 +273,11 @@ def _parser(parser_id: str, node: Node) -> ParserConfig:
 # --- sources ------------------------------------------------------------------------------
 
 
-def _sources(entries: list[Node], parsers: dict[str, ParserConfig]) -> list[SourceConfig]:
+def _sources(
+    entries: list[Node], parsers: dict[str, ParserConfig], main: Node
+) -> list[SourceConfig]:
     if not entries:
-        raise ConfigError("no sources: declare at least one under 'sources'")
+        raise main.error("no sources: declare at least one under 'sources'")
     known = builtin_parsers() | set(parsers)
     return [_source(entry, known) for entry in entries]
 
