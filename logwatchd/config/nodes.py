@@ -182,8 +182,7 @@ def choice(node: Node, choices: Collection[str]) -> str:
         close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.7)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         shown = f'"{value}"' if isinstance(value, str) else type_name(value)
-        return_msg = f"{shown} is not one of {', '.join(choices)}{hint}"
-        raise node.error(return_msg)
+        raise node.error(f"{shown} is not one of {', '.join(choices)}{hint}")
     return value
 
 

@@ -93,38 +93,24 @@ class _Settings:
 def handlers_section(entries: list[tuple[str, Node]]) -> dict[str, HandlerConfig]:
     """Every declared handler, plus ``log`` which always exists."""
     handlers = {name: handler(name, node) for name, node in entries}
-    if "log" in handlers and handlers["log"].type != "log":
-        raise entries_node(entries, "log").error("the name 'log' is reserved for type: log")
     handlers.setdefault("log", LOG_HANDLER)
     return handlers
-
-
-def entries_node(entries: list[tuple[str, Node]], name: str) -> Node:
-    return next(node for key, node in entries if key == name)
 
 
 def handler(name: str, node: Node) -> HandlerConfig:
     if not isinstance(node.value, dict):
         raise nodes.wrong_type(node, "a mapping (one handler)")
     kind = nodes.choice(nodes.Mapping(node, node.value).need("type"), tuple(TYPE_KEYS))
+    if name == "log" and kind != "log":
+        raise node.error("the name 'log' is reserved for type: log")
     batch = node.value.get("batch")
     if batch is not None and kind not in BATCHING_TYPES:
         raise batch.error(f"batch applies to {' and '.join(BATCHING_TYPES)} handlers only")
     allowed = COMMON_KEYS + (("batch",) if kind in BATCHING_TYPES else ()) + TYPE_KEYS[kind]
     entries = nodes.mapping(node, allowed, required=("type",))
-    common: dict[str, Any] = {}
-    if (item := entries.get("timeout")) is not None:
-        common["timeout"] = nodes.duration(item, positive=True)
-    if (item := entries.get("retry")) is not None:
-        common["retry"] = _retry(item)
-    if (item := entries.get("rate_limit")) is not None:
-        common["rate_limit"] = _rate_limit(item)
-    if (item := entries.get("batch")) is not None:
-        common["batch"] = _batch(item)
+    common = _common(entries)
     settings = _Settings()
-    for key in entries:
-        if key not in COMMON_KEYS and key != "batch":
-            settings.marks[key] = entries.entries[key].mark
+    settings.marks.update((key, entry.mark) for key, entry in entries.entries.items())
     _TYPE_READERS[kind](entries, settings, common.get("timeout", 30.0))
     return HandlerConfig(
         name=name,
@@ -134,6 +120,20 @@ def handler(name: str, node: Node) -> HandlerConfig:
         mark=node.mark,
         **common,
     )
+
+
+def _common(entries: nodes.Mapping) -> dict[str, Any]:
+    """The keys every handler type takes, as HandlerConfig keyword arguments."""
+    common: dict[str, Any] = {}
+    if (item := entries.get("timeout")) is not None:
+        common["timeout"] = nodes.duration(item, positive=True)
+    if (item := entries.get("retry")) is not None:
+        common["retry"] = _retry(item)
+    if (item := entries.get("rate_limit")) is not None:
+        common["rate_limit"] = _rate_limit(item)
+    if (item := entries.get("batch")) is not None:
+        common["batch"] = _batch(item)
+    return common
 
 
 def _retry(node: Node) -> RetryConfig:
