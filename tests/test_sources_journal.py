@@ -125,28 +125,21 @@ def test_reads_every_entry_of_a_file_from_the_beginning(tmp_path, make_source, c
     append_journal(path, [sentinel(11)])
 
     source = make_source(files=(path,))
-    lines = read_until_sentinel(source)
+    lines = read_lines(source, 11)
 
-    assert messages(lines) == [f"msg {n}" for n in range(1, 11)]
+    assert messages(lines) == [*(f"msg {n}" for n in range(1, 11)), SENTINEL]
     first = lines[0]
     assert first.source == "auth"
     assert first.path is None
     assert first.read_time == clock.now()
-    assert [line.lineno for line in lines] == list(range(1, 11))
+    assert [line.lineno for line in lines] == list(range(1, 12))
     assert first.fields is not None
     assert first.fields["SYSLOG_IDENTIFIER"] == "sshd"
     assert first.fields["_SYSTEMD_UNIT"] == "ssh.service"
     assert first.fields["_PID"] == "1001"
     assert first.origin == first.fields["__CURSOR"]
-    assert len({line.origin for line in lines}) == 10
-    assert source.checkpoint() == {"cursor": source_cursor_of_sentinel(source, lines)}
-
-
-def source_cursor_of_sentinel(source: JournalSource, lines: list[Line]) -> str:
-    """The checkpoint after read_until_sentinel is the sentinel's cursor, after the last line."""
-    cursor = source.checkpoint()["cursor"]
-    assert cursor not in {line.origin for line in lines}
-    return cursor
+    assert len({line.origin for line in lines}) == 11
+    assert source.checkpoint() == {"cursor": lines[-1].origin}
 
 
 def test_match_terms_on_different_fields_are_ored(tmp_path, make_source):
@@ -399,11 +392,14 @@ def test_the_system_journal_is_followed_with_ored_matches():
     ]
 
 
-def test_read_rate_for_100k_records_across_rotated_files(tmp_path, make_source):
-    """journal-remote rotates a growing file (to big@....journal): a directory source and a
-    files source whose glob covers the rotated names both read every record."""
+@pytest.mark.slow
+def test_100k_records_across_a_live_rotation_and_the_read_rate(tmp_path, make_source):
+    """journal-remote rotates a growing file (to big@....journal). A directory source following
+    while that happens, and later a directory source and a files source whose glob covers the
+    rotated names, all read every record in order. Prints the read rates."""
     directory = tmp_path / "journal"
     directory.mkdir()
+    live = make_source(directory=str(directory), source_id="live")
     append_journal(
         str(directory / "big.journal"),
         [entry(n, f"Failed password for invalid user u{n} from 203.0.113.{n % 250} port {n}")
@@ -411,6 +407,8 @@ def test_read_rate_for_100k_records_across_rotated_files(tmp_path, make_source):
         + [sentinel(100_000)],
     )  # fmt: skip
     assert len(list(directory.iterdir())) > 1, "expected journal-remote to rotate the file"
+    check_100k(read_until_sentinel(live, timeout=120))
+
     for mode, where in [
         ("directory", {"directory": str(directory)}),
         ("files glob", {"files": (str(directory / "big*.journal"),)}),
@@ -420,7 +418,12 @@ def test_read_rate_for_100k_records_across_rotated_files(tmp_path, make_source):
         lines = read_until_sentinel(source, timeout=120)
         elapsed = time.perf_counter() - started
         source.stop()
-        assert len(lines) == 100_000
-        assert lines[0].raw.startswith("Failed password for invalid user u0 ")
-        assert lines[-1].raw.startswith("Failed password for invalid user u99999 ")
+        check_100k(lines)
         print(f"journal read rate ({mode}): {len(lines) / elapsed:,.0f} records/s")
+
+
+def check_100k(lines: list[Line]) -> None:
+    assert len(lines) == 100_000
+    for n in (0, 1, 50_000, 99_999):
+        assert lines[n].raw.startswith(f"Failed password for invalid user u{n} from ")
+    assert len({line.origin for line in lines}) == 100_000

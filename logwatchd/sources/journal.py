@@ -8,7 +8,13 @@ or killed journalctl neither loses nor repeats a record.
 
 Modes: the system journal and ``journal_directory`` are followed (``--follow``); explicit
 ``journal_files`` cannot be followed by journalctl ("Failed to get journal fd"), so they are
-read again after the cursor every ``poll_interval`` seconds.
+read again after the cursor every ``poll_interval`` seconds. journalctl expands globs in
+``journal_files``: a journal file that grows is rotated to ``NAME@...journal``, so give a glob
+that covers the rotated names (``remote*.journal``) or a directory, or records are missed.
+
+Positions: ``checkpoint()`` is ``{"cursor": C}``; C None means "from the journal's beginning"
+(nothing was there, or ``start_at: beginning``). A saved dict without "cursor" (or None) is a
+first run: ``start_at: end`` then looks up the newest matching record and starts after it.
 """
 
 from __future__ import annotations
@@ -392,7 +398,7 @@ class JournalSource:
         errors.seek(max(0, errors.tell() - _STDERR_TAIL))
         detail = errors.read().decode("utf-8", "replace").strip()
         log.warning(
-            "journalctl exited; restarting from the last cursor",
+            "journalctl exited; running it again after a pause",
             source=self.id,
             exit_status=code,
             stderr=detail,
