@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,10 +84,12 @@ def journald(tmp_path: Path) -> Iterator[FakeJournald]:
 def _restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    hooks = sys.excepthook, threading.excepthook
     yield
     structlog.reset_defaults()
     root.handlers[:] = handlers
     root.setLevel(level)
+    sys.excepthook, threading.excepthook = hooks
 
 
 def journal_logger(journald: FakeJournald, stream: io.StringIO | None = None) -> object:
@@ -275,3 +278,37 @@ def test_auto_in_a_child_whose_stderr_is_the_journal_stream(
     assert fields["MESSAGE"] == b"ready source=app"
     assert fields["SOURCE"] == b"app"
     assert stderr_path.read_text() == ""
+
+
+def run_child(script: str) -> subprocess.CompletedProcess[str]:
+    prelude = "from logwatchd.service import logging as L\nL.configure('stderr')\n"
+    return subprocess.run(
+        [sys.executable, "-c", prelude + script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_a_crash_is_one_critical_line() -> None:
+    done = run_child("def boom():\n    raise KeyError('gone')\nboom()\n")
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith('<2>uncaught exception exception="Traceback')
+    assert "KeyError: 'gone'" in lines[0]
+
+
+def test_a_dying_thread_is_one_critical_line() -> None:
+    script = (
+        "import threading\n"
+        "def boom():\n    raise OSError('inotify gone')\n"
+        "t = threading.Thread(target=boom, name='observer'); t.start(); t.join()\n"
+    )
+    done = run_child(script)
+    assert done.returncode == 0
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("<2>uncaught exception in thread thread=observer exception=")
+    assert "OSError: inotify gone" in lines[0]

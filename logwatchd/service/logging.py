@@ -1,10 +1,9 @@
 """The daemon's own log: structlog, written where the administrator will read it.
 
 Formats:
-- ``journal``: the native journal protocol, one datagram per entry with fields, so
+- ``journal``: the native journal protocol (``journal.py``), one entry per event with fields, so
   ``journalctl -u logwatchd RULE=x`` and ``-p warning`` work and a traceback stays one entry.
-  Entries too big for a datagram go through a sealed memfd. If the socket cannot be used the
-  entry goes to stderr in the ``stderr`` format instead: nothing is dropped.
+  If the socket cannot be used the entry goes to stderr in the ``stderr`` format instead.
 - ``stderr``: one line per event prefixed with ``<N>`` (the syslog priority), which systemd
   reads with ``SyslogLevelPrefix``; newlines inside values are escaped to keep one line.
 - ``console``: structlog's readable renderer, for a terminal.
@@ -19,21 +18,25 @@ Event keys ``rule``, ``source`` and ``handler`` become journal fields ``RULE``, 
 
 from __future__ import annotations
 
-import array
 import contextlib
-import errno
-import fcntl
 import json
 import logging
 import os
 import re
-import socket
 import sys
 import threading
 from collections.abc import Mapping, MutableMapping
 from typing import Any, Literal, TextIO
 
 import structlog
+
+from logwatchd.service.journal import (
+    JOURNAL_SOCKET,
+    JournalSender,
+    as_bytes,
+    encode_journal_entry,
+    field_name,
+)
 
 __all__ = [
     "JOURNAL_SOCKET",
@@ -46,7 +49,6 @@ __all__ = [
 ]
 
 Format = Literal["auto", "console", "json", "journal", "stderr"]
-JOURNAL_SOCKET = "/run/systemd/journal/socket"
 IDENTIFIER = "logwatchd"
 
 LEVEL_PRIORITY = {"critical": 2, "error": 3, "warning": 4, "info": 6, "debug": 7}
@@ -61,7 +63,6 @@ _RESERVED_FIELDS = frozenset(
     {"MESSAGE", "PRIORITY", "SYSLOG_IDENTIFIER", "CODE_FUNC", "CODE_FILE", "CODE_LINE"}
 )
 _MESSAGE_VALUE_MAX = 200
-_FIELD_NAME_MAX = 64
 
 
 # --- choosing the format ------------------------------------------------------------------
@@ -97,96 +98,6 @@ def resolve_format(fmt: Format, fd: int = 2, env: Mapping[str, str] | None = Non
     return "console" if tty else "stderr"
 
 
-# --- the journal's native protocol --------------------------------------------------------
-
-
-def field_name(key: str) -> str:
-    """A journal field name for an event key: ``[A-Z0-9_]``, not starting with ``_`` or a digit."""
-    name = re.sub(r"[^A-Z0-9_]", "_", key.upper()).lstrip("_")
-    if not name or name[0].isdigit():
-        name = "F_" + name
-    return name[:_FIELD_NAME_MAX]
-
-
-def _as_bytes(value: Any) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode("utf-8", "replace")
-    if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value, default=str, ensure_ascii=False).encode("utf-8", "replace")
-    return str(value).encode("utf-8", "replace")
-
-
-def encode_journal_entry(fields: list[tuple[str, Any]]) -> bytes:
-    """Serialise fields in the native format.
-
-    A value containing a newline uses the binary form (name, newline, 64-bit little-endian
-    length, data) so log content can never start a field of its own.
-    """
-    out = bytearray()
-    for name, value in fields:
-        data = _as_bytes(value)
-        out += name.encode("ascii")
-        if b"\n" in data:
-            out += b"\n" + len(data).to_bytes(8, "little") + data + b"\n"
-        else:
-            out += b"=" + data + b"\n"
-    return bytes(out)
-
-
-class JournalSender:
-    """Sends encoded entries to journald; falls back to the memfd path for large ones."""
-
-    def __init__(self, path: str = JOURNAL_SOCKET) -> None:
-        self.path = path
-        self._sock: socket.socket | None = None
-        self._lock = threading.Lock()
-
-    def send(self, entry: bytes) -> bool:
-        """True when journald has the entry; False means the caller must write it elsewhere."""
-        with self._lock:
-            try:
-                sock = self._socket()
-                try:
-                    sock.sendto(entry, self.path)
-                except OSError as error:
-                    if error.errno not in (errno.EMSGSIZE, errno.ENOBUFS):  # too big for a datagram
-                        raise
-                    self._send_memfd(sock, entry)
-            except OSError:
-                self._close()
-                return False
-        return True
-
-    def _socket(self) -> socket.socket:
-        if self._sock is None:
-            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        return self._sock
-
-    def _send_memfd(self, sock: socket.socket, entry: bytes) -> None:
-        # journald only accepts a memfd sealed against change, so it can map it safely.
-        fd = os.memfd_create("logwatchd-journal", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-        try:
-            with open(fd, "wb", closefd=False) as memfd:
-                memfd.write(entry)
-            seals = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
-            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
-            rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))]
-            sock.sendmsg([], rights, 0, self.path)
-        finally:
-            os.close(fd)
-
-    def _close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-
-    def close(self) -> None:
-        with self._lock:
-            self._close()
-
-
 # --- rendering ----------------------------------------------------------------------------
 
 
@@ -207,7 +118,7 @@ def _user_items(event: Mapping[str, Any]) -> list[tuple[str, Any]]:
 
 
 def _quoted(value: Any, limit: int | None = None) -> str:
-    text = value if isinstance(value, str) else _as_bytes(value).decode("utf-8", "replace")
+    text = value if isinstance(value, str) else as_bytes(value).decode("utf-8", "replace")
     if limit is not None and len(text) > limit:
         text = text[:limit] + "…"
     if text and not re.search(r'[\s"=\\]', text):
@@ -400,7 +311,34 @@ def configure(
         cache_logger_on_first_use=False,
     )
     _route_stdlib(LEVELS[level])
+    _route_uncaught()
     return concrete
+
+
+def _route_uncaught() -> None:
+    """A crash (main thread or any other) becomes one entry at critical, traceback included.
+
+    Python's default hook prints the traceback to stderr, which the journal would split into
+    one entry per line with only the first at the right priority.
+    """
+
+    def main_hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            sys.__excepthook__(kind, value, tb)
+            return
+        structlog.get_logger().critical("uncaught exception", exc_info=(kind, value, tb))
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit or args.exc_value is None:
+            return
+        exc_info = (args.exc_type, args.exc_value, args.exc_traceback)
+        name = args.thread.name if args.thread is not None else "?"
+        structlog.get_logger().critical(
+            "uncaught exception in thread", thread=name, exc_info=exc_info
+        )
+
+    sys.excepthook = main_hook
+    threading.excepthook = thread_hook
 
 
 def _has_fileno(stream: TextIO) -> bool:

@@ -9,6 +9,7 @@ root is built once (about a minute) and cached under /var/cache/logwatchd-test.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -80,6 +81,13 @@ def container(tmp_path_factory: pytest.TempPathFactory) -> Iterator[nspawn.Conta
     try:
         yield booted
     finally:
+        # Shown by pytest only when the test failed: what the service said about itself.
+        for argv in (
+            ("systemctl", "status", "logwatchd", "--no-pager", "-l"),
+            ("journalctl", "-u", "logwatchd", "--no-pager", "-a", "-n", "80"),
+        ):
+            with contextlib.suppress(Exception):
+                print(booted.run(*argv, check=False).stdout)
         nspawn.shutdown(booted.nspawn)
 
 
