@@ -14,6 +14,8 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import jinja2
+
 from logwatchd.config.durations import parse_duration
 from logwatchd.errors import ConfigError, Mark
 
@@ -68,6 +70,19 @@ class Mapping:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.entries)
+
+
+class Settings:
+    """Collects typed values and the marks of the keys they came from."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        self.marks: dict[str, Mark] = {}
+
+    def put(self, key: str, value: Any, node: Node | None) -> None:
+        self.values[key] = value
+        if node is not None:
+            self.marks[key] = node.mark
 
 
 def type_name(value: Any) -> str:
@@ -213,3 +228,22 @@ def regex(node: Node, flags: int = 0) -> re.Pattern[str]:
     except re.error as exc:
         where = f" at position {exc.pos}" if exc.pos is not None else ""
         raise node.error(f"bad regex: {exc.msg}{where}") from None
+
+
+_PARSE_ONLY = jinja2.Environment(autoescape=False)  # noqa: S701 (parsed, never rendered here)
+
+
+def template(node: Node) -> str:
+    """A Jinja2 template string, syntax-checked (an error names the template's own line)."""
+    text = string(node, empty_ok=True)
+    first_line = node.value_line + 1 if node.block else node.value_line
+    check_template_syntax(text, node.mark.file, first_line, node.path)
+    return text
+
+
+def check_template_syntax(text: str, file: str, first_line: int, key: str) -> None:
+    try:
+        _PARSE_ONLY.parse(text)
+    except jinja2.TemplateSyntaxError as exc:
+        line = first_line + (exc.lineno or 1) - 1
+        raise ConfigError(f"template syntax error: {exc.message}", Mark(file, line), key) from None

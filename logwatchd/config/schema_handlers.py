@@ -11,13 +11,9 @@ from __future__ import annotations
 import os
 import re
 import urllib.parse
-from email.utils import parseaddr
 from typing import Any
 
-import jinja2
-
 from logwatchd.config import nodes
-from logwatchd.config.loader import read_file
 from logwatchd.config.model import (
     LOG_HANDLER,
     BatchConfig,
@@ -25,8 +21,8 @@ from logwatchd.config.model import (
     RateLimit,
     RetryConfig,
 )
-from logwatchd.config.nodes import Node
-from logwatchd.errors import ConfigError, Mark
+from logwatchd.config.nodes import Node, Settings, template
+from logwatchd.config.schema_email import email_settings
 
 COMMON_KEYS = ("type", "timeout", "retry", "rate_limit")
 TYPE_KEYS: dict[str, tuple[str, ...]] = {
@@ -37,57 +33,10 @@ TYPE_KEYS: dict[str, tuple[str, ...]] = {
     "log": (),
 }
 BATCHING_TYPES = ("email", "webhook")
-SMTP_KEYS = (
-    "host",
-    "port",
-    "tls",
-    "username",
-    "password_file",
-    "credential",
-    "ca_file",
-    "verify",
-    "timeout",
-)
 TEMPLATE_MARKERS = ("{{", "{%", "{#")
 
-DEFAULT_SUBJECT = (
-    "[{{ alert.severity }}] {{ alert.rule }}"
-    "{% for name, value in alert.key | dictsort %} {{ name }}={{ value }}{% endfor %}"
-    " on {{ host.name }}"
-)
-DEFAULT_BODY = """\
-Rule:        {{ alert.rule }} ({{ alert.severity }})
-Host:        {{ alert.host }}
-Key:         {% for name, value in alert.key | dictsort %}{{ name }}={{ value }} {% endfor %}
-Count:       {{ alert.count }}{% if alert.suppressed %} (+{{ alert.suppressed }} during cooldown)\
-{% endif %}
-First seen:  {{ alert.first_seen }}
-Last seen:   {{ alert.last_seen }}
-Source:      {{ alert.event.source }}{% if alert.event.path %} ({{ alert.event.path }}){% endif %}
-
-Sample lines:
-{% for line in alert.events %}  {{ line }}
-{% endfor %}
--- logwatchd on {{ host.fqdn }}, alert {{ alert.id }}
-"""
-
-_ADDRESS_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*")
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_PARSE_ONLY = jinja2.Environment(autoescape=False)  # noqa: S701 (parsed, never rendered here)
-
-
-class _Settings:
-    """Collects typed values and the marks of the keys they came from."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
-        self.marks: dict[str, Mark] = {}
-
-    def put(self, key: str, value: Any, node: Node | None) -> None:
-        self.values[key] = value
-        if node is not None:
-            self.marks[key] = node.mark
 
 
 def handlers_section(entries: list[tuple[str, Node]]) -> dict[str, HandlerConfig]:
@@ -109,7 +58,7 @@ def handler(name: str, node: Node) -> HandlerConfig:
     allowed = COMMON_KEYS + (("batch",) if kind in BATCHING_TYPES else ()) + TYPE_KEYS[kind]
     entries = nodes.mapping(node, allowed, required=("type",))
     common = _common(entries)
-    settings = _Settings()
+    settings = Settings()
     settings.marks.update((key, entry.mark) for key, entry in entries.entries.items())
     _TYPE_READERS[kind](entries, settings, common.get("timeout", 30.0))
     return HandlerConfig(
@@ -171,127 +120,10 @@ def _batch(node: Node) -> BatchConfig:
     return BatchConfig(window)
 
 
-# --- templates and addresses --------------------------------------------------------------
-
-
-def template(node: Node) -> str:
-    """A Jinja2 template string, syntax-checked (an error names the template's own line)."""
-    text = nodes.string(node, empty_ok=True)
-    first_line = node.value_line + 1 if node.block else node.value_line
-    check_template_syntax(text, node.mark.file, first_line, node.path)
-    return text
-
-
-def check_template_syntax(text: str, file: str, first_line: int, key: str) -> None:
-    try:
-        _PARSE_ONLY.parse(text)
-    except jinja2.TemplateSyntaxError as exc:
-        line = first_line + (exc.lineno or 1) - 1
-        raise ConfigError(f"template syntax error: {exc.message}", Mark(file, line), key) from None
-
-
-def email_address(node: Node) -> str:
-    """A plain address (``ops@example.com``): smtplib would silently rewrite a bad one."""
-    text = nodes.string(node)
-    if (
-        not text.isascii()
-        or not _ADDRESS_RE.fullmatch(text)
-        or ".." in text
-        or text.startswith(".")
-        or ".@" in text
-        or parseaddr(text) != ("", text)
-    ):
-        shown = text.encode("unicode_escape").decode("ascii")
-        raise node.error(
-            f'"{shown}" is not a valid e-mail address (plain addresses only, like ops@example.com)'
-        )
-    return text
-
-
-def _addresses(node: Node, key: str, settings: _Settings) -> tuple[str, ...]:
-    nodes.strings(node)  # type check: a string or a non-empty list of strings
-    members = node.value if isinstance(node.value, list) else [node]
-    for index, member in enumerate(members):
-        settings.marks[f"{key}[{index}]"] = member.mark
-    return tuple(email_address(member) for member in members)
-
-
 # --- per type -----------------------------------------------------------------------------
 
 
-def _email(entries: nodes.Mapping, settings: _Settings, timeout: float) -> None:
-    settings.put("smtp", _smtp(entries.get("smtp"), settings, timeout), entries.get("smtp"))
-    sender = entries.get("from")
-    settings.put("from", email_address(sender) if sender else None, sender)
-    settings.put("to", _addresses(entries.need("to"), "to", settings), entries.get("to"))
-    if (item := entries.get("cc")) is not None:
-        settings.put("cc", _addresses(item, "cc", settings), item)
-    else:
-        settings.put("cc", (), None)
-    subject = entries.get("subject")
-    settings.put("subject", template(subject) if subject else DEFAULT_SUBJECT, subject)
-    body, body_file = entries.get("body"), entries.get("body_file")
-    if body is not None and body_file is not None:
-        raise body_file.error("give either 'body' or 'body_file', not both")
-    if body_file is not None:
-        path = nodes.path(body_file)
-        check_template_syntax(
-            read_file(path, body_file.mark, body_file.path), path, 1, body_file.path
-        )
-        settings.put("body", None, None)
-        settings.put("body_file", path, body_file)
-    else:
-        settings.put("body", template(body) if body else DEFAULT_BODY, body)
-        settings.put("body_file", None, None)
-
-
-def _smtp(node: Node | None, settings: _Settings, timeout: float) -> dict[str, Any]:
-    smtp: dict[str, Any] = {
-        "host": "localhost",
-        "tls": "none",
-        "username": None,
-        "password_file": None,
-        "credential": None,
-        "ca_file": None,
-        "verify": True,
-        "timeout": timeout,
-    }
-    if node is None:
-        smtp["port"] = 25
-        return smtp
-    entries = nodes.mapping(node, SMTP_KEYS)
-    for key in entries:
-        settings.marks[f"smtp.{key}"] = entries.entries[key].mark
-    if (item := entries.get("host")) is not None:
-        smtp["host"] = _hostname(item)
-    if (item := entries.get("tls")) is not None:
-        smtp["tls"] = nodes.choice(item, ("none", "starttls", "tls"))
-    port = entries.get("port")
-    default_port = 465 if smtp["tls"] == "tls" else 25
-    smtp["port"] = nodes.integer(port, minimum=1, maximum=65535) if port else default_port
-    for key in ("username", "credential"):
-        if (item := entries.get(key)) is not None:
-            smtp[key] = nodes.string(item)
-    for key in ("password_file", "ca_file"):
-        if (item := entries.get(key)) is not None:
-            smtp[key] = nodes.path(item)
-    if smtp["password_file"] and not smtp["username"]:
-        raise entries.need("password_file").error("password_file needs a username")
-    if (item := entries.get("verify")) is not None:
-        smtp["verify"] = nodes.boolean(item)
-    if (item := entries.get("timeout")) is not None:
-        smtp["timeout"] = nodes.duration(item, positive=True)
-    return smtp
-
-
-def _hostname(node: Node) -> str:
-    text = nodes.string(node)
-    if any(char.isspace() or char in "/@" for char in text):
-        raise node.error(f'"{text}" is not a host name')
-    return text
-
-
-def _command(entries: nodes.Mapping, settings: _Settings, timeout: float) -> None:
+def _command(entries: nodes.Mapping, settings: Settings, timeout: float) -> None:
     del timeout
     argv_node = entries.need("argv")
     members = nodes.items(argv_node, "a list of strings (the program and its arguments)")
@@ -317,7 +149,7 @@ def _command(entries: nodes.Mapping, settings: _Settings, timeout: float) -> Non
     settings.put("env", _env(entries.get("env"), settings), entries.get("env"))
 
 
-def _env(node: Node | None, settings: _Settings) -> dict[str, str]:
+def _env(node: Node | None, settings: Settings) -> dict[str, str]:
     if node is None:
         return {}
     if not isinstance(node.value, dict):
@@ -333,7 +165,7 @@ def _env(node: Node | None, settings: _Settings) -> dict[str, str]:
     return env
 
 
-def _webhook(entries: nodes.Mapping, settings: _Settings, timeout: float) -> None:
+def _webhook(entries: nodes.Mapping, settings: Settings, timeout: float) -> None:
     del timeout
     url = entries.need("url")
     settings.put("url", _url(url), url)
@@ -370,7 +202,7 @@ def _url(node: Node) -> str:
     return text
 
 
-def _header_map(node: Node | None, key: str, settings: _Settings, read: Any) -> dict[str, str]:
+def _header_map(node: Node | None, key: str, settings: Settings, read: Any) -> dict[str, str]:
     if node is None:
         return {}
     if not isinstance(node.value, dict):
@@ -384,7 +216,7 @@ def _header_map(node: Node | None, key: str, settings: _Settings, read: Any) -> 
     return result
 
 
-def _file(entries: nodes.Mapping, settings: _Settings, timeout: float) -> None:
+def _file(entries: nodes.Mapping, settings: Settings, timeout: float) -> None:
     del timeout
     path = entries.need("path")
     settings.put("path", nodes.path(path), path)
@@ -402,12 +234,12 @@ def _mode(node: Node) -> int:
     raise node.error(f"{value!r} is not a file mode (write it like 0640)")
 
 
-def _log(entries: nodes.Mapping, settings: _Settings, timeout: float) -> None:
+def _log(entries: nodes.Mapping, settings: Settings, timeout: float) -> None:
     del entries, settings, timeout
 
 
 _TYPE_READERS = {
-    "email": _email,
+    "email": email_settings,
     "command": _command,
     "webhook": _webhook,
     "file": _file,
