@@ -183,10 +183,16 @@ class Worker(threading.Thread):
         if batch is not None or self._deferred:
             self._deferred = False
             self._send(store, items[: batch.max if batch else DIGEST_MAX])
-        elif self.cfg.rate_limit is not None or self._parallel == 1:
-            self._send(store, items[:1])
-        else:
+        elif self._parallel > 1 and self.cfg.rate_limit is None:
             self._send_parallel(store, items)
+        else:
+            for item in items:
+                if self._stopping.is_set():
+                    break
+                if self._rate_wait(self._clock.now()) > 0:
+                    self._deferred = True  # the next cycle waits, then sends the rest as one
+                    break
+                self._send(store, [item])
         return 0.0
 
     def _until_next_due(self, store: StateStore, now: float) -> float:
@@ -214,10 +220,15 @@ class Worker(threading.Thread):
 
     def _send_parallel(self, store: StateStore, items: list[OutboxItem]) -> None:
         """For handlers with ``concurrency`` > 1: sends overlap, the store stays in this thread."""
+
+        def attempt(item: OutboxItem) -> DeliveryError | bool | None:
+            return False if self._stopping.is_set() else self._attempt([item.alert])
+
         with ThreadPoolExecutor(self._parallel) as pool:
-            errors = list(pool.map(lambda item: self._attempt([item.alert]), items))
-        for item, error in zip(items, errors, strict=True):
-            self._record(store, [item], error)
+            results = list(pool.map(attempt, items))
+        for item, result in zip(items, results, strict=True):
+            if result is not False:  # False: skipped at shutdown, stays pending
+                self._record(store, [item], result)
 
     def _attempt(self, alerts: list[dict[str, Any]]) -> DeliveryError | None:
         try:

@@ -17,6 +17,7 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from logwatchd.alerts import sample_alert
+from logwatchd.config.model import HandlerConfig
 from logwatchd.errors import ConfigError, Mark
 
 MAX_OUTPUT_CHARS = 1_000_000  # a runaway loop in a template must not eat the daemon's memory
@@ -120,12 +121,11 @@ def _describe(exc: jinja2.TemplateError) -> str:
 # --- check-time rendering -----------------------------------------------------------------
 
 
-def sample_for(key_fields: Iterable[str] = ()) -> dict[str, Any]:
-    """The sample alert, with a key made of ``key_fields`` (a rule's group_by) when given."""
+def sample_for(key_fields: Iterable[str] | None = None) -> dict[str, Any]:
+    """The sample alert; with ``key_fields`` (a rule's group_by) its key has exactly those."""
     alert = copy.deepcopy(sample_alert())
-    fields = tuple(key_fields)
-    if fields:
-        key = {name: alert["key"].get(name, f"sample-{name}") for name in fields}
+    if key_fields is not None:
+        key = {name: alert["key"].get(name, f"sample-{name}") for name in key_fields}
         alert["key"] = key
         alert["event"]["fields"].update(key)
     return alert
@@ -167,7 +167,7 @@ def check_templates(
     *,
     templates: Templates,
     host: HostInfo,
-    key_fields: Iterable[str] = ("ip",),
+    key_fields: Iterable[str] | None = None,
     marks: dict[str, Mark] | None = None,
     mark: Mark | None = None,
 ) -> int:
@@ -190,3 +190,18 @@ def check_templates(
         except TemplateError as exc:
             raise ConfigError(exc.message, marks.get(key, mark), f"handlers.{name}.{key}") from None
     return len(sources)
+
+
+def check_handler_templates(
+    cfg: HandlerConfig,
+    *,
+    templates: Templates,
+    host: HostInfo,
+    key_fields: Iterable[str] | None = None,
+) -> int:
+    """``check_templates`` for a HandlerConfig: call once per rule using the handler, with the
+    rule's ``group_by`` as ``key_fields`` (None: the sample's own key)."""
+    return check_templates(
+        cfg.name, cfg.type, cfg.settings, templates=templates, host=host,
+        key_fields=key_fields, marks=cfg.marks, mark=cfg.mark,
+    )  # fmt: skip

@@ -263,8 +263,13 @@ def test_permanent_error_fails_at_once(tmp_path: Path) -> None:
 
 def test_slow_handler_does_not_hold_up_another(tmp_path: Path) -> None:
     db = str(tmp_path / "state.db")
-    release = threading.Event()
-    slow = Recording("slow", fail=lambda call: release.wait(30) and None)
+    release, entered = threading.Event(), threading.Event()
+
+    def blocking(call: int) -> None:
+        entered.set()
+        release.wait(30)
+
+    slow = Recording("slow", fail=blocking)
     fast = Recording("fast")
     configs = {n: HandlerConfig(name=n, type="log") for n in ("slow", "fast")}
     dispatcher = Dispatcher(
@@ -273,6 +278,7 @@ def test_slow_handler_does_not_hold_up_another(tmp_path: Path) -> None:
     queue(db, make_alerts(2, ("slow", "fast")))
     dispatcher.notify()
     wait_for(lambda: len(fast.delivered()) == 2)
+    assert entered.wait(10)
     assert slow.delivered() == []
     started = time.monotonic()
     assert dispatcher.stop(0.2) is False  # slow is still sending: shutdown is bounded anyway

@@ -5,8 +5,16 @@ from __future__ import annotations
 import pytest
 
 from logwatchd.alerts import sample_alert
+from logwatchd.config.model import HandlerConfig
 from logwatchd.errors import ConfigError, Mark
-from logwatchd.templates import HostInfo, TemplateError, Templates, check_templates, sample_for
+from logwatchd.templates import (
+    HostInfo,
+    TemplateError,
+    Templates,
+    check_handler_templates,
+    check_templates,
+    sample_for,
+)
 from tests.smtp_helpers import make_alert
 
 HOST = HostInfo(name="web1", fqdn="web1.example.com")
@@ -91,7 +99,8 @@ def test_sample_for_group_by_fields() -> None:
     alert = sample_for(["user", "ip"])
     assert alert["key"] == {"user": "sample-user", "ip": "203.0.113.9"}
     assert alert["event"]["fields"]["user"] == "sample-user"
-    assert sample_alert()["key"] == {"ip": "203.0.113.9"}
+    assert sample_for([])["key"] == {}
+    assert sample_for()["key"] == sample_alert()["key"] == {"ip": "203.0.113.9"}
 
 
 def test_check_names_the_handler_key_and_its_mark() -> None:
@@ -100,10 +109,11 @@ def test_check_names_the_handler_key_and_its_mark() -> None:
     with pytest.raises(ConfigError) as caught:
         check_templates("mail", "email", settings, templates=Templates(), host=HOST, marks=marks)
     assert str(caught.value).startswith("conf.yaml:12: handlers.mail.subject: undefined value")
-    rendered = check_templates(
-        "mail", "email", settings, templates=Templates(), host=HOST, key_fields=["user"]
-    )
+    cfg = HandlerConfig(name="mail", type="email", settings=settings, marks=marks)
+    rendered = check_handler_templates(cfg, templates=Templates(), host=HOST, key_fields=["user"])
     assert rendered == 2
+    with pytest.raises(ConfigError):
+        check_handler_templates(cfg, templates=Templates(), host=HOST, key_fields=[])
 
 
 def test_check_renders_argv_and_webhook_templates() -> None:
