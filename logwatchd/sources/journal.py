@@ -49,8 +49,6 @@ _MAX_BACKOFF = 30.0
 _HEALTHY_RUN = 30.0  # a follow process that lived this long resets the restart backoff
 _STDERR_TAIL = 500
 
-log = structlog.get_logger()
-
 
 class _Buffer:
     """A FIFO of raw records bounded in bytes: ``put`` blocks while it is full.
@@ -155,7 +153,7 @@ def _initial_position(
             return True, None
         if isinstance(cursor, str) and _CURSOR_SHAPE.fullmatch(cursor):
             return True, cursor
-        log.warning(
+        structlog.get_logger().warning(
             "saved journal cursor is unusable; starting as on a first run",
             source=config.id,
             start_at=config.start_at,
@@ -361,7 +359,9 @@ class JournalSource:
             try:
                 for data, cursor, cut in _records(proc.stdout, self._max_record_bytes):
                     if cursor is None:
-                        log.warning("journal record without a cursor skipped", source=self.id)
+                        structlog.get_logger().warning(
+                            "journal record without a cursor skipped", source=self.id
+                        )
                     elif not sink(data, cursor, cut):
                         break
             finally:
@@ -389,7 +389,9 @@ class JournalSource:
                     start_new_session=True,
                 )
             except OSError as exc:
-                log.warning("cannot run journalctl", source=self.id, error=str(exc))
+                structlog.get_logger().warning(
+                    "cannot run journalctl", source=self.id, error=str(exc)
+                )
                 return None
             return self._proc
 
@@ -397,7 +399,7 @@ class JournalSource:
         errors.seek(0, 2)
         errors.seek(max(0, errors.tell() - _STDERR_TAIL))
         detail = errors.read().decode("utf-8", "replace").strip()
-        log.warning(
+        structlog.get_logger().warning(
             "journalctl exited; running it again after a pause",
             source=self.id,
             exit_status=code,
