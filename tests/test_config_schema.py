@@ -715,3 +715,27 @@ def test_a_damaged_config_gives_a_config_error_and_nothing_else(
     else:
         return
     assert re.match(r"c\.yaml:\d+: ", message), message
+
+
+@pytest.mark.parametrize("example", ["config/logwatchd.yaml", "config/demo.yaml"])
+def test_example_and_default_templates_render_in_the_sandbox(tmp_path: Path, example: str) -> None:
+    """What `logwatchd check` does: every template, for every rule's key shape, renders."""
+    from logwatchd.templates import HostInfo, Templates, check_handler_templates
+
+    root = Path(__file__).resolve().parent.parent
+    cfg = load(str(root / example), base_dir=str(tmp_path))
+    extra = "handlers:\n  mail:\n    type: email\n    to: ops@example.com\n"
+    defaults = config(tmp_path, extra).handlers["mail"]
+    templates, host = Templates(), HostInfo("web1", "web1.example.com")
+    rendered = 0
+    for key_fields in [None, (), ("ip",), ("ip", "user")]:
+        rendered += check_handler_templates(
+            defaults, templates=templates, host=host, key_fields=key_fields
+        )
+    assert rendered == 8  # the default subject and body, for each key shape
+    for handler in cfg.handlers.values():
+        for rule in cfg.rules:
+            if handler.name in rule.handlers:
+                check_handler_templates(
+                    handler, templates=templates, host=host, key_fields=rule.group_by
+                )

@@ -30,7 +30,8 @@ DEFAULT_SUBJECT = (
 DEFAULT_BODY = """\
 Rule:        {{ alert.rule }} ({{ alert.severity }})
 Host:        {{ alert.host }}
-Key:         {% for name, value in alert.key | dictsort %}{{ name }}={{ value }} {% endfor %}
+Key:         {% for name, value in alert.key | dictsort %}{{ name }}={{ value }}\
+{{ " " if not loop.last else "" }}{% else %}(none){% endfor %}
 Count:       {{ alert.count }}{% if alert.suppressed %} (+{{ alert.suppressed }} during cooldown)\
 {% endif %}
 First seen:  {{ alert.first_seen }}
