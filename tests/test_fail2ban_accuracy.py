@@ -22,8 +22,8 @@ too, though time is not judged.
 from __future__ import annotations
 
 import json
-import os
 import re
+import subprocess
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,6 +42,11 @@ SAMPLES = Path("/usr/lib/python3/dist-packages/fail2ban/tests/files/logs")
 PACKS = Path(__file__).resolve().parent.parent / "config" / "rules.d"
 NOW = datetime(2005, 8, 14, 10, 0, tzinfo=UTC).timestamp()
 BAR = 0.98
+# sshd: 14 of its 200 default-mode annotations are decided by fail2ban from earlier lines
+# of the same connection (a later "Accepted" turning earlier PAM failures into a failure,
+# "Disconnecting: Too many authentication failures" taking the address of the
+# "Connection from" line). A per-line rule cannot see them; this floor guards the rest.
+OVERALL_BAR = {"sshd": 0.93}
 
 pytestmark = pytest.mark.skipif(
     not SAMPLES.is_dir(), reason="fail2ban is not installed (apt-get install fail2ban)"
@@ -55,6 +60,20 @@ class Filter:
     parser: str  # the parser for plain lines
     default_mode: str = "normal"
     fallback_parser: str | None = None  # a pack parser for lines the main one rejects
+    tag: str = ""  # the rule's fail2ban:TAG when it is not the filter name (a jail's name)
+    mode: str = ""  # the mode the rule stands for, when not the filter's default
+
+    @property
+    def judged_mode(self) -> str:
+        return self.mode or self.default_mode
+
+    @property
+    def rule_tag(self) -> str:
+        return f"fail2ban:{self.tag or self.name}"
+
+    @property
+    def label(self) -> str:
+        return self.tag or self.name
 
 
 FILTERS = [
@@ -62,6 +81,8 @@ FILTERS = [
     Filter("nginx-http-auth", "nginx.yaml", "nginx_error"),
     Filter("apache-auth", "apache.yaml", "apache_error"),
     Filter("postfix", "postfix.yaml", "syslog", default_mode="more"),
+    # fail2ban's postfix-sasl jail is the postfix filter in mode "auth"
+    Filter("postfix", "postfix.yaml", "syslog", "more", mode="auth", tag="postfix-sasl"),
     Filter("dovecot", "dovecot.yaml", "syslog", fallback_parser="dovecot_log"),
     Filter("pam-generic", "sudo.yaml", "syslog"),
 ]
@@ -81,18 +102,25 @@ class Outcome:
     agreed: int = 0
     judged: int = 0
     skipped: int = 0
-    disagreements: list[str] = field(default_factory=list)
+    disagreements: list[tuple[Sample, str]] = field(default_factory=list)
+    contextual: list[str] = field(default_factory=list)  # fail2ban needs other lines too
 
     @property
     def ratio(self) -> float:
         return self.agreed / self.judged if self.judged else 0.0
 
+    @property
+    def per_line_ratio(self) -> float:
+        """Agreement on the lines fail2ban itself decides from the line alone."""
+        judged = self.judged - len(self.contextual)
+        return self.agreed / judged if judged else 0.0
+
 
 # --- reading the annotated samples --------------------------------------------------------
 
 
-def samples(name: str, default_mode: str) -> Iterator[Sample | None]:
-    """Annotated lines that count in the filter's default mode; None for each skipped one."""
+def samples(name: str, default_mode: str, mode: str) -> Iterator[Sample | None]:
+    """Annotated lines that count in ``mode``; None for each skipped one."""
     files = [name]
     seen: set[str] = set()
     while files:
@@ -100,10 +128,12 @@ def samples(name: str, default_mode: str) -> Iterator[Sample | None]:
         if current in seen:
             continue
         seen.add(current)
-        yield from _file_samples(current, default_mode, files)
+        yield from _file_samples(current, default_mode, mode, files)
 
 
-def _file_samples(name: str, default_mode: str, chain: list[str]) -> Iterator[Sample | None]:
+def _file_samples(
+    name: str, default_mode: str, mode: str, chain: list[str]
+) -> Iterator[Sample | None]:
     file_options: dict[str, Any] = {}
     block: list[dict[str, Any]] = [{}]
     expect: dict[str, Any] | None = None
@@ -111,8 +141,8 @@ def _file_samples(name: str, default_mode: str, chain: list[str]) -> Iterator[Sa
     for lineno, text in enumerate(lines, 1):
         annotation = _ANNOTATION.match(text)
         if expect is not None and annotation is None:
-            applies = _default_options(block, default_mode)
-            if applies is None or not _constraint_holds(expect.get("constraint")):
+            applies = _options_for(block, default_mode, mode)
+            if applies is None or not _constraint_holds(expect.get("constraint"), mode):
                 yield None
             else:
                 yield Sample(name, lineno, text, expect, {**file_options, **applies})
@@ -132,21 +162,23 @@ def _file_samples(name: str, default_mode: str, chain: list[str]) -> Iterator[Sa
 _ANNOTATION = re.compile(r"#\s*failJSON:(.*)")
 
 
-def _default_options(block: list[dict[str, Any]], default_mode: str) -> dict[str, Any] | None:
+def _options_for(
+    block: list[dict[str, Any]], default_mode: str, mode: str
+) -> dict[str, Any] | None:
     for options in block:
-        if options.get("mode", default_mode) == default_mode:
+        if options.get("mode", default_mode) == mode:
             return options
     return None
 
 
-def _constraint_holds(constraint: str | None) -> bool:
-    """The constraints fail2ban's samples use, decided for the default mode (no eval)."""
+def _constraint_holds(constraint: str | None, mode: str) -> bool:
+    """The constraints fail2ban's samples use, decided for ``mode`` (no eval)."""
     if constraint is None or constraint.replace(" ", "") == "name=='sshd'":
         return True
     compact = constraint.replace(" ", "").replace('"', "'")
     if compact == "opts.get('mode')!='aggressive'":
-        return True
-    return False  # "== 'aggressive'" and anything unknown: not the default mode
+        return mode != "aggressive"
+    return compact == "opts.get('mode')=='aggressive'" and mode == "aggressive"
 
 
 # --- evaluating ---------------------------------------------------------------------------
@@ -161,8 +193,8 @@ class Evaluator:
         config_path = tmp / "logwatchd.yaml"
         config_path.write_text(_config_text(spec))
         config = load_text(config_path.read_text(), str(config_path), base_dir=str(tmp))
-        self.rules = [rule for rule in config.rules if f"fail2ban:{spec.name}" in rule.tags]
-        assert len(self.rules) == 1, f"exactly one rule in {spec.pack} is fail2ban:{spec.name}"
+        self.rules = [rule for rule in config.rules if spec.rule_tag in rule.tags]
+        assert len(self.rules) == 1, f"exactly one rule in {spec.pack} is {spec.rule_tag}"
         rule = self.rules[0]
         assert rule.match is not None
         self.test = compile_predicate(rule.match, config.lists).test
@@ -227,35 +259,111 @@ def _journal_line(text: str) -> Line:
 def evaluate(spec: Filter, tmp: Path) -> Outcome:
     evaluator = Evaluator(spec, tmp)
     outcome = Outcome()
-    for sample in samples(spec.name, spec.default_mode):
+    for sample in samples(spec.name, spec.default_mode, spec.judged_mode):
         if sample is None:
             outcome.skipped += 1
             continue
         outcome.judged += 1
         matched, ip = evaluator.ip_of_match(sample, spec)
         want = bool(sample.expect.get("match", False))
-        host = next((sample.expect[k] for k in ("host", "ip4", "ip6") if k in sample.expect), None)
+        host = _expected(sample)[1]
         if matched == want and (not want or host is None or str(ip) == host):
             outcome.agreed += 1
         else:
             outcome.disagreements.append(
-                f"{sample.file}:{sample.lineno}: want match={want} host={host}, "
-                f"got match={matched} ip={ip}: {sample.text[:160]}"
+                (
+                    sample,
+                    f"{sample.file}:{sample.lineno}: want match={want} host={host}, "
+                    f"got match={matched} ip={ip}: {sample.text[:160]}",
+                )
             )
+    outcome.contextual = _contextual(spec, outcome.disagreements)
     return outcome
 
 
-@pytest.mark.parametrize("spec", FILTERS, ids=[spec.name for spec in FILTERS])
+# --- lines whose annotation depends on other lines ----------------------------------------
+
+# Runs under the system python, where Debian installs fail2ban; each line gets a fresh
+# fail2ban-regex, so no state carries over from other lines.
+_F2B_PYTHON = "/usr/bin/python3"
+_F2B_DRIVER = """
+import contextlib, io, json, sys
+from fail2ban.client.fail2banregex import Fail2banRegex, get_opt_parser
+job = json.load(sys.stdin)
+rows = []
+for text in job["lines"]:
+    opts, args = get_opt_parser().parse_args(["-o", "row", text, job["filter"]])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        Fail2banRegex(opts).start(args)
+    rows.append(out.getvalue())
+json.dump(rows, sys.stdout)
+"""
+_ROW_IP = re.compile(r"^\['([^']*)',", re.MULTILINE)
+
+
+def _contextual(spec: Filter, disagreements: list[tuple[Sample, str]]) -> list[str]:
+    """Disagreements on lines that fail2ban's own filter, given that line alone, also gets
+    "wrong": their annotation comes from fail2ban's multi-line state (sshd's connection
+    tracking by pid), which no per-line rule can reproduce."""
+    if not disagreements:
+        return []
+    verdicts = _fail2ban_alone(spec, [sample for sample, _ in disagreements])
+    if verdicts is None:
+        return []
+    return [
+        text
+        for (sample, text), verdict in zip(disagreements, verdicts, strict=True)
+        if verdict != _expected(sample)
+    ]
+
+
+def _expected(sample: Sample) -> tuple[bool, str | None]:
+    want = bool(sample.expect.get("match", False))
+    host = next((sample.expect[k] for k in ("host", "ip4", "ip6") if k in sample.expect), None)
+    return (want, host if want else None)
+
+
+def _fail2ban_alone(spec: Filter, batch: list[Sample]) -> list[tuple[bool, str | None]] | None:
+    """fail2ban's verdict on each line by itself: (matched, host), None if it cannot run."""
+    lines = [
+        # fail2ban-regex reads files, not the journal: give journal lines a syslog stamp
+        "Aug 14 10:00:00 " + s.text if s.options.get("logtype") == "journal" else s.text
+        for s in batch
+    ]
+    try:
+        done = subprocess.run(
+            [_F2B_PYTHON, "-c", _F2B_DRIVER],
+            input=json.dumps({"filter": f"{spec.name}[mode={spec.judged_mode}]", "lines": lines}),
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        rows = json.loads(done.stdout) if done.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return None
+    if not isinstance(rows, list) or len(rows) != len(batch):
+        return None
+    verdicts: list[tuple[bool, str | None]] = []
+    for sample, row in zip(batch, rows, strict=True):
+        found = _ROW_IP.search(str(row))
+        if found is None:
+            verdicts.append((False, None))
+        else:
+            verdicts.append((True, found.group(1) if _expected(sample)[1] else None))
+    return verdicts
+
+
+@pytest.mark.parametrize("spec", FILTERS, ids=[spec.label for spec in FILTERS])
 def test_pack_agrees_with_fail2ban_samples(spec: Filter, tmp_path: Path) -> None:
     outcome = evaluate(spec, tmp_path)
     report = (
-        f"fail2ban:{spec.name}: {outcome.agreed}/{outcome.judged} = {outcome.ratio:.1%} "
-        f"({outcome.skipped} annotated lines of non-default modes skipped)"
+        f"{spec.rule_tag}: {outcome.agreed}/{outcome.judged} = {outcome.ratio:.1%} "
+        f"({outcome.skipped} annotated lines of other modes skipped)"
     )
     print(report)
-    for line in outcome.disagreements:
-        print("  ", line)
-    if os.environ.get("LOGWATCHD_ACCURACY_VERBOSE"):
-        print("\n".join(outcome.disagreements))
+    for _, line in outcome.disagreements:
+        mark = "(multi-line in fail2ban) " if line in outcome.contextual else ""
+        print("  ", mark + line)
+    details = report + "\n" + "\n".join(line for _, line in outcome.disagreements)
     assert outcome.judged > 0
-    assert outcome.ratio >= BAR, report + "\n" + "\n".join(outcome.disagreements)
+    assert outcome.per_line_ratio >= BAR, details
+    assert outcome.ratio >= OVERALL_BAR.get(spec.name, BAR), details
