@@ -42,8 +42,9 @@ def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return make_certificate(tmp_path_factory.mktemp("tls"))
 
 
-def handler(port: int, **smtp: Any) -> Any:
+def handler(port: int, cc: tuple[str, ...] = (), **smtp: Any) -> Any:
     settings: dict[str, Any] = {
+        "cc": cc,
         "smtp": {"host": "127.0.0.1", "port": port, "tls": "none", **smtp},
         "from": "logwatchd@example.com",
         "to": TO,
@@ -93,6 +94,15 @@ def test_hostile_fields_add_no_recipient_and_no_header() -> None:
     bodies = [got.message.get_content() for got in received]
     assert "$(touch /tmp/x)" in bodies[0]
     assert big in bodies[-1].replace("\n", "")
+
+
+def test_cc_recipients_are_in_the_envelope_and_header() -> None:
+    box = Mailbox()
+    with smtp_server(box) as port:
+        handler(port, cc=("audit@example.com",)).send([make_alert(8)])
+    [got] = box.snapshot()
+    assert got.rcpt_tos == [*TO, "audit@example.com"]
+    assert got.message["Cc"] == "audit@example.com"
 
 
 def test_digest_lists_every_alert_in_one_mail() -> None:

@@ -52,6 +52,7 @@ class EmailHandler:
         self._smtp: dict[str, Any] = dict(settings.get("smtp") or {})
         self._from = str(settings.get("from") or f"logwatchd@{host.fqdn}")
         self._to = [str(addr) for addr in settings.get("to") or ()]
+        self._cc = [str(addr) for addr in settings.get("cc") or ()]
         if not self._to:
             raise ConfigError(
                 "email handler needs at least one recipient in 'to'",
@@ -80,6 +81,8 @@ class EmailHandler:
         msg = EmailMessage()
         msg["From"] = self._from
         msg["To"] = ", ".join(self._to)
+        if self._cc:
+            msg["Cc"] = ", ".join(self._cc)
         msg["Date"] = formatdate(localtime=True)
         msg["Message-ID"] = message_id(alerts, self.name)
         msg["X-Logwatchd-Alert-Ids"] = clean_header(" ".join(a["id"] for a in alerts[:20]))
@@ -110,14 +113,18 @@ class EmailHandler:
 
     def preview(self, alerts: list[dict[str, Any]]) -> dict[str, Any]:
         msg = self.message(alerts)
-        return {"to": self._to, "subject": msg["Subject"], "message_id": msg["Message-ID"]}
+        return {
+            "to": self._to + self._cc,
+            "subject": msg["Subject"],
+            "message_id": msg["Message-ID"],
+        }
 
     def send(self, alerts: list[dict[str, Any]]) -> None:
         msg = self.message(alerts)
         try:
             with self._connect() as smtp:
                 self._login(smtp)
-                refused = smtp.send_message(msg, from_addr=self._from, to_addrs=self._to)
+                refused = smtp.send_message(msg, from_addr=self._from, to_addrs=self._to + self._cc)
         except smtplib.SMTPAuthenticationError as exc:
             # a wrong or rotated password gets fixed by an admin: keep the alert meanwhile
             raise DeliveryError(f"SMTP authentication failed ({exc.smtp_code})") from None
