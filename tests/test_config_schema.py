@@ -216,7 +216,8 @@ def test_source_types_and_their_keys(tmp_path: Path) -> None:
 version: 1
 sources:
   - {id: app, type: file, paths: 'logs/*.log', parser: syslog, start_at: beginning}
-  - {id: auth, type: journald, match: [_SYSTEMD_UNIT=ssh.service], directory: journal}
+  - {id: auth, type: journald, match: [_SYSTEMD_UNIT=ssh.service], directory: journal,
+     start_at: beginning}
   - {id: pipe, type: stdin, parser: json}
 """
     app, auth, pipe = config(tmp_path, base=base).sources
@@ -224,6 +225,7 @@ sources:
     assert app.start_at == "beginning"
     assert (auth.parser, auth.match) == ("journald", ("_SYSTEMD_UNIT=ssh.service",))
     assert auth.journal_directory == str(tmp_path / "journal")
+    assert auth.start_at == "beginning"
     assert (pipe.type, pipe.parser) == ("stdin", "json")
 
 

@@ -65,7 +65,7 @@ DAEMON_KEYS = (
 )
 SOURCE_KEYS = {
     "file": ("id", "type", "parser", "paths", "start_at"),
-    "journald": ("id", "type", "parser", "match", "directory", "files"),
+    "journald": ("id", "type", "parser", "match", "directory", "files", "start_at"),
     "stdin": ("id", "type", "parser"),
 }
 PARSER_KEYS = ("regex", "time_format", "types")
@@ -290,12 +290,11 @@ def _source(node: Node, known_parsers: frozenset[str] | set[str]) -> SourceConfi
     parser = _source_parser(entries, kind, known_parsers)
     values: dict[str, object] = {}
     if kind == "file":
-        paths_node = entries.need("paths")
-        values["paths"] = tuple(_resolved(paths_node))
-        if (item := entries.get("start_at")) is not None:
-            values["start_at"] = nodes.choice(item, ("end", "beginning"))
+        values["paths"] = tuple(_resolved(entries.need("paths")))
     elif kind == "journald":
         values.update(_journald(entries))
+    if (item := entries.get("start_at")) is not None:
+        values["start_at"] = nodes.choice(item, ("end", "beginning"))
     return SourceConfig(source_id, kind, parser, mark=node.mark, **values)  # type: ignore[arg-type]
 
 
