@@ -3,9 +3,18 @@
 fail2ban ships, for each filter, sample log lines each preceded by ``# failJSON: {...}``:
 ``match`` (default false) and, for a match, the ``host`` it must report. For each pack rule
 tagged ``fail2ban:FILTER`` we replay the annotated lines through the real config loader,
-the real parser and the real rule engine, and count a line as agreeing when the rule's
-per-line match (before any threshold) is the same as the annotation and, for a match, the
-rule's ``ip`` field equals ``host``. The bar is 98% per filter.
+the real parsers, the engine's literal prefilter and the real rule engine, and count a line
+as agreeing when the rule's per-line match (before any threshold) is the same as the
+annotation and, for a match, the rule's ``ip`` field equals ``host``. The bar is 98%.
+
+Some annotations are decided by fail2ban from other lines (sshd's per-connection state: a
+later "Accepted" turns earlier failures into one, "Disconnecting: Too many authentication
+failures" takes the address of the connection's earlier line). Such a line is recognised,
+objectively, by running fail2ban's own filter on that line alone (the system python has
+it): when fail2ban alone disagrees with its own annotation, the line is multi-line. Two
+figures are checked: agreement on the lines fail2ban decides per line (98% for every
+filter), and on all annotated lines (98%, except sshd, whose 14 multi-line annotations of
+200 cap any per-line rule at 93%).
 
 Which lines count: fail2ban filters have modes. A ``# filterOptions:`` block counts when one
 of its option sets is the filter's default (no ``mode``, or the default mode); lines in
@@ -33,10 +42,11 @@ from typing import Any
 
 import pytest
 
+from logwatchd.clock import ManualClock
 from logwatchd.config import load_text
 from logwatchd.events import Event, Line
 from logwatchd.parsers import build_parser
-from logwatchd.rules.predicates import compile_predicate
+from logwatchd.rules import Engine, Match
 
 SAMPLES = Path("/usr/lib/python3/dist-packages/fail2ban/tests/files/logs")
 PACKS = Path(__file__).resolve().parent.parent / "config" / "rules.d"
@@ -187,17 +197,15 @@ _JOURNAL_LINE = re.compile(r"(?P<host>\S+) (?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\
 
 
 class Evaluator:
-    """The pack loaded by the real loader; rules as the engine compiles them."""
+    """The pack as the daemon runs it: real loader, parsers, prefilter and rule engine."""
 
     def __init__(self, spec: Filter, tmp: Path) -> None:
         config_path = tmp / "logwatchd.yaml"
         config_path.write_text(_config_text(spec))
         config = load_text(config_path.read_text(), str(config_path), base_dir=str(tmp))
-        self.rules = [rule for rule in config.rules if spec.rule_tag in rule.tags]
-        assert len(self.rules) == 1, f"exactly one rule in {spec.pack} is {spec.rule_tag}"
-        rule = self.rules[0]
-        assert rule.match is not None
-        self.test = compile_predicate(rule.match, config.lists).test
+        tagged = [rule.id for rule in config.rules if spec.rule_tag in rule.tags]
+        assert len(tagged) == 1, f"exactly one rule in {spec.pack} is {spec.rule_tag}"
+        self.rule_id = tagged[0]
         self.parsers = {
             name: build_parser(name, config.parsers, timezone="CET")
             for name in {spec.parser, "syslog", "rfc5424", "journald"}
@@ -207,30 +215,44 @@ class Evaluator:
             if spec.fallback_parser
             else None
         )
+        # one source per parser, so the prefilter knows which fields are verbatim
+        verbatim = {name: parser.verbatim_fields for name, parser in self.parsers.items()}
+        if self.fallback is not None:
+            verbatim["fallback"] = self.fallback.verbatim_fields
+        self.engine = Engine(
+            config.rules, config.lists, host="test", max_keys_per_rule=1000,
+            clock=ManualClock(NOW), verbatim_fields=verbatim,
+        )  # fmt: skip
 
     def ip_of_match(self, sample: Sample, spec: Filter) -> tuple[bool, Any]:
-        fields = self.parse(sample, spec)
-        if fields is None:
+        source, line, fields = self.parse(sample, spec)
+        if fields is None or not self.engine.wants(source, line.raw):
             return False, None
-        extracted: dict[str, Any] = {}
-        if not self.test(fields, extracted):
-            return False, None
-        event = Event(Line("s", fields["raw"], NOW, ""), {**fields, **extracted}, NOW)
-        return True, event.fields.get("ip")
+        line.source = source
+        stamp = fields.get("timestamp")
+        event = Event(line, fields, stamp.timestamp() if stamp is not None else NOW)
+        matches: list[Match] = []
+        self.engine.process(event, matches)
+        for match in matches:
+            if match.rule == self.rule_id:
+                return True, match.fields.get("ip")
+        return False, None
 
-    def parse(self, sample: Sample, spec: Filter) -> dict[str, Any] | None:
+    def parse(self, sample: Sample, spec: Filter) -> tuple[str, Line, dict[str, Any] | None]:
+        """(source id, line, fields): the parser a source of that log would have."""
         logtype = sample.options.get("logtype")
         if logtype == "journal":
-            return self.parsers["journald"].parse(_journal_line(sample.text))
-        line = Line("s", sample.text, NOW, f"{sample.file}:{sample.lineno}")
+            line = _journal_line(sample.text)
+            return "journald", line, self.parsers["journald"].parse(line)
+        line = Line("s", sample.text, NOW, f"{sample.file}:{sample.lineno}", lineno=sample.lineno)
         if logtype == "rfc5424":
-            return self.parsers["rfc5424"].parse(line)
+            return "rfc5424", line, self.parsers["rfc5424"].parse(line)
         if sample.options.get("logging") == "syslog":
-            return self.parsers["syslog"].parse(line)
+            return "syslog", line, self.parsers["syslog"].parse(line)
         fields = self.parsers[spec.parser].parse(line)
         if fields is None and self.fallback is not None:
-            fields = self.fallback.parse(line)
-        return fields
+            return "fallback", line, self.fallback.parse(line)
+        return spec.parser, line, fields
 
 
 def _config_text(spec: Filter) -> str:
