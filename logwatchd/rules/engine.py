@@ -130,7 +130,10 @@ class CompiledRule:
             if text is None:
                 if value is None or isinstance(value, bool):
                     return None
-                text = str(value)
+                try:
+                    text = str(value)
+                except ValueError:  # holds an int too long to print
+                    return None
             values.append(text)
         return tuple(values)
 

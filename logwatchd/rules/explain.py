@@ -189,12 +189,15 @@ def _expected(value: Any) -> str:
 
 
 def _show(value: Any) -> str:
-    if value is None:
-        text = "null"
-    elif isinstance(value, bool | int | float | str):
-        text = repr(value)
-    else:
-        text = repr(str(value))
+    try:
+        if value is None:
+            text = "null"
+        elif isinstance(value, bool | int | float | str):
+            text = repr(value)
+        else:
+            text = repr(str(value))
+    except ValueError:  # an int too long to print
+        text = "(unprintable)"
     if len(text) > SHOWN_CHARS:
         text = text[: SHOWN_CHARS - 1] + "\u2026"
     return text

@@ -163,7 +163,10 @@ def as_text(value: Any) -> str | None:
     if isinstance(value, bool) or value is None or value is MISSING:
         return None
     if isinstance(value, int | float | ipaddress.IPv4Address | ipaddress.IPv6Address):
-        return str(value)
+        try:
+            return str(value)
+        except ValueError:  # an int past sys.get_int_max_str_digits()
+            return None
     return None
 
 

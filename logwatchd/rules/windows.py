@@ -190,7 +190,16 @@ class KeyState:
             data["c"] = self.until
         if self.suppressed:
             data["x"] = self.suppressed
-        return json.dumps(data, **_COMPACT)  # type: ignore[arg-type]
+        try:
+            return json.dumps(data, **_COMPACT)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            # a field value JSON cannot hold (an int too long to print): keep the strings only
+            for partial in self.partials.values():
+                if partial.last is not None:
+                    fields = partial.last.fields
+                    partial.last.fields = {k: v for k, v in fields.items() if isinstance(v, str)}
+            data["p"] = {str(level): p.dump() for level, p in self.partials.items()}
+            return json.dumps(data, **_COMPACT)  # type: ignore[arg-type]
 
     @classmethod
     def load(cls, text: str) -> KeyState:
