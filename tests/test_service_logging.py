@@ -115,6 +115,16 @@ def test_event_keys_become_fields_and_message_is_readable(journald: FakeJournald
     assert fields["CODE_FILE"].endswith(b"test_service_logging.py")
 
 
+def test_a_group_key_reads_as_dotted_pairs_and_stays_json_in_its_field(
+    journald: FakeJournald,
+) -> None:
+    log = journal_logger(journald)
+    log.info("alert", rule="r", key={"ip": "203.0.113.9", "user": "root admin"})
+    fields = journald.receive()
+    assert fields["MESSAGE"] == b'alert rule=r key.ip=203.0.113.9 key.user="root admin"'
+    assert json.loads(fields["KEY"]) == {"ip": "203.0.113.9", "user": "root admin"}
+
+
 def test_explicit_priority_overrides_the_level(journald: FakeJournald) -> None:
     log = journal_logger(journald)
     severity_priority = service_logging.SEVERITY_PRIORITY["critical"]

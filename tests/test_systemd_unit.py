@@ -107,3 +107,16 @@ def test_scripts_parse_as_posix_shell() -> None:
             ["sh", "-n", str(SYSTEMD_DIR / script)], capture_output=True, text=True, check=False
         )
         assert done.returncode == 0, done.stderr
+
+
+def test_the_ban_drop_in_is_valid_and_keeps_the_bar(tmp_path: Path) -> None:
+    unit = unit_with_existing_binary(tmp_path)
+    drop_ins = tmp_path / "logwatchd.service.d"
+    drop_ins.mkdir()
+    (drop_ins / "ban.conf").write_text((SYSTEMD_DIR / "ban-drop-in.conf.example").read_text())
+    done = analyze("verify", "--man=no", str(unit))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    report = analyze("security", "--offline=true", "--no-pager", str(unit)).stdout
+    assert re.search(r"✗ CapabilityBoundingSet=~CAP_NET_ADMIN", report), "the drop-in was read"
+    assert exposure(unit) <= MAX_EXPOSURE

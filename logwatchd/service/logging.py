@@ -129,7 +129,12 @@ def _quoted(value: Any, limit: int | None = None) -> str:
 
 def _summary(event: Mapping[str, Any], limit: int | None) -> str:
     parts = [str(event.get("event", ""))]
-    parts += [f"{key}={_quoted(value, limit)}" for key, value in _user_items(event)]
+    for key, value in _user_items(event):
+        if isinstance(value, dict) and value:
+            # key.ip=203.0.113.9 reads better than a JSON object inside quotes.
+            parts += [f"{key}.{sub}={_quoted(item, limit)}" for sub, item in value.items()]
+        else:
+            parts.append(f"{key}={_quoted(value, limit)}")
     return " ".join(part for part in parts if part)
 
 
