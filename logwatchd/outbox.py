@@ -69,8 +69,13 @@ class Dispatcher:
             )
             for name, handler in handlers.items()
         ]
+
+    def start(self) -> Dispatcher:
+        """Start the workers (separate from construction: a reload builds before it swaps)."""
         for worker in self._workers:
-            worker.start()
+            if not worker.is_alive() and worker.ident is None:
+                worker.start()
+        return self
 
     def notify(self) -> None:
         """New outbox rows were committed: wake every worker."""
@@ -88,6 +93,8 @@ class Dispatcher:
         deadline = time.monotonic() + timeout
         clean = True
         for worker in self._workers:
+            if worker.ident is None:
+                continue  # never started
             worker.join(max(0.0, deadline - time.monotonic()))
             if worker.is_alive():
                 clean = False

@@ -134,7 +134,9 @@ def test_five_500s_then_200_delivers_once_through_the_outbox(tmp_path: Path) -> 
     with WebhookServer([500] * 5) as server:
         cfg = config(server.url)
         hook = build_handler(cfg, templates=Templates(), host=HOST)
-        dispatcher = Dispatcher(db, {"hook": hook}, {"hook": cfg}, SystemClock(), poll_interval=0.1)
+        dispatcher = Dispatcher(
+            db, {"hook": hook}, {"hook": cfg}, SystemClock(), poll_interval=0.1
+        ).start()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and dispatcher.stats()["hook"].sent == 0:
             time.sleep(0.05)

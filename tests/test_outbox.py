@@ -71,7 +71,10 @@ def mail_config(port: int, **kwargs: Any) -> HandlerConfig:
 def start(db: str, cfg: HandlerConfig, clock: Any = None, **kwargs: Any) -> Dispatcher:
     handler = build_handler(cfg, templates=Templates(), host=HOST)
     clock = clock or SystemClock()
-    return Dispatcher(db, {cfg.name: handler}, {cfg.name: cfg}, clock, poll_interval=0.05, **kwargs)
+    dispatcher = Dispatcher(
+        db, {cfg.name: handler}, {cfg.name: cfg}, clock, poll_interval=0.05, **kwargs
+    )
+    return dispatcher.start()
 
 
 class Recording:
@@ -110,7 +113,7 @@ def run_recording(
 ) -> Dispatcher:
     handlers: dict[str, Any] = {handler.name: handler}
     clock = clock or SystemClock()
-    return Dispatcher(db, handlers, {handler.name: cfg}, clock, poll_interval=0.05, **kw)
+    return Dispatcher(db, handlers, {handler.name: cfg}, clock, poll_interval=0.05, **kw).start()
 
 
 # --- durability ---------------------------------------------------------------------------
@@ -272,9 +275,8 @@ def test_slow_handler_does_not_hold_up_another(tmp_path: Path) -> None:
     slow = Recording("slow", fail=blocking)
     fast = Recording("fast")
     configs = {n: HandlerConfig(name=n, type="log") for n in ("slow", "fast")}
-    dispatcher = Dispatcher(
-        db, {"slow": slow, "fast": fast}, configs, SystemClock(), poll_interval=0.05
-    )
+    handlers: dict[str, Any] = {"slow": slow, "fast": fast}
+    dispatcher = Dispatcher(db, handlers, configs, SystemClock(), poll_interval=0.05).start()
     queue(db, make_alerts(2, ("slow", "fast")))
     dispatcher.notify()
     wait_for(lambda: len(fast.delivered()) == 2)
@@ -346,3 +348,17 @@ def test_concurrency_lets_sends_of_one_handler_overlap(tmp_path: Path) -> None:
     wait_for(lambda: dispatcher.status()["outbox"]["rec"]["done"] == 3)
     dispatcher.stop(5)
     assert in_flight[1] == 3
+
+
+def test_nothing_is_sent_before_start(tmp_path: Path) -> None:
+    db = str(tmp_path / "state.db")
+    queue(db, make_alerts(1, ("rec",)))
+    handler = Recording("rec")
+    cfg = HandlerConfig(name="rec", type="log")
+    dispatcher = Dispatcher(db, {"rec": handler}, {"rec": cfg}, SystemClock(), poll_interval=0.05)
+    dispatcher.notify()
+    time.sleep(0.2)
+    assert handler.sends == []
+    dispatcher.start()
+    wait_for(lambda: len(handler.delivered()) == 1)
+    assert dispatcher.stop(5) is True
