@@ -225,3 +225,26 @@ def test_logwatchd_lives_and_dies_well_under_systemd(container: nspawn.Container
     assert final["Result"] == "success", final
     assert final["ExecMainStatus"] == "0", final
     wait_for_entry(box, lambda e: e["MESSAGE"].startswith("stopped"), "stopped")
+
+
+def test_reinstall_keeps_the_config_and_uninstall_reverses(container: nspawn.Container) -> None:
+    box = container
+    box.write_file(CONFIG, config_text("critical"))
+    box.write_file(APP_LOG, "")
+
+    # The default path checks the config, then enables and starts the service.
+    done = box.run("/mnt/src/systemd/install.sh", "--wheels", "/mnt/wheels", timeout=300)
+    assert f"keeping existing {CONFIG}" in done.stdout
+    assert box.read_file(CONFIG) == config_text("critical")
+    assert service(box, "ActiveState")["ActiveState"] == "active"
+
+    done = box.run("/mnt/src/systemd/uninstall.sh")
+    assert service(box, "LoadState")["LoadState"] == "not-found"
+    assert box.run("test", "-e", "/opt/logwatchd", check=False).returncode != 0
+    assert box.read_file(CONFIG) == config_text("critical")
+    assert box.run("test", "-d", "/var/lib/logwatchd", check=False).returncode == 0
+
+    box.run("/mnt/src/systemd/uninstall.sh", "--purge")
+    for path in ("/etc/logwatchd", "/var/lib/logwatchd", "/var/log/logwatchd"):
+        assert box.run("test", "-e", path, check=False).returncode != 0, path
+    assert box.run("id", "logwatchd", check=False).returncode != 0
