@@ -174,6 +174,14 @@ def test_a_relative_config_path_still_gives_absolute_paths(
     assert cfg.path == "logwatchd.yaml"
 
 
+def test_a_relative_base_dir_is_made_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = load_text(MAIN, "demo.yaml", base_dir="work")
+    assert cfg.source("app").paths == (str(tmp_path / "work/logs/app.log"),)
+
+
 def test_load_text_includes_relative_to_base_dir(tmp_path: Path) -> None:
     write(tmp_path / "rules.d/ssh.yaml", PACK_SSH)
     cfg = load_text(MAIN, "demo.yaml", base_dir=str(tmp_path))

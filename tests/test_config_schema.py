@@ -607,6 +607,24 @@ def test_command_argv_is_checked(tmp_path: Path, argv: str, message: str) -> Non
     assert error(tmp_path, extra).startswith(message)
 
 
+def test_nul_characters_never_reach_an_argument_or_a_path(tmp_path: Path) -> None:
+    extra = 'handlers:\n  ban:\n    type: command\n    argv: [/bin/echo, "a\\0b"]\n'
+    assert error(tmp_path, extra) == (
+        "c.yaml:10: handlers.ban.argv[1]: must not contain a NUL character"
+    )
+    extra = 'handlers:\n  out: {type: file, path: "a\\0b"}\n'
+    assert error(tmp_path, extra) == (
+        "c.yaml:8: handlers.out.path: must not contain a NUL character"
+    )
+
+
+def test_batch_only_where_a_digest_makes_sense(tmp_path: Path) -> None:
+    extra = "handlers:\n  out: {type: file, path: a, batch: {window: 1m}}\n"
+    assert error(tmp_path, extra) == (
+        "c.yaml:8: handlers.out.batch: batch applies to email and webhook handlers only"
+    )
+
+
 def test_webhook_handler_settings(tmp_path: Path) -> None:
     extra = """\
     handlers:

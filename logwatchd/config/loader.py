@@ -63,6 +63,7 @@ def read_file(path: str, mark: Mark | None = None, key: str = "") -> str:
 
 
 def _with_includes(text: str, name: str, include_dir: str, base_dir: str | None) -> list[Layer]:
+    base_dir = os.path.abspath(base_dir) if base_dir else None
     main = Layer(name, parse_yaml(text, name, base_dir or _absdir(name)))
     layers = [main]
     seen = {os.path.realpath(name)}

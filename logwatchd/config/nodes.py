@@ -147,6 +147,8 @@ def string(node: Node, *, empty_ok: bool = False) -> str:
         raise wrong_type(node, "a string")
     if not empty_ok and not node.value.strip():
         raise node.error("must not be empty")
+    if "\0" in node.value:
+        raise node.error("must not contain a NUL character")
     return node.value
 
 
@@ -216,8 +218,6 @@ def duration(node: Node, *, positive: bool = False) -> float:
 def path(node: Node) -> str:
     """A file path; a relative one resolves against the node's base directory."""
     text = string(node)
-    if "\0" in text:
-        raise node.error("a path cannot contain a NUL byte")
     return os.path.normpath(os.path.join(node.base_dir, text))
 
 

@@ -77,7 +77,7 @@ def rule(node: Node, context: RuleContext) -> RuleConfig:
     if (item := entries.get("sources")) is not None:
         values["sources"] = _names(item, context.sources, "source")
     if (item := entries.get("group_by")) is not None:
-        values["group_by"] = tuple(nodes.strings(item))
+        values["group_by"] = tuple(nodes.strings(item, empty_ok=True))
     if (item := entries.get("threshold")) is not None:
         if "sequence" in entries:
             raise item.error("a sequence rule cannot also have a threshold")
