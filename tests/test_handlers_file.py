@@ -75,3 +75,30 @@ def test_relative_path_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as caught:
         file_handler("alerts.jsonl")
     assert caught.value.key == "handlers.alerts-file.path"
+
+
+# --- the log handler: the other local sink (its tests live here, next to the file's) -------
+
+
+@pytest.mark.parametrize(
+    ("severity", "level", "priority"),
+    [("critical", "critical", 2), ("high", "error", 3), ("medium", "warning", 4),
+     ("low", "info", 5), ("info", "info", 6)],
+)  # fmt: skip
+def test_log_handler_writes_alert_with_priority(severity: str, level: str, priority: int) -> None:
+    from structlog.testing import capture_logs
+
+    cfg = HandlerConfig(name="log", type="log")
+    handler = build_handler(cfg, templates=Templates(), host=HOST)
+    alert = make_alert(1, severity=severity)
+    with capture_logs() as logs:
+        handler.send([alert, make_alert(2, severity=severity)])
+    assert len(logs) == 2
+    entry = logs[0]
+    assert entry["event"] == "alert"
+    assert entry["log_level"] == level
+    assert entry["priority"] == priority
+    assert entry["rule"] == "ssh-bruteforce"
+    assert entry["key"] == {"ip": "203.0.113.1"}
+    assert entry["count"] == 5
+    assert entry["source"] == "auth"
