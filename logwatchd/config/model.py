@@ -200,8 +200,10 @@ class BatchConfig:
 class HandlerConfig:
     """A declared handler. ``settings`` holds the type-specific keys, validated and typed:
 
-    - email: smtp (dict: host, port, tls, username, password_file, timeout), from (str),
-      to (tuple[str]), subject (template str), body (template str), body_file (str|None)
+    - email: smtp (dict: host, port, tls, username, password_file, timeout, credential
+      (name under $CREDENTIALS_DIRECTORY, default the handler name), ca_file (str|None),
+      verify (bool, default True)), from (str), to (tuple[str]), cc (tuple[str]),
+      subject (template str), body (template str), body_file (str|None)
     - command: argv (tuple[str] of templates, argv[0] absolute), stdin ("none"|"json"),
       concurrency (int), env (dict[str,str] static extras)
     - webhook: url, method, headers (dict[str, template str]), headers_files (dict[str, path]),
