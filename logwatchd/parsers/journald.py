@@ -10,11 +10,12 @@ a field logged several times (a list of values) keeps its first value; other non
 values (journalctl's null for values over 4 KiB without ``-a``) are left out.
 
 ``verbatim_fields`` is ``message`` and ``raw``: the journal source puts MESSAGE in
-``line.raw``. For ``journalctl -o json`` text (no ``line.fields``), ``raw`` is the JSON
-line and MESSAGE appears in it JSON-encoded: every character of the message is unchanged
-except a quote, a backslash and control characters (and non-ASCII ones if the producer used
-``\\uXXXX``; journalctl does not). So a prefilter literal free of those characters is in
-``raw`` whenever it is in ``message``; rule packs keep their literals so.
+``line.raw``. JSON text (``journalctl -o json`` replayed by ``test`` or read from stdin) is
+also accepted when ``line.fields`` is None, but there MESSAGE is JSON-encoded inside
+``raw`` (quotes and backslashes escaped, non-UTF-8 bytes as a list of numbers), so a
+literal prefilter run on that raw text could wrongly skip the line. Whoever feeds such text
+should first turn each line into a record line with ``record_line`` (as the journal source
+does), then prefilter and parse that.
 """
 
 from __future__ import annotations
@@ -29,6 +30,31 @@ from logwatchd.parsers.base import Fields
 _MAX_JSON_CHARS = 1 << 20
 
 
+def record_line(line: Line) -> Line | None:
+    """A ``journalctl -o json`` text line as the journal source would deliver it:
+    ``fields`` = the record, ``raw`` = MESSAGE. None when the text is not such a record."""
+    record = _json_record(line.raw)
+    if record is None:
+        return None
+    message = _text(record.get("MESSAGE"))
+    if message is None:
+        return None
+    return Line(
+        source=line.source, raw=message, read_time=line.read_time, origin=line.origin,
+        path=line.path, lineno=line.lineno, truncated=line.truncated, fields=record,
+    )  # fmt: skip
+
+
+def _json_record(text: str) -> dict[str, Any] | None:
+    if not text.startswith("{") or len(text) > _MAX_JSON_CHARS:
+        return None
+    try:
+        record = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 class JournaldParser:
     name = "journald"
     verbatim_fields = frozenset({"message", "raw"})
@@ -39,25 +65,20 @@ class JournaldParser:
             return self._from_json(line)
         if not isinstance(record, dict):
             return None
-        return _fields(record, line.raw)
+        # raw is the source's MESSAGE (cut to max_line_bytes when long): the message must be
+        # exactly that text for the prefilter's sake
+        return _fields(record, line.raw, line.raw)
 
     def _from_json(self, line: Line) -> Fields | None:
-        raw = line.raw
-        if not raw.startswith("{") or len(raw) > _MAX_JSON_CHARS:
-            return None
-        try:
-            record = json.loads(raw)
-        except (ValueError, RecursionError):
-            return None
-        if not isinstance(record, dict):
-            return None
-        return _fields(record, raw)
+        record = _json_record(line.raw)
+        return None if record is None else _fields(record, line.raw, None)
 
 
-def _fields(record: dict[str, Any], raw: str) -> Fields | None:
-    message = _text(record.get("MESSAGE"))
+def _fields(record: dict[str, Any], raw: str, message: str | None) -> Fields | None:
     if message is None:
-        return None
+        message = _text(record.get("MESSAGE"))
+        if message is None:
+            return None
     fields: Fields = {}
     for key, value in record.items():
         text = _text(value)
