@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import zoneinfo
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from logwatchd.config import nodes
 from logwatchd.config.loader import Layer
@@ -23,7 +23,7 @@ from logwatchd.config.model import (
 )
 from logwatchd.config.nodes import Node
 from logwatchd.config.schema_handlers import handlers_section
-from logwatchd.config.schema_rules import RuleContext, rules_section
+from logwatchd.config.schema_rules import RuleContext, names, rules_section
 
 ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
 FALLBACK_BUILTIN_PARSERS = frozenset(
@@ -342,20 +342,10 @@ def _journald(entries: nodes.Mapping) -> dict[str, object]:
 # --- defaults -----------------------------------------------------------------------------
 
 
-def _default_handlers(node: Node | None, handlers: dict[str, object]) -> tuple[str, ...]:
+def _default_handlers(node: Node | None, handlers: Collection[str]) -> tuple[str, ...]:
     if node is None:
         return ("log",)
-    entries = nodes.mapping(node, ("handlers",))
-    item = entries.get("handlers")
+    item = nodes.mapping(node, ("handlers",)).get("handlers")
     if item is None:
         return ("log",)
-    names = nodes.strings(item)
-    name_nodes = item.value if isinstance(item.value, list) else [item]
-    for name, name_node in zip(names, name_nodes, strict=True):
-        if name not in handlers:
-            raise name_node.error(unknown_handler_message(name, handlers))
-    return tuple(names)
-
-
-def unknown_handler_message(name: str, handlers: Iterable[str]) -> str:
-    return f"unknown handler '{name}'; declared: {', '.join(sorted(handlers))}"
+    return names(item, handlers, "handler")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Collection
 from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass
 from typing import Any
@@ -75,7 +76,7 @@ def rule(node: Node, context: RuleContext) -> RuleConfig:
     values: dict[str, Any] = {"mark": node.mark}
     values["match"] = _match_or_sequence(entries, values, context)
     if (item := entries.get("sources")) is not None:
-        values["sources"] = _names(item, context.sources, "source")
+        values["sources"] = names(item, context.sources, "source")
     if (item := entries.get("group_by")) is not None:
         values["group_by"] = tuple(nodes.strings(item, empty_ok=True))
     if (item := entries.get("threshold")) is not None:
@@ -109,14 +110,15 @@ def _match_or_sequence(
     return predicate(match, context.lists)
 
 
-def _names(node: Node, known: set[str], what: str) -> tuple[str, ...]:
-    names = nodes.strings(node)
+def names(node: Node, known: Collection[str], what: str) -> tuple[str, ...]:
+    """A name or list of names, each one of ``known``."""
+    given = nodes.strings(node)
     name_nodes = node.value if isinstance(node.value, list) else [node]
-    for name, name_node in zip(names, name_nodes, strict=True):
+    for name, name_node in zip(given, name_nodes, strict=True):
         if name not in known:
             listed = ", ".join(sorted(known)) or "none"
             raise name_node.error(f"unknown {what} '{name}'; declared: {listed}")
-    return tuple(names)
+    return tuple(given)
 
 
 def _rule_handlers(node: Node | None, context: RuleContext) -> tuple[str, ...]:
@@ -124,7 +126,7 @@ def _rule_handlers(node: Node | None, context: RuleContext) -> tuple[str, ...]:
         return context.default_handlers
     if isinstance(node.value, list) and not node.value:
         raise node.error("must not be empty (leave 'handlers' out to use defaults.handlers)")
-    return _names(node, context.handlers, "handler")
+    return names(node, context.handlers, "handler")
 
 
 def _threshold(node: Node) -> Threshold:
