@@ -7,6 +7,8 @@ stray record would have to arrive before the sentinel, so no fixed sleep decides
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import shutil
 import signal
@@ -18,12 +20,14 @@ from typing import Any
 
 import pytest
 import structlog
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from logwatchd.clock import ManualClock
 from logwatchd.config.model import SourceConfig
 from logwatchd.errors import ConfigError
 from logwatchd.events import Line
-from logwatchd.sources.journal import JournalSource, journalctl_argv
+from logwatchd.sources.journal import JournalSource, _loads_prefix, _records, journalctl_argv
 from tests.journal_helpers import append_journal, entry, have_journal_remote
 
 pytestmark = pytest.mark.skipif(
@@ -427,3 +431,55 @@ def check_100k(lines: list[Line]) -> None:
     for n in (0, 1, 50_000, 99_999):
         assert lines[n].raw.startswith(f"Failed password for invalid user u{n} from ")
     assert len({line.origin for line in lines}) == 100_000
+
+
+# --- reading journalctl's output: over-long records, at any chunk boundary -----------------
+
+_values = st.one_of(
+    st.text(max_size=300),
+    st.just('fake "__CURSOR":"s=0;i=666" inside a value'),
+    st.lists(st.integers(0, 255), max_size=50),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    records=st.lists(
+        st.tuples(
+            st.builds(
+                lambda fields, message: {**fields, **message},
+                st.dictionaries(st.from_regex(r"[A-Z][A-Z_]{0,8}", fullmatch=True), _values),
+                st.fixed_dictionaries({}, optional={"MESSAGE": st.text(max_size=400)}),
+            ),
+            st.integers(0, 8),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    limit=st.integers(40, 400),
+    chunk=st.integers(1, 50),
+)  # fmt: skip
+def test_every_record_keeps_its_cursor_however_long_and_wherever_it_is_cut(records, limit, chunk):
+    lines, expected = [], []
+    for number, (fields, cursor_at) in enumerate(records):
+        cursor = f"s={number:032x};i={number + 1:x}"
+        items = list(fields.items())
+        items.insert(min(cursor_at, len(items)), ("__CURSOR", cursor))
+        line = json.dumps(dict(items), ensure_ascii=False, separators=(",", ":")).encode()
+        lines.append(line + b"\n")
+        expected.append((cursor, len(line) + 1 > limit, dict(items)))
+    stream = io.BufferedReader(io.BytesIO(b"".join(lines) + b'{"partial":"no newline'))
+
+    got = list(_records(stream, limit, chunk))
+
+    assert [(cursor, cut) for _, cursor, cut in got] == [(c, cut) for c, cut, _ in expected]
+    for (data, _, cut), (_, _, original) in zip(got, expected, strict=True):
+        assert len(data) <= limit
+        if not cut:
+            continue
+        prefix = _loads_prefix(data)  # complete fields survive a cut; a cut MESSAGE keeps its start
+        for key, value in prefix.items():
+            if key == "MESSAGE" and value != original[key]:
+                assert value is None or original[key].startswith(value)
+            else:
+                assert original[key] == value

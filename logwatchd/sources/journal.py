@@ -19,6 +19,7 @@ first run: ``start_at: end`` then looks up the newest matching record and starts
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 import shutil
@@ -423,7 +424,9 @@ def _reap(proc: subprocess.Popen[bytes]) -> int:
         return proc.wait()
 
 
-def _records(stream: IO[bytes], limit: int) -> Iterator[tuple[bytes, str | None, bool]]:
+def _records(
+    stream: IO[bytes], limit: int, chunk: int = _SKIP_CHUNK
+) -> Iterator[tuple[bytes, str | None, bool]]:
     """(record bytes, cursor, cut) per complete output line; longer ones are cut to ``limit``.
 
     A last line without its newline is dropped: journalctl died while writing it, and the
@@ -437,18 +440,18 @@ def _records(stream: IO[bytes], limit: int) -> Iterator[tuple[bytes, str | None,
             continue
         if len(data) < limit:
             return
-        cursor, complete = _skip_rest(stream, data)
+        cursor, complete = _skip_rest(stream, data, chunk)
         if not complete:
             return
         yield data, cursor, True
 
 
-def _skip_rest(stream: IO[bytes], head: bytes) -> tuple[str | None, bool]:
+def _skip_rest(stream: IO[bytes], head: bytes, size: int) -> tuple[str | None, bool]:
     """Read past an over-long record, finding its cursor; (cursor, newline reached)."""
     found = _CURSOR_KEY.search(head)
     tail = head[-_CURSOR_SCAN_OVERLAP:]
     while True:
-        chunk = stream.readline(_SKIP_CHUNK)
+        chunk = stream.readline(size)
         if not chunk:
             return None, False
         if found is None:
@@ -473,7 +476,8 @@ def _loads_prefix(data: bytes) -> dict[str, Any]:
     A MESSAGE string that was cut keeps its beginning, so rules still see the start of a
     huge message.
     """
-    text = data.decode("utf-8", "replace")
+    # Incremental: a character cut in half at the end is left out, not replaced.
+    text = codecs.getincrementaldecoder("utf-8")("replace").decode(data, final=False)
     decoder = json.JSONDecoder()
     fields: dict[str, Any] = {}
     pos = 1
