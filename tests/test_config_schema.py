@@ -647,6 +647,21 @@ def test_webhook_handler_settings(tmp_path: Path) -> None:
     )
 
 
+def test_webhook_method_is_case_insensitive_but_limited(tmp_path: Path) -> None:
+    extra = "handlers:\n  hook: {type: webhook, url: 'http://127.0.0.1:9/', method: %s}\n"
+    assert config(tmp_path, extra % "put").handlers["hook"].settings["method"] == "PUT"
+    assert error(tmp_path, extra % "GET") == (
+        'c.yaml:8: handlers.hook.method: "GET" is not one of POST, PUT, PATCH'
+    )
+
+
+def test_smtp_user_names_cannot_smuggle_line_breaks(tmp_path: Path) -> None:
+    extra = 'handlers:\n  m: {type: email, to: a@example.com, smtp: {username: "a\\r\\nb"}}\n'
+    assert error(tmp_path, extra) == (
+        'c.yaml:8: handlers.m.smtp.username: "a\\r\\nb" contains spaces or controls'
+    )
+
+
 def test_file_handler_mode_is_read_as_octal(tmp_path: Path) -> None:
     for written in ("640", "0640", "'0o640'"):
         extra = f"handlers:\n  out:\n    type: file\n    path: out/a.jsonl\n    mode: {written}\n"

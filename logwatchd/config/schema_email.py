@@ -125,7 +125,7 @@ def _smtp(node: Node | None, settings: Settings, timeout: float) -> dict[str, An
     smtp["port"] = nodes.integer(port, minimum=1, maximum=65535) if port else default_port
     for key in ("username", "credential"):
         if (item := entries.get(key)) is not None:
-            smtp[key] = nodes.string(item)
+            smtp[key] = _token(item)
     for key in ("password_file", "ca_file"):
         if (item := entries.get(key)) is not None:
             smtp[key] = nodes.path(item)
@@ -136,6 +136,14 @@ def _smtp(node: Node | None, settings: Settings, timeout: float) -> dict[str, An
     if (item := entries.get("timeout")) is not None:
         smtp["timeout"] = nodes.duration(item, positive=True)
     return smtp
+
+
+def _token(node: Node) -> str:
+    """A user or credential name: it goes on the SMTP wire, so no spaces or control chars."""
+    text = nodes.string(node)
+    if any(char.isspace() or not char.isprintable() for char in text):
+        raise node.error(f'"{text.encode("unicode_escape").decode()}" contains spaces or controls')
+    return text
 
 
 def _hostname(node: Node) -> str:

@@ -170,9 +170,7 @@ def _webhook(entries: nodes.Mapping, settings: Settings, timeout: float) -> None
     url = entries.need("url")
     settings.put("url", _url(url), url)
     method = entries.get("method")
-    settings.put(
-        "method", nodes.choice(method, ("POST", "PUT", "PATCH")) if method else "POST", method
-    )
+    settings.put("method", _method(method) if method else "POST", method)
     fmt = entries.get("format")
     settings.put("format", nodes.choice(fmt, ("json", "alertmanager")) if fmt else "json", fmt)
     headers = _header_map(entries.get("headers"), "headers", settings, template)
@@ -190,6 +188,13 @@ def _webhook(entries: nodes.Mapping, settings: Settings, timeout: float) -> None
     if body is not None and settings.values["format"] == "alertmanager":
         raise body.error("format: alertmanager builds its own body; remove 'body'")
     settings.put("body", template(body) if body else None, body)
+
+
+def _method(node: Node) -> str:
+    allowed = ("POST", "PUT", "PATCH")
+    if isinstance(node.value, str) and node.value.upper() in allowed:
+        return node.value.upper()
+    return nodes.choice(node, allowed)  # raises, naming the allowed methods
 
 
 def _url(node: Node) -> str:
