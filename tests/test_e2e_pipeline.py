@@ -204,13 +204,13 @@ def test_sigterm_stops_the_daemon_cleanly_within_two_seconds(tmp_path, recorder)
 def test_a_bad_config_exits_78_naming_file_line_and_key(tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text(
-        "version: 1\nsources: []\nrules:\n  - id: x\n"
-        "    match: {field: a, equals: b}\n    cooldown: 10 minutes\n"
-    )  # fmt: skip
+        "version: 1\nsources:\n  - {id: app, type: stdin, parser: none}\nrules:\n"
+        "  - id: x\n    match: {field: a, equals: b}\n    cooldown: 10 minutes\n"
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "logwatchd", "run", "-c", str(config)],
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
     assert proc.returncode == 78
-    assert f"{config}:6: rules[0].cooldown" in proc.stderr
+    assert f"{config}:7: rules[0].cooldown" in proc.stderr
     assert "Traceback" not in proc.stderr
