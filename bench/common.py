@@ -234,9 +234,10 @@ def machine() -> str:
                     break
     except OSError:
         pass
+    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     return (
         f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}, "
-        f"{platform.system()} {platform.release()}"
+        f"{platform.system()} {platform.release()}; load average {load} (shared machine)"
     )
 
 

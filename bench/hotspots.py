@@ -60,9 +60,11 @@ def self_times(frame: Any, into: dict[str, float]) -> None:
     stack = [frame]
     while stack:
         node = stack.pop()
+        stack.extend(node.children)
+        if node.is_synthetic:
+            continue  # "[self]" and the like: already counted in the parent's self time
         name = f"{node.function} ({short(node.file_path or '?')}:{node.line_no})"
         into[name] += node.total_self_time
-        stack.extend(node.children)
 
 
 def with_pyinstrument(config: Path, log: Path, top: int) -> None:
