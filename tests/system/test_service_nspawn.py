@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIG = "/etc/logwatchd/logwatchd.yaml"
 APP_LOG = "/var/log/testapp/app.log"
 ALERTS = "/var/log/logwatchd/alerts.jsonl"
+WATCHDOG_DROP_IN = "/etc/systemd/system/logwatchd.service.d/test-watchdog.conf"
 
 CONFIG_TEXT = """\
 version: 1
@@ -91,6 +92,14 @@ def container(tmp_path_factory: pytest.TempPathFactory) -> Iterator[nspawn.Conta
         nspawn.shutdown(booted.nspawn)
 
 
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {timeout}s")
+        time.sleep(0.2)
+
+
 def journal(box: nspawn.Container, *terms: str) -> list[dict[str, Any]]:
     """The daemon's own entries (not systemd's about it), oldest first."""
     out = box.run(
@@ -150,9 +159,7 @@ def service(box: nspawn.Container, *props: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
-def test_logwatchd_lives_and_dies_well_under_systemd(container: nspawn.Container) -> None:
-    box = container
-
+def install_with_a_test_config(box: nspawn.Container) -> None:
     # Install exactly as the README says, from wheels: the container has no network.
     done = box.run(
         "/mnt/src/systemd/install.sh", "--wheels", "/mnt/wheels", "--no-start", timeout=300
@@ -164,7 +171,13 @@ def test_logwatchd_lives_and_dies_well_under_systemd(container: nspawn.Container
     box.write_file(APP_LOG, "2026-01-01 00:00:00 Boot - IP: 192.0.2.1\n")
     box.write_file(CONFIG, config_text("critical"))
     box.run("/opt/logwatchd/bin/logwatchd", "check", "-c", CONFIG)
+    # A short watchdog for the whole story: a loop that stops pinging gets killed (and
+    # restarted, which the NRestarts check at the end would reveal).
+    box.write_file(WATCHDOG_DROP_IN, "[Service]\nWatchdogSec=2s\n")
+    box.run("systemctl", "daemon-reload")
 
+
+def start_returns_after_ready(box: nspawn.Container) -> str:
     # Type=notify: start returns only after READY=1, so the unit is active right away.
     box.run("systemctl", "start", "logwatchd", timeout=120)
     state = service(box, "ActiveState", "SubState", "StatusText", "MainPID")
@@ -174,7 +187,17 @@ def test_logwatchd_lives_and_dies_well_under_systemd(container: nspawn.Container
     assert started["PRIORITY"] == "6"
     assert started["_TRANSPORT"] == "journal", "native protocol, not the stdout stream"
     assert started["_PID"] == state["MainPID"]
+    first_ping = service(box, "WatchdogTimestampMonotonic")["WatchdogTimestampMonotonic"]
+    wait_until(
+        lambda: (
+            service(box, "WatchdogTimestampMonotonic")["WatchdogTimestampMonotonic"] != first_ping
+        ),
+        "a WATCHDOG=1 ping",
+    )
+    return state["MainPID"]
 
+
+def breach_line_alerts_to_file_and_journal(box: nspawn.Container) -> None:
     # An appended SecurityBreach line becomes an alert in the file and in the journal.
     append_breach(box, "203.0.113.9")
     alert = wait_for_alert(box, "203.0.113.9")
@@ -190,6 +213,8 @@ def test_logwatchd_lives_and_dies_well_under_systemd(container: nspawn.Container
     assert by_field, "journalctl RULE=security-breach finds the alert"
     assert any(e.get("PRIORITY") == "2" for e in journal(box, "-p", "warning"))
 
+
+def broken_reload_keeps_the_old_config(box: nspawn.Container) -> None:
     # A broken config on reload: the old config keeps running and the error names file:line.
     seen = len(journal(box))
     box.write_file(CONFIG, BROKEN_CONFIG.format(app_log=APP_LOG, alerts=ALERTS, severity="high"))
@@ -203,6 +228,8 @@ def test_logwatchd_lives_and_dies_well_under_systemd(container: nspawn.Container
     append_breach(box, "203.0.113.10")
     assert wait_for_alert(box, "203.0.113.10")["severity"] == "critical"  # still the old config
 
+
+def fixed_reload_is_taken(box: nspawn.Container) -> None:
     # A fixed config is taken: the next alert has the new severity.
     seen = len(journal(box))
     box.write_file(CONFIG, config_text("high"))
@@ -218,13 +245,26 @@ def test_logwatchd_lives_and_dies_well_under_systemd(container: nspawn.Container
     )
     assert len([a for a in alerts(box) if a["key"]["ip"] == "203.0.113.9"]) == 1
 
+
+def stop_ends_cleanly(box: nspawn.Container, main_pid: str) -> None:
     # Stop: SIGTERM, drain, exit 0.
     box.run("systemctl", "stop", "logwatchd", timeout=120)
-    final = service(box, "ActiveState", "Result", "ExecMainStatus")
+    final = service(box, "ActiveState", "Result", "ExecMainStatus", "NRestarts", "ExecMainPID")
+    assert final["NRestarts"] == "0", final
+    assert final["ExecMainPID"] == main_pid, "one process from start to stop"
     assert final["ActiveState"] == "inactive", final
     assert final["Result"] == "success", final
     assert final["ExecMainStatus"] == "0", final
     wait_for_entry(box, lambda e: e["MESSAGE"].startswith("stopped"), "stopped")
+
+
+def test_logwatchd_lives_and_dies_well_under_systemd(container: nspawn.Container) -> None:
+    install_with_a_test_config(container)
+    main_pid = start_returns_after_ready(container)
+    breach_line_alerts_to_file_and_journal(container)
+    broken_reload_keeps_the_old_config(container)
+    fixed_reload_is_taken(container)
+    stop_ends_cleanly(container, main_pid)
 
 
 def test_reinstall_keeps_the_config_and_uninstall_reverses(container: nspawn.Container) -> None:
