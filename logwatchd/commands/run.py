@@ -64,7 +64,7 @@ def _seed_demo(config: Config) -> None:
     ]
     with open(log_path, "w", encoding="utf-8") as handle:
         for offset, text in lines:
-            stamp = (now + dt.timedelta(seconds=offset)).strftime("%Y-%m-%d %H:%M:%S")
+            stamp = (now - dt.timedelta(seconds=len(lines) - offset)).strftime("%Y-%m-%d %H:%M:%S")
             handle.write(f"{stamp} {text}\n")
     print(
         f"logwatchd demo: following {log_path}; alerts go to this console and "

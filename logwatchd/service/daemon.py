@@ -209,7 +209,7 @@ class Daemon:
         if alerts:
             self._counters.alerts += len(alerts)
             for alert in alerts:
-                log.info(
+                log.debug(
                     "alert fired",
                     rule=alert.rule,
                     source=alert.source,
