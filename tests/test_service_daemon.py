@@ -1,0 +1,134 @@
+"""The daemon loop: SIGHUP reload (bad config kept out, state kept), restarts keep rule state."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.daemon_helpers import DaemonProcess, read_jsonl, wait_for, write_config
+
+REGEX = r"^(?P<timestamp>\S+ \S+) (?P<event_type>\w+) - IP: (?P<ip>\S+)"
+
+
+def config(tmp_path: Path, rules: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "daemon": {"state_dir": str(tmp_path / "state"), "commit_interval": "200ms"},
+        "sources": [
+            {"id": "app", "type": "file", "paths": [str(tmp_path / "app.log")], "parser": "app"}
+        ],
+        "parsers": {"app": {"regex": REGEX, "time_format": "%Y-%m-%d %H:%M:%S"}},
+        "rules": rules,
+        "defaults": {"handlers": ["sink"]},
+        "handlers": {"sink": {"type": "file", "path": str(tmp_path / "alerts.jsonl")}},
+    }
+
+
+def rule(rule_id: str, event: str, count: int = 1) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "id": rule_id,
+        "match": {"field": "event_type", "equals": event},
+        "group_by": ["ip"],
+    }
+    if count > 1:
+        spec["threshold"] = {"count": count, "window": "10m"}
+    return spec
+
+
+def append(path: Path, *events: str, ip: str = "203.0.113.9", second: int = 0) -> None:
+    with path.open("a") as handle:
+        for i, event in enumerate(events):
+            handle.write(f"2026-11-26 10:00:{second + i:02d} {event} - IP: {ip}\n")
+
+
+def alerts(tmp_path: Path) -> list[dict[str, Any]]:
+    return read_jsonl(tmp_path / "alerts.jsonl")
+
+
+def wait_reloaded(daemon: DaemonProcess, count: int) -> None:
+    wait_for(lambda: daemon.has_message("RELOADING=1") and daemon.messages.count("READY=1") > count)
+
+
+def test_reload_keeps_the_old_config_when_the_new_one_is_bad_and_applies_a_good_one(tmp_path):
+    log = tmp_path / "app.log"
+    log.touch()
+    path = write_config(tmp_path / "c.yaml", config(tmp_path, [rule("breach", "Breach")]))
+    with DaemonProcess(path) as daemon:
+        daemon.wait_ready()
+        path.write_text(path.read_text().replace("rules:", "rules:\n- bogus: true\n", 1))
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_reloaded(daemon, 1)
+        assert daemon.proc.poll() is None
+        errors = [e for e in daemon.log_events() if "reload failed" in e.get("event", "")]
+        assert errors
+        assert f"{path}:" in errors[0]["error"]
+        append(log, "Breach")
+        wait_for(lambda: len(alerts(tmp_path)) == 1)
+
+        write_config(path, config(tmp_path, [rule("probe", "Probe")]))
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_reloaded(daemon, 2)
+        append(log, "Breach", "Probe", second=10)
+        wait_for(lambda: len(alerts(tmp_path)) == 2)
+        time.sleep(0.3)
+        assert [a["rule"] for a in alerts(tmp_path)] == ["breach", "probe"]
+        assert daemon.terminate() == 0
+
+
+def test_threshold_state_survives_a_clean_restart(tmp_path):
+    log = tmp_path / "app.log"
+    log.touch()
+    path = write_config(tmp_path / "c.yaml", config(tmp_path, [rule("brute", "Fail", 5)]))
+    with DaemonProcess(path) as daemon:
+        daemon.wait_ready()
+        append(log, "Fail", "Fail", "Fail", "Fail")
+        time.sleep(0.5)
+        assert daemon.terminate() == 0
+    assert alerts(tmp_path) == []
+    with DaemonProcess(path) as daemon:
+        daemon.wait_ready()
+        append(log, "Fail", second=30)
+        fired = wait_for(lambda: alerts(tmp_path))
+        time.sleep(0.3)
+        assert len(alerts(tmp_path)) == 1
+        assert fired[0]["count"] == 5
+        assert daemon.terminate() == 0
+
+
+def test_after_kill_9_replayed_lines_do_not_deliver_an_alert_twice(tmp_path):
+    log = tmp_path / "app.log"
+    log.touch()
+    path = write_config(tmp_path / "c.yaml", config(tmp_path, [rule("brute", "Fail", 5)]))
+    with DaemonProcess(path) as daemon:
+        daemon.wait_ready()
+        append(log, "Fail", "Fail", "Fail", "Fail", "Fail")
+        wait_for(lambda: alerts(tmp_path))
+        daemon.kill()
+    with DaemonProcess(path) as daemon:
+        daemon.wait_ready()
+        append(log, "Fail", second=40)
+        time.sleep(1.0)
+        assert len(alerts(tmp_path)) == 1
+        assert daemon.terminate() == 0
+
+
+def test_rule_state_survives_reload_for_unchanged_rules_only(tmp_path):
+    log = tmp_path / "app.log"
+    log.touch()
+    rules = [rule("kept", "Fail", 3), rule("changed", "Scan", 3)]
+    path = write_config(tmp_path / "c.yaml", config(tmp_path, rules))
+    with DaemonProcess(path) as daemon:
+        daemon.wait_ready()
+        append(log, "Fail", "Fail", "Scan", "Scan")
+        time.sleep(0.5)
+        rules[1]["threshold"]["window"] = "20m"  # a changed rule starts counting again
+        write_config(path, config(tmp_path, rules))
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_reloaded(daemon, 1)
+        append(log, "Fail", "Scan", second=20)
+        wait_for(lambda: alerts(tmp_path))
+        time.sleep(0.5)
+        assert [a["rule"] for a in alerts(tmp_path)] == ["kept"]
+        assert daemon.terminate() == 0
