@@ -25,7 +25,7 @@ from logwatchd.handlers import (
     read_secret,
     render_or_fail,
 )
-from logwatchd.templates import HostInfo, TemplateError, Templates, read_template_file
+from logwatchd.templates import HostInfo, Template, TemplateError, Templates, read_template_file
 
 log = structlog.get_logger("logwatchd.handlers")
 
@@ -73,6 +73,8 @@ class EmailHandler:
             cfg, templates, "subject", settings.get("subject") or DEFAULT_SUBJECT
         )
         self._body = compile_setting(cfg, templates, "body", body_source or DEFAULT_BODY)
+        self._fallback_subject = templates.compile(DEFAULT_SUBJECT, "builtin subject")
+        self._fallback_body = templates.compile(DEFAULT_BODY, "builtin body")
         self._context = self._tls_context()
 
     # --- building the message ------------------------------------------------------------
@@ -95,19 +97,34 @@ class EmailHandler:
         return msg
 
     def _render_one(self, alert: dict[str, Any], alerts: list[dict[str, Any]]) -> tuple[str, str]:
-        subject = render_or_fail(self._templates, self._subject, alert, self._host, alerts)
-        body = render_or_fail(self._templates, self._body, alert, self._host, alerts)
-        return subject, body
+        failed: list[str] = []
+        subject = self._render(self._subject, self._fallback_subject, alert, alerts, failed)
+        body = self._render(self._body, self._fallback_body, alert, alerts, failed)
+        return subject, _with_notes(body, failed)
 
     def _render_digest(self, alerts: list[dict[str, Any]]) -> tuple[str, str]:
         rules = sorted({str(a.get("rule")) for a in alerts})
         subject = f"[logwatchd] {len(alerts)} alerts on {self._host.name}: {', '.join(rules)}"
         parts = [f"{len(alerts)} alerts on {self._host.fqdn}\n"]
         for number, alert in enumerate(alerts, 1):
-            one = render_or_fail(self._templates, self._subject, alert, self._host, alerts)
-            text = render_or_fail(self._templates, self._body, alert, self._host, alerts)
-            parts.append(f"--- {number}/{len(alerts)}: {clean_header(one, SUBJECT_LIMIT)}\n{text}")
+            failed: list[str] = []
+            one = self._render(self._subject, self._fallback_subject, alert, alerts, failed)
+            text = self._render(self._body, self._fallback_body, alert, alerts, failed)
+            heading = f"--- {number}/{len(alerts)}: {clean_header(one, SUBJECT_LIMIT)}"
+            parts.append(f"{heading}\n{_with_notes(text, failed)}")
         return subject, "\n".join(parts)
+
+    def _render(self, template: Template, fallback: Template, alert: dict[str, Any],
+                alerts: list[dict[str, Any]], failed: list[str]) -> str:  # fmt: skip
+        """A template that fails on one alert (a field this event lacks) must not lose the
+        alert: the mail goes out with the builtin text and says what went wrong."""
+        try:
+            return self._templates.render(template, alert, self._host, alerts)
+        except TemplateError as exc:
+            log.warning("template failed, using the builtin one", handler=self.name,
+                        alert_id=alert.get("id"), error=str(exc))  # fmt: skip
+            failed.append(str(exc))
+            return render_or_fail(self._templates, fallback, alert, self._host, alerts)
 
     # --- sending -------------------------------------------------------------------------
 
@@ -183,6 +200,11 @@ class EmailHandler:
 
     def close(self) -> None:
         return None
+
+
+def _with_notes(body: str, failed: list[str]) -> str:
+    notes = "".join(f"(the configured template failed: {error})\n" for error in failed)
+    return f"{notes}\n{body}" if notes else body
 
 
 def message_id(alerts: list[dict[str, Any]], handler: str) -> str:
