@@ -53,6 +53,8 @@ from logwatchd.rules.windows import (
     key_json,
 )
 
+SWEEP_EVERY = 64  # a power of two: events between two sweeps of a rule's quiet keys
+
 
 @dataclass(frozen=True, slots=True)
 class Match:
@@ -117,12 +119,17 @@ class CompiledRule:
         self.table = KeyTable(limit)
         self.deadlines: list[tuple[float, int, Key]] = []  # absent sequences, a heap
         self.newest = -math.inf  # latest event time the rule has seen
+        self.ops = 0  # counted events, to sweep quiet keys every SWEEP_EVERY of them
 
     def applies_to(self, source_id: str) -> bool:
         return not self.sources or source_id in self.sources
 
     def key_of(self, fields: Mapping[str, Any]) -> Key | None:
         """The group_by values as strings, or None when one is missing."""
+        if len(self.group_by) == 1:  # the common case, kept short
+            value = fields.get(self.group_by[0])
+            if value.__class__ is str:
+                return (value,)
         values = []
         for name in self.group_by:
             value = fields.get(name)
@@ -284,9 +291,10 @@ class Engine:
     def _sequence(
         self, rule: CompiledRule, event: Event, matches: list[Match] | None, alerts: list[Alert]
     ) -> None:
-        self._advance_clock(rule, event.time)
-        if rule.absent:
+        rule.newest = max(rule.newest, event.time)
+        if rule.absent:  # before the sweep, which would take a pending key past its deadline
             self._due(rule, rule.newest, alerts)
+        self._advance_clock(rule, event.time)
         hits: list[tuple[int, dict[str, Any]]] = []
         for index, step in enumerate(rule.steps):
             ext: dict[str, Any] | None = {} if step.extracts else None
@@ -464,7 +472,9 @@ class Engine:
 
     def _advance_clock(self, rule: CompiledRule, time: float) -> None:
         rule.newest = max(rule.newest, time)
-        rule.table.sweep(rule.newest, rule.span)
+        rule.ops += 1
+        if not rule.ops & SWEEP_EVERY - 1:
+            rule.table.sweep(rule.newest, rule.span, budget=SWEEP_EVERY)
 
     # --- state --------------------------------------------------------------------------
 

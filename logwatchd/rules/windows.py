@@ -268,10 +268,16 @@ class KeyTable:
             if not states:
                 return
             key, state = next(iter(states.items()))
-            # past the span every window entry has expired; a suppressed count goes with it
             if state.newest + span >= now or state.until > now:
                 return
-            self.drop(key)
+            if not state.suppressed:
+                self.drop(key)
+                continue
+            # past the span every window entry has expired, but the next alert for this key
+            # still has to report what the cooldown silenced: keep that much, at the back
+            state.clear_window()
+            state.partials.clear()
+            states.move_to_end(key)
 
     def _evict(self) -> None:
         key, _state = self.states.popitem(last=False)
