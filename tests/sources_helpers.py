@@ -160,3 +160,71 @@ def deleted_fds() -> list[str]:
 def held_paths(prefix: str) -> list[str]:
     """Open descriptors of this process that point under ``prefix`` (a test's tmp dir)."""
     return sorted(t for t in open_fds().values() if t.startswith(prefix))
+
+
+class BackgroundWriter:
+    """A Writer in a thread, at roughly ``rate`` lines/s, that can be paused and HUPed."""
+
+    def __init__(self, path: str, rate: float = 2000.0, tag: str = "line") -> None:
+        import threading
+
+        self._writer = Writer(path, tag)
+        self._lock = threading.Lock()
+        self._running = threading.Event()
+        self._stop = threading.Event()
+        self._batch = max(1, int(rate / 100))
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._running.set()
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            if self._running.wait(0.05):
+                with self._lock:
+                    self._writer.write(self._batch)
+            time.sleep(0.01)
+
+    def pause(self) -> None:
+        self._running.clear()
+        with self._lock:  # a write in progress finishes first
+            pass
+
+    def resume(self) -> None:
+        self._running.set()
+
+    def reopen(self) -> None:
+        with self._lock:
+            self._writer.reopen()
+
+    def write(self, count: int) -> None:
+        with self._lock:
+            self._writer.write(count)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._running.set()
+        self._thread.join()
+        self._writer.close()
+        return self._writer.written
+
+
+def logrotate(conf_dir: str, log_path: str, options: list[str], rotate: int = 5) -> list[str]:
+    """argv that force-rotates ``log_path`` with these directives and a private state file."""
+    conf = os.path.join(conf_dir, "logrotate.conf")
+    body = "\n".join(f"    {o}" for o in [f"rotate {rotate}", "missingok", "nomail", *options])
+    with open(conf, "w", encoding="utf-8") as fh:
+        fh.write(f"{log_path} {{\n{body}\n}}\n")
+    return ["/usr/sbin/logrotate", "-f", "-s", os.path.join(conf_dir, "state"), conf]
+
+
+def run_while_polling(argv: list[str], run: Run) -> None:
+    """Run a command to completion, polling the follower all the while."""
+    import subprocess
+
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    while proc.poll() is None:
+        run.poll()
+        time.sleep(0.002)
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    if proc.returncode != 0:
+        raise AssertionError(f"{argv} failed: {out}")

@@ -6,7 +6,7 @@ import glob
 import os
 import stat
 
-from logwatchd.sources.identity import is_compressed, rotated_from
+from logwatchd.sources.identity import is_compressed, rotated_from, without_compression
 
 
 def expand(patterns: tuple[str, ...]) -> list[str]:
@@ -40,6 +40,21 @@ def rotated_siblings(path: str) -> list[str]:
     except OSError:
         return []
     return [os.path.join(parent, n) for n in sorted(names) if rotated_from(n, base)]
+
+
+def compressed_siblings(path: str) -> list[str]:
+    """Compressed rotated forms of ``path`` (app.log.2.gz), newest rotation first."""
+    parent, base = os.path.split(path)
+    try:
+        names = os.listdir(parent or ".")
+    except OSError:
+        return []
+    found = []
+    for name in sorted(names):
+        plain = without_compression(name)
+        if plain is not None and rotated_from(plain, base):
+            found.append(os.path.join(parent, name))
+    return found
 
 
 def regular_key(path: str) -> tuple[int, int] | None:

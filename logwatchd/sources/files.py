@@ -28,10 +28,13 @@ from logwatchd.clock import Clock
 from logwatchd.config.model import SourceConfig
 from logwatchd.events import Line
 from logwatchd.sources import discovery
+from logwatchd.sources.compressed import archive_head, unread_rest
 from logwatchd.sources.identity import (
     MIN_COPY_FINGERPRINT,
+    NO_MARKER,
     Fingerprint,
     Marker,
+    fingerprint,
     is_compressed,
     marker_holds,
     marker_of,
@@ -214,6 +217,11 @@ class FileFollower:
                     return copy
             else:
                 os.close(fd)
+        # The copy may already be compressed (copytruncate + compress, seen late).
+        for path in discovery.compressed_siblings(reader.path):
+            fd = unread_rest(path, reader.fp, reader.offset, reader.read_pos, marker)
+            if fd is not None:
+                return self._register(fd, path, followed=False, fp=reader.fp)
         return None
 
     def _review_copy(self, key: Key, copy: FileReader) -> None:
@@ -347,7 +355,7 @@ class FileFollower:
 
     def _register(
         self, fd: int, path: str, *, followed: bool, tag: str | None = None, offset: int = 0,
-        lineno: int = 0, skipping: bool = False,
+        lineno: int = 0, skipping: bool = False, fp: Fingerprint | None = None,
     ) -> FileReader | None:  # fmt: skip
         reader = FileReader(
             fd,
@@ -358,6 +366,7 @@ class FileFollower:
             lineno=lineno,
             skipping=skipping,
             max_line_bytes=self._max_line_bytes,
+            fp=fp,
         )
         key = (reader.dev, reader.ino)
         if key in self._readers:
@@ -383,14 +392,66 @@ class FileFollower:
 
     def _resume_saved(self) -> None:
         """Find each checkpointed identity by dev/ino + fingerprint, or as a renamed copy."""
+        resolved: list[tuple[str, FileReader]] = []
         for entry in self._saved:
             try:
-                self._resume_one(entry)
+                reader = self._resume_one(entry)
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("ignoring a bad checkpoint entry", source=self.id, error=str(exc))
+                continue
+            if reader is not None:
+                resolved.append((str(entry["path"]), reader))
+        known = [
+            Fingerprint(str(e.get("fp")), int(e.get("fp_len", 0)))
+            for e in self._saved
+            if int(e.get("fp_len", 0)) >= MIN_COPY_FINGERPRINT
+        ]
         self._saved = []
+        for path, reader in resolved:
+            if reader.path != path:
+                self._read_newer_rotations(path, reader, known)
 
-    def _resume_one(self, entry: dict[str, Any]) -> None:
+    def _read_newer_rotations(self, path: str, found: FileReader, known: list[Fingerprint]) -> None:
+        """Rotated while down more than once: the files rotated after ``found`` are new to us."""
+        try:
+            since = os.stat(found.path or path).st_mtime_ns
+        except OSError:
+            return
+        followed = set(discovery.expand(self._patterns))
+        newer = []
+        for cand in discovery.rotated_siblings(path) + discovery.compressed_siblings(path):
+            try:
+                mtime = os.stat(cand).st_mtime_ns
+            except OSError:
+                continue
+            if cand != found.path and cand not in followed and mtime >= since:
+                newer.append((mtime, cand))
+        for _, cand in sorted(newer):
+            self._read_whole(cand, known)
+
+    def _read_whole(self, path: str, known: list[Fingerprint]) -> None:
+        if is_compressed(path):
+            head = archive_head(path)
+            if not head or any(fp.matches(head) for fp in known):
+                return
+            fp = fingerprint(head)
+            fd = unread_rest(path, fp, 0, 0, NO_MARKER)
+            if fd is not None:
+                self._register(fd, path, followed=False, fp=fp)
+            return
+        key = discovery.regular_key(path)
+        if key is None or key in self._readers:
+            return
+        fd = self._open(path)
+        if fd is None:
+            return
+        if any(fp.matches(read_head(fd)) for fp in known):
+            os.close(fd)
+            return
+        self._register(fd, path, followed=False)
+        log.info("reading a file rotated while down", source=self.id, path=path)
+
+    def _resume_one(self, entry: dict[str, Any]) -> FileReader | None:
         fp = Fingerprint(str(entry["fp"]), int(entry["fp_len"]))
         marker = Marker(str(entry["marker"]), int(entry["marker_len"]))
         offset = int(entry["offset"])
@@ -409,14 +470,24 @@ class FileFollower:
             fd = self._open(cand)
             if fd is None:
                 continue
-            if _holds(fd, fp, offset, marker):
-                self._register(
+            if _holds(fd, fp, offset, marker, same_inode=key == want):
+                return self._register(
                     fd, cand, followed=cand in followed, tag=str(entry["tag"]), offset=offset,
                     lineno=int(entry["lineno"]), skipping=bool(entry.get("skip", False)),
                 )  # fmt: skip
-                return
             os.close(fd)
-        log.info("a checkpointed file is gone or was replaced", source=self.id, path=path)
+        for archive in discovery.compressed_siblings(path):  # rotated and compressed while down
+            fd = unread_rest(archive, fp, offset, offset, marker)
+            if fd is not None:
+                log.info("draining a file compressed while down", source=self.id, path=archive)
+                return self._register(
+                    fd, archive, followed=False, tag=str(entry["tag"]), offset=offset,
+                    lineno=int(entry["lineno"]), skipping=bool(entry.get("skip", False)), fp=fp,
+                )  # fmt: skip
+        log.warning(
+            "a checkpointed file is gone; its unread lines are lost", source=self.id, path=path
+        )
+        return None
 
     # --- checkpoint ---------------------------------------------------------------------------
 
@@ -432,11 +503,16 @@ class FileFollower:
         return {"version": CHECKPOINT_VERSION, "files": files}
 
 
-def _holds(fd: int, fp: Fingerprint, offset: int, marker: Marker) -> bool:
-    """Does the file behind ``fd`` start with ``fp`` and hold ``marker`` just before ``offset``?"""
+def _holds(
+    fd: int, fp: Fingerprint, offset: int, marker: Marker, *, same_inode: bool = False
+) -> bool:
+    """Does the file behind ``fd`` start with ``fp`` and hold ``marker`` just before ``offset``?
+
+    An empty fingerprint (the file was empty) identifies nothing, except on the same inode.
+    """
     try:
-        if os.fstat(fd).st_size < offset:
+        if os.fstat(fd).st_size < offset or (fp.length == 0 and not same_inode):
             return False
-        return fp.length > 0 and fp.matches(read_head(fd)) and marker_holds(fd, offset, marker)
+        return fp.matches(read_head(fd)) and marker_holds(fd, offset, marker)
     except OSError:
         return False

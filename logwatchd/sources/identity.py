@@ -81,6 +81,15 @@ def is_compressed(path: str) -> bool:
     return path.lower().endswith(COMPRESSED_SUFFIXES)
 
 
+def without_compression(name: str) -> str | None:
+    """``app.log.2.gz`` -> ``app.log.2``; None for a name that is not compressed."""
+    lower = name.lower()
+    for suffix in COMPRESSED_SUFFIXES:
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
 def rotated_from(name: str, base: str) -> bool:
     """Is basename ``name`` a rotated form of basename ``base`` (app.log -> app.log.1, app-1.log)?
 

@@ -44,6 +44,7 @@ _MATCH_TERM = re.compile(r"[A-Z_][A-Z0-9_]{0,63}=.*", re.ASCII | re.DOTALL)
 _CURSOR_SHAPE = re.compile(r"[a-z]=[0-9a-f]+(?:;[a-z]=[0-9a-f]+)*", re.ASCII)
 # Inside a JSON string every '"' is escaped, so this byte pattern can only be the real key.
 _CURSOR_KEY = re.compile(rb'"__CURSOR":"([^"\\]{1,512})"')
+_MACHINE_ID = re.compile(r"[0-9a-f]{32}", re.ASCII)
 _CURSOR_SCAN_OVERLAP = 600
 _SKIP_CHUNK = 1 << 16
 _MAX_BACKOFF = 30.0
@@ -100,15 +101,26 @@ class _Buffer:
 
 
 def journalctl_argv(
-    journalctl: str, config: SourceConfig, *, cursor: str | None, follow: bool, last: bool = False
+    journalctl: str,
+    config: SourceConfig,
+    *,
+    cursor: str | None,
+    follow: bool,
+    last: bool = False,
+    machine_id: str | None = None,
 ) -> list[str]:
     """The journalctl command line: ``last`` asks for the newest record only (to find the end).
 
-    ``--no-tail`` matters: with ``--follow`` journalctl otherwise shows only the last 10
-    records, even after ``--after-cursor``. Match terms come after ``--`` so a term can never
-    be read as an option, and are joined by ``+`` so they are OR'ed even across fields.
+    - ``--no-tail``: with ``--follow`` journalctl otherwise shows only the last 10 records,
+      even after ``--after-cursor``.
+    - ``--merge``: without it ``--follow`` implies ``--boot`` (systemd 252), which after a
+      reboot skips the rest of the previous boot, and in a directory skips every other boot.
+      For the system journal ``--merge`` would also take in other machines' journals kept on
+      this host, so each term is ANDed with this machine's ``_MACHINE_ID`` instead.
+    - Match terms come after ``--`` so a term can never be read as an option, and groups are
+      joined by ``+`` so they are OR'ed even across fields.
     """
-    argv = [journalctl, "--output=json", "--all", "--no-pager", "--quiet"]
+    argv = [journalctl, "--output=json", "--all", "--no-pager", "--quiet", "--merge"]
     if config.journal_directory:
         argv.append(f"--directory={config.journal_directory}")
     argv.extend(f"--file={path}" for path in config.journal_files)
@@ -120,11 +132,23 @@ def journalctl_argv(
         if follow:
             argv += ["--follow", "--no-tail"]
     argv.append("--")
-    for index, term in enumerate(config.match):
+    local = [f"_MACHINE_ID={machine_id}"] if machine_id else []
+    groups = [[*local, term] for term in config.match] or ([local] if local else [])
+    for index, group in enumerate(groups):
         if index:
             argv.append("+")
-        argv.append(term)
+        argv.extend(group)
     return argv
+
+
+def local_machine_id(path: str = "/etc/machine-id") -> str | None:
+    """This machine's id (32 hex digits), or None when it cannot be read."""
+    try:
+        with open(path, encoding="ascii") as file:
+            text = file.read(64).strip()
+    except (OSError, ValueError):
+        return None
+    return text if _MACHINE_ID.fullmatch(text) else None
 
 
 def _validate(config: SourceConfig) -> None:
@@ -190,6 +214,7 @@ class JournalSource:
         self._restart_backoff = restart_backoff
         self._journalctl = journalctl
         self._follow = not config.journal_files
+        self._machine_id: str | None = None  # set for the system journal: see journalctl_argv
         self._buffer = _Buffer(max_buffer_bytes)
         self._lock = threading.Lock()
         self._known, self._cursor = _initial_position(saved, config)
@@ -212,6 +237,14 @@ class JournalSource:
                 "type",
             )
         self._journalctl = found
+        if not (self._config.journal_directory or self._config.journal_files):
+            self._machine_id = local_machine_id()
+            if self._machine_id is None:
+                structlog.get_logger().warning(
+                    "cannot read /etc/machine-id: other machines' journals stored on this "
+                    "host are read too",
+                    source=self.id,
+                )
         self._wake = wake
         self._thread = threading.Thread(target=self._run, name=f"journal-{self.id}", daemon=True)
         self._thread.start()
@@ -316,7 +349,7 @@ class JournalSource:
 
     def _find_end(self) -> bool:
         """Look up the newest matching record, so a first run with start_at end skips the past."""
-        argv = journalctl_argv(self._journalctl, self._config, cursor=None, follow=False, last=True)
+        argv = self._argv(cursor=None, follow=False, last=True)
         newest: list[str] = []
 
         def remember(_data: bytes, cursor: str, _cut: bool) -> bool:
@@ -331,10 +364,18 @@ class JournalSource:
         return True
 
     def _read_once(self) -> bool:
-        argv = journalctl_argv(
-            self._journalctl, self._config, cursor=self._read_cursor, follow=self._follow
-        )
+        argv = self._argv(cursor=self._read_cursor, follow=self._follow)
         return self._run_process(argv, self._enqueue, follows=self._follow)
+
+    def _argv(self, *, cursor: str | None, follow: bool, last: bool = False) -> list[str]:
+        return journalctl_argv(
+            self._journalctl,
+            self._config,
+            cursor=cursor,
+            follow=follow,
+            last=last,
+            machine_id=self._machine_id,
+        )
 
     def _enqueue(self, data: bytes, cursor: str, cut: bool) -> bool:
         was_empty = self._buffer.put(data, cursor, cut)

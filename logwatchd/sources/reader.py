@@ -52,6 +52,7 @@ class FileReader:
         lineno: int,
         skipping: bool,
         max_line_bytes: int,
+        fp: Fingerprint | None = None,
     ) -> None:
         st = os.fstat(fd)
         self.fd = fd
@@ -60,7 +61,10 @@ class FileReader:
         self.source = source
         self.path = path
         self.tag = tag
-        self.fp: Fingerprint = fingerprint(read_head(fd))
+        # A given fingerprint is kept: the descriptor holds only part of the file (an archive's
+        # unread rest), so its first bytes are not the file's.
+        self.fixed_fp = fp is not None
+        self.fp: Fingerprint = fp if fp is not None else fingerprint(read_head(fd))
         self.max_line_bytes = max_line_bytes
         self.offset = offset  # just after the last line handed out
         self.lineno = lineno  # of the last line handed out
@@ -177,7 +181,7 @@ class FileReader:
         self.eof = len(chunk) < BLOCK_BYTES
         self.read_pos += len(chunk)
         self._tail = (self._tail + chunk)[-MARKER_BYTES:]
-        if self.fp.length < FINGERPRINT_BYTES and self.read_pos > self.fp.length:
+        if not self.fixed_fp and self.fp.length < min(self.read_pos, FINGERPRINT_BYTES):
             self.fp = fingerprint(read_head(self.fd))
         data = self._pending + chunk if self._pending else chunk
         self._split(data, self._pending_start, now)

@@ -1,0 +1,106 @@
+"""File identity: fingerprints compared as a prefix, markers before an offset, rotated names."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from logwatchd.sources.identity import (
+    FINGERPRINT_BYTES,
+    MARKER_BYTES,
+    fingerprint,
+    is_compressed,
+    marker_at,
+    marker_holds,
+    read_head,
+    rotated_from,
+)
+
+
+def test_fingerprint_covers_at_most_the_first_kibibyte() -> None:
+    data = os.urandom(5000)
+    fp = fingerprint(data)
+    assert fp.length == FINGERPRINT_BYTES
+    assert fp.matches(data[:FINGERPRINT_BYTES])
+    assert fp.matches(data[:FINGERPRINT_BYTES] + b"anything after")
+    assert not fp.matches(b"X" + data[1:FINGERPRINT_BYTES])
+
+
+def test_short_file_fingerprint_is_compared_as_a_prefix() -> None:
+    """Recorded while the file had 30 bytes: the grown file still matches; a shorter one not."""
+    fp = fingerprint(b"2026-11-26 first line of app\n")
+    assert fp.length == 29
+    assert fp.matches(b"2026-11-26 first line of app\nand much more later")
+    assert not fp.matches(b"2026-11-26 first line")
+    assert not fp.matches(b"2026-11-27 first line of app\n")
+
+
+def test_marker_detects_rewritten_bytes_before_the_offset(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"a" * 300 + b"b" * 300)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        marker = marker_at(fd, 500)
+        assert marker.length == MARKER_BYTES
+        assert marker_holds(fd, 500, marker)
+        with open(path, "r+b") as fh:  # rewrite the bytes just before the offset
+            fh.seek(450)
+            fh.write(b"c")
+        assert not marker_holds(fd, 500, marker)
+        os.truncate(path, 100)
+        assert not marker_holds(fd, 500, marker)
+    finally:
+        os.close(fd)
+
+
+def test_marker_at_the_start_of_a_file_is_empty_and_always_holds(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"x\n")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert marker_at(fd, 0).length == 0
+        assert marker_holds(fd, 0, marker_at(fd, 0))
+        assert marker_at(fd, 2).length == 2
+        assert read_head(fd) == b"x\n"
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize(
+    ("name", "base"),
+    [
+        ("app.log.1", "app.log"),
+        ("app.log.12", "app.log"),
+        ("app.log-20261126", "app.log"),
+        ("app.log-2026-11-26", "app.log"),
+        ("app.log-20261126-1732600000", "app.log"),
+        ("app.log.old", "app.log"),
+        ("app-20261126.log", "app.log"),
+        ("app.1.log", "app.log"),
+    ],
+)
+def test_rotated_names_are_recognised(name: str, base: str) -> None:
+    assert rotated_from(name, base)
+
+
+@pytest.mark.parametrize(
+    ("name", "base"),
+    [
+        ("app.log", "app.log"),
+        ("app.log.1.gz", "app.log"),
+        ("app.log.2.xz", "app.log"),
+        ("application.log", "app.log"),
+        ("app.logger", "app.log"),
+        ("other.log.1", "app.log"),
+    ],
+)
+def test_other_names_are_not_rotated_forms(name: str, base: str) -> None:
+    assert not rotated_from(name, base)
+
+
+@pytest.mark.parametrize("name", ["a.gz", "a.log.1.GZ", "a.xz", "a.bz2", "a.zst", "a.log.2.lz4"])
+def test_compressed_names_are_never_text(name: str) -> None:
+    assert is_compressed(name)
+    assert not is_compressed("a.log")

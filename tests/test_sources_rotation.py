@@ -1,0 +1,190 @@
+"""Real logrotate (the Debian package) rotating a file the follower is reading.
+
+Each test forces rotations with ``logrotate -f`` and a private state file while a writer
+appends numbered lines, then checks no line was lost and none repeated. The application's
+SIGHUP is played by the writer reopening its file after logrotate returned, so lines land
+in the old file after the rename, as they do in real life.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.sources_helpers import (
+    BackgroundWriter,
+    deleted_fds,
+    follow,
+    held_paths,
+    logrotate,
+    lost_and_repeated,
+    numbers_of,
+    run_while_polling,
+)
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("logrotate") is None and not os.path.exists("/usr/sbin/logrotate"),
+    reason="logrotate is not installed",
+)
+
+
+def finish(run, writer: BackgroundWriter) -> int:  # noqa: ANN001
+    written = writer.stop()
+    run.until_count(written, timeout=30)
+    run.settle(0.5)
+    return written
+
+
+def assert_exact(run, written: int) -> None:  # noqa: ANN001
+    lost, repeated = lost_and_repeated(run.numbers(), written)
+    assert (len(lost), len(repeated)) == (0, 0), (lost[:10], repeated[:10])
+
+
+def no_deleted_file_held(tmp_path: Path, run) -> None:  # noqa: ANN001
+    run.until(lambda: not [p for p in deleted_fds() if p.startswith(str(tmp_path))], timeout=10)
+
+
+def test_create_with_lines_written_to_the_old_file_before_the_hup(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    writer = BackgroundWriter(str(log), rate=2000)
+    run = follow([str(log)], orphan_grace=0.5)
+    argv = logrotate(str(tmp_path), str(log), ["create 0640"])
+    for _ in range(3):
+        time.sleep(0.2)
+        run_while_polling(argv, run)
+        time.sleep(0.1)  # the application is told late: these lines go to app.log.1
+        writer.reopen()
+    written = finish(run, writer)
+    assert written > 1000
+    assert_exact(run, written)
+    no_deleted_file_held(tmp_path, run)
+    run.stop()
+
+
+def test_copytruncate_with_the_writer_paused_loses_nothing(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    writer = BackgroundWriter(str(log), rate=2000)
+    run = follow([str(log)])
+    argv = logrotate(str(tmp_path), str(log), ["copytruncate"])
+    for _ in range(3):
+        time.sleep(0.2)
+        writer.pause()
+        run_while_polling(argv, run)
+        writer.resume()
+    written = finish(run, writer)
+    assert_exact(run, written)
+    run.stop()
+
+
+def test_copytruncate_under_load_loses_only_what_logrotate_lost(tmp_path: Path) -> None:
+    """Lines written between logrotate's copy and its truncate exist in no file: that is
+    logrotate's race, not ours. Every other line comes exactly once."""
+    log = tmp_path / "app.log"
+    writer = BackgroundWriter(str(log), rate=3000)
+    run = follow([str(log)])
+    argv = logrotate(str(tmp_path), str(log), ["copytruncate"], rotate=10)
+    for _ in range(3):
+        time.sleep(0.2)
+        run_while_polling(argv, run)
+    written = writer.stop()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        run.poll()
+        time.sleep(0.02)
+    on_disk = set()
+    for path in tmp_path.glob("app.log*"):
+        on_disk.update(numbers_of_text(path.read_text()))
+    lost, repeated = lost_and_repeated(run.numbers(), written)
+    assert repeated == []
+    assert [n for n in lost if n in on_disk] == []
+    assert len(lost) < written / 20
+    run.stop()
+
+
+def numbers_of_text(text: str) -> list[int]:
+    return [int(parts[1]) for parts in (ln.split() for ln in text.splitlines()) if len(parts) > 1]
+
+
+def test_compress_drains_the_old_file_before_gzip_removes_it(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    writer = BackgroundWriter(str(log), rate=2000)
+    run = follow([str(log)], orphan_grace=0.5)
+    argv = logrotate(str(tmp_path), str(log), ["create", "compress"])
+    for _ in range(3):
+        time.sleep(0.2)
+        run_while_polling(argv, run)
+        writer.reopen()
+    written = finish(run, writer)
+    assert_exact(run, written)
+    assert (tmp_path / "app.log.1.gz").exists()
+    assert numbers_of_text(gzip.decompress((tmp_path / "app.log.1.gz").read_bytes()).decode())
+    no_deleted_file_held(tmp_path, run)
+    run.stop()
+
+
+def test_delaycompress_with_a_glob_that_matches_rotated_names(tmp_path: Path) -> None:
+    """app.log* matches app.log.1: it is the file already followed, not a new one; the .gz
+    it becomes next time is never opened."""
+    log = tmp_path / "app.log"
+    writer = BackgroundWriter(str(log), rate=2000)
+    run = follow([str(tmp_path / "app.log*")], orphan_grace=0.5)
+    argv = logrotate(str(tmp_path), str(log), ["create", "compress", "delaycompress"])
+    for _ in range(3):
+        time.sleep(0.2)
+        run_while_polling(argv, run)
+        writer.reopen()
+    written = finish(run, writer)
+    assert_exact(run, written)
+    assert (tmp_path / "app.log.2.gz").exists()
+    no_deleted_file_held(tmp_path, run)
+    run.stop()
+
+
+def test_several_rotations_within_a_second(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    writer = BackgroundWriter(str(log), rate=2000)
+    run = follow([str(log)], orphan_grace=0.5)
+    argv = logrotate(str(tmp_path), str(log), ["create"], rotate=20)
+    start = time.monotonic()
+    for _ in range(5):
+        run_while_polling(argv, run)
+        writer.reopen()
+    assert time.monotonic() - start < 5
+    written = finish(run, writer)
+    assert_exact(run, written)
+    no_deleted_file_held(tmp_path, run)
+    run.until(lambda: len(held_paths(str(tmp_path))) <= 1, timeout=10)  # the new app.log only
+    run.stop()
+
+
+def test_crash_while_logrotate_runs_then_restart_from_the_older_checkpoint(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "app.log"
+    writer = BackgroundWriter(str(log), rate=2000)
+    run = follow([str(log)])
+    time.sleep(0.3)
+    run.poll()
+    saved = run.checkpoint()
+    committed = set(run.numbers())
+    time.sleep(0.2)
+    run.poll()
+    run.stop()  # crash: what was read after `saved` is not committed
+    argv = logrotate(str(tmp_path), str(log), ["create", "delaycompress", "compress"])
+    for _ in range(2):
+        run_while_polling(argv, follow([], start=False))
+        writer.reopen()
+        time.sleep(0.1)
+    run2 = follow([str(log)], saved=saved, orphan_grace=0.5)
+    written = writer.stop()
+    run2.until(lambda: committed | set(run2.numbers()) >= set(range(1, written + 1)), timeout=30)
+    run2.settle(0.5)
+    seen = sorted(committed) + run2.numbers()
+    lost, repeated = lost_and_repeated(seen, written)
+    assert (lost, repeated) == ([], [])
+    run2.stop()
