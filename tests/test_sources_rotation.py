@@ -18,12 +18,12 @@ import pytest
 
 from tests.sources_helpers import (
     BackgroundWriter,
+    Run,
     deleted_fds,
     follow,
     held_paths,
     logrotate,
     lost_and_repeated,
-    numbers_of,
     run_while_polling,
 )
 
@@ -33,19 +33,19 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def finish(run, writer: BackgroundWriter) -> int:  # noqa: ANN001
+def finish(run: Run, writer: BackgroundWriter) -> int:
     written = writer.stop()
     run.until_count(written, timeout=30)
     run.settle(0.5)
     return written
 
 
-def assert_exact(run, written: int) -> None:  # noqa: ANN001
+def assert_exact(run: Run, written: int) -> None:
     lost, repeated = lost_and_repeated(run.numbers(), written)
     assert (len(lost), len(repeated)) == (0, 0), (lost[:10], repeated[:10])
 
 
-def no_deleted_file_held(tmp_path: Path, run) -> None:  # noqa: ANN001
+def no_deleted_file_held(tmp_path: Path, run: Run) -> None:
     run.until(lambda: not [p for p in deleted_fds() if p.startswith(str(tmp_path))], timeout=10)
 
 
