@@ -228,14 +228,16 @@ class Worker(threading.Thread):
     def _send_parallel(self, store: StateStore, items: list[OutboxItem]) -> None:
         """For handlers with ``concurrency`` > 1: sends overlap, the store stays in this thread."""
 
-        def attempt(item: OutboxItem) -> DeliveryError | bool | None:
-            return False if self._stopping.is_set() else self._attempt([item.alert])
+        def attempt(item: OutboxItem) -> tuple[bool, DeliveryError | None]:
+            if self._stopping.is_set():
+                return False, None  # skipped at shutdown: stays pending
+            return True, self._attempt([item.alert])
 
         with ThreadPoolExecutor(self._parallel) as pool:
             results = list(pool.map(attempt, items))
-        for item, result in zip(items, results, strict=True):
-            if result is not False:  # False: skipped at shutdown, stays pending
-                self._record(store, [item], result)
+        for item, (tried, error) in zip(items, results, strict=True):
+            if tried:
+                self._record(store, [item], error)
 
     def _attempt(self, alerts: list[dict[str, Any]]) -> DeliveryError | None:
         try:
@@ -288,5 +290,5 @@ def backoff(attempts: int, first: float, cap: float, retry_after: float | None =
     """Seconds before attempt ``attempts + 1``: doubling from ``first``, capped, jittered."""
     if retry_after is not None:
         return min(max(retry_after, 0.0), cap)
-    delay = min(first * 2 ** (attempts - 1), cap)
+    delay = min(first * 2.0 ** (attempts - 1), cap)
     return min(delay * (1 + random.uniform(0, JITTER)), cap)

@@ -171,10 +171,12 @@ class _Tail:
         self._thread.start()
 
     def _drain(self) -> None:
-        if self._pipe is None:
+        pipe = self._pipe
+        if pipe is None:
             return
-        with self._pipe:
-            for chunk in iter(lambda: self._pipe.read1(65536), b""):  # type: ignore[union-attr]
+        with pipe:
+            # os.read returns what is there: the tail updates without waiting for 64 KiB
+            for chunk in iter(lambda: os.read(pipe.fileno(), 65536), b""):
                 self._data = (self._data + chunk)[-STDERR_TAIL:]
 
     def join(self, timeout: float) -> None:
