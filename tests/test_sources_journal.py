@@ -27,7 +27,13 @@ from logwatchd.clock import ManualClock
 from logwatchd.config.model import SourceConfig
 from logwatchd.errors import ConfigError
 from logwatchd.events import Line
-from logwatchd.sources.journal import JournalSource, _loads_prefix, _records, journalctl_argv
+from logwatchd.sources.journal import (
+    JournalSource,
+    _loads_prefix,
+    _records,
+    journalctl_argv,
+    local_machine_id,
+)
 from tests.journal_helpers import append_journal, entry, have_journal_remote
 
 pytestmark = pytest.mark.skipif(
@@ -376,24 +382,62 @@ def test_an_unusable_saved_cursor_falls_back_to_start_at(tmp_path, make_source):
     assert any("cursor" in e["event"] for e in logs)
 
 
-def test_the_system_journal_is_followed_with_ored_matches():
+def test_the_system_journal_is_followed_for_this_machine_with_ored_matches():
     config = SourceConfig(
         id="auth",
         type="journald",
         parser="journald",
         match=("_SYSTEMD_UNIT=ssh.service", "SYSLOG_IDENTIFIER=sudo"),
     )
-    argv = journalctl_argv("/usr/bin/journalctl", config, cursor="s=1;i=2", follow=True)
+    machine = "0123456789abcdef0123456789abcdef"
+    argv = journalctl_argv(
+        "/usr/bin/journalctl", config, cursor="s=1;i=2", follow=True, machine_id=machine
+    )
     assert argv[0] == "/usr/bin/journalctl"
     assert "--after-cursor=s=1;i=2" in argv
-    assert {"--follow", "--no-tail", "--all", "--output=json"} <= set(argv)
+    assert {"--follow", "--no-tail", "--merge", "--all", "--output=json"} <= set(argv)
     assert not any(a.startswith(("--directory", "--file", "--lines")) for a in argv)
+    # ANDed with this machine in each OR group: --merge must not pull in other machines.
     assert argv[argv.index("--") :] == [
         "--",
+        f"_MACHINE_ID={machine}",
         "_SYSTEMD_UNIT=ssh.service",
         "+",
+        f"_MACHINE_ID={machine}",
         "SYSLOG_IDENTIFIER=sudo",
     ]
+    no_terms = SourceConfig(id="all", type="journald", parser="journald")
+    argv = journalctl_argv("journalctl", no_terms, cursor=None, follow=True, machine_id=machine)
+    assert argv[argv.index("--") :] == ["--", f"_MACHINE_ID={machine}"]
+
+
+def test_the_local_machine_id_is_read_and_checked(tmp_path):
+    good = tmp_path / "machine-id"
+    good.write_text("3d1219c7c4c5404aaa1f6d2a48adfda4\n")
+    assert local_machine_id(str(good)) == "3d1219c7c4c5404aaa1f6d2a48adfda4"
+    good.write_text("uninitialized\n")
+    assert local_machine_id(str(good)) is None
+    assert local_machine_id(str(tmp_path / "missing")) is None
+
+
+def test_following_a_directory_crosses_boots(tmp_path, make_source):
+    """journalctl --follow alone implies --boot: the rest of an earlier boot would be lost."""
+    directory = tmp_path / "journal"
+    directory.mkdir()
+    path = str(directory / "j.journal")
+    old_boot, new_boot = "a" * 32, "b" * 32
+    append_journal(path, [entry(n, _BOOT_ID=old_boot) for n in range(1, 5)])
+
+    first = make_source(directory=str(directory))
+    assert messages(read_lines(first, 2)) == ["msg 1", "msg 2"]
+    saved = first.checkpoint()
+    first.stop()
+
+    append_journal(path, [entry(n, _BOOT_ID=new_boot) for n in range(5, 7)])
+    second = make_source(directory=str(directory), saved=saved)
+    assert messages(read_lines(second, 4)) == ["msg 3", "msg 4", "msg 5", "msg 6"]
+    append_journal(path, [sentinel(7)])
+    assert read_until_sentinel(second) == []
 
 
 @pytest.mark.slow
