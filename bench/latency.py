@@ -1,14 +1,17 @@
 """Latency of the running daemon, from a line's write to its alert in the ``file`` handler.
 
-A daemon follows one local file with a rule that matches every line (no threshold, no
-cooldown) and a ``file`` handler. A writer appends lines at a fixed rate, each carrying its
+A daemon follows one local file with a rule (no threshold, no cooldown) that matches every
+line, and a ``file`` handler. A writer appends lines at a fixed rate, each carrying its
 sequence number and the time it was written; a reader tails the alerts file and records,
-for every alert, how long after the write it landed. Per rate: p50/p99/max latency, lines
-written vs alerts seen each second (the backlog), and how long the daemon took to drain
-once the writer stopped.
+for every alert, how long after the write it landed. Per rate: p50/p99/max latency, alert
+lines written vs alerts seen each second (the backlog), and how long the daemon took to
+drain once the writer stopped. With ``--alert-every N`` only every Nth line is an alert
+line (the others go through the same parser but match no rule), which separates the cost
+of following and parsing lines from the cost of delivering alerts.
 
     python bench/latency.py                          # 1,000 then 20,000 lines/s, 10 s each
     python bench/latency.py --rates 1000 5000 --seconds 20
+    python bench/latency.py --alert-every 100        # 1% of the lines make an alert
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ sources:
 rules:
   - id: every-line
     description: Every benchmark line is an alert (no threshold, no cooldown)
-    match: {{field: message, startswith: "seq="}}
+    match: {{field: message, startswith: "alert "}}
     severity: info
     handlers: [alerts]
 handlers:
@@ -97,10 +100,13 @@ class Phase:
     number: int
     rate: int
     seconds: float
-    written: int = 0
+    alert_every: int = 1
+    written: int = 0  # lines
+    alerts_written: int = 0
+    seen_at_end: int = 0  # alerts seen when the drain ended (or timed out)
     write_end: float = 0.0
     drain: float | None = None  # seconds from the writer's end to the last alert
-    backlog: list[tuple[float, int, int]] = field(default_factory=list)  # (t, written, seen)
+    backlog: list[tuple[float, int, int]] = field(default_factory=list)  # (t, alerts, seen)
     daemon_cpu: float = 0.0
 
 
@@ -108,24 +114,34 @@ def stamp(now: float) -> str:
     return datetime.fromtimestamp(now, UTC).isoformat(timespec="microseconds")
 
 
+def write_lines(fd: int, phase: Phase, due: int) -> None:
+    now = time.time()
+    head = f"{stamp(now)} benchhost bench[{os.getpid()}]: "
+    tail = f" seq={phase.number}:"
+    every = phase.alert_every
+    rows = [
+        f"{head}{'alert' if n % every == 0 else 'quiet'}{tail}{n} t={now:.6f}\n"
+        for n in range(phase.written, due)
+    ]
+    os.write(fd, "".join(rows).encode())
+    phase.alerts_written += sum(1 for n in range(phase.written, due) if n % every == 0)
+    phase.written = due
+
+
 def write_phase(fd: int, phase: Phase, reader: Reader, daemon_pid: int) -> None:
     """Append ``rate`` lines per second for ``seconds``, in small paced batches."""
     cpu_before = proc_cpu_seconds(daemon_pid)
+    total = int(phase.rate * phase.seconds)
     start = time.perf_counter()
     next_sample = 1.0
-    while True:
+    while phase.written < total:
         elapsed = time.perf_counter() - start
-        if elapsed >= phase.seconds:
-            break
-        due = min(int(phase.rate * elapsed) + 1, int(phase.rate * phase.seconds))
+        due = total if elapsed >= phase.seconds else min(int(phase.rate * elapsed) + 1, total)
         if due > phase.written:
-            now = time.time()
-            head = f"{stamp(now)} benchhost bench[{os.getpid()}]: seq={phase.number}:"
-            rows = [f"{head}{n} t={now:.6f}\n" for n in range(phase.written, due)]
-            os.write(fd, "".join(rows).encode())
-            phase.written = due
+            write_lines(fd, phase, due)
         if elapsed >= next_sample:
-            phase.backlog.append((elapsed, phase.written, reader.counts.get(phase.number, 0)))
+            seen = reader.counts.get(phase.number, 0)
+            phase.backlog.append((elapsed, phase.alerts_written, seen))
             next_sample += 1.0
         time.sleep(TICK)
     phase.write_end = time.perf_counter()
@@ -134,10 +150,11 @@ def write_phase(fd: int, phase: Phase, reader: Reader, daemon_pid: int) -> None:
 
 def drain(phase: Phase, reader: Reader, timeout: float) -> None:
     def done() -> bool:
-        return reader.counts.get(phase.number, 0) >= phase.written
+        return reader.counts.get(phase.number, 0) >= phase.alerts_written
 
     if wait_until(done, timeout, interval=0.01):
         phase.drain = time.perf_counter() - phase.write_end
+    phase.seen_at_end = reader.counts.get(phase.number, 0)
 
 
 def backlog_slope(points: list[tuple[float, int, int]]) -> float:
@@ -153,15 +170,15 @@ def backlog_slope(points: list[tuple[float, int, int]]) -> float:
 
 def summarize(phase: Phase, reader: Reader) -> list[str]:
     latencies = sorted(v for (p, _), v in reader.seen.items() if p == phase.number)
-    seen = len(latencies)
     slope = backlog_slope(phase.backlog)
-    grows = slope > 0.05 * phase.rate
+    grows = slope > 0.05 * phase.rate / phase.alert_every
     ms = 1000.0
     return [
         f"{phase.rate:,}",
+        f"1/{phase.alert_every}",
         f"{phase.seconds:.0f}",
-        f"{phase.written:,}",
-        f"{seen:,}",
+        f"{phase.alerts_written:,}",
+        f"{phase.seen_at_end:,}",
         f"{percentile(latencies, 0.50) * ms:.1f}",
         f"{percentile(latencies, 0.99) * ms:.1f}",
         f"{(latencies[-1] if latencies else float('nan')) * ms:.1f}",
@@ -176,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", type=int, nargs="+", default=[1000, 20000])
     parser.add_argument("--seconds", type=float, default=10.0, help="writing time per rate")
     parser.add_argument("--drain-timeout", type=float, default=60.0)
+    parser.add_argument("--alert-every", type=int, default=1, help="every Nth line alerts")
     args = parser.parse_args(argv)
 
     work = fresh_dir("latency")
@@ -199,22 +217,28 @@ def main(argv: list[str] | None = None) -> int:
         if warm.drain is None:
             sys.exit(f"no alerts arrived for the warm-up lines; daemon log:\n{daemon.tail_log()}")
         for number, rate in enumerate(args.rates, start=1):
-            phase = Phase(number, rate, args.seconds)
+            phase = Phase(number, rate, args.seconds, args.alert_every)
             write_phase(fd, phase, reader, daemon.pid)
             drain(phase, reader, args.drain_timeout)
             phases.append(phase)
-            print(f"  {rate:,} lines/s: {reader.counts.get(number, 0):,} of {phase.written:,} seen")
+            print(f"  {rate:,} lines/s: {phase.seen_at_end:,} of {phase.alerts_written:,} seen")
+        stopping = time.perf_counter()
+        status = daemon.stop(timeout=args.drain_timeout)
+        print(f"daemon stopped with status {status} in {time.perf_counter() - stopping:.2f} s")
     os.close(fd)
     reader.stopping.set()
     reader.join(5)
 
-    headers = ["lines/s", "s", "written", "alerts seen", "p50 ms", "p99 ms", "max ms",
+    headers = ["lines/s", "alerting", "s", "alert lines", "alerts seen", "p50 ms", "p99 ms",
+               "max ms",
                "backlog slope lines/s", "drain s", "daemon CPU s/s"]  # fmt: skip
     print()
     print(table(headers, [summarize(phase, reader) for phase in phases]))
     for phase in phases:
         series = ", ".join(f"{w - s}" for _, w, s in phase.backlog)
-        print(f"backlog each second at {phase.rate:,} lines/s (written - seen): {series}")
+        print(
+            f"backlog each second at {phase.rate:,} lines/s (alert lines - alerts seen): {series}"
+        )
     if reader.malformed:
         print(f"{reader.malformed} alert lines without a sequence number")
     return 0
