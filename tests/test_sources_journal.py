@@ -12,6 +12,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -341,6 +343,47 @@ def test_stop_leaves_no_journalctl_process_and_no_thread(tmp_path, make_source):
     assert {t.name for t in threading.enumerate()} <= before
     assert source.pid is None
     source.stop()  # idempotent
+
+
+_HOLDER = """
+import sys, time
+from logwatchd.clock import SystemClock
+from logwatchd.config.model import SourceConfig
+from logwatchd.sources.journal import JournalSource
+config = SourceConfig(id="s", type="journald", parser="journald", journal_directory=sys.argv[1])
+source = JournalSource(config, saved=None, clock=SystemClock())
+source.start(lambda: None)
+while source.pid is None:
+    time.sleep(0.01)
+print(source.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_daemon_leaves_no_journalctl_running(tmp_path):
+    """journalctl --follow exits when its stdout reader goes, so kill -9 leaves no orphan."""
+    directory = tmp_path / "journal"
+    directory.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(directory)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        pid = int(holder.stdout.readline())
+        assert process_running(pid)
+    finally:
+        holder.kill()
+        holder.wait()
+    wait_for(lambda: not process_running(pid))
+
+
+def process_running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie may wait for a reaper that never comes)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_a_slow_consumer_keeps_the_buffer_bounded_and_loses_nothing(tmp_path, make_source):
