@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -138,6 +140,56 @@ def test_smtp_outage_then_restart_delivers_each_alert_once(tmp_path: Path) -> No
     assert len(ids) == 10
     assert len(set(ids)) == 10
     assert ids == sorted(f"<a{n:031x}.mail@logwatchd>" for n in range(10))
+
+
+KILLED_CHILD = """
+import sys, time
+from logwatchd.clock import SystemClock
+from logwatchd.config.model import HandlerConfig, RetryConfig
+from logwatchd.handlers import build_handler
+from logwatchd.outbox import Dispatcher
+from logwatchd.templates import HostInfo, Templates
+db, port = sys.argv[1], int(sys.argv[2])
+cfg = HandlerConfig(name="mail", type="email", timeout=5,
+    retry=RetryConfig(max_attempts=100, backoff=0.05, max_backoff=0.2),
+    settings={"smtp": {"host": "127.0.0.1", "port": port}, "from": "l@example.com",
+              "to": ("ops@example.com",), "subject": "s", "body": "b"})
+handler = build_handler(cfg, templates=Templates(), host=HostInfo("web1", "web1"))
+dispatcher = Dispatcher(db, {"mail": handler}, {"mail": cfg}, SystemClock(), poll_interval=0.05)
+dispatcher.start()
+deadline = time.monotonic() + 30
+while dispatcher.stats()["mail"].retried < 20:
+    if time.monotonic() > deadline:
+        sys.exit("never failed 20 times")
+    time.sleep(0.01)
+print("failing", file=sys.stderr, flush=True)  # stdout carries the log
+time.sleep(60)
+"""
+
+
+def test_kill_9_during_an_outage_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    db = str(tmp_path / "state.db")
+    port = free_port()
+    queue(db, make_alerts(10, ("mail",)))
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_CHILD, db, str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stderr is not None
+        assert child.stderr.readline() == "failing\n"
+    finally:
+        child.kill()  # SIGKILL: no stop(), no close()
+        child.wait(10)
+    box = Mailbox()
+    with smtp_server(box, port=port):
+        dispatcher = start(db, mail_config(port, retry=FAST_RETRY))
+        wait_for(lambda: dispatcher.status()["outbox"]["mail"]["done"] == 10)
+        dispatcher.stop(5)
+    ids = [m.message["Message-ID"] for m in box.snapshot()]
+    assert sorted(ids) == sorted(f"<a{n:031x}.mail@logwatchd>" for n in range(10))
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
