@@ -31,7 +31,7 @@ from logwatchd.rules import Engine, Match
 ROOT = Path(__file__).resolve().parent.parent
 PACKS = ROOT / "config" / "rules.d"
 SAMPLES = Path(__file__).resolve().parent / "packs"
-READ_TIME = 1_795_687_200.0  # 2026-11-26T06:00:00Z
+READ_TIME = 1_795_687_200.0  # 2026-11-26T10:00:00Z
 PARSERS = ("syslog", "rfc5424", "journald", "nginx_error", "nginx_combined",
            "apache_error", "apache_combined", "dovecot_log", "app_events")  # fmt: skip
 
