@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import re
 from typing import Any
@@ -220,10 +221,31 @@ def test_not_of_a_missing_field_condition_is_true() -> None:
     assert matches(Not(Leaf("user", "equals", "root")), {})
 
 
-def test_text_ops_see_numbers_and_ips_by_their_text() -> None:
+def test_text_ops_see_ints_by_their_digits() -> None:
     assert matches(Leaf("status", "startswith", "5"), {"status": 503})
-    assert matches(Leaf("ip", "contains", "203.0"), {"ip": ipaddress.ip_address("203.0.113.9")})
+    assert matches(Leaf("status", "regex", re.compile(r"^5\d\d$")), {"status": 503})
     assert matches(Leaf("ip", "regex", re.compile(r"^203\.")), {"ip": "203.0.113.9"})
+
+
+def test_ip_typed_fields_compare_as_addresses_not_as_text() -> None:
+    """The line may spell an address otherwise than str() does: only address semantics hold."""
+    v6 = {"ip": ipaddress.ip_address("2001:DB8::1")}
+    assert matches(Leaf("ip", "equals", "2001:db8:0::1"), v6)
+    assert matches(Leaf("ip", "in", ("192.0.2.1", "2001:db8::1")), v6)
+    assert not matches(Leaf("ip", "equals", "2001:db8::2"), v6)
+    assert not matches(Leaf("ip", "contains", "db8"), v6)
+    assert not matches(Leaf("ip", "startswith", "2001"), v6)
+    v4 = {"ip": ipaddress.ip_address("203.0.113.9")}
+    assert matches(Leaf("ip", "equals", "203.0.113.9"), v4)
+    assert not matches(Leaf("ip", "equals", "[203.0.113.9]"), v4)
+    assert matches(Leaf("ip", "equals", "[203.0.113.9]"), {"ip": "[203.0.113.9]"})
+
+
+def test_floats_and_datetimes_are_not_text() -> None:
+    stamp = dt.datetime(2026, 11, 26, tzinfo=dt.UTC)
+    assert not matches(Leaf("t", "contains", "2026"), {"t": stamp})
+    assert not matches(Leaf("f", "startswith", "0.5"), {"f": 0.5})
+    assert matches(Leaf("f", "equals", 0.5), {"f": 0.5})
 
 
 @pytest.mark.parametrize(

@@ -84,6 +84,14 @@ def test_only_i_among_ascii_letters_has_case_partners_that_casefold_elsewhere() 
     assert unsafe == {"i"}
 
 
+def test_ipv6_equality_requires_no_literal() -> None:
+    """An IP-typed field equals 2001:db8::1 however the line spells it (2001:DB8::1)."""
+    engine = engine_for(RuleConfig("r", Leaf("message", "equals", "2001:db8::1")))
+    assert engine.requirements("s") == {"r": None}
+    engine = engine_for(RuleConfig("r", Leaf("message", "equals", "203.0.113.9")))
+    assert engine.requirements("s") == {"r": lits("203.0.113.9")}
+
+
 def test_all_picks_the_most_selective_and_any_unions() -> None:
     rule = RuleConfig(
         "r",
@@ -189,9 +197,9 @@ def test_many_literals_use_one_alternation() -> None:
 # --- the property: wants() is never False for a line some rule matches -------------------
 
 # the characters whose case mappings trip up naive case-insensitive literal checks
-ALPHABET = "abAB :\u00df\u017f\u212a\u0130\u0131\u03a3\u03c20"
-FIELDS = ("message", "raw", "program", "other", "absent")
-VERBATIM = {"s": {"message", "raw", "program"}}
+ALPHABET = "abAB :\u00df\u017f\u212a\u0130\u0131\u03a3\u03c207"
+FIELDS = ("message", "raw", "program", "pid", "other", "absent")
+VERBATIM = {"s": {"message", "raw", "program", "pid"}}
 
 
 def _substring(data: st.DataObject, text: str) -> str:
@@ -262,6 +270,9 @@ def test_wants_is_never_false_for_a_line_a_rule_matches(data: st.DataObject, raw
         "program": _substring(data, raw),
         "other": data.draw(st.text(ALPHABET, max_size=8)),
     }
+    digits = re.findall(r"[07]+", raw)
+    if digits:  # a parser's int field, typed from digits in the line
+        fields["pid"] = int(data.draw(st.sampled_from(digits)))
     pred = _predicate(data, raw)
     if not compile_predicate(pred, {}).test(fields, {}):
         return

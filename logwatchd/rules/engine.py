@@ -33,7 +33,7 @@ from logwatchd.clock import Clock
 from logwatchd.config.model import ListConfig, RuleConfig
 from logwatchd.events import Event
 from logwatchd.rules.explain import RuleExplanation, explain_rule
-from logwatchd.rules.predicates import CompiledPredicate, as_text, compile_predicate
+from logwatchd.rules.predicates import CompiledPredicate, as_key, compile_predicate
 from logwatchd.rules.prefilter import (
     DEFAULT_VERBATIM,
     LineCheck,
@@ -126,21 +126,12 @@ class CompiledRule:
 
     def key_of(self, fields: Mapping[str, Any]) -> Key | None:
         """The group_by values as strings, or None when one is missing."""
-        if len(self.group_by) == 1:  # the common case, kept short
-            value = fields.get(self.group_by[0])
-            if value.__class__ is str:
-                return (value,)
         values = []
         for name in self.group_by:
             value = fields.get(name)
-            text = as_text(value) if value is not None else None
+            text = value if value.__class__ is str else as_key(value)
             if text is None:
-                if value is None or isinstance(value, bool):
-                    return None
-                try:
-                    text = str(value)
-                except ValueError:  # holds an int too long to print
-                    return None
+                return None
             values.append(text)
         return tuple(values)
 
@@ -269,8 +260,7 @@ class Engine:
             self._fire(rule, key, state, Firing(1, first, time, [cut(line.raw)], last), alerts)
             return
         if rule.distinct is not None:
-            value = fields.get(rule.distinct)
-            text = as_text(value) if value is not None else None
+            text = as_key(fields.get(rule.distinct))
             if text is None:
                 self._drop_if_idle(rule, key, state, time)
                 return

@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,19 +155,36 @@ def _getter(name: str, produced: frozenset[str]) -> Getter:
 
 
 def as_text(value: Any) -> str | None:
-    """The string a text operator sees: str as is; numbers and IPs by their str(); else None."""
+    """The string a text operator sees: a str as is, an int by its digits, else None.
+
+    Only these keep the prefilter sound: the digits of an int parsed from the line are part
+    of the line. The text of an IP object or a float may be spelled differently there
+    (``2001:DB8::1`` is ``2001:db8::1``), so text operators do not see them; ``equals`` and
+    ``in`` compare IPs as addresses, and ``cidr``/``in_list`` are the tools for IPs.
+    """
     if value.__class__ is str:
         return value  # type: ignore[no-any-return]
     if isinstance(value, str):
         return str(value)
-    if isinstance(value, bool) or value is None or value is MISSING:
-        return None
-    if isinstance(value, int | float | ipaddress.IPv4Address | ipaddress.IPv6Address):
+    if isinstance(value, int) and not isinstance(value, bool):
         try:
             return str(value)
         except ValueError:  # an int past sys.get_int_max_str_digits()
             return None
     return None
+
+
+def as_key(value: Any) -> str | None:
+    """A field value as a group_by key or list member: its text, IPs included; None if absent."""
+    if value is None or value is MISSING or isinstance(value, bool):
+        return None
+    text = as_text(value)
+    if text is not None:
+        return text
+    try:
+        return str(value)
+    except ValueError:  # holds an int too long to print
+        return None
 
 
 def as_number(value: Any) -> float | None:
@@ -237,6 +254,7 @@ def _membership(get: Getter, leaf: Leaf, expected: tuple[Any, ...]) -> Test:
         v for v in expected if isinstance(v, int | float) and not isinstance(v, bool)
     )
     by_text = _text_test(get, leaf.icase, texts.__contains__) if texts else _never
+    by_text = _or_ip(by_text, get, _addresses(v for v in expected if isinstance(v, str)))
     if not numbers:
         return by_text
 
@@ -245,6 +263,30 @@ def _membership(get: Getter, leaf: Leaf, expected: tuple[Any, ...]) -> Test:
         return number is not None and number in numbers
 
     return lambda fields, ext: by_text(fields, ext) or by_number(fields, ext)
+
+
+def _addresses(texts: Iterable[str]) -> frozenset[Any]:
+    found = set()
+    for text in texts:
+        try:  # strictly an address: "[::1]" stays a string, as the prefilter assumes
+            found.add(ipaddress.ip_address(text))
+        except ValueError:
+            continue
+    return frozenset(found)
+
+
+def _or_ip(by_text: Test, get: Getter, addresses: frozenset[Any]) -> Test:
+    """Let ``equals: 2001:db8::1`` match an IP-typed field however the line spelled it."""
+    if not addresses:
+        return by_text
+
+    def by_address(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
+        value = get(fields, ext)
+        if isinstance(value, _IP_TYPES):
+            return value in addresses
+        return by_text(fields, ext)
+
+    return by_address
 
 
 def _contains(get: Getter, leaf: Leaf) -> Test:
@@ -339,7 +381,7 @@ def _in_list(get: Getter, listing: ListConfig | None) -> Test:
 
     def member(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
         value = get(fields, ext)
-        text = as_text(value)
+        text = as_key(value)
         if text is not None and text in values:
             return True
         return bool(networks) and _in_networks(as_ip(value), networks)

@@ -16,6 +16,7 @@ may match any line, and the prefilter lets everything through for its sources.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Collection, Iterable
 from re import _constants as sre  # type: ignore[attr-defined]
@@ -73,8 +74,17 @@ def leaf_requirement(leaf: Leaf) -> Requirement | None:
         # a number may be matched through int("0404") == 404: nothing to require
         if not isinstance(value, str) or not value:
             return None
+        if leaf.op in ("equals", "in") and _is_ipv6(value):
+            return None  # it equals an IP-typed field however the line spells the address
         literals.add((fold(value), True) if leaf.icase else (value, False))
     return frozenset(literals)
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == 6
+    except ValueError:
+        return False
 
 
 def most_selective(parts: Iterable[Requirement | None]) -> Requirement | None:
