@@ -72,7 +72,9 @@ def _plain(data: bytes) -> bool:
     return True
 
 
-def append_journal(path: str, entries: Iterable[Mapping[str, Value] | list[tuple[str, Value]]]):
+def append_journal(
+    path: str, entries: Iterable[Mapping[str, Value] | list[tuple[str, Value]]]
+) -> None:
     """Append entries to the journal file ``path`` (created if missing)."""
     if not path.endswith(".journal"):
         raise ValueError("systemd-journal-remote needs an output name ending in .journal")
