@@ -259,22 +259,39 @@ class Worker(threading.Thread):
             self.stats.sends += 1
             return
         self.stats.last_error = str(error)
-        for item in items:
-            self._failed(store, item, error)
-
-    def _failed(self, store: StateStore, item: OutboxItem, error: DeliveryError) -> None:
-        attempts = item.attempts + 1
         retry = self.cfg.retry
-        fields = {"handler": self.handler.name, "alert_id": item.alert_id, "attempts": attempts}
-        if error.permanent or attempts >= retry.max_attempts:
+        exhausted = [i for i in items if error.permanent or i.attempts + 1 >= retry.max_attempts]
+        for item in exhausted:
             store.mark_failed(item, str(error))
             self.stats.failed += 1
-            log.error("delivery failed", error=str(error), permanent=error.permanent, **fields)
+            log.error(
+                "delivery failed",
+                handler=self.handler.name,
+                alert_id=item.alert_id,
+                attempts=item.attempts + 1,
+                permanent=error.permanent,
+                error=str(error),
+            )
+        gone = {item.alert_id for item in exhausted}
+        again = [item for item in items if item.alert_id not in gone]
+        if not again:
             return
+        # one delay for the whole digest, so its alerts come due together and stay one digest
+        attempts = max(item.attempts for item in again) + 1
         delay = backoff(attempts, retry.backoff, retry.max_backoff, error.retry_after)
-        store.mark_retry(item, self._clock.now() + delay, str(error))
-        self.stats.retried += 1
-        log.warning("delivery failed, will retry", error=str(error), retry_in=delay, **fields)
+        next_attempt = self._clock.now() + delay
+        for item in again:
+            store.mark_retry(item, next_attempt, str(error))
+        self.stats.retried += len(again)
+        log.warning(
+            "delivery failed, will retry",
+            handler=self.handler.name,
+            alert_id=again[0].alert_id,
+            alerts=len(again),
+            attempts=attempts,
+            retry_in=round(delay, 3),
+            error=str(error),
+        )
 
     def _dry_run(self, alerts: list[dict[str, Any]]) -> None:
         preview = self.handler.preview(alerts)

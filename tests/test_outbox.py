@@ -414,3 +414,16 @@ def test_nothing_is_sent_before_start(tmp_path: Path) -> None:
     dispatcher.start()
     wait_for(lambda: len(handler.delivered()) == 1)
     assert dispatcher.stop(5) is True
+
+
+def test_a_failed_digest_is_retried_as_one_digest(tmp_path: Path) -> None:
+    db = str(tmp_path / "state.db")
+    queue(db, make_alerts(3, ("rec",)))
+    handler = Recording("rec", fail=lambda call: DeliveryError("451") if call == 0 else None)
+    cfg = HandlerConfig(name="rec", type="log", retry=FAST_RETRY, batch=BatchConfig(window=60))
+    clock = ManualClock(start=time.time() + 1)
+    dispatcher = run_recording(db, handler, cfg, clock)
+    wait_for(lambda: len(handler.delivered()) == 1, tick=lambda: clock.advance(5))
+    dispatcher.stop(5)
+    assert len(handler.sends) == 2
+    assert handler.delivered() == [[f"a{n:031x}" for n in range(3)]]
