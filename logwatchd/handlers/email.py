@@ -166,9 +166,13 @@ class EmailHandler:
         tls = self._smtp.get("tls") or "none"
         port = int(self._smtp.get("port") or (465 if tls == "tls" else 25))
         timeout = float(self._smtp.get("timeout") or self._timeout)
+        # our name for EHLO, known already: smtplib would otherwise resolve it on every mail
+        local = self._host.fqdn
         if tls == "tls":
-            return smtplib.SMTP_SSL(host, port, timeout=timeout, context=self._context)
-        smtp = smtplib.SMTP(host, port, timeout=timeout)
+            return smtplib.SMTP_SSL(
+                host, port, local_hostname=local, timeout=timeout, context=self._context
+            )
+        smtp = smtplib.SMTP(host, port, local_hostname=local, timeout=timeout)
         if tls == "starttls":
             try:
                 smtp.starttls(context=self._context)
