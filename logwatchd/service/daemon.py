@@ -238,10 +238,11 @@ class Daemon:
         wiring.dispatcher.stop(wiring.config.daemon.shutdown_timeout)
         try:
             fresh = Wiring(config, store, self.clock)
-        except Exception:
-            log.exception("reload failed while building, restarting the old config")
+            fresh.start(self._wake)
+        except Exception as exc:
+            log.exception("reload failed while starting, restarting the old config", error=str(exc))
             fresh = Wiring(wiring.config, store, self.clock)
-        fresh.start(self._wake)
+            fresh.start(self._wake)
         log.info("reloaded", config=self.config_path, rules=len(fresh.config.rules))
         notify.ready(self._status_text(store))
         return fresh
@@ -283,5 +284,5 @@ def build_source(
             clock=clock,
         )
     if config.type == "journald":
-        return JournalSource(config, saved=saved, clock=clock)
+        return JournalSource(config, saved=saved, clock=clock, max_line_bytes=daemon.max_line_bytes)
     return StdinSource(config, clock=clock)
