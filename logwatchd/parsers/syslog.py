@@ -14,21 +14,20 @@ from datetime import datetime, tzinfo
 
 from logwatchd.events import Line
 from logwatchd.parsers.base import ALL_STRINGS, Fields
-from logwatchd.parsers.timeutil import MONTHS, YearGuesser, parse_iso8601
+from logwatchd.parsers.timeutil import MONTHS, YearGuesser
 
 # A host never holds brackets and never ends with a colon, which tells "host prog:" from a
 # host-less "prog: msg: more".
 _TAG = (
-    r"(?:(?P<host>[^\s\[\]]*[^\s\[\]:]) )?"
-    r"(?:\[(?P<bprog>[^\]\s]+)\]:?|(?P<program>[^\s\[\]:]+)(?:\[(?P<pid>\d{0,10})\])?:)"
-    r"(?: |$)"
+    r"(?:(?:([^\s\[\]]*[^\s\[\]:]) )?"  # host
+    r"(?:\[([^\]\s]+)\]:?|([^\s\[\]:]+)(?:\[(\d{0,10})\])?:)"  # [prog] | prog[pid]:
+    r"(?: |$))?"
 )
-_BSD = re.compile(
-    r"(?P<mon>[A-Z][a-z]{2}) {1,2}(?P<day>\d{1,2}) (?P<h>\d\d):(?P<m>\d\d):(?P<s>\d\d)"
-    r"(?:\.(?P<frac>\d{1,6})\d*)? "
+_BSD_LINE = re.compile(
+    r"(([A-Z][a-z]{2}) {1,2}(\d{1,2}) (\d\d):(\d\d):(\d\d)(?:\.(\d{1,6})\d*)?) " + _TAG
 )
-_ISO = re.compile(r"(?P<stamp>\d{4}-\d\d-\d\dT\S{8,32}) ")
-_TAG_RE = re.compile(_TAG)
+_ISO_LINE = re.compile(r"(\d{4}-\d\d-\d\dT\S{8,32}) " + _TAG)
+_CACHE_SIZE = 4096
 
 
 class SyslogParser:
@@ -38,54 +37,63 @@ class SyslogParser:
     def __init__(self, tz: tzinfo) -> None:
         self._tz = tz
         self._years = YearGuesser(tz)
+        # stamps repeat (many lines per second): convert each text once per hour of reading
+        self._stamps: dict[tuple[str, int], datetime | None] = {}
 
     def parse(self, line: Line) -> Fields | None:
         raw = line.raw
-        head = _BSD.match(raw)
-        if head is not None:
-            stamp = self._bsd_stamp(head, line.read_time)
+        found = _BSD_LINE.match(raw)
+        if found is not None:
+            groups = found.groups()
+            stamp = self._bsd_stamp(groups, line.read_time)
+            host, bprog, program, pid = groups[7:]
         else:
-            head = _ISO.match(raw)
-            if head is None:
+            found = _ISO_LINE.match(raw)
+            if found is None:
                 return None
-            stamp = parse_iso8601(head.group("stamp"), self._tz)
+            stamp_text, host, bprog, program, pid = found.groups()
+            stamp = self._iso_stamp(stamp_text)
         if stamp is None:
             return None
-        fields: Fields = {"timestamp": stamp, "raw": raw}
-        start = head.end()
-        tag = _TAG_RE.match(raw, start)
-        if tag is None:
-            fields["message"] = raw[start:]
-            return fields
-        host, bprog, program, pid = tag.group("host", "bprog", "program", "pid")
+        fields: Fields = {"timestamp": stamp, "raw": raw, "message": raw[found.end() :]}
         if host is not None:
             fields["host"] = host
-        fields["program"] = program if bprog is None else bprog
-        if pid:
-            fields["pid"] = int(pid)
-        fields["message"] = raw[tag.end() :]
+        if bprog is not None:
+            fields["program"] = bprog
+        elif program is not None:
+            fields["program"] = program
+            if pid:
+                fields["pid"] = int(pid)
         return fields
 
-    def _bsd_stamp(self, head: re.Match[str], read_time: float) -> datetime | None:
-        month = MONTHS.get(head.group("mon"))
+    def _bsd_stamp(self, groups: tuple[str, ...], read_time: float) -> datetime | None:
+        key = (groups[0], int(read_time // 3600))
+        stamps = self._stamps
+        if key in stamps:
+            return stamps[key]
+        if len(stamps) >= _CACHE_SIZE:
+            stamps.clear()
+        stamp = stamps[key] = self._bsd_convert(groups[1:7], read_time)
+        return stamp
+
+    def _bsd_convert(self, parts: tuple[str, ...], read_time: float) -> datetime | None:
+        mon, day, hour, minute, second, frac = parts
+        month = MONTHS.get(mon)
         if month is None:
             return None
-        day = int(head.group("day"))
-        year = self._years.year(month, day, read_time)
+        year = self._years.year(month, int(day), read_time)
         if year is None:
             return None
-        frac = head.group("frac")
         micro = int(frac.ljust(6, "0")) if frac else 0
         try:
-            return datetime(
-                year,
-                month,
-                day,
-                int(head.group("h")),
-                int(head.group("m")),
-                int(head.group("s")),
-                micro,
-                tzinfo=self._tz,
-            )
+            return datetime(year, month, int(day), int(hour), int(minute), int(second), micro,
+                            tzinfo=self._tz)  # fmt: skip
         except ValueError:  # 25:61:61 and friends
             return None
+
+    def _iso_stamp(self, text: str) -> datetime | None:
+        try:
+            stamp = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+        return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=self._tz)

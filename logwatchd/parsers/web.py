@@ -27,7 +27,7 @@ from logwatchd.events import Line
 from logwatchd.parsers.base import ALL_STRINGS, Fields
 from logwatchd.parsers.timeutil import MONTHS, fixed_offset
 
-_QUOTED = r'"((?:[^"\\]|\\.)*)"'
+_QUOTED = r'"([^"\\]*(?:\\.[^"\\]*)*)"'
 _ACCESS = re.compile(
     r"(\S+) (\S+) (\S+) \[(\d\d)/([A-Z][a-z]{2})/(\d{4}):(\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)\] "
     + _QUOTED
