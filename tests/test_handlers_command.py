@@ -13,7 +13,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from logwatchd.config.model import HandlerConfig
-from logwatchd.errors import ConfigError, DeliveryError
+from logwatchd.errors import ConfigError, DeliveryError, Mark
 from logwatchd.handlers import build_handler
 from logwatchd.templates import HostInfo, Templates
 from tests.smtp_helpers import make_alert
@@ -172,3 +172,20 @@ def test_program_must_be_a_literal_absolute_path(argv0: str) -> None:
     with pytest.raises(ConfigError) as caught:
         command([argv0, "x"])
     assert caught.value.key == "handlers.ban.argv"
+
+
+def test_argv_that_cannot_render_runs_nothing_and_fails_permanently(
+    recorder: tuple[Path, Path],
+) -> None:
+    script, out = recorder
+    cfg = HandlerConfig(
+        name="ban", type="command",
+        settings={"argv": (sys.executable, str(script), str(out), "{{ alert.key.ip }}")},
+        marks={"argv[3]": Mark("conf.yaml", 31)},
+    )  # fmt: skip
+    handler = build_handler(cfg, templates=Templates(), host=HOST)
+    with pytest.raises(DeliveryError) as caught:
+        handler.send([make_alert(1, key={"user": "root"})])
+    assert caught.value.permanent
+    assert "conf.yaml:31: handlers.ban.argv[3]: undefined value" in str(caught.value)
+    assert not out.exists()

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from logwatchd.config.model import HandlerConfig
-from logwatchd.errors import ConfigError, DeliveryError
+from logwatchd.errors import ConfigError, DeliveryError, Mark
 from logwatchd.handlers import build_handler
 from logwatchd.templates import HostInfo, Templates
 from tests.smtp_helpers import (
@@ -42,7 +42,8 @@ def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return make_certificate(tmp_path_factory.mktemp("tls"))
 
 
-def handler(port: int, cc: tuple[str, ...] = (), **smtp: Any) -> Any:
+def handler(port: int, cc: tuple[str, ...] = (), marks: dict[str, Mark] | None = None,
+            **smtp: Any) -> Any:  # fmt: skip
     settings: dict[str, Any] = {
         "cc": cc,
         "smtp": {"host": "127.0.0.1", "port": port, "tls": "none", **smtp},
@@ -51,7 +52,9 @@ def handler(port: int, cc: tuple[str, ...] = (), **smtp: Any) -> Any:
         "subject": "[{{ alert.severity }}] {{ alert.rule }} {{ alert.key.ip }}",
         "body": "{{ alert.count }} x {{ alert.rule }}; last line: {{ alert.event.raw }}",
     }
-    cfg = HandlerConfig(name="mail-admin", type="email", timeout=10, settings=settings)
+    cfg = HandlerConfig(
+        name="mail-admin", type="email", timeout=10, settings=settings, marks=marks or {}
+    )
     return build_handler(cfg, templates=Templates(), host=HOST)
 
 
@@ -202,9 +205,11 @@ def test_template_error_names_the_handler_key() -> None:
 def test_template_failing_on_one_alert_falls_back_and_still_delivers() -> None:
     box = Mailbox()
     with smtp_server(box) as port:
-        handler(port).send([make_alert(1, key={"user": "root"})])  # the subject wants key.ip
+        mail = handler(port, marks={"subject": Mark("conf.yaml", 9)})
+        mail.send([make_alert(1, key={"user": "root"})])  # the subject wants key.ip
     [got] = box.snapshot()
     assert got.message["Subject"] == "[high] ssh-bruteforce on web1"
     body = got.message.get_content()
-    assert body.startswith("(the configured template failed: handlers.mail-admin.subject")
+    note = "(the configured template failed: conf.yaml:9: handlers.mail-admin.subject: undefined"
+    assert body.startswith(note)
     assert "root" in body

@@ -62,11 +62,13 @@ def build_handler(cfg: HandlerConfig, *, templates: Templates, host: HostInfo) -
 
 def compile_setting(cfg: HandlerConfig, templates: Templates, key: str, source: str) -> Template:
     """Compile one template of a handler, turning a syntax error into a ConfigError."""
-    label = f"handlers.{cfg.name}.{key}"
+    path = f"handlers.{cfg.name}.{key}"
+    mark = cfg.marks.get(key, cfg.mark)
     try:
-        return templates.compile(source, label)
+        # the label carries the Mark, so a render failure at run time names file and line
+        return templates.compile(source, f"{mark}: {path}")
     except TemplateError as exc:
-        raise ConfigError(exc.message, cfg.marks.get(key, cfg.mark), label) from None
+        raise ConfigError(exc.message, mark, path) from None
 
 
 def render_or_fail(
