@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from logwatchd.config.model import HandlerConfig
@@ -189,3 +191,13 @@ def test_argv_that_cannot_render_runs_nothing_and_fails_permanently(
     assert caught.value.permanent
     assert "conf.yaml:31: handlers.ban.argv[3]: undefined value" in str(caught.value)
     assert not out.exists()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_any_text_renders_to_exactly_one_argument(text: str) -> None:
+    handler = command(["/bin/true", "--", "{{ alert.key.user }}", "x{{ alert.key.user }}x"])
+    argv = handler.argv(make_alert(1, key={"user": text}))
+    clean = text.replace("\x00", "\ufffd")
+    assert argv == ["/bin/true", "--", clean, f"x{clean}x"]
+    assert all("\x00" not in arg for arg in argv)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from logwatchd.config.model import HandlerConfig
 from logwatchd.errors import ConfigError, DeliveryError, Mark
@@ -213,3 +217,20 @@ def test_template_failing_on_one_alert_falls_back_and_still_delivers() -> None:
     note = "(the configured template failed: conf.yaml:9: handlers.mail-admin.subject: undefined"
     assert body.startswith(note)
     assert "root" in body
+
+
+OFFLINE = handler(25)  # builds messages only; an SSL context per example would be slow
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(max_size=400))
+def test_no_text_in_a_field_changes_the_header_set(text: str) -> None:
+    msg = OFFLINE.message([make_alert(1, key={"ip": text}, raw=text)])
+    parsed = email.message_from_bytes(msg.as_bytes(), policy=email.policy.default)
+    names = sorted(name.lower() for name in parsed)
+    assert names == sorted(
+        ["from", "to", "date", "message-id", "x-logwatchd-alert-ids", "subject",
+         "content-type", "content-transfer-encoding", "mime-version"]
+    )  # fmt: skip
+    assert parsed["To"] == ", ".join(TO)
+    assert "\n" not in str(parsed["Subject"]) and "\r" not in str(parsed["Subject"])
