@@ -40,7 +40,7 @@ def webhook(url: str, **settings: Any) -> Any:
 def test_posts_the_alert_as_json_with_headers(tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("Bearer t0ken\n")
-    alert = make_alert(1, key={"user": "root\r\nX-Evil: 1"})
+    alert = make_alert(1, key={"user": "root\r\nX-Evil: 1 \u2603é"})
     with WebhookServer() as server:
         webhook(
             server.url,
@@ -52,7 +52,7 @@ def test_posts_the_alert_as_json_with_headers(tmp_path: Path) -> None:
     assert json.loads(request.body) == alert
     assert request.headers["Content-Type"] == "application/json"
     assert request.headers["X-Rule"] == "ssh-bruteforce"
-    assert request.headers["X-User"] == "root X-Evil: 1"
+    assert request.headers["X-User"] == "root X-Evil: 1 ?é"
     assert "X-Evil" not in request.headers
     assert request.headers["Authorization"] == "Bearer t0ken"
 

@@ -82,9 +82,9 @@ class WebhookHandler:
         headers = {"Content-Type": content_type, "User-Agent": f"logwatchd/{__version__}"}
         for name, template in self._headers.items():
             value = render_or_fail(self._templates, template, alerts[-1], self._host, alerts)
-            headers[name] = clean_header(value)
+            headers[name] = _latin1(clean_header(value))
         for name, path in self._header_files.items():
-            headers[name] = clean_header(read_secret(path))
+            headers[name] = _latin1(clean_header(read_secret(path)))
         return headers
 
     def preview(self, alerts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -122,6 +122,11 @@ def _http_failure(exc: urllib.error.HTTPError) -> DeliveryError:
         permanent=not retry,
         retry_after=retry_after(exc.headers.get("Retry-After")) if retry else None,
     )
+
+
+def _latin1(value: str) -> str:
+    """http.client sends header values as Latin-1; anything else would raise mid-send."""
+    return value.encode("latin-1", "replace").decode("latin-1")
 
 
 def retry_after(value: str | None, now: float | None = None) -> float | None:
