@@ -250,3 +250,13 @@ def test_every_rule_gives_the_prefilter_a_literal(
     engine = engine_for(config, parsers)
     missing = [rule for rule, req in engine.requirements(parser).items() if not req]
     assert missing == []
+
+
+def test_packs_load_with_the_example_config_and_use_its_default_handlers() -> None:
+    main = (ROOT / "config" / "logwatchd.yaml").read_text()
+    assert "# include: [rules.d/*.yaml]" in main
+    text = main.replace("# include: [rules.d/*.yaml]", "include: [rules.d/*.yaml]")
+    config = load_text(text, str(ROOT / "config" / "logwatchd.yaml"), base_dir=str(ROOT / "config"))
+    pack_rules = [rule for rule in config.rules if rule.mark.file.startswith(str(PACKS))]
+    assert len(pack_rules) >= 20
+    assert all(rule.handlers == config.default_handlers for rule in pack_rules)
