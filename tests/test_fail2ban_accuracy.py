@@ -377,9 +377,11 @@ def _fail2ban_alone(spec: Filter, batch: list[Sample]) -> list[tuple[bool, str |
 @pytest.mark.parametrize("spec", FILTERS, ids=[spec.label for spec in FILTERS])
 def test_pack_agrees_with_fail2ban_samples(spec: Filter, tmp_path: Path) -> None:
     outcome = evaluate(spec, tmp_path)
+    per_line = outcome.judged - len(outcome.contextual)
     report = (
-        f"{spec.rule_tag}: {outcome.agreed}/{outcome.judged} = {outcome.ratio:.1%} "
-        f"({outcome.skipped} annotated lines of other modes skipped)"
+        f"{spec.rule_tag}: {outcome.agreed}/{outcome.judged} = {outcome.ratio:.1%} of annotated "
+        f"lines; {outcome.agreed}/{per_line} = {outcome.per_line_ratio:.1%} of those fail2ban "
+        f"decides per line ({outcome.skipped} lines of other modes skipped)"
     )
     print(report)
     for _, line in outcome.disagreements:
