@@ -9,11 +9,12 @@ its own thread: a slow or dead handler never holds up the reader or another hand
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,39 @@ POLL_INTERVAL = 1.0  # due retries are found at least this often, even without n
 CLAIM_LIMIT = 100
 DIGEST_MAX = 100  # alerts per digest when a rate limit defers them and no batch.max is set
 JITTER = 0.1
+
+
+class InFlight:
+    """Alert ids being sent right now, per handler, for every Dispatcher in this process.
+
+    After a reload the old Dispatcher may still be finishing a send when the new one starts:
+    the new worker must not pick up the same rows, or the alert would go out twice.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids: dict[str, set[str]] = {}
+
+    def exclude(self, handler: str, items: list[OutboxItem]) -> list[OutboxItem]:
+        with self._lock:
+            busy = self._ids.get(handler)
+            if not busy:
+                return items
+            return [item for item in items if item.alert_id not in busy]
+
+    @contextlib.contextmanager
+    def holding(self, handler: str, items: list[OutboxItem]) -> Iterator[None]:
+        ids = {item.alert_id for item in items}
+        with self._lock:
+            self._ids.setdefault(handler, set()).update(ids)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._ids[handler] -= ids
+
+
+IN_FLIGHT = InFlight()
 
 
 @dataclass
@@ -172,7 +206,7 @@ class Worker(threading.Thread):
         now = self._clock.now()
         batch = self.cfg.batch
         limit = batch.max if batch else CLAIM_LIMIT
-        items = store.claim_due(self.handler.name, now, limit)
+        items = IN_FLIGHT.exclude(self.handler.name, store.claim_due(self.handler.name, now, limit))
         if not items:
             self._window_start = None
             return self._until_next_due(store, now)
@@ -222,8 +256,9 @@ class Worker(threading.Thread):
         if self._stopping.is_set():
             return
         self._sends.append(self._clock.now())
-        error = self._attempt([item.alert for item in items])
-        self._record(store, items, error)
+        with IN_FLIGHT.holding(self.handler.name, items):
+            error = self._attempt([item.alert for item in items])
+            self._record(store, items, error)
 
     def _send_parallel(self, store: StateStore, items: list[OutboxItem]) -> None:
         """For handlers with ``concurrency`` > 1: sends overlap, the store stays in this thread."""
@@ -233,11 +268,12 @@ class Worker(threading.Thread):
                 return False, None  # skipped at shutdown: stays pending
             return True, self._attempt([item.alert])
 
-        with ThreadPoolExecutor(self._parallel) as pool:
-            results = list(pool.map(attempt, items))
-        for item, (tried, error) in zip(items, results, strict=True):
-            if tried:
-                self._record(store, [item], error)
+        with IN_FLIGHT.holding(self.handler.name, items):
+            with ThreadPoolExecutor(self._parallel) as pool:
+                results = list(pool.map(attempt, items))
+            for item, (tried, error) in zip(items, results, strict=True):
+                if tried:
+                    self._record(store, [item], error)
 
     def _attempt(self, alerts: list[dict[str, Any]]) -> DeliveryError | None:
         try:

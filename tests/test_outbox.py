@@ -427,3 +427,28 @@ def test_a_failed_digest_is_retried_as_one_digest(tmp_path: Path) -> None:
     dispatcher.stop(5)
     assert len(handler.sends) == 2
     assert handler.delivered() == [[f"a{n:031x}" for n in range(3)]]
+
+
+def test_reload_while_a_send_is_in_flight_sends_it_once(tmp_path: Path) -> None:
+    db = str(tmp_path / "state.db")
+    queue(db, make_alerts(1, ("rec",)))
+    release, entered = threading.Event(), threading.Event()
+
+    def blocking(call: int) -> None:
+        entered.set()
+        release.wait(30)
+
+    cfg = HandlerConfig(name="rec", type="log")
+    old = Recording("rec", fail=blocking)
+    first = run_recording(db, old, cfg)
+    assert entered.wait(10)
+    assert first.stop(0.1) is False  # the old send is still running when the new config starts
+    new = Recording("rec")
+    second = run_recording(db, new, cfg)
+    time.sleep(0.3)
+    assert new.sends == []
+    release.set()
+    wait_for(lambda: second.status()["outbox"]["rec"]["done"] == 1)
+    second.stop(5)
+    assert old.delivered() == [[f"a{0:031x}"]]
+    assert new.sends == []
