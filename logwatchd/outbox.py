@@ -289,8 +289,7 @@ class Worker(threading.Thread):
         self, store: StateStore, items: list[OutboxItem], error: DeliveryError | None
     ) -> None:
         if error is None:
-            for item in items:
-                store.mark_done(item)
+            store.mark_done_many(items)
             self.stats.sent += len(items)
             self.stats.sends += 1
             return

@@ -111,3 +111,10 @@ def test_workers_on_their_own_connections_do_not_block_the_committer(tmp_path):
     assert not errors
     assert main.status()["outbox"]["mail"]["done"] == 50
     main.close()
+
+
+def test_a_digest_is_marked_delivered_in_one_go(store):
+    store.commit(alerts=[make_alert(f"a{i}", ("mail",)) for i in range(3)])
+    store.mark_done_many(store.claim_due("mail", now=1e12))
+    assert store.claim_due("mail", now=1e12) == []
+    assert store.status()["outbox"]["mail"]["done"] == 3

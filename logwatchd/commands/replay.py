@@ -173,6 +173,8 @@ class Executor:
                 self.handlers[name].send([payload])
             except DeliveryError as exc:
                 print(f"handler {name} failed: {exc}", file=sys.stderr)
+            except Exception as exc:  # a handler bug must not abort the replay
+                print(f"handler {name} raised {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
 class Progress:
