@@ -73,19 +73,38 @@ def test_check_prints_ok_and_a_summary_for_the_shipped_example_configs():
 @pytest.mark.parametrize(
     ("change", "where", "message"),
     [
-        ({"rules": [{"id": "r", "match": {"field": "a", "equals": "b"}, "colldown": "1m"}]},
-         "rules[0]", "colldown"),
+        (
+            {"rules": [{"id": "r", "match": {"field": "a", "equals": "b"}, "colldown": "1m"}]},
+            "rules[0]",
+            "colldown",
+        ),
         ({"parsers": {"app": {"regex": "(?P<ip>[unclosed"}}}, "parsers.app.regex", "regex"),
-        ({"rules": [{"id": "r", "match": {"field": "a", "equals": "b"}, "cooldown": "ten"}]},
-         "rules[0].cooldown", "not a duration"),
-        ({"rules": [{"id": "r", "match": {"field": "a", "equals": "b"}, "handlers": ["nope"]}]},
-         "rules[0].handlers", "nope"),
-        ({"handlers": {"alerts-file": {"type": "command", "argv": ["/bin/echo", "{{ alert.x }}"]}}},
-         "handlers.alerts-file.argv[1]", "x"),
-        ({"handlers": {"alerts-file": {"type": "command", "argv": ["/bin/echo", "{{ alert"]}}},
-         "handlers.alerts-file.argv[1]", ""),
+        (
+            {"rules": [{"id": "r", "match": {"field": "a", "equals": "b"}, "cooldown": "ten"}]},
+            "rules[0].cooldown",
+            "not a duration",
+        ),
+        (
+            {"rules": [{"id": "r", "match": {"field": "a", "equals": "b"}, "handlers": ["nope"]}]},
+            "rules[0].handlers",
+            "nope",
+        ),
+        (
+            {
+                "handlers": {
+                    "alerts-file": {"type": "command", "argv": ["/bin/echo", "{{ alert.x }}"]}
+                }
+            },
+            "handlers.alerts-file.argv[1]",
+            "x",
+        ),
+        (
+            {"handlers": {"alerts-file": {"type": "command", "argv": ["/bin/echo", "{{ alert"]}}},
+            "handlers.alerts-file.argv[1]",
+            "",
+        ),
     ],
-)  # fmt: skip
+)
 def test_check_rejects_bad_configs_naming_file_line_and_key(tmp_path, change, where, message):
     config = app_config(tmp_path)
     config.update(change)
@@ -120,9 +139,12 @@ def test_test_json_matches_prints_match_and_alert_objects_on_event_time(tmp_path
     alerts = [r for r in records if r["kind"] == "alert"]
     assert [m["line"] for m in matches] == [1, 2, 4, 5, 6, 7]
     assert matches[0] == {
-        "kind": "match", "rule": "failed-logins", "source": "app", "line": 1,
+        "kind": "match",
+        "rule": "failed-logins",
+        "source": "app",
+        "line": 1,
         "fields": matches[0]["fields"],
-    }  # fmt: skip
+    }
     assert matches[0]["fields"]["ip"] == "192.0.2.1"
     # 192.0.2.1: 3 within 30 s fires at line 5; 198.51.100.2: 3 spread over 7 minutes never does
     assert len(alerts) == 1
@@ -161,9 +183,13 @@ def test_test_with_an_unknown_source_is_a_config_error(tmp_path):
 def test_explain_shows_fields_and_each_condition(tmp_path):
     config = write_config(tmp_path / "c.yaml", app_config(tmp_path))
     proc = logwatchd(
-        "explain", "-c", str(config), "--source", "app",
+        "explain",
+        "-c",
+        str(config),
+        "--source",
+        "app",
         "2023-09-04 10:00:00 LoginFailed - IP: 192.0.2.1",
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr
     assert 'event_type = "LoginFailed"' in proc.stdout
     assert "failed-logins" in proc.stdout
@@ -189,3 +215,35 @@ def test_status_reports_offsets_and_outbox_after_a_run(tmp_path):
     assert "1 delivered" in proc.stdout
     report = json.loads(logwatchd("status", "-c", str(config), "--json").stdout)
     assert report["outbox"]["alerts-file"]["done"] == 1
+
+
+def test_test_replays_journalctl_json_through_a_journald_source(tmp_path):
+    record = {
+        "__CURSOR": "c1",
+        "__REALTIME_TIMESTAMP": "1700000000000000",
+        "_SYSTEMD_UNIT": "ssh.service",
+        "SYSLOG_IDENTIFIER": "sshd",
+        "_PID": "42",
+        "MESSAGE": "Failed password for root from 203.0.113.9 port 22 ssh2",
+    }
+    config = {
+        "version": 1,
+        "sources": [{"id": "journal", "type": "journald", "parser": "journald"}],
+        "rules": [
+            {
+                "id": "ssh-fail",
+                "match": {
+                    "all": [
+                        {"field": "program", "equals": "sshd"},
+                        {"field": "message", "regex": r"^Failed password for \S+ from (?P<ip>\S+)"},
+                    ]
+                },
+            }
+        ],
+    }
+    path = write_config(tmp_path / "c.yaml", config)
+    proc = logwatchd("test", "-c", str(path), "--json", "-", stdin=json.dumps(record) + "\n")
+    assert proc.returncode == 0, proc.stderr
+    (alert,) = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert alert["event"]["fields"]["ip"] == "203.0.113.9"
+    assert alert["event"]["raw"] == record["MESSAGE"]

@@ -21,6 +21,7 @@ from logwatchd.config import load
 from logwatchd.config.model import Config, SourceConfig
 from logwatchd.errors import ConfigError, DeliveryError
 from logwatchd.events import Line
+from logwatchd.parsers.journald import record_line
 from logwatchd.pipeline import Pipeline, ReplayClock, build_engine
 
 READ_SIZE = 1 << 20
@@ -80,8 +81,12 @@ def _replay_file(
     matches: list[Any] | None = [] if want_matches else None
     reference = time.time() if name == "-" else os.stat(name).st_mtime
     progress = Progress(name)
+    journal_text = source.parser == "journald"
     for lineno, raw in read_lines(name, progress):
         line = Line(source.id, raw, reference, f"{name}:{lineno}", name, lineno)
+        if journal_text:
+            # `journalctl -o json` text: hand the rules the record, as the journal source does
+            line = record_line(line) or line
         alerts = pipeline.handle(line, matches)
         if matches:
             for match in matches:
