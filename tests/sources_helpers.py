@@ -124,6 +124,7 @@ def follow(
     orphan_grace: float = 0.5,
     clock: Any = None,
     start: bool = True,
+    inotify: bool = True,
 ) -> Run:
     config = SourceConfig(
         id="src", type="file", parser="none", paths=tuple(paths), start_at=start_at
@@ -136,6 +137,7 @@ def follow(
         rescan_interval=rescan_interval,
         clock=clock or SystemClock(),
         orphan_grace=orphan_grace,
+        inotify=inotify,
     )
     run = Run(follower)
     if start:

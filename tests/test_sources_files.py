@@ -3,14 +3,21 @@ them, and every test ends by checking that no line was lost and none repeated.""
 
 from __future__ import annotations
 
+import errno
+import json
 import os
-import stat
+import shutil
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import structlog
 
 from logwatchd.clock import ManualClock
+from logwatchd.sources import watch
 from tests.sources_helpers import (
     Writer,
     deleted_fds,
@@ -472,17 +479,86 @@ def test_copytruncate_drains_the_copy_then_restarts(tmp_path: Path) -> None:
     run.stop()
 
 
-def test_permission_denied_is_retried_on_rescan(tmp_path: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root reads any file")  # pragma: no cover - documented, not silent
+def test_permission_denied_is_logged_once_and_retried_on_rescan() -> None:
+    """Run as an unprivileged user (root reads any file): a forked child drops to nobody."""
+    parent = tempfile.mkdtemp(prefix="lwd-perm-")
+    try:
+        os.chmod(parent, 0o755)  # noqa: S103 - the unprivileged child must reach the file
+        log = os.path.join(parent, "app.log")
+        Writer(log).write(5)
+        os.chmod(log, 0o600)  # root's file: nobody cannot read it
+        result = _as_nobody(log, lambda: os.chmod(log, 0o644))
+        assert result["first_poll"] == []
+        assert result["numbers"] == [1, 2, 3, 4, 5]
+        assert result["denied_logs"] == 1
+    finally:
+        shutil.rmtree(parent)
+
+
+def _as_nobody(log: str, grant: Callable[[], None]) -> dict[str, Any]:
+    """Follow ``log`` as uid/gid 65534 in a child; ``grant`` runs once the child was refused."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to an unprivileged user")
+    ready_r, ready_w = os.pipe()
+    out_r, out_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            with structlog.testing.capture_logs() as logs:
+                run = follow([log], inotify=False)
+                first = run.numbers()
+                os.write(ready_w, b"r")
+                run.until_count(5, timeout=20)
+                run.stop()
+            denied = [e for e in logs if "permission denied" in e["event"]]
+            report = {"first_poll": first, "numbers": run.numbers(), "denied_logs": len(denied)}
+            os.write(out_w, json.dumps(report).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(ready_w)
+    os.close(out_w)
+    assert os.read(ready_r, 1) == b"r"
+    grant()
+    data = b""
+    while chunk := os.read(out_r, 65536):
+        data += chunk
+    os.close(ready_r)
+    os.close(out_r)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return json.loads(data)
+
+
+def test_inotify_unavailable_falls_back_to_polling_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watch limit cannot be exhausted here without disturbing the machine: the observer
+    is replaced by one that fails the way inotify does when out of instances."""
+
+    class NoInotify:
+        def __init__(self) -> None:
+            raise OSError(errno.EMFILE, "inotify instance limit reached")
+
+    monkeypatch.setattr(watch, "InotifyObserver", NoInotify)
     log = tmp_path / "app.log"
-    Writer(str(log)).write(5)
-    log.chmod(0)
-    run = follow([str(log)])
-    run.settle(0.3)
-    assert run.lines == []
-    log.chmod(stat.S_IRUSR | stat.S_IWUSR)
-    run.until_count(5)
+    writer = Writer(str(log))
+    with structlog.testing.capture_logs() as logs:
+        run = follow([str(log)])
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
+        "inotify unavailable; following by polling"
+    ]
+    writer.write(50)
+    os.rename(log, tmp_path / "app.log.1")
+    writer.write(5)
+    writer.reopen()
+    writer.write(5)
+    run.until_count(60)
+    run.settle()
+    assert_exact(run.numbers(), 60)
     run.stop()
 
 
@@ -541,8 +617,7 @@ def test_polling_alone_loses_nothing(tmp_path: Path) -> None:
     """What happens when inotify cannot be had (watch limit) or overflows: stat checks suffice."""
     log = tmp_path / "app.log"
     writer = Writer(str(log))
-    run = follow([str(log)])
-    run.follower._watcher.stop()
+    run = follow([str(log)], inotify=False)
     writer.write(100)
     os.rename(log, tmp_path / "app.log.1")
     writer.write(10)

@@ -19,7 +19,9 @@ from __future__ import annotations
 import os
 import stat
 import threading
-from collections.abc import Callable
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
@@ -47,6 +49,9 @@ from logwatchd.sources.watch import DirWatcher
 log = structlog.get_logger()
 
 CHECKPOINT_VERSION = 1
+RETIRED_KEPT = 64
+MIN_KNOWN_FINGERPRINT = 16
+MTIME_MARGIN = 1.0
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 Key = tuple[int, int]
@@ -63,17 +68,26 @@ class FileFollower:
         rescan_interval: float,
         clock: Clock,
         orphan_grace: float = 3.0,
+        inotify: bool = True,
     ) -> None:
         self.id = config.id
         self._patterns = config.paths
         self._start_at = config.start_at
         self._first_run = saved is None
         self._saved: list[dict[str, Any]] = list((saved or {}).get("files", []))
+        saved_at = (saved or {}).get("time")
+        self._saved_at = float(saved_at) if isinstance(saved_at, (int, float)) else None
+        # Identities drained and closed lately: after a restart, a rotated file holding one of
+        # them is not new. Bounded: only the recent past can be confused.
+        self._retired: deque[Fingerprint] = deque(
+            _fingerprints((saved or {}).get("retired", [])), maxlen=RETIRED_KEPT
+        )
         self._max_line_bytes = max_line_bytes
         self._stat_interval = stat_interval
         self._rescan_interval = rescan_interval
         self._clock = clock
         self._grace = orphan_grace
+        self._inotify = inotify  # False: stat checks only (tests, filesystems without events)
         self._readers: dict[Key, FileReader] = {}  # insertion order = reading order
         self._copy_of: dict[Key, Key] = {}  # a suspected copytruncate copy -> its original
         self._denied: set[str] = set()
@@ -90,7 +104,8 @@ class FileFollower:
 
     def start(self, wake: Callable[[], None]) -> None:
         self._wake = wake
-        self._watcher.start()  # before the first scan, so nothing created meanwhile is missed
+        if self._inotify:
+            self._watcher.start()  # before the first scan, so nothing created meanwhile is missed
         self._resume_saved()
         self._rescan(initial=True)
 
@@ -187,6 +202,7 @@ class FileFollower:
             if orig == key:
                 chosen = copy is not None and copy_key == (copy.dev, copy.ino)
                 self._release_copy(copy_key, drained=chosen)
+        self._retired.append(reader.fp)  # that content is done with: a copy of it is not new
         reader.restart(new_tag())
         if copy is not None:
             self._again = True  # the copy's lines go first; the new content next poll
@@ -196,15 +212,15 @@ class FileFollower:
         """A copytruncate copy of ``reader``: same first bytes, holds what we read, other inode."""
         me = (reader.dev, reader.ino)
         marker = marker_of(reader.tail_bytes())
-        if reader.fp.length == 0 or reader.path is None:
+        if reader.fp.length == 0 or reader.name is None:
             return None
-        base = os.path.basename(reader.path)
+        base = os.path.basename(reader.name)
         for key, cand in self._readers.items():
             if key == me or not cand.path or not rotated_from(os.path.basename(cand.path), base):
                 continue
             if _holds(cand.fd, reader.fp, reader.read_pos, marker):
                 return cand
-        for path in discovery.rotated_siblings(reader.path):
+        for path in discovery.rotated_siblings(reader.name):
             key = discovery.regular_key(path)
             if key is None or key in self._readers:
                 continue
@@ -218,14 +234,14 @@ class FileFollower:
             else:
                 os.close(fd)
         # The copy may already be compressed (copytruncate + compress, seen late).
-        for path in discovery.compressed_siblings(reader.path):
+        for path in discovery.compressed_siblings(reader.name):
             fd = unread_rest(path, reader.fp, reader.offset, reader.read_pos, marker)
             if fd is not None:
                 return self._register(fd, path, followed=False, fp=reader.fp)
         return None
 
     def _review_copy(self, key: Key, copy: FileReader) -> None:
-        """A suspected copy whose original was not truncated within the grace period."""
+        """Decide about a suspected copy whose original has not been truncated (yet)."""
         original = self._readers.get(self._copy_of[key])
         if original is None:
             self._release_copy(key, drained=False)
@@ -234,8 +250,12 @@ class FileFollower:
         if not read_head(original.fd).startswith(head):
             del self._copy_of[key]  # not a copy after all: a new file, read from its start
             copy.rewind(0, 0, copy.tag)
-        elif self._clock.monotonic() - copy.last_data >= self._grace:
-            self._release_copy(key, drained=False)
+            return
+        size, mono = copy.size(), self._clock.monotonic()
+        if size != copy.watched_size:  # still being written (a slow copy): wait for it
+            copy.watched_size, copy.last_data = size, mono
+        elif mono - copy.last_data >= self._grace:
+            self._release_copy(key, drained=False)  # an exact copy: its content is known
 
     def _release_copy(self, copy_key: Key, *, drained: bool) -> None:
         del self._copy_of[copy_key]
@@ -265,6 +285,7 @@ class FileFollower:
                 reader.last_data = mono
                 continue
             out.extend(reader.flush_partial(now))
+            self._retired.append(reader.fp)
             reader.close()
             del self._readers[key]
             for copy_key, orig in list(self._copy_of.items()):
@@ -284,7 +305,8 @@ class FileFollower:
             if reader is None and key is not None:
                 reader = self._discover(path, initial=initial)
             if reader is not None:
-                reader.path, reader.path_followed, reader.orphan_since = path, True, None
+                reader.path, reader.name = path, path
+                reader.path_followed, reader.orphan_since = True, None
                 seen.add((reader.dev, reader.ino))
         mono = self._clock.monotonic()
         for key, reader in self._readers.items():
@@ -322,9 +344,9 @@ class FileFollower:
         name = os.path.basename(reader.path)
         head = read_head(reader.fd)
         for key, other in self._readers.items():
-            if other is reader or other.path is None or other.size() == 0:
+            if other is reader or other.name is None or other.size() == 0:
                 continue
-            rotated = rotated_from(name, os.path.basename(other.path))
+            rotated = rotated_from(name, os.path.basename(other.name))
             if rotated and read_head(other.fd).startswith(head):
                 return key
         return None
@@ -381,9 +403,9 @@ class FileFollower:
 
     def _current_name(self, reader: FileReader) -> str | None:
         """The rotated name an orphan now has (for Line.path), if it is still in its directory."""
-        if reader.path is None:
+        if reader.name is None:
             return None
-        for path in discovery.rotated_siblings(reader.path):
+        for path in discovery.rotated_siblings(reader.name):
             if discovery.regular_key(path) == (reader.dev, reader.ino):
                 return path
         return None
@@ -392,39 +414,35 @@ class FileFollower:
 
     def _resume_saved(self) -> None:
         """Find each checkpointed identity by dev/ino + fingerprint, or as a renamed copy."""
-        resolved: list[tuple[str, FileReader]] = []
         for entry in self._saved:
             try:
-                reader = self._resume_one(entry)
+                self._resume_one(entry)
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("ignoring a bad checkpoint entry", source=self.id, error=str(exc))
-                continue
-            if reader is not None:
-                resolved.append((str(entry["path"]), reader))
-        known = [
-            Fingerprint(str(e.get("fp")), int(e.get("fp_len", 0)))
-            for e in self._saved
-            if int(e.get("fp_len", 0)) >= MIN_COPY_FINGERPRINT
-        ]
+        known = _fingerprints(self._saved) + list(self._retired)
+        known = [fp for fp in known if fp.length >= MIN_KNOWN_FINGERPRINT]
+        paths = {str(e.get("name") or e.get("path")) for e in self._saved if e.get("path")}
         self._saved = []
-        for path, reader in resolved:
-            if reader.path != path:
-                self._read_newer_rotations(path, reader, known)
+        if self._saved_at is not None:
+            for path in sorted(paths):
+                self._read_rotated_since(path, self._saved_at, known)
 
-    def _read_newer_rotations(self, path: str, found: FileReader, known: list[Fingerprint]) -> None:
-        """Rotated while down more than once: the files rotated after ``found`` are new to us."""
-        try:
-            since = os.stat(found.path or path).st_mtime_ns
-        except OSError:
-            return
+    def _read_rotated_since(self, path: str, since: float, known: list[Fingerprint]) -> None:
+        """Rotated names of ``path`` written to after the checkpoint hold lines never committed.
+
+        The checkpointed identities were resumed above; any other rotated file modified since
+        (the file that was current for a while during a downtime with several rotations) is
+        read from its start, unless it is one we already read (its fingerprint is known).
+        """
         followed = set(discovery.expand(self._patterns))
         newer = []
         for cand in discovery.rotated_siblings(path) + discovery.compressed_siblings(path):
             try:
-                mtime = os.stat(cand).st_mtime_ns
+                mtime = os.stat(cand).st_mtime
             except OSError:
                 continue
-            if cand != found.path and cand not in followed and mtime >= since:
+            # file times are coarse (a clock tick): allow a margin; a known file is skipped anyway
+            if cand not in followed and mtime >= since - MTIME_MARGIN:
                 newer.append((mtime, cand))
         for _, cand in sorted(newer):
             self._read_whole(cand, known)
@@ -457,37 +475,51 @@ class FileFollower:
         offset = int(entry["offset"])
         want: Key = (int(entry["dev"]), int(entry["ino"]))
         path = str(entry["path"])
+        name = str(entry.get("name") or path)  # rotations are named after the followed name
         followed = set(discovery.expand(self._patterns))
-        candidates = [path, *sorted(followed), *discovery.rotated_siblings(path)]
+        rotated = set(discovery.rotated_siblings(name)) | set(discovery.rotated_siblings(path))
+        candidates = [path, *sorted(followed), *sorted(rotated)]
         # Same inode first; then any inode holding the same bytes (a copy, or a move).
         ordered = sorted(dict.fromkeys(candidates), key=lambda p: discovery.regular_key(p) != want)
         for cand in ordered:
             key = discovery.regular_key(cand)
             if key is None or key in self._readers or is_compressed(cand):
                 continue
-            if key != want and (cand == path or fp.length < MIN_COPY_FINGERPRINT):
+            if key != want and (cand == path or not _trusted_elsewhere(fp, cand, rotated)):
                 continue  # another inode at the same name, or a fingerprint too weak to trust
             fd = self._open(cand)
             if fd is None:
                 continue
             if _holds(fd, fp, offset, marker, same_inode=key == want):
-                return self._register(
+                return self._resumed(self._register(
                     fd, cand, followed=cand in followed, tag=str(entry["tag"]), offset=offset,
                     lineno=int(entry["lineno"]), skipping=bool(entry.get("skip", False)),
-                )  # fmt: skip
+                ), name)  # fmt: skip
             os.close(fd)
-        for archive in discovery.compressed_siblings(path):  # rotated and compressed while down
+        for archive in discovery.compressed_siblings(name):  # rotated and compressed while down
             fd = unread_rest(archive, fp, offset, offset, marker)
             if fd is not None:
                 log.info("draining a file compressed while down", source=self.id, path=archive)
-                return self._register(
+                return self._resumed(self._register(
                     fd, archive, followed=False, tag=str(entry["tag"]), offset=offset,
                     lineno=int(entry["lineno"]), skipping=bool(entry.get("skip", False)), fp=fp,
-                )  # fmt: skip
+                ), name)  # fmt: skip
+        for cand in sorted(rotated):  # replaced (truncated) while down, then rotated
+            if discovery.regular_key(cand) == want and want not in self._readers:
+                fd = self._open(cand)
+                if fd is not None:
+                    log.info("a replaced file was rotated; reading it", source=self.id, path=cand)
+                    return self._register(fd, cand, followed=cand in followed)
         log.warning(
             "a checkpointed file is gone; its unread lines are lost", source=self.id, path=path
         )
         return None
+
+    @staticmethod
+    def _resumed(reader: FileReader | None, name: str) -> FileReader | None:
+        if reader is not None and not reader.path_followed:
+            reader.name = name
+        return reader
 
     # --- checkpoint ---------------------------------------------------------------------------
 
@@ -500,7 +532,14 @@ class FileFollower:
                 log.warning(
                     "cannot checkpoint file", source=self.id, path=reader.path, error=str(exc)
                 )
-        return {"version": CHECKPOINT_VERSION, "files": files}
+        retired = [{"fp": fp.digest, "fp_len": fp.length} for fp in self._retired]
+        # Wall time from the system, not the injected clock: it is compared with file mtimes.
+        return {
+            "version": CHECKPOINT_VERSION,
+            "time": time.time(),
+            "files": files,
+            "retired": retired,
+        }
 
 
 def _holds(
@@ -516,3 +555,22 @@ def _holds(
         return fp.matches(read_head(fd)) and marker_holds(fd, offset, marker)
     except OSError:
         return False
+
+
+def _fingerprints(entries: Iterable[dict[str, Any]]) -> list[Fingerprint]:
+    out = []
+    for entry in entries:
+        try:
+            out.append(Fingerprint(str(entry["fp"]), int(entry["fp_len"])))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
+def _trusted_elsewhere(fp: Fingerprint, path: str, rotated: set[str]) -> bool:
+    """May a file at another inode be taken for this identity on its fingerprint?
+
+    Under a rotated name of the file, any non-empty fingerprint will do (the marker before the
+    offset is checked too); anywhere else it must be long enough to be unambiguous.
+    """
+    return fp.length >= MIN_COPY_FINGERPRINT or (fp.length > 0 and path in rotated)

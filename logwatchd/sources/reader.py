@@ -59,7 +59,8 @@ class FileReader:
         self.dev = st.st_dev
         self.ino = st.st_ino
         self.source = source
-        self.path = path
+        self.path = path  # where it is now (a rotated name once rotated)
+        self.name = path  # the name a glob followed it by: where its rotations are looked for
         self.tag = tag
         # A given fingerprint is kept: the descriptor holds only part of the file (an archive's
         # unread rest), so its first bytes are not the file's.
@@ -72,6 +73,7 @@ class FileReader:
         self.orphan_since: float | None = None  # when the file lost its followed name
         self.path_followed = True  # a glob names this file now
         self.last_data = 0.0  # monotonic time of the last read that got bytes (set by the caller)
+        self.watched_size = -1  # for a suspected copy that is not read: its size when last seen
         self._start_reading_at(offset, skipping)
 
     # --- position ---------------------------------------------------------------------------
@@ -260,10 +262,23 @@ class FileReader:
 
     # --- persistence ------------------------------------------------------------------------
 
+    def refresh_fingerprint(self) -> None:
+        """Extend a short fingerprint to what the file holds now, if it still starts the same.
+
+        Taken at checkpoints, so a file rotated by copy before we read it is still recognised.
+        """
+        if self.fixed_fp or self.fp.length >= FINGERPRINT_BYTES:
+            return
+        head = read_head(self.fd)
+        if len(head) > self.fp.length and self.fp.matches(head):
+            self.fp = fingerprint(head)
+
     def state(self) -> dict[str, Any]:
+        self.refresh_fingerprint()
         marker = self.marker()
         return {
             "path": self.path,
+            "name": self.name,
             "dev": self.dev,
             "ino": self.ino,
             "fp": self.fp.digest,
