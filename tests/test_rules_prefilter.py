@@ -22,8 +22,9 @@ from logwatchd.config.model import (
     SequenceStep,
 )
 from logwatchd.rules import Engine
+from logwatchd.rules.literals import LOOP_LIMIT, regex_requirement
 from logwatchd.rules.predicates import compile_predicate
-from logwatchd.rules.prefilter import LOOP_LIMIT, build_check, regex_requirement
+from logwatchd.rules.prefilter import build_check
 
 
 def engine_for(*rules: RuleConfig, verbatim: Any = None) -> Engine:
@@ -41,7 +42,7 @@ def lits(*texts: str, icase: bool = False) -> frozenset[tuple[str, bool]]:
     [
         (
             r"Failed password for (?:invalid user )?(?P<user>\S+)",
-            lits("Failed password for ", "Failed password for invalid user "),
+            lits("Failed password for "),  # the longer alternative holds it
         ),
         (r"foo|far", lits("foo", "far")),
         (r"colou?r", lits("color", "colour")),
@@ -90,6 +91,27 @@ def test_ipv6_equality_requires_no_literal() -> None:
     assert engine.requirements("s") == {"r": None}
     engine = engine_for(RuleConfig("r", Leaf("message", "equals", "203.0.113.9")))
     assert engine.requirements("s") == {"r": lits("203.0.113.9")}
+
+
+def test_a_program_gate_is_checked_before_the_rare_literals() -> None:
+    ssh = RuleConfig(
+        "ssh",
+        All(
+            (
+                Leaf("program", "in", ("sshd", "sshd-session")),
+                Leaf("message", "regex", re.compile("Failed password|Invalid user")),
+            )
+        ),
+    )
+    engine = engine_for(ssh, verbatim={"s": {"*"}})
+    assert engine.requirements("s") == {"ssh": lits("Failed password", "Invalid user")}
+    assert engine.rules[0].conjunction({"*"}) == (
+        lits("sshd"),
+        lits("Failed password", "Invalid user"),
+    )
+    assert engine.wants("s", "sshd[1]: Invalid user x")
+    assert not engine.wants("s", "cron[1]: Invalid user x")  # the gate fails
+    assert not engine.wants("s", "sshd[1]: Accepted password")  # the rare set fails
 
 
 def test_all_picks_the_most_selective_and_any_unions() -> None:
@@ -183,13 +205,13 @@ def test_sequence_rules_require_a_literal_of_any_step_including_the_absent_one()
     line=st.text("abcx", max_size=40),
 )
 def test_loop_and_alternation_checks_agree(literals: list[str], line: str) -> None:
-    check = build_check([frozenset((lit, False) for lit in literals)])
+    check = build_check([(frozenset((lit, False) for lit in literals),)])
     assert check(line) == any(lit in line for lit in literals)
 
 
 def test_many_literals_use_one_alternation() -> None:
     literals = [f"word{n}" for n in range(LOOP_LIMIT + 5)]
-    check = build_check([frozenset((lit, False) for lit in literals)])
+    check = build_check([(frozenset((lit, False) for lit in literals),)])
     assert check(f"x {literals[-1]} y")
     assert not check("word x")
 
@@ -258,7 +280,7 @@ def _predicate(data: st.DataObject, raw: str, depth: int = 0) -> Predicate:
 
 
 @settings(
-    max_examples=600,
+    max_examples=400,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -278,3 +300,17 @@ def test_wants_is_never_false_for_a_line_a_rule_matches(data: st.DataObject, raw
         return
     engine = engine_for(RuleConfig("r", pred), verbatim=VERBATIM)
     assert engine.wants("s", raw), (pred, fields, engine.requirements("s"))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), text=st.text(ALPHABET, max_size=24), icase=st.booleans())
+def test_a_regex_condition_agrees_with_re_search(
+    data: st.DataObject, text: str, icase: bool
+) -> None:
+    """Regex conditions test their own literals first; that must never change the verdict."""
+    try:
+        pattern = re.compile(_regex(data, text), re.IGNORECASE if icase else 0)
+    except re.error:
+        return
+    compiled = compile_predicate(Leaf("message", "regex", pattern), {})
+    assert compiled.test({"message": text}, {}) == (pattern.search(text) is not None)

@@ -36,11 +36,13 @@ from logwatchd.rules.explain import RuleExplanation, explain_rule
 from logwatchd.rules.predicates import CompiledPredicate, as_key, compile_predicate
 from logwatchd.rules.prefilter import (
     DEFAULT_VERBATIM,
+    Conjunction,
     LineCheck,
     Requirement,
+    any_conjunction,
     build_check,
-    predicate_requirement,
-    union,
+    most_selective,
+    predicate_conjunction,
 )
 from logwatchd.rules.windows import (
     Key,
@@ -136,13 +138,17 @@ class CompiledRule:
         return tuple(values)
 
     def requirement(self, verbatim: Collection[str]) -> Requirement | None:
+        """The rarest literals a line must hold for this rule (one of them)."""
+        return most_selective(self.conjunction(verbatim))
+
+    def conjunction(self, verbatim: Collection[str]) -> Conjunction:
         if self.match is not None:
-            return predicate_requirement(self.cfg.match, verbatim, self.match.extracts)  # type: ignore[arg-type]
+            return predicate_conjunction(self.cfg.match, verbatim, self.match.extracts)  # type: ignore[arg-type]
         if self.cfg.sequence is None:
-            return None
+            return ()
         # every step must get through: the absent one too, or it could never cancel
-        return union(
-            predicate_requirement(step.match, verbatim, compiled.extracts)
+        return any_conjunction(
+            predicate_conjunction(step.match, verbatim, compiled.extracts)
             for step, compiled in zip(self.cfg.sequence.steps, self.steps, strict=True)
         )
 
@@ -184,8 +190,9 @@ class Engine:
         check = self._checks.get(source_id)
         if check is None:
             verbatim = self._verbatim.get(source_id, DEFAULT_VERBATIM)
-            reqs = [rule.requirement(verbatim) for rule in self.rules_for(source_id)]
-            check = self._checks[source_id] = build_check(reqs) if reqs else _never
+            conjunctions = [rule.conjunction(verbatim) for rule in self.rules_for(source_id)]
+            check = build_check(conjunctions) if conjunctions else _never
+            self._checks[source_id] = check
         return check(raw)
 
     def requirements(self, source_id: str) -> dict[str, Requirement | None]:

@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from logwatchd.config.model import All, Leaf, ListConfig, Not, Predicate
+from logwatchd.rules.literals import fold, literal_check, regex_requirement
 
 Test = Callable[[dict[str, Any], dict[str, Any] | None], bool]
 Getter = Callable[[dict[str, Any], dict[str, Any] | None], Any]
+Builder = Callable[[Getter, Leaf, bool], Test]  # (getter, leaf, field set by a rule regex)
 
 MISSING: Any = object()
 _IP_TYPES = (ipaddress.IPv4Address, ipaddress.IPv6Address)
@@ -133,7 +135,7 @@ def compile_leaf(leaf: Leaf, lists: Mapping[str, ListConfig], produced: frozense
         return _never
     if leaf.op == "in_list":
         return _in_list(get, lists.get(str(leaf.value)))
-    return build(get, leaf)
+    return build(get, leaf, leaf.field in produced)
 
 
 def _never(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
@@ -204,11 +206,6 @@ def as_number(value: Any) -> float | None:
     return None
 
 
-def fold(text: str) -> str:
-    """Case folding for ``icase``: casefold is char by char, so the prefilter stays sound."""
-    return text.casefold()
-
-
 def as_ip(value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     if isinstance(value, _IP_TYPES):
         return value
@@ -220,17 +217,20 @@ def as_ip(value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return None
 
 
-def _text_test(get: Getter, icase: bool, check: Callable[[str], bool]) -> Test:
-    if icase:
+def _text_test(leaf: Leaf, produced: bool, check: Callable[[str], bool]) -> Test:
+    # the field lookup is written out here, not called: this is the hottest closure
+    name = leaf.field
+    if leaf.icase:
 
         def folded(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
-            text = as_text(get(fields, ext))
+            value = ext[name] if produced and ext and name in ext else fields.get(name, MISSING)
+            text = as_text(value)
             return text is not None and check(fold(text))
 
         return folded
 
     def plain(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
-        value = get(fields, ext)
+        value = ext[name] if produced and ext and name in ext else fields.get(name, MISSING)
         if value.__class__ is str:
             return check(value)
         text = as_text(value)
@@ -239,21 +239,21 @@ def _text_test(get: Getter, icase: bool, check: Callable[[str], bool]) -> Test:
     return plain
 
 
-def _equals(get: Getter, leaf: Leaf) -> Test:
-    return _membership(get, leaf, (leaf.value,))
+def _equals(get: Getter, leaf: Leaf, produced: bool) -> Test:
+    return _membership(get, leaf, produced, (leaf.value,))
 
 
-def _in(get: Getter, leaf: Leaf) -> Test:
+def _in(get: Getter, leaf: Leaf, produced: bool) -> Test:
     values = leaf.value if isinstance(leaf.value, tuple | list | frozenset | set) else ()
-    return _membership(get, leaf, tuple(values))
+    return _membership(get, leaf, produced, tuple(values))
 
 
-def _membership(get: Getter, leaf: Leaf, expected: tuple[Any, ...]) -> Test:
+def _membership(get: Getter, leaf: Leaf, produced: bool, expected: tuple[Any, ...]) -> Test:
     texts = frozenset(fold(v) if leaf.icase else v for v in expected if isinstance(v, str))
     numbers = frozenset(
         v for v in expected if isinstance(v, int | float) and not isinstance(v, bool)
     )
-    by_text = _text_test(get, leaf.icase, texts.__contains__) if texts else _never
+    by_text = _text_test(leaf, produced, texts.__contains__) if texts else _never
     by_text = _or_ip(by_text, get, _addresses(v for v in expected if isinstance(v, str)))
     if not numbers:
         return by_text
@@ -289,59 +289,64 @@ def _or_ip(by_text: Test, get: Getter, addresses: frozenset[Any]) -> Test:
     return by_address
 
 
-def _contains(get: Getter, leaf: Leaf) -> Test:
+def _contains(get: Getter, leaf: Leaf, produced: bool) -> Test:
     if not isinstance(leaf.value, str):
         return _never
     needle = fold(leaf.value) if leaf.icase else leaf.value
-    return _text_test(get, leaf.icase, lambda text: needle in text)
+    return _text_test(leaf, produced, lambda text: needle in text)
 
 
-def _startswith(get: Getter, leaf: Leaf) -> Test:
+def _startswith(get: Getter, leaf: Leaf, produced: bool) -> Test:
     if not isinstance(leaf.value, str):
         return _never
     prefix = fold(leaf.value) if leaf.icase else leaf.value
-    return _text_test(get, leaf.icase, lambda text: text.startswith(prefix))
+    return _text_test(leaf, produced, lambda text: text.startswith(prefix))
 
 
-def _endswith(get: Getter, leaf: Leaf) -> Test:
+def _endswith(get: Getter, leaf: Leaf, produced: bool) -> Test:
     if not isinstance(leaf.value, str):
         return _never
     suffix = fold(leaf.value) if leaf.icase else leaf.value
-    return _text_test(get, leaf.icase, lambda text: text.endswith(suffix))
+    return _text_test(leaf, produced, lambda text: text.endswith(suffix))
 
 
-def _regex(get: Getter, leaf: Leaf) -> Test:
+def _regex(get: Getter, leaf: Leaf, produced: bool) -> Test:
     pattern = leaf.value
     if isinstance(pattern, str):
         pattern = re.compile(pattern, re.IGNORECASE if leaf.icase else 0)
-    if not isinstance(pattern, re.Pattern):
+    if not isinstance(pattern, re.Pattern) or not isinstance(pattern.pattern, str):
         return _never
     search = pattern.search
-    if not pattern.groupindex:
+    name = leaf.field
+    guard = _regex_guard(pattern)
+    extracts = bool(pattern.groupindex)
 
-        def plain(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
-            text = as_text(get(fields, ext))
-            return text is not None and search(text) is not None
-
-        return plain
-
-    def extracting(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
-        text = as_text(get(fields, ext))
-        if text is None:
+    def regex(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
+        value = ext[name] if produced and ext and name in ext else fields.get(name, MISSING)
+        text = value if value.__class__ is str else as_text(value)
+        if text is None or (guard is not None and not guard(text)):
             return False
         found = search(text)
         if found is None:
             return False
-        if ext is not None:
-            for name, value in found.groupdict().items():
-                if value is not None:
-                    ext[name] = value
+        if extracts and ext is not None:
+            for group, captured in found.groupdict().items():
+                if captured is not None:
+                    ext[group] = captured
         return True
 
-    return extracting
+    return regex
 
 
-def _cidr(get: Getter, leaf: Leaf) -> Test:
+def _regex_guard(pattern: re.Pattern[str]) -> Callable[[str], bool] | None:
+    """A substring test for literals every match holds: far cheaper than a failed search."""
+    req = regex_requirement(pattern)
+    if not req or any(icase for _text, icase in req):
+        return None  # casefolding the text first would cost about what it saves
+    return literal_check(req)
+
+
+def _cidr(get: Getter, leaf: Leaf, produced: bool) -> Test:
     networks = _networks(leaf.value)
     return lambda fields, ext: _in_networks(as_ip(get(fields, ext)), networks)
 
@@ -389,14 +394,14 @@ def _in_list(get: Getter, listing: ListConfig | None) -> Test:
     return member
 
 
-def _exists(get: Getter, leaf: Leaf) -> Test:
+def _exists(get: Getter, leaf: Leaf, produced: bool) -> Test:
     if leaf.value:
         return lambda fields, ext: get(fields, ext) is not MISSING
     return lambda fields, ext: get(fields, ext) is MISSING
 
 
-def _compare(op: Callable[[float, float], bool]) -> Callable[[Getter, Leaf], Test]:
-    def build(get: Getter, leaf: Leaf) -> Test:
+def _compare(op: Callable[[float, float], bool]) -> Builder:
+    def build(get: Getter, leaf: Leaf, produced: bool) -> Test:
         limit = as_number(leaf.value)
         if limit is None:
             return _never
@@ -410,7 +415,7 @@ def _compare(op: Callable[[float, float], bool]) -> Callable[[Getter, Leaf], Tes
     return build
 
 
-_LEAF_BUILDERS: dict[str, Callable[[Getter, Leaf], Test]] = {
+_LEAF_BUILDERS: dict[str, Builder] = {
     "equals": _equals,
     "in": _in,
     "contains": _contains,
@@ -418,7 +423,7 @@ _LEAF_BUILDERS: dict[str, Callable[[Getter, Leaf], Test]] = {
     "endswith": _endswith,
     "regex": _regex,
     "cidr": _cidr,
-    "in_list": lambda get, leaf: _never,  # built by compile_leaf: it needs the lists
+    "in_list": lambda get, leaf, produced: _never,  # built by compile_leaf: it needs the lists
     "exists": _exists,
     "gt": _compare(lambda a, b: a > b),
     "gte": _compare(lambda a, b: a >= b),
