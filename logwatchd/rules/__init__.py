@@ -1,6 +1,7 @@
 """The rule engine: compiled predicates, a literal prefilter, windows, sequences, cooldowns."""
 
-from logwatchd.rules.engine import CompiledRule, Engine, Match, RuleStateChanges
+from logwatchd.rules.compiled import CompiledRule
+from logwatchd.rules.engine import Engine, Match, RuleStateChanges
 from logwatchd.rules.explain import ConditionResult, RuleExplanation, format_explanation
 
 __all__ = [

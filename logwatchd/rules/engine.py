@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,22 +31,18 @@ from logwatchd.alerts import Alert, alert_id, jsonable
 from logwatchd.clock import Clock
 from logwatchd.config.model import ListConfig, RuleConfig
 from logwatchd.events import Event
+from logwatchd.rules.compiled import CompiledRule, Firing
 from logwatchd.rules.explain import RuleExplanation, explain_rule
-from logwatchd.rules.predicates import CompiledPredicate, as_key, compile_predicate
+from logwatchd.rules.predicates import as_key
 from logwatchd.rules.prefilter import (
     DEFAULT_VERBATIM,
-    Conjunction,
     LineCheck,
     Requirement,
-    any_conjunction,
     build_check,
-    most_selective,
-    predicate_conjunction,
 )
 from logwatchd.rules.windows import (
     Key,
     KeyState,
-    KeyTable,
     Last,
     Partial,
     cut,
@@ -81,76 +76,6 @@ class RuleStateChanges:
 
     def __bool__(self) -> bool:
         return bool(self.upserts or self.deletes)
-
-
-@dataclass(frozen=True, slots=True)
-class Firing:
-    """What an alert reports about the events that made it."""
-
-    count: int
-    first: tuple[float, str]  # (time, origin) of the first contributing event
-    last_seen: float
-    samples: list[str]
-    last: Last | None  # the last event: its source, path, raw line and fields
-
-
-class CompiledRule:
-    """A rule ready to run: compiled predicates, its shape, and its per-key state."""
-
-    def __init__(self, cfg: RuleConfig, lists: Mapping[str, ListConfig], limit: int) -> None:
-        self.cfg = cfg
-        self.id = cfg.id
-        self.digest = cfg.digest()
-        self.sources = frozenset(cfg.sources)
-        self.group_by = cfg.group_by
-        self.match: CompiledPredicate | None = (
-            compile_predicate(cfg.match, lists) if cfg.match is not None else None
-        )
-        seq = cfg.sequence
-        self.steps = tuple(compile_predicate(s.match, lists) for s in seq.steps) if seq else ()
-        self.is_sequence = seq is not None
-        self.absent = bool(seq and seq.steps and seq.steps[-1].absent)
-        threshold = cfg.threshold
-        self.count = threshold.count if threshold else 1
-        self.distinct = threshold.distinct if threshold else None
-        self.window = threshold.window if threshold else (seq.window if seq else 0.0)
-        self.has_threshold = threshold is not None
-        self.cooldown = cfg.cooldown
-        self.span = max(self.window, self.cooldown)
-        self.stateful = bool(threshold or seq or cfg.cooldown > 0)
-        self.table = KeyTable(limit)
-        self.deadlines: list[tuple[float, int, Key]] = []  # absent sequences, a heap
-        self.newest = -math.inf  # latest event time the rule has seen
-        self.ops = 0  # counted events, to sweep quiet keys every SWEEP_EVERY of them
-
-    def applies_to(self, source_id: str) -> bool:
-        return not self.sources or source_id in self.sources
-
-    def key_of(self, fields: Mapping[str, Any]) -> Key | None:
-        """The group_by values as strings, or None when one is missing."""
-        values = []
-        for name in self.group_by:
-            value = fields.get(name)
-            text = value if value.__class__ is str else as_key(value)
-            if text is None:
-                return None
-            values.append(text)
-        return tuple(values)
-
-    def requirement(self, verbatim: Collection[str]) -> Requirement | None:
-        """The rarest literals a line must hold for this rule (one of them)."""
-        return most_selective(self.conjunction(verbatim))
-
-    def conjunction(self, verbatim: Collection[str]) -> Conjunction:
-        if self.match is not None:
-            return predicate_conjunction(self.cfg.match, verbatim, self.match.extracts)  # type: ignore[arg-type]
-        if self.cfg.sequence is None:
-            return ()
-        # every step must get through: the absent one too, or it could never cancel
-        return any_conjunction(
-            predicate_conjunction(step.match, verbatim, compiled.extracts)
-            for step, compiled in zip(self.cfg.sequence.steps, self.steps, strict=True)
-        )
 
 
 class Engine:

@@ -17,7 +17,7 @@ from logwatchd.events import Event
 from logwatchd.rules.predicates import MISSING, compile_leaf, extracted_names
 
 if TYPE_CHECKING:
-    from logwatchd.rules.engine import CompiledRule
+    from logwatchd.rules.compiled import CompiledRule
 
 SHOWN_CHARS = 120
 

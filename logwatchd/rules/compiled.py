@@ -1,0 +1,89 @@
+"""A rule ready to run: compiled predicates, its shape, its per-key state and its literals."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from logwatchd.config.model import ListConfig, RuleConfig
+from logwatchd.rules.predicates import CompiledPredicate, as_key, compile_predicate
+from logwatchd.rules.prefilter import (
+    Conjunction,
+    Requirement,
+    any_conjunction,
+    most_selective,
+    predicate_conjunction,
+)
+from logwatchd.rules.windows import Key, KeyTable, Last
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    """What an alert reports about the events that made it."""
+
+    count: int
+    first: tuple[float, str]  # (time, origin) of the first contributing event
+    last_seen: float
+    samples: list[str]
+    last: Last | None  # the last event: its source, path, raw line and fields
+
+
+class CompiledRule:
+    """A rule ready to run: compiled predicates, its shape, and its per-key state."""
+
+    def __init__(self, cfg: RuleConfig, lists: Mapping[str, ListConfig], limit: int) -> None:
+        self.cfg = cfg
+        self.id = cfg.id
+        self.digest = cfg.digest()
+        self.sources = frozenset(cfg.sources)
+        self.group_by = cfg.group_by
+        self.match: CompiledPredicate | None = (
+            compile_predicate(cfg.match, lists) if cfg.match is not None else None
+        )
+        seq = cfg.sequence
+        self.steps = tuple(compile_predicate(s.match, lists) for s in seq.steps) if seq else ()
+        self.is_sequence = seq is not None
+        self.absent = bool(seq and seq.steps and seq.steps[-1].absent)
+        threshold = cfg.threshold
+        self.count = threshold.count if threshold else 1
+        self.distinct = threshold.distinct if threshold else None
+        self.window = threshold.window if threshold else (seq.window if seq else 0.0)
+        self.has_threshold = threshold is not None
+        self.cooldown = cfg.cooldown
+        self.span = max(self.window, self.cooldown)
+        self.stateful = bool(threshold or seq or cfg.cooldown > 0)
+        self.table = KeyTable(limit)
+        self.deadlines: list[tuple[float, int, Key]] = []  # absent sequences, a heap
+        self.newest = -math.inf  # latest event time the rule has seen
+        self.ops = 0  # counted events, to sweep quiet keys every SWEEP_EVERY of them
+
+    def applies_to(self, source_id: str) -> bool:
+        return not self.sources or source_id in self.sources
+
+    def key_of(self, fields: Mapping[str, Any]) -> Key | None:
+        """The group_by values as strings, or None when one is missing."""
+        values = []
+        for name in self.group_by:
+            value = fields.get(name)
+            text = value if value.__class__ is str else as_key(value)
+            if text is None:
+                return None
+            values.append(text)
+        return tuple(values)
+
+    def requirement(self, verbatim: Collection[str]) -> Requirement | None:
+        """The rarest literals a line must hold for this rule (one of them)."""
+        return most_selective(self.conjunction(verbatim))
+
+    def conjunction(self, verbatim: Collection[str]) -> Conjunction:
+        if self.match is not None:
+            return predicate_conjunction(self.cfg.match, verbatim, self.match.extracts)  # type: ignore[arg-type]
+        if self.cfg.sequence is None:
+            return ()
+        # every step must get through: the absent one too, or it could never cancel
+        return any_conjunction(
+            predicate_conjunction(step.match, verbatim, compiled.extracts)
+            for step, compiled in zip(self.cfg.sequence.steps, self.steps, strict=True)
+        )
