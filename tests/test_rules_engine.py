@@ -19,6 +19,7 @@ from logwatchd.config.model import (
     SequenceStep,
     Threshold,
 )
+from logwatchd.errors import Mark
 from logwatchd.events import Event, Line
 from logwatchd.rules import Engine, Match
 
@@ -448,6 +449,16 @@ def test_a_changed_rule_digest_drops_its_state() -> None:
     assert after.engine.drain_changes().deletes == [("ssh", '["203.0.113.9"]')]
     assert after.send(failed(), 5) == []
     assert after.engine.stats()["ssh"]["keys"] == 1
+
+
+def test_digest_ignores_where_the_rule_sits_but_sees_every_bit_of_its_regex() -> None:
+    """A comment added above a rule must not reset its windows; a changed regex must."""
+    here = Leaf("message", "contains", "x", mark=Mark("a.yaml", 3))
+    there = Leaf("message", "contains", "x", mark=Mark("b.yaml", 40))
+    assert RuleConfig("r", here).digest() == RuleConfig("r", there, mark=Mark("b", 2)).digest()
+    long_a = Leaf("message", "regex", re.compile("x" * 300 + "a"))
+    long_b = Leaf("message", "regex", re.compile("x" * 300 + "b"))
+    assert RuleConfig("r", long_a).digest() != RuleConfig("r", long_b).digest()
 
 
 def test_rows_of_removed_rules_and_garbage_rows_are_deleted_not_loaded() -> None:

@@ -7,6 +7,7 @@ YAML mapping it came from so later checks (templates, handler files) can name fi
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -165,13 +166,46 @@ class RuleConfig:
     mark: Mark = NOWHERE
 
     def digest(self) -> str:
-        """Changes when anything that shapes the rule's state changes (state survives reload)."""
+        """Changes when anything that shapes the rule's state changes (state survives reload).
+
+        Marks are left out (a line added above the rule must not reset its windows), and a
+        regex counts by its whole pattern and flags (its repr is cut at 200 characters).
+        """
         import hashlib
 
         text = repr(
-            (self.match, self.sources, self.group_by, self.threshold, self.sequence, self.cooldown)
+            _shape(
+                (
+                    self.match,
+                    self.sources,
+                    self.group_by,
+                    self.threshold,
+                    self.sequence,
+                    self.cooldown,
+                )
+            )
         )
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _shape(value: Any) -> Any:
+    """A value as plain nested tuples, without the ``mark`` of any dataclass in it."""
+    if isinstance(value, re.Pattern):
+        return ("re", value.pattern, value.flags)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return (
+            type(value).__name__,
+            tuple(
+                (item.name, _shape(getattr(value, item.name)))
+                for item in dataclasses.fields(value)
+                if item.name != "mark"
+            ),
+        )
+    if isinstance(value, tuple | list):
+        return tuple(_shape(item) for item in value)
+    if isinstance(value, frozenset | set):
+        return tuple(sorted(repr(_shape(item)) for item in value))
+    return value
 
 
 # --- handlers -----------------------------------------------------------------------------
