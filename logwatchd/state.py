@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     status TEXT NOT NULL DEFAULT 'pending', last_error TEXT, updated REAL NOT NULL,
     PRIMARY KEY (alert_id, handler));
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (handler, status, next_attempt);
+CREATE INDEX IF NOT EXISTS outbox_status ON outbox (status, updated);
 """
 
 
@@ -230,6 +231,11 @@ class StateStore:
         return cursor.rowcount
 
     # --- status -----------------------------------------------------------------------
+
+    def pending_count(self) -> int:
+        """Outbox depth, cheap enough for the daemon's periodic STATUS line."""
+        row = self._db.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone()
+        return int(row[0])
 
     def status(self) -> dict[str, Any]:
         now = time.time()

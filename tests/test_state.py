@@ -118,3 +118,11 @@ def test_a_digest_is_marked_delivered_in_one_go(store):
     store.mark_done_many(store.claim_due("mail", now=1e12))
     assert store.claim_due("mail", now=1e12) == []
     assert store.status()["outbox"]["mail"]["done"] == 3
+
+
+def test_delivered_rows_are_pruned_after_the_retention_and_pending_ones_never(store):
+    store.commit(alerts=[make_alert("old", ("mail",)), make_alert("new", ("mail",))])
+    store.mark_done(store.claim_due("mail", now=1e12)[0])
+    assert store.pending_count() == 1
+    assert store.prune_delivered(older_than=-1.0) == 1
+    assert [i.alert_id for i in store.claim_due("mail", now=1e12)] == ["new"]

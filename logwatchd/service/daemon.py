@@ -34,6 +34,7 @@ log = structlog.get_logger("logwatchd")
 
 MAX_BATCH = 20_000  # lines per source per pass, so one busy file cannot starve the others
 STATUS_INTERVAL = 5.0
+PRUNE_INTERVAL = 3600.0  # delivered outbox rows older than the retention are dropped hourly
 
 
 @dataclass
@@ -155,6 +156,7 @@ class Daemon:
 
     def _loop(self, wiring: Wiring, store: StateStore) -> Wiring:
         last_commit = last_status = last_ping = time.monotonic()
+        last_prune = last_commit - PRUNE_INTERVAL
         ping_every = notify.watchdog_interval()
         commit_every = wiring.config.daemon.commit_interval
         wait = min(wiring.config.daemon.stat_interval, 1.0)
@@ -175,6 +177,9 @@ class Daemon:
             if now - last_status >= STATUS_INTERVAL:
                 notify.status(self._status_text(store))
                 last_status = now
+            if now - last_prune >= PRUNE_INTERVAL:
+                self._prune(store)
+                last_prune = now
             if self._reload:
                 self._reload = False
                 wiring = self._reload_config(wiring, store)
@@ -257,11 +262,19 @@ class Daemon:
         store.close()
         log.info("stopped", lines=self._counters.lines, alerts=self._counters.alerts)
 
+    def _prune(self, store: StateStore) -> None:
+        try:
+            removed = store.prune_delivered()
+        except Exception:
+            log.exception("pruning delivered alerts failed")
+            return
+        if removed:
+            log.info("pruned delivered alerts", count=removed)
+
     def _status_text(self, store: StateStore) -> str:
         depth = 0
         try:
-            outbox = store.status()["outbox"]
-            depth = sum(entry["pending"] for entry in outbox.values())
+            depth = store.pending_count()
         except Exception:
             log.exception("status query failed")
         return (
