@@ -322,3 +322,19 @@ def test_a_dying_thread_is_one_critical_line() -> None:
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("<2>uncaught exception in thread thread=observer exception=")
     assert "OSError: inotify gone" in lines[0]
+
+
+def test_console_format_is_readable_and_keeps_tracebacks() -> None:
+    stream = io.StringIO()
+    assert service_logging.configure("console", stream=stream) == "console"
+    log = structlog.get_logger()
+    log.info("started", sources=2)
+    try:
+        raise ValueError("bad")
+    except ValueError:
+        log.exception("handler crashed", handler="mail")
+    text = stream.getvalue()
+    assert "started" in text and "sources=2" in text
+    assert "handler crashed" in text and "ValueError: bad" in text
+    assert "\x1b[" not in text, "no colours when the stream is not a terminal"
+    assert "_code" not in text
