@@ -303,6 +303,13 @@ def test_reinstall_keeps_the_config_and_uninstall_reverses(container: nspawn.Con
     assert box.read_file(CONFIG) == config_text("critical")
     assert service(box, "ActiveState")["ActiveState"] == "active"
 
+    # A bad config at start exits 78, and RestartPreventExitStatus keeps it from looping.
+    box.write_file(CONFIG, BROKEN_CONFIG.format(app_log=APP_LOG, alerts=ALERTS, severity="high"))
+    assert box.run("systemctl", "restart", "logwatchd", check=False).returncode != 0
+    failed = service(box, "ActiveState", "ExecMainStatus", "NRestarts")
+    assert failed == {"ActiveState": "failed", "ExecMainStatus": "78", "NRestarts": "0"}, failed
+    box.write_file(CONFIG, config_text("critical"))
+
     done = box.run("/mnt/src/systemd/uninstall.sh")
     assert service(box, "LoadState")["LoadState"] == "not-found"
     assert box.run("test", "-e", "/opt/logwatchd", check=False).returncode != 0
