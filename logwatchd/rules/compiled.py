@@ -8,14 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from logwatchd.config.model import ListConfig, RuleConfig
+from logwatchd.rules.literals import Requirement, most_selective
 from logwatchd.rules.predicates import CompiledPredicate, as_key, compile_predicate
-from logwatchd.rules.prefilter import (
-    Conjunction,
-    Requirement,
-    any_conjunction,
-    most_selective,
-    predicate_conjunction,
-)
+from logwatchd.rules.prefilter import Conjunction, any_conjunction, predicate_conjunction
 from logwatchd.rules.windows import Key, KeyTable, Last
 
 

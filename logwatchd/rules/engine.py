@@ -33,13 +33,9 @@ from logwatchd.config.model import ListConfig, RuleConfig
 from logwatchd.events import Event
 from logwatchd.rules.compiled import CompiledRule, Firing
 from logwatchd.rules.explain import RuleExplanation, explain_rule
+from logwatchd.rules.literals import LineCheck, Requirement
 from logwatchd.rules.predicates import as_key
-from logwatchd.rules.prefilter import (
-    DEFAULT_VERBATIM,
-    LineCheck,
-    Requirement,
-    build_check,
-)
+from logwatchd.rules.prefilter import DEFAULT_VERBATIM, build_check
 from logwatchd.rules.windows import (
     Key,
     KeyState,
@@ -260,28 +256,28 @@ class Engine:
             partial.see(time, line.raw, self._last(rule, event, fields))
             self._place(rule, key, state, 1, partial)
             return
-        state = rule.table.get(key)
-        partial = state.partials.get(index) if state is not None else None
-        if state is None or partial is None:
+        known = rule.table.get(key)
+        waiting = known.partials.get(index) if known is not None else None
+        if known is None or waiting is None:
             return
         rule.table.touch(key, time)
-        state.newest = max(state.newest, time)
-        del state.partials[index]
-        if time - partial.first > rule.window:
-            self._drop_if_idle(rule, key, state, time)
+        known.newest = max(known.newest, time)
+        del known.partials[index]
+        if time - waiting.first > rule.window:
+            self._drop_if_idle(rule, key, known, time)
             return
         if index == last_index:
             if rule.absent:  # it came in time: the sequence is cancelled
-                self._drop_if_idle(rule, key, state, time)
+                self._drop_if_idle(rule, key, known, time)
                 return
-            partial.see(time, line.raw, None)
-            state.partials.clear()  # the key starts over
-            first = (partial.first, partial.origin)
+            waiting.see(time, line.raw, None)
+            known.partials.clear()  # the key starts over
+            first = (waiting.first, waiting.origin)
             count, last = len(rule.steps), _last_of(event, fields)
-            self._fire(rule, key, state, Firing(count, first, time, partial.samples, last), alerts)
+            self._fire(rule, key, known, Firing(count, first, time, waiting.samples, last), alerts)
             return
-        partial.see(time, line.raw, self._last(rule, event, fields))
-        self._place(rule, key, state, index + 1, partial)
+        waiting.see(time, line.raw, self._last(rule, event, fields))
+        self._place(rule, key, known, index + 1, waiting)
 
     def _place(
         self, rule: CompiledRule, key: Key, state: KeyState, done: int, partial: Partial

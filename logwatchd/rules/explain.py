@@ -66,7 +66,7 @@ def _explain_sequence(
 ) -> RuleExplanation:
     assert rule.cfg.sequence is not None
     rows: list[ConditionResult] = []
-    matched_steps = []
+    matched_steps: list[int] = []
     fields = event.fields
     for index, (step, compiled) in enumerate(zip(rule.cfg.sequence.steps, rule.steps, strict=True)):
         walker = _Walker(lists, extracted_names(step.match), event.fields, rows)

@@ -165,7 +165,7 @@ def as_text(value: Any) -> str | None:
     ``in`` compare IPs as addresses, and ``cidr``/``in_list`` are the tools for IPs.
     """
     if value.__class__ is str:
-        return value  # type: ignore[no-any-return]
+        return value
     if isinstance(value, str):
         return str(value)
     if isinstance(value, int) and not isinstance(value, bool):
@@ -194,7 +194,7 @@ def as_number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value  # type: ignore[return-value]
+        return value
     if isinstance(value, float):
         return None if math.isnan(value) else value
     if isinstance(value, str) and len(value) <= 64:

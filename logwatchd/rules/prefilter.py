@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 
 from logwatchd.config.model import All, Leaf, Not, Predicate
 from logwatchd.rules.literals import (
@@ -81,7 +81,7 @@ def any_conjunction(parts: Iterable[Conjunction]) -> Conjunction:
     return _gate_and_best([req for req in (gate, best) if req])
 
 
-def _gate_and_best(reqs: list[Requirement]) -> Conjunction:
+def _gate_and_best(reqs: Sequence[Requirement]) -> Conjunction:
     """The rarest set, and the cheapest other one (fewest literals); cheaper first."""
     if not reqs:
         return ()
