@@ -26,7 +26,9 @@ def _parser() -> argparse.ArgumentParser:
         default="auto",
         help="the daemon's own log: auto picks the journal under systemd, console on a terminal",
     )
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -40,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--state-dir", help="override daemon.state_dir")
     run.add_argument("--daemon", action="store_true", help="detach (hosts without systemd)")
     run.add_argument("--pidfile", help="with --daemon: an flock()ed pidfile")
+    run.add_argument(
+        "--log-file", help="with --daemon: append the daemon's own log here (else it is discarded)"
+    )
     run.add_argument(
         "--demo",
         action="store_true",

@@ -16,7 +16,8 @@ DEMO_DIR = "logwatchd-demo"
 
 
 def run(args: argparse.Namespace) -> int:
-    loader = _demo_loader() if args.demo else _file_loader(args.config)
+    # absolute: --daemon changes the working directory before a reload reads the file again
+    loader = _demo_loader() if args.demo else _file_loader(os.path.abspath(args.config))
     config = loader()  # a ConfigError here exits 78 before anything starts
     if args.demo:
         _seed_demo(config)
@@ -31,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.pidfile:
             print("logwatchd: --daemon needs --pidfile", file=sys.stderr)
             return 2
-        with detach(args.pidfile, keep_fds=[]):
+        log_file = os.path.abspath(args.log_file) if args.log_file else None
+        with detach(args.pidfile, keep_fds=[], stderr_path=log_file):
             daemon.install_signals()
             return daemon.run()
     daemon.install_signals()
