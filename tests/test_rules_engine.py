@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from typing import Any
@@ -122,6 +123,13 @@ def test_event_without_a_group_by_field_matches_but_never_counts() -> None:
     assert feed.engine.process(feed.event("Failed something", 1), matches) == []
     assert len(matches) == 1
     assert len(feed.send("Failed something", 2, ip="198.51.100.7")) == 1
+
+
+def test_group_by_values_of_any_type_become_strings() -> None:
+    feed = Feed(rule(Leaf("message", "contains", "x"), group_by=("ip", "port"), cooldown=60))
+    (alert,) = feed.send("x", 1, ip=ipaddress.ip_address("2001:DB8::1"), port=22)
+    assert alert.key == {"ip": "2001:db8::1", "port": "22"}
+    assert feed.send("x", 2, ip="2001:db8::1", port="22") == []  # the same key: cooling down
 
 
 def test_rules_apply_only_to_their_sources() -> None:
@@ -295,6 +303,32 @@ def test_sequence_restarts_from_the_latest_first_step() -> None:
     feed.send("Failed password for bob", 50)
     (alert,) = feed.send("Accepted password for bob", 100)
     assert alert.first_seen == T0 + 50
+
+
+def test_three_step_sequence_needs_every_step_in_order() -> None:
+    steps = tuple(
+        SequenceStep(Leaf("message", "regex", re.compile(rf"{word} (?P<user>\w+)")))
+        for word in ("scan", "login", "sudo")
+    )
+    feed = Feed(rule(None, group_by=("user",), sequence=Sequence(steps, window=100)))
+    assert feed.send("scan bob", 0) == []
+    assert feed.send("sudo bob", 1) == []  # out of order: step 3 before step 2
+    assert feed.send("login bob", 2) == []
+    (alert,) = feed.send("sudo bob", 3)
+    assert alert.count == 3
+    assert alert.events == ["scan bob", "login bob", "sudo bob"]
+
+
+def test_sequence_completed_in_cooldown_is_suppressed_and_counted() -> None:
+    seq = Sequence((SequenceStep(LOGIN_FAIL), SequenceStep(LOGIN_OK)), window=60)
+    feed = Feed(rule(None, group_by=("user",), sequence=seq, cooldown=600))
+    feed.send("Failed password for bob", 0)
+    assert len(feed.send("Accepted password for bob", 1)) == 1
+    feed.send("Failed password for bob", 2)
+    assert feed.send("Accepted password for bob", 3) == []
+    feed.send("Failed password for bob", 700)
+    (alert,) = feed.send("Accepted password for bob", 701)
+    assert alert.suppressed == 1
 
 
 def backup_not_done(window: float = 3600) -> RuleConfig:
