@@ -206,6 +206,15 @@ def test_out_of_order_lines_within_skew_count_and_very_old_ones_do_not() -> None
     assert alert.first_seen == T0 + 98
 
 
+def test_a_very_late_line_after_a_fired_window_is_ignored() -> None:
+    feed = Feed(rule(threshold=Threshold(2, 60)))
+    feed.send(failed(), 100)
+    assert len(feed.send(failed(), 101)) == 1
+    assert feed.send(failed(), 5) == []  # older than the window: not counted, no crash
+    assert feed.send(failed(), 102) == []
+    assert len(feed.send(failed(), 103)) == 1
+
+
 def test_samples_are_at_most_ten_and_long_lines_are_cut() -> None:
     feed = Feed(rule(threshold=Threshold(12, 60)))
     long_line = failed() + " " + "x" * 5000

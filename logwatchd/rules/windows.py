@@ -12,7 +12,7 @@ order neither crashes nor moves the window backwards.
 from __future__ import annotations
 
 import json
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
@@ -112,9 +112,10 @@ class KeyState:
 
     def __init__(self, newest: float) -> None:
         self.newest = newest  # latest event time seen for this key
-        self.hits: deque[tuple[float, str]] = deque()  # (time, origin) of counted matches
+        # lists, not deques: an empty deque costs 600 bytes, and a window holds few entries
+        self.hits: list[tuple[float, str]] = []  # (time, origin) of counted matches
         self.distinct: dict[str, list[Any]] = {}  # value -> [first, last, origin]
-        self.samples: deque[tuple[float, str]] = deque(maxlen=MAX_SAMPLES)
+        self.samples: list[tuple[float, str]] = []  # the last MAX_SAMPLES lines
         self.partials: dict[int, Partial] = {}  # steps done -> sequence in progress
         self.until = 0.0  # cooldown end (event time)
         self.suppressed = 0  # matches silenced by the cooldown since the last alert
@@ -125,11 +126,14 @@ class KeyState:
         """Count a match; the number of matches now inside the window."""
         self.newest = max(self.newest, time)
         start = self.newest - window
-        if time >= start:
-            self.hits.append((time, origin))
         hits = self.hits
-        while hits and hits[0][0] < start:
-            hits.popleft()
+        if time >= start:
+            hits.append((time, origin))
+        if hits and hits[0][0] < start:
+            expired = 1
+            while expired < len(hits) and hits[expired][0] < start:
+                expired += 1
+            del hits[:expired]
         return len(hits)
 
     def add_distinct(self, value: str, time: float, origin: str, window: float) -> int:
@@ -147,7 +151,10 @@ class KeyState:
         return len(self.distinct)
 
     def add_sample(self, time: float, raw: str) -> None:
-        self.samples.append((time, cut(raw)))
+        samples = self.samples
+        samples.append((time, cut(raw)))
+        if len(samples) > MAX_SAMPLES:
+            del samples[0]
 
     def first_hit(self) -> tuple[float, str]:
         """(time, origin) of the earliest match still in the window."""
@@ -210,6 +217,7 @@ class KeyState:
         for value, (first, last, origin) in data.get("d", {}).items():
             state.distinct[str(value)] = [float(first), float(last), str(origin)]
         state.samples.extend((float(t), str(raw)) for t, raw in data.get("s", ()))
+        del state.samples[:-MAX_SAMPLES]
         for level, partial in data.get("p", {}).items():
             state.partials[int(level)] = Partial.load(partial)
         state.until = float(data.get("c", 0.0))
