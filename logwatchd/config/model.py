@@ -30,7 +30,7 @@ class DaemonConfig:
     state_dir: str = "/var/lib/logwatchd"
     timezone: str = "local"  # "local", "UTC" or an IANA name, for timestamps without offset
     max_line_bytes: int = 65536
-    max_keys_per_rule: int = 100_000
+    max_keys_per_rule: int = 20_000  # about 1 KB a key: 20 MB a rule under a key flood
     dry_run: bool = False  # render and log alerts, run no handler
     commit_interval: float = 1.0
     stat_interval: float = 1.0  # re-stat open files
