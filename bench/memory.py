@@ -2,12 +2,15 @@
 
 1. At rest: the daemon with the shipped packs follows an auth.log that gets nothing new;
    VmRSS (and the VmHWM peak) once it has settled after READY.
-2. Key flood: ``logwatchd test`` replays N lines of "Failed password ... from IP", every line
+2. Key flood in ``logwatchd test``: it replays N lines of "Failed password ... from IP", every line
    from a different address and all within the rule's 10-minute window, through the shipped
    sshd pack (``sshd-auth-failure`` groups by ip, threshold 5, so no key ever fires and every
    key stays live). Peak RSS with ``daemon.max_keys_per_rule`` at its default, at a small
    limit, and at a limit above N (no bound in effect); a run where every line has the same
    address is the baseline.
+3. Key flood in the daemon: the same N lines in a file the daemon follows from its beginning,
+   with the small limit and the default one; VmHWM once the committed offset reached the end
+   of the file (the daemon drains rule-state changes at each commit, ``test`` never does).
 
     python bench/memory.py                       # 1,000,000 keys; limit 10,000 vs default
     python bench/memory.py --keys 200000 --small-limit 5000
@@ -16,6 +19,9 @@
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
+import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,6 +36,7 @@ from common import (
     proc_status_kib,
     run_measured,
     table,
+    wait_until,
 )
 
 CONFIG = """\
@@ -121,6 +128,51 @@ def flood(keys: int, small: int, default: int) -> list[list[str]]:
     return rows
 
 
+def committed_offset(config: Path) -> int:
+    """Sum of the file offsets the daemon has committed, from ``logwatchd status --json``."""
+    done = subprocess.run(
+        [*LOGWATCHD, "status", "-c", str(config), "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    try:
+        sources = json.loads(done.stdout).get("sources", {})
+    except ValueError:
+        return 0
+    return sum(
+        int(entry.get("offset", 0))
+        for source in sources.values()
+        for entry in (source.get("state") or {}).get("files", [])
+    )
+
+
+def daemon_flood(keys: int, limit: int | None, label: str, timeout: float) -> list[str]:
+    work = fresh_dir("memory-daemon-flood")
+    log = work / "auth.log"
+    shutil.copyfile(flood_file(keys, True), log)
+    size = log.stat().st_size
+    config = write_config(work, "flood.yaml", log, limit)
+    with Daemon(config, work) as daemon:
+        daemon.start(timeout=120)
+        started = time.perf_counter()
+        finished = wait_until(lambda: committed_offset(config) >= size, timeout, interval=2.0)
+        took = time.perf_counter() - started
+        rss = proc_status_kib(daemon.pid, "VmRSS") / 1024
+        peak = proc_status_kib(daemon.pid, "VmHWM") / 1024
+    state = work / "state" / "state.db"
+    db = state.stat().st_size / 2**20 if state.exists() else 0.0
+    return [
+        label,
+        f"{keys:,}",
+        f"{peak:.0f}",
+        f"{rss:.0f}",
+        f"{took:.0f}" if finished else f"not done in {timeout:.0f}",
+        f"{db:.0f}",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     from logwatchd.config.model import DaemonConfig
 
@@ -130,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=5.0)
     parser.add_argument("--no-daemon", action="store_true", help="skip the at-rest daemon")
     parser.add_argument("--no-flood", action="store_true", help="skip the key flood")
+    parser.add_argument("--no-daemon-flood", action="store_true", help="skip it in the daemon")
+    parser.add_argument("--daemon-timeout", type=float, default=900.0)
     args = parser.parse_args(argv)
     print(f"# machine: {machine()}")
     if not args.no_daemon:
@@ -140,6 +194,19 @@ def main(argv: list[str] | None = None) -> int:
         print()
         rows = flood(args.keys, args.small_limit, default)
         print(table(["logwatchd test, sshd pack", "lines", "peak RSS MiB", "wall s"], rows))
+    if not args.no_daemon_flood:
+        default = DaemonConfig().max_keys_per_rule
+        cases = [
+            (args.small_limit, f"daemon, max_keys_per_rule {args.small_limit:,}"),
+            (None, f"daemon, max_keys_per_rule default ({default:,})"),
+        ]
+        rows = [
+            daemon_flood(args.keys, limit, label, args.daemon_timeout) for limit, label in cases
+        ]
+        headers = ["daemon following the flood", "lines", "VmHWM MiB", "VmRSS MiB at end",
+                   "s to commit all", "state.db MiB"]  # fmt: skip
+        print()
+        print(table(headers, rows))
     return 0
 
 
