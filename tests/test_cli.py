@@ -247,3 +247,12 @@ def test_test_replays_journalctl_json_through_a_journald_source(tmp_path):
     (alert,) = [json.loads(x) for x in proc.stdout.splitlines()]
     assert alert["event"]["fields"]["ip"] == "203.0.113.9"
     assert alert["event"]["raw"] == record["MESSAGE"]
+
+
+def test_check_warns_about_a_command_that_is_not_executable_but_stays_valid(tmp_path):
+    config = app_config(tmp_path)
+    config["handlers"]["alerts-file"] = {"type": "command", "argv": ["/nonexistent/ban", "x"]}
+    proc = logwatchd("check", "-c", str(write_config(tmp_path / "c.yaml", config)))
+    assert proc.returncode == 0
+    assert "handlers.alerts-file.argv[0]: /nonexistent/ban is not executable" in proc.stderr
+    assert "sources.app.paths: no file matches yet" in proc.stderr

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import os
+import sys
 
 from logwatchd.config import load
 from logwatchd.config.model import Config, HandlerConfig
@@ -17,6 +19,9 @@ FILE_SETTINGS = ("password_file", "body_file")
 def check(args: argparse.Namespace) -> int:
     config = load(args.config)
     rendered = validate(config)
+    for warning in warnings(config):
+        print(f"warning: {warning}", file=sys.stderr)
+    sys.stderr.flush()
     print(
         f"OK: {args.config}: {len(config.sources)} sources, {len(config.rules)} rules, "
         f"{len(config.handlers)} handlers, {rendered} templates rendered, "
@@ -68,3 +73,21 @@ def _check_files(handler: HandlerConfig) -> None:
                 handler.marks.get(key, handler.mark),
                 f"handlers.{handler.name}.{key}",
             )
+
+
+def warnings(config: Config) -> list[str]:
+    """What is valid but probably not what the admin wants; printed, not fatal, because the
+    example config and a fresh host legitimately have commands and logs that appear later."""
+    found = []
+    for handler in config.handlers.values():
+        argv = handler.settings.get("argv") or ()
+        if handler.type == "command" and argv and not os.access(argv[0], os.X_OK):
+            where = handler.marks.get("argv[0]", handler.mark)
+            found.append(f"{where}: handlers.{handler.name}.argv[0]: {argv[0]} is not executable")
+    for source in config.sources:
+        if source.type == "file" and not any(glob.glob(pattern) for pattern in source.paths):
+            found.append(
+                f"{source.mark}: sources.{source.id}.paths: no file matches yet "
+                f"({', '.join(source.paths)}); it is followed once it appears"
+            )
+    return found
