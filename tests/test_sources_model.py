@@ -8,6 +8,7 @@ unread data (truncate, delete) commit first, as a real daemon would have long do
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import shutil
@@ -26,7 +27,8 @@ GRACE = 5.0
 
 
 def numbers_of_file(path: str) -> list[int]:
-    with open(path, encoding="utf-8") as fh:
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as fh:
         return [int(ln.split()[1]) for ln in fh if ln.endswith("\n") and len(ln.split()) > 1]
 
 
@@ -39,6 +41,7 @@ OPS = st.one_of(
     st.tuples(st.just("copytruncate"), st.just(0)),
     st.tuples(st.just("truncate"), st.just(0)),
     st.tuples(st.just("delete_rotated"), st.just(0)),
+    st.tuples(st.just("compress"), st.just(0)),
     st.tuples(st.just("wait"), st.just(0)),
     st.tuples(st.just("crash"), st.just(0)),
     st.tuples(st.just("restart"), st.just(0)),
@@ -48,6 +51,7 @@ OPS = st.one_of(
 @dataclass
 class World:
     dir: str
+    pattern: str = "app.log"  # or "app.log*": rotated names match the glob too
     clock: ManualClock = field(default_factory=ManualClock)
     run: Run | None = None
     saved: dict[str, Any] | None = None
@@ -68,7 +72,7 @@ class World:
 
     def start(self) -> None:
         self.run = follow(
-            [self.log],
+            [os.path.join(self.dir, self.pattern)],
             saved=self.saved,
             clock=self.clock,
             stat_interval=0,
@@ -162,6 +166,16 @@ class World:
             self._destroy(self.rotated[0])
             os.unlink(self.rotated.pop(0))
 
+    def op_compress(self, _: int) -> None:
+        """logrotate's compress: the oldest plain rotated file becomes .gz, the plain one goes."""
+        plain = [p for p in self.rotated if not p.endswith(".gz")]
+        if not plain:
+            return
+        with open(plain[0], "rb") as src, gzip.open(plain[0] + ".gz", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.unlink(plain[0])
+        self.rotated[self.rotated.index(plain[0])] = plain[0] + ".gz"
+
     def op_wait(self, _: int) -> None:
         self.clock.advance(GRACE + 1)
         self.poll()
@@ -207,10 +221,13 @@ class World:
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-@given(ops=st.lists(OPS, min_size=1, max_size=40))
-def test_follower_matches_the_model(ops: list[tuple[str, int]]) -> None:
+@given(
+    ops=st.lists(OPS, min_size=1, max_size=40),
+    pattern=st.sampled_from(["app.log", "app.log*"]),
+)
+def test_follower_matches_the_model(ops: list[tuple[str, int]], pattern: str) -> None:
     with tempfile.TemporaryDirectory() as d:
-        world = World(d)
+        world = World(d, pattern)
         try:
             for op, arg in ops:
                 world.apply(op, arg)
@@ -221,7 +238,11 @@ def test_follower_matches_the_model(ops: list[tuple[str, int]]) -> None:
             repeated = [n for n, c in counts.items() if c > 1]
             assert (lost, repeated) == ([], []), ops
             # every rotated file was drained and closed; only the live file stays open
-            assert held_paths(d) == [world.log, world.log], ops  # the writer's and ours
+            # rotated files not named by the glob were drained and closed
+            held = [p for p in held_paths(d) if p != world.log]
+            if pattern == "app.log":
+                assert held == [], ops
+            assert len(held_paths(d)) - len(held) == 2, ops  # the writer's and ours
         finally:
             if world.run is not None:
                 world.run.stop()

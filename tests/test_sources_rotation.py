@@ -72,7 +72,9 @@ def test_copytruncate_with_the_writer_paused_loses_nothing(tmp_path: Path) -> No
     run = follow([str(log)])
     argv = logrotate(str(tmp_path), str(log), ["copytruncate"])
     for _ in range(3):
-        time.sleep(0.2)
+        # A copy is known by its first bytes: the daemon reads within moments of a write
+        # (inotify wakes it), so it is polling here, not sleeping.
+        run.settle(0.2)
         writer.pause()
         run_while_polling(argv, run)
         writer.resume()
@@ -89,7 +91,7 @@ def test_copytruncate_under_load_loses_only_what_logrotate_lost(tmp_path: Path) 
     run = follow([str(log)])
     argv = logrotate(str(tmp_path), str(log), ["copytruncate"], rotate=10)
     for _ in range(3):
-        time.sleep(0.2)
+        run.settle(0.2)
         run_while_polling(argv, run)
     written = writer.stop()
     deadline = time.monotonic() + 5

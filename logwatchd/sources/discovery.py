@@ -6,7 +6,12 @@ import glob
 import os
 import stat
 
-from logwatchd.sources.identity import is_compressed, rotated_from, without_compression
+from logwatchd.sources.identity import (
+    family_name,
+    is_compressed,
+    rotated_from,
+    without_compression,
+)
 
 
 def expand(patterns: tuple[str, ...]) -> list[str]:
@@ -43,7 +48,7 @@ def rotated_siblings(path: str) -> list[str]:
 
 
 def compressed_siblings(path: str) -> list[str]:
-    """Compressed rotated forms of ``path`` (app.log.2.gz), newest rotation first."""
+    """Compressed forms of ``path`` and of its rotations (app.log.1.gz, app.log.2.gz)."""
     parent, base = os.path.split(path)
     try:
         names = os.listdir(parent or ".")
@@ -52,7 +57,7 @@ def compressed_siblings(path: str) -> list[str]:
     found = []
     for name in sorted(names):
         plain = without_compression(name)
-        if plain is not None and rotated_from(plain, base):
+        if plain is not None and (plain == base or rotated_from(plain, base)):
             found.append(os.path.join(parent, name))
     return found
 
@@ -64,3 +69,17 @@ def regular_key(path: str) -> tuple[int, int] | None:
     except OSError:
         return None
     return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+
+
+def family(path: str) -> str:
+    """``/var/log/app.log.2`` -> ``/var/log/app.log``: where the rotations of a file live."""
+    parent, base = os.path.split(path)
+    return os.path.join(parent, family_name(base))
+
+
+def rotations(path: str) -> tuple[list[str], list[str]]:
+    """Plain and compressed rotated names of ``path`` and of the file it was rotated from."""
+    names = dict.fromkeys([path, family(path)])
+    plain = [p for n in names for p in rotated_siblings(n) if p != path]
+    packed = [p for n in names for p in compressed_siblings(n)]
+    return list(dict.fromkeys(plain)), list(dict.fromkeys(packed))

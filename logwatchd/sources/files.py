@@ -42,6 +42,7 @@ from logwatchd.sources.identity import (
     marker_of,
     read_head,
     rotated_from,
+    without_compression,
 )
 from logwatchd.sources.reader import FileReader, new_tag
 from logwatchd.sources.watch import DirWatcher
@@ -246,8 +247,9 @@ class FileFollower:
         if original is None:
             self._release_copy(key, drained=False)
             return
-        head = read_head(copy.fd)
-        if not read_head(original.fd).startswith(head):
+        if original.size() < original.read_pos:
+            return  # truncated: the original's own check drains this copy
+        if not _copy_like(read_head(copy.fd), original):
             del self._copy_of[key]  # not a copy after all: a new file, read from its start
             copy.rewind(0, 0, copy.tag)
             return
@@ -344,10 +346,11 @@ class FileFollower:
         name = os.path.basename(reader.path)
         head = read_head(reader.fd)
         for key, other in self._readers.items():
-            if other is reader or other.name is None or other.size() == 0:
+            if other is reader or other.name is None:
                 continue
-            rotated = rotated_from(name, os.path.basename(other.name))
-            if rotated and read_head(other.fd).startswith(head):
+            if not rotated_from(name, os.path.basename(other.name)):
+                continue
+            if _copy_like(head, other):
                 return key
         return None
 
@@ -395,6 +398,8 @@ class FileFollower:
             reader.close()
             return None
         reader.path_followed = followed
+        if is_compressed(path):  # an archive's rest: its rotations are those of the plain name
+            reader.name = without_compression(path) or path
         reader.last_data = self._clock.monotonic()
         if not followed:
             reader.orphan_since = reader.last_data
@@ -414,14 +419,20 @@ class FileFollower:
 
     def _resume_saved(self) -> None:
         """Find each checkpointed identity by dev/ino + fingerprint, or as a renamed copy."""
-        for entry in self._saved:
+        unresolved = []
+        for entry in self._saved:  # exact finds first, so no fallback takes another's file
             try:
-                self._resume_one(entry)
+                if self._resume_one(entry, archives=False) is None:
+                    unresolved.append(entry)
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("ignoring a bad checkpoint entry", source=self.id, error=str(exc))
+        for entry in unresolved:
+            self._resume_one(entry, archives=True)
         known = _fingerprints(self._saved) + list(self._retired)
         known = [fp for fp in known if fp.length >= MIN_KNOWN_FINGERPRINT]
-        paths = {str(e.get("name") or e.get("path")) for e in self._saved if e.get("path")}
+        paths = {
+            discovery.family(str(e.get("name") or e["path"])) for e in self._saved if e.get("path")
+        }
         self._saved = []
         if self._saved_at is not None:
             for path in sorted(paths):
@@ -436,7 +447,8 @@ class FileFollower:
         """
         followed = set(discovery.expand(self._patterns))
         newer = []
-        for cand in discovery.rotated_siblings(path) + discovery.compressed_siblings(path):
+        plain, packed = discovery.rotations(path)
+        for cand in plain + packed:
             try:
                 mtime = os.stat(cand).st_mtime
             except OSError:
@@ -469,7 +481,7 @@ class FileFollower:
         self._register(fd, path, followed=False)
         log.info("reading a file rotated while down", source=self.id, path=path)
 
-    def _resume_one(self, entry: dict[str, Any]) -> FileReader | None:
+    def _resume_one(self, entry: dict[str, Any], *, archives: bool) -> FileReader | None:
         fp = Fingerprint(str(entry["fp"]), int(entry["fp_len"]))
         marker = Marker(str(entry["marker"]), int(entry["marker_len"]))
         offset = int(entry["offset"])
@@ -477,7 +489,8 @@ class FileFollower:
         path = str(entry["path"])
         name = str(entry.get("name") or path)  # rotations are named after the followed name
         followed = set(discovery.expand(self._patterns))
-        rotated = set(discovery.rotated_siblings(name)) | set(discovery.rotated_siblings(path))
+        plain, packed = discovery.rotations(name)
+        rotated = set(plain) | set(discovery.rotations(path)[0])
         candidates = [path, *sorted(followed), *sorted(rotated)]
         # Same inode first; then any inode holding the same bytes (a copy, or a move).
         ordered = sorted(dict.fromkeys(candidates), key=lambda p: discovery.regular_key(p) != want)
@@ -496,7 +509,9 @@ class FileFollower:
                     lineno=int(entry["lineno"]), skipping=bool(entry.get("skip", False)),
                 ), name)  # fmt: skip
             os.close(fd)
-        for archive in discovery.compressed_siblings(name):  # rotated and compressed while down
+        if not archives:
+            return None
+        for archive in packed:  # rotated and compressed while down
             fd = unread_rest(archive, fp, offset, offset, marker)
             if fd is not None:
                 log.info("draining a file compressed while down", source=self.id, path=archive)
@@ -504,12 +519,6 @@ class FileFollower:
                     fd, archive, followed=False, tag=str(entry["tag"]), offset=offset,
                     lineno=int(entry["lineno"]), skipping=bool(entry.get("skip", False)), fp=fp,
                 ), name)  # fmt: skip
-        for cand in sorted(rotated):  # replaced (truncated) while down, then rotated
-            if discovery.regular_key(cand) == want and want not in self._readers:
-                fd = self._open(cand)
-                if fd is not None:
-                    log.info("a replaced file was rotated; reading it", source=self.id, path=cand)
-                    return self._register(fd, cand, followed=cand in followed)
         log.warning(
             "a checkpointed file is gone; its unread lines are lost", source=self.id, path=path
         )
@@ -574,3 +583,15 @@ def _trusted_elsewhere(fp: Fingerprint, path: str, rotated: set[str]) -> bool:
     offset is checked too); anywhere else it must be long enough to be unambiguous.
     """
     return fp.length >= MIN_COPY_FINGERPRINT or (fp.length > 0 and path in rotated)
+
+
+def _copy_like(head: bytes, original: FileReader) -> bool:
+    """Could a file starting with ``head`` be a copy of ``original``?
+
+    It starts with what we read of the original (which may be truncated already), or it is a
+    prefix of the original's current first bytes (a copy still being written).
+    """
+    if original.fp.length and original.fp.matches(head):
+        return True
+    current = read_head(original.fd)
+    return bool(current) and current.startswith(head)

@@ -90,6 +90,14 @@ def without_compression(name: str) -> str | None:
     return None
 
 
+def family_name(name: str) -> str:
+    """The live name a rotated basename came from: app.log.2 -> app.log; others unchanged."""
+    for i, ch in enumerate(name):
+        if i and ch in ".-" and _ROTATED_TAIL.match(name[i:]):
+            return name[:i]
+    return name
+
+
 def rotated_from(name: str, base: str) -> bool:
     """Is basename ``name`` a rotated form of basename ``base`` (app.log -> app.log.1, app-1.log)?
 
