@@ -69,7 +69,7 @@ def test_unknown_key_in_a_rule(tmp_path: Path) -> None:
     extra = "rules:\n  - id: r\n    match: {field: a, exists: true}\n    treshold: {count: 2}\n"
     assert error(tmp_path, extra).startswith(
         "c.yaml:10: rules[0].treshold: unknown key 'treshold' (did you mean 'threshold'?); "
-        "allowed: cooldown, description, group_by, handlers, id, match,"
+        "allowed: context, cooldown, description, group_by, handlers, id, match,"
     )
 
 

@@ -151,6 +151,29 @@ class Sequence:
 
 
 @dataclass(frozen=True)
+class ContextConfig:
+    """Per-connection memory of a rule (``context:``): fields carried across the lines of
+    one connection, as fail2ban's multi-line filters do for sshd.
+
+    - by: fields forming the connection key (a line missing one has no connection)
+    - remember: fields stored from a line that has them, filled into a later line that lacks them
+    - learn: a condition run on each line first; its regex groups are fields of the line
+    - forget: a condition for lines that end the connection (its memory is dropped)
+    - distinct: (name, field) pairs: ``name`` = how many distinct ``field`` values the
+      connection has shown, this line included
+    - ttl: seconds (event time) a connection is remembered after its last stored line
+    """
+
+    by: tuple[str, ...]
+    remember: tuple[str, ...] = ()
+    learn: Predicate | None = None
+    forget: Predicate | None = None
+    distinct: tuple[tuple[str, str], ...] = ()
+    ttl: float = 600.0
+    mark: Mark = NOWHERE
+
+
+@dataclass(frozen=True)
 class RuleConfig:
     id: str
     match: Predicate | None  # None only for sequence rules
@@ -164,6 +187,7 @@ class RuleConfig:
     handlers: tuple[str, ...] = ()  # resolved: defaults.handlers filled in by the loader
     description: str = ""
     mark: Mark = NOWHERE
+    context: ContextConfig | None = None  # per-connection memory (match rules only)
 
     def digest(self) -> str:
         """Changes when anything that shapes the rule's state changes (state survives reload).
@@ -173,18 +197,17 @@ class RuleConfig:
         """
         import hashlib
 
-        text = repr(
-            _shape(
-                (
-                    self.match,
-                    self.sources,
-                    self.group_by,
-                    self.threshold,
-                    self.sequence,
-                    self.cooldown,
-                )
-            )
+        shape: tuple[Any, ...] = (
+            self.match,
+            self.sources,
+            self.group_by,
+            self.threshold,
+            self.sequence,
+            self.cooldown,
         )
+        if self.context is not None:  # only then: digests of rules without one stay as they were
+            shape = (*shape, self.context)
+        text = repr(_shape(shape))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -14,6 +14,7 @@ from logwatchd.config.model import (
     SEVERITIES,
     All,
     AnyOf,
+    ContextConfig,
     Leaf,
     ListConfig,
     Not,
@@ -54,7 +55,9 @@ RULE_KEYS = (
     "severity",
     "tags",
     "handlers",
+    "context",
 )
+CONTEXT_KEYS = ("by", "remember", "learn", "forget", "distinct", "for")
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,10 @@ def rule(node: Node, context: RuleContext) -> RuleConfig:
     if (item := entries.get("description")) is not None:
         values["description"] = nodes.string(item, empty_ok=True)
     values["handlers"] = _rule_handlers(entries.get("handlers"), context)
+    if (item := entries.get("context")) is not None:
+        if "sequence" in entries:
+            raise item.error("'context' applies to 'match' rules, not to sequences")
+        values["context"] = _context(item, context.lists)
     return RuleConfig(id=nodes.string(entries.need("id")), **values)
 
 
@@ -156,6 +163,38 @@ def _sequence(node: Node, context: RuleContext) -> Sequence:
         steps.append(SequenceStep(predicate(step.need("match"), context.lists), absent))
     window = nodes.duration(entries.need("window"), positive=True)
     return Sequence(tuple(steps), window)
+
+
+def _context(node: Node, lists: MappingABC[str, ListConfig]) -> ContextConfig:
+    entries = nodes.mapping(node, CONTEXT_KEYS, required=("by",))
+    values: dict[str, Any] = {"mark": node.mark}
+    values["by"] = tuple(nodes.strings(entries.need("by")))
+    if (item := entries.get("remember")) is not None:
+        values["remember"] = tuple(nodes.strings(item))
+    if (item := entries.get("learn")) is not None:
+        values["learn"] = predicate(item, lists)
+    if (item := entries.get("forget")) is not None:
+        values["forget"] = predicate(item, lists)
+    if (item := entries.get("distinct")) is not None:
+        values["distinct"] = _context_distinct(item, (*values["by"], *values.get("remember", ())))
+    if (item := entries.get("for")) is not None:
+        values["ttl"] = nodes.duration(item, positive=True)
+    return ContextConfig(**values)
+
+
+def _context_distinct(node: Node, taken: Collection[str]) -> tuple[tuple[str, str], ...]:
+    """``{NAME: FIELD}``: NAME becomes a field counting the connection's distinct FIELD values."""
+    if not isinstance(node.value, dict) or not node.value:
+        raise nodes.wrong_type(node, "a mapping {count field: counted field}")
+    pairs = []
+    for name, field_node in node.value.items():
+        if name in taken:
+            raise field_node.error(f"'{name}' is already a 'by' or 'remember' field")
+        counted = nodes.string(field_node)
+        if counted == name:
+            raise field_node.error(f"'{name}' cannot count itself; give the count another name")
+        pairs.append((name, counted))
+    return tuple(pairs)
 
 
 # --- predicates ---------------------------------------------------------------------------

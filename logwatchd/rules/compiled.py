@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from logwatchd.config.model import ListConfig, RuleConfig
+from logwatchd.rules.context import Context
 from logwatchd.rules.literals import Requirement, most_selective
 from logwatchd.rules.predicates import CompiledPredicate, as_key, compile_predicate
 from logwatchd.rules.prefilter import Conjunction, any_conjunction, predicate_conjunction
@@ -47,6 +48,7 @@ class CompiledRule:
         self.window = threshold.window if threshold else (seq.window if seq else 0.0)
         self.has_threshold = threshold is not None
         self.cooldown = cfg.cooldown
+        self.context = Context(cfg.context, lists, limit) if cfg.context is not None else None
         self.span = max(self.window, self.cooldown)
         self.stateful = bool(threshold or seq or cfg.cooldown > 0)
         self.table = KeyTable(limit)
@@ -73,6 +75,15 @@ class CompiledRule:
         return most_selective(self.conjunction(verbatim))
 
     def conjunction(self, verbatim: Collection[str]) -> Conjunction:
+        context = self.context
+        if self.match is not None and context is not None:
+            # a line may also matter by feeding or ending a connection; fields the context
+            # fills in or learns are not the line's own text
+            adds = self.match.extracts | context.adds
+            conditions = [self.cfg.match, context.cfg.learn, context.cfg.forget]
+            return any_conjunction(
+                predicate_conjunction(pred, verbatim, adds) for pred in conditions if pred
+            )
         if self.match is not None:
             return predicate_conjunction(self.cfg.match, verbatim, self.match.extracts)  # type: ignore[arg-type]
         if self.cfg.sequence is None:

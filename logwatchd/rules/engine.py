@@ -32,6 +32,7 @@ from logwatchd.clock import Clock
 from logwatchd.config.model import ListConfig, RuleConfig
 from logwatchd.events import Event
 from logwatchd.rules.compiled import CompiledRule, Firing
+from logwatchd.rules.context import context_key_from_json, context_key_json, is_context_key
 from logwatchd.rules.explain import RuleExplanation, explain_rule
 from logwatchd.rules.literals import LineCheck, Requirement
 from logwatchd.rules.predicates import as_key
@@ -147,9 +148,19 @@ class Engine:
         if compiled is None:
             return
         ext: dict[str, Any] | None = {} if compiled.extracts else None
-        fields = event.fields
-        if not compiled.test(fields, ext):
-            return
+        context = rule.context
+        if context is None:
+            fields = event.fields
+            if not compiled.test(fields, ext):
+                return
+        else:
+            visit = context.enter(event.fields, event.time)
+            fields = event.fields if visit is None else visit.view
+            matched = compiled.test(fields, ext)
+            if visit is not None:
+                context.leave(visit, matched, ext, event.time)
+            if not matched:
+                return
         if ext:
             fields = {**fields, **ext}
         line = event.line
@@ -406,14 +417,26 @@ class Engine:
                 written.add(row)
                 changes.upserts.append((*row, state))
             changes.deletes.extend((rule.id, key_json(key)) for key in deletes)
+            if rule.context is not None:
+                upserts, deletes = rule.context.table.drain()
+                changes.upserts.extend((rule.id, context_key_json(k), s) for k, s in upserts)
+                changes.deletes.extend((rule.id, context_key_json(k)) for k in deletes)
         changes.deletes.extend(row for row in self._stale if row not in written)
         self._stale = []
         return changes
 
     def load_state(self, rows: Iterable[tuple[str, str, str, str]]) -> None:
         """Restore committed rows; rows of rules that are gone or changed shape are dropped."""
+        connections: dict[str, list[tuple[tuple[str, ...], str]]] = {}
         for rule_id, digest, text_key, text_state in rows:
             rule = self._by_id.get(rule_id)
+            if is_context_key(text_key):
+                found = context_key_from_json(text_key)
+                if rule is None or rule.digest != digest or rule.context is None or found is None:
+                    self._stale.append((rule_id, text_key))
+                else:
+                    connections.setdefault(rule_id, []).append((found, text_state))
+                continue
             key = key_from_json(text_key)
             if rule is None or rule.digest != digest or key is None:
                 self._stale.append((rule_id, text_key))
@@ -428,6 +451,11 @@ class Engine:
                 continue
             rule.table.put(key, state)
             rule.newest = max(rule.newest, state.newest)
+        for rule_id, loaded in connections.items():
+            context = self._by_id[rule_id].context
+            assert context is not None  # checked above
+            bad = context.load(loaded)
+            self._stale.extend((rule_id, context_key_json(key)) for key in bad)
         for rule in self.rules:
             if rule.absent:
                 self._rebuild_deadlines(rule)
@@ -455,8 +483,14 @@ class Engine:
             kept = new._by_id.get(old.id)
             if kept is not None and kept.digest == old.digest:
                 kept.table, kept.deadlines, kept.newest = old.table, old.deadlines, old.newest
+                if kept.context is not None and old.context is not None:  # same config
+                    kept.context.table = old.context.table
+                    kept.context.newest = old.context.newest
             else:
                 new._stale.extend((old.id, key_json(key)) for key in old.table)
+                if old.context is not None:
+                    keys = old.context.table.states
+                    new._stale.extend((old.id, context_key_json(key)) for key in keys)
         return new
 
     def explain(self, event: Event) -> list[RuleExplanation]:

@@ -1,0 +1,296 @@
+"""Per-connection memory for a rule (``context:``): fields carried across the lines of one
+connection, the way fail2ban's multi-line filters follow an sshd connection by its pid.
+
+For each event of the rule's sources whose ``by`` fields are all present (the connection key):
+
+1. ``learn`` runs on the event; its regex groups become fields of this line.
+2. Fields in ``remember`` that the line lacks are filled in from the connection's memory;
+   each ``distinct`` count is set (distinct values the connection has shown, this line's too).
+3. The rule's own condition runs on that view (the engine does this).
+4. If the line matched ``learn`` or the rule, the ``remember`` fields it has (its own, learned
+   or extracted by the rule's regexes, never filled-in ones) and its ``distinct`` values are
+   stored. A line matching ``forget`` then drops the connection.
+
+A line that matches none of ``learn``, the rule and ``forget`` changes nothing, so the
+prefilter may skip it: the rule's literal requirement becomes "the rule's, or learn's, or
+forget's". Reading memory never reorders the LRU, for the same reason.
+
+Memory is bounded: at most ``limit`` connections (least recently written evicted first),
+each forgotten ``ttl`` seconds of event time after its last write; values longer than
+``MAX_VALUE_CHARS`` are not stored, and a ``distinct`` set stops growing at ``MAX_DISTINCT``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from logwatchd.config.model import ContextConfig, ListConfig
+from logwatchd.rules.predicates import CompiledPredicate, as_key, compile_predicate
+
+Key = tuple[str, ...]
+MAX_VALUE_CHARS = 1024
+MAX_DISTINCT = 32
+SWEEP_BUDGET = 8  # expired connections dropped per write, oldest first
+_COMPACT = {"separators": (",", ":"), "ensure_ascii": False}
+
+
+class Connection:
+    """What one connection has shown so far."""
+
+    __slots__ = ("distinct", "fields", "seen")
+
+    def __init__(self, seen: float) -> None:
+        self.seen = seen  # latest event time that wrote here
+        self.fields: dict[str, Any] = {}
+        self.distinct: dict[str, list[str]] = {}  # count name -> values, first seen first
+
+    def dump(self) -> str:
+        data: dict[str, Any] = {"t": self.seen, "f": self.fields}
+        if self.distinct:
+            data["d"] = self.distinct
+        return json.dumps(data, **_COMPACT)  # type: ignore[arg-type]
+
+    @classmethod
+    def load(cls, text: str) -> Connection:
+        """Rebuild from ``dump``; raises ValueError (or KeyError/TypeError) on a bad row."""
+        data = json.loads(text)
+        connection = cls(float(data["t"]))
+        fields = data["f"]
+        if not isinstance(fields, dict):
+            raise TypeError("fields must be a mapping")
+        connection.fields = {str(k): v for k, v in fields.items() if _storable(v) is not None}
+        for name, values in data.get("d", {}).items():
+            connection.distinct[str(name)] = [str(v) for v in values][:MAX_DISTINCT]
+        return connection
+
+
+def context_key_json(key: Key) -> str:
+    """A context row's key in the state database: a JSON object, where group keys are arrays."""
+    return json.dumps({"context": list(key)}, **_COMPACT)  # type: ignore[arg-type]
+
+
+def context_key_from_json(text: str) -> Key | None:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    values = data.get("context") if isinstance(data, dict) else None
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        return None
+    return tuple(values)
+
+
+def is_context_key(text: str) -> bool:
+    return text.startswith("{")
+
+
+class ConnectionTable:
+    """Connections of one rule, at most ``limit``; the least recently written goes first."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(1, limit)
+        self.states: OrderedDict[Key, Connection] = OrderedDict()
+        self.dirty: set[Key] = set()
+        self.deleted: set[Key] = set()
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def get(self, key: Key) -> Connection | None:
+        return self.states.get(key)
+
+    def write(self, key: Key, time: float) -> Connection:
+        states = self.states
+        connection = states.get(key)
+        if connection is None:
+            connection = states[key] = Connection(time)
+            if len(states) > self.limit:
+                self._evict()
+        else:
+            connection.seen = max(connection.seen, time)
+            states.move_to_end(key)
+        self.dirty.add(key)
+        return connection
+
+    def put(self, key: Key, connection: Connection) -> None:
+        """Restore from the database: not dirty, the database already has it."""
+        self.states[key] = connection
+        self.states.move_to_end(key)
+        if len(self.states) > self.limit:
+            self._evict()
+
+    def drop(self, key: Key) -> None:
+        if self.states.pop(key, None) is not None:
+            self.dirty.discard(key)
+            self.deleted.add(key)
+
+    def sweep(self, now: float, ttl: float) -> None:
+        states = self.states
+        for _ in range(SWEEP_BUDGET):
+            if not states:
+                return
+            key, connection = next(iter(states.items()))
+            if connection.seen + ttl >= now:
+                return
+            self.drop(key)
+
+    def _evict(self) -> None:
+        key, _connection = self.states.popitem(last=False)
+        self.dirty.discard(key)
+        self.deleted.add(key)
+        self.evicted += 1
+
+    def drain(self) -> tuple[list[tuple[Key, str]], list[Key]]:
+        upserts = [(key, self.states[key].dump()) for key in self.dirty if key in self.states]
+        deletes = [key for key in self.deleted if key not in self.states]
+        self.dirty.clear()
+        self.deleted.clear()
+        return upserts, deletes
+
+
+@dataclass(slots=True)
+class Visit:
+    """One event as the context sees it, between ``enter`` and ``leave``."""
+
+    key: Key
+    own: dict[str, Any]  # the event's fields and what learn extracted
+    view: dict[str, Any]  # own, plus filled-in fields and distinct counts: what the rule sees
+    learned: bool  # learn matched
+
+
+class Context:
+    """A rule's compiled ``context``, with its connections."""
+
+    def __init__(self, cfg: ContextConfig, lists: Mapping[str, ListConfig], limit: int) -> None:
+        self.cfg = cfg
+        self.by = cfg.by
+        self.remember = cfg.remember
+        self.distinct = cfg.distinct
+        self.ttl = cfg.ttl
+        self.learn: CompiledPredicate | None = (
+            compile_predicate(cfg.learn, lists) if cfg.learn is not None else None
+        )
+        self.forget: CompiledPredicate | None = (
+            compile_predicate(cfg.forget, lists) if cfg.forget is not None else None
+        )
+        self.table = ConnectionTable(limit)
+        self.newest = float("-inf")
+
+    @property
+    def adds(self) -> frozenset[str]:
+        """Fields the rule may see that are not the line's own text (not verbatim)."""
+        learned = self.learn.extracts if self.learn is not None else frozenset()
+        return frozenset(self.remember) | {name for name, _ in self.distinct} | learned
+
+    def key_of(self, fields: Mapping[str, Any]) -> Key | None:
+        values = []
+        for name in self.by:
+            text = as_key(fields.get(name))
+            if text is None or text == "":
+                return None
+            values.append(text)
+        return tuple(values)
+
+    def enter(self, fields: dict[str, Any], time: float) -> Visit | None:
+        """The view of the event the rule should test, or None if it has no connection."""
+        key = self.key_of(fields)
+        if key is None:
+            return None
+        own = fields
+        learned = False
+        if self.learn is not None:
+            ext: dict[str, Any] = {}
+            learned = self.learn.test(fields, ext)
+            if learned and ext:
+                own = {**fields, **ext}
+        connection = self.table.get(key)
+        if connection is not None and time - connection.seen > self.ttl:
+            connection = None  # expired: dropped at the next write
+        if connection is None and not self.distinct:
+            return Visit(key, own, own, learned)
+        view = dict(own)
+        if connection is not None:
+            for name in self.remember:
+                if view.get(name) is None and name in connection.fields:
+                    view[name] = connection.fields[name]
+        for name, counted in self.distinct:
+            seen = connection.distinct.get(name, []) if connection is not None else []
+            value = _distinct_value(own.get(counted))
+            view[name] = len(seen) + (value is not None and value not in seen)
+        return Visit(key, own, view, learned)
+
+    def leave(
+        self, visit: Visit, matched: bool, extracted: dict[str, Any] | None, time: float
+    ) -> None:
+        """Store what the line showed (if it matched learn or the rule); forget if it ends.
+
+        ``extracted``: what the rule's regexes set on a match (filled-in values are not
+        stored again, so a value does not live on past ``ttl`` by being copied forward).
+        """
+        if self.forget is not None and self.forget.test(visit.view, None):
+            self.table.drop(visit.key)
+            return
+        if not (matched or visit.learned):
+            return
+        self._store(visit.key, {**visit.own, **extracted} if extracted else visit.own, time)
+
+    def _store(self, key: Key, fields: Mapping[str, Any], time: float) -> None:
+        self.newest = max(self.newest, time)
+        connection = self.table.get(key)
+        if connection is not None and time - connection.seen > self.ttl:
+            self.table.drop(key)  # an expired connection starts over
+        connection = self.table.write(key, time)
+        for name in self.remember:
+            value = _storable(fields.get(name))
+            if value is not None:
+                connection.fields[name] = value
+        for name, counted in self.distinct:
+            value = _distinct_value(fields.get(counted))
+            if value is None:
+                continue
+            seen = connection.distinct.setdefault(name, [])
+            if value not in seen and len(seen) < MAX_DISTINCT:
+                seen.append(value)
+        self.table.sweep(self.newest, self.ttl)
+
+    # --- state --------------------------------------------------------------------------
+
+    def load(self, rows: Iterable[tuple[Key, str]]) -> list[Key]:
+        """Restore rows; the keys of rows that could not be read (to delete)."""
+        bad = []
+        for key, text in rows:
+            if len(key) != len(self.by):
+                bad.append(key)
+                continue
+            try:
+                connection = Connection.load(text)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                bad.append(key)
+                continue
+            self.table.put(key, connection)
+            self.newest = max(self.newest, connection.seen)
+        return bad
+
+
+def _storable(value: Any) -> Any:
+    """The value as memory keeps it (JSON-able), or None when it is not kept."""
+    if value is None:
+        return None
+    if value.__class__ in (float, bool) or (value.__class__ is int and abs(value) < 1 << 63):
+        return value
+    text = value if isinstance(value, str) else as_key(value)
+    if text is None or len(text) > MAX_VALUE_CHARS:
+        return None
+    return text
+
+
+def _distinct_value(value: Any) -> str | None:
+    text = as_key(value) if value is not None else None
+    if not text or len(text) > MAX_VALUE_CHARS:
+        return None  # an empty user name (sshd's "ruser=") is no user
+    return text
