@@ -170,6 +170,7 @@ class BackgroundWriter:
     def __init__(self, path: str, rate: float = 2000.0, tag: str = "line") -> None:
         import threading
 
+        self.path = path
         self._writer = Writer(path, tag)
         self._lock = threading.Lock()
         self._running = threading.Event()

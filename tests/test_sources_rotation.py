@@ -35,7 +35,23 @@ pytestmark = pytest.mark.skipif(
 
 def finish(run: Run, writer: BackgroundWriter) -> int:
     written = writer.stop()
-    run.until_count(written, timeout=30)
+    try:
+        run.until_count(written, timeout=30)
+    except AssertionError:
+        lost, _ = lost_and_repeated(run.numbers(), written)
+        where = {}
+        for path in sorted(Path(writer.path).parent.glob("app.log*")):
+            text = (
+                gzip.decompress(path.read_bytes()).decode()
+                if path.suffix == ".gz"
+                else path.read_text()
+            )
+            found = set(numbers_of_text(text)) & set(lost)
+            if found:
+                where[path.name] = (min(found), max(found), len(found))
+        raise AssertionError(
+            f"lost {len(lost)} of {written}: {lost[:5]}...; on disk: {where}"
+        ) from None
     run.settle(0.5)
     return written
 
