@@ -774,3 +774,82 @@ def test_example_and_default_templates_render_in_the_sandbox(tmp_path: Path, exa
                 check_handler_templates(
                     handler, templates=templates, host=host, key_fields=rule.group_by
                 )
+
+
+# --- rule context (per-connection memory) -------------------------------------------------
+
+
+def test_context_becomes_a_typed_context_config(tmp_path: Path) -> None:
+    extra = rule_with("{field: message, regex: 'Too many'}") + (
+        "    context:\n"
+        "      by: [host, pid]\n"
+        "      remember: ip\n"
+        "      for: 5m\n"
+        "      distinct: {users: user}\n"
+        "      learn: {field: message, regex: 'from (?P<ip>\\S+)'}\n"
+        "      forget: {field: message, startswith: Connection closed}\n"
+    )
+    context = config(tmp_path, extra).rules[0].context
+    assert context is not None
+    assert (context.by, context.remember, context.ttl) == (("host", "pid"), ("ip",), 300.0)
+    assert context.distinct == (("users", "user"),)
+    assert isinstance(context.learn, Leaf) and context.learn.op == "regex"
+    assert isinstance(context.forget, Leaf) and context.forget.value == "Connection closed"
+    plain = config(tmp_path, rule_with("{field: message, regex: 'Too many'}")).rules[0]
+    assert plain.context is None
+    assert config(tmp_path, extra).rules[0].digest() != plain.digest()
+
+
+@pytest.mark.parametrize(
+    ("context", "message"),
+    [
+        ("{remember: [ip]}", "c.yaml:10: rules[0].context: missing required key 'by'"),
+        (
+            "{by: [pid], remembr: [ip]}",
+            "c.yaml:10: rules[0].context.remembr: unknown key 'remembr' (did you mean "
+            "'remember'?); allowed: by, distinct, for, forget, learn, remember",
+        ),
+        ("{by: []}", "c.yaml:10: rules[0].context.by: must not be an empty list"),
+        (
+            "{by: [pid], for: 10 minutes}",
+            'c.yaml:10: rules[0].context.for: "10 minutes" is not a duration (use 10m, 1h, 30s)',
+        ),
+        (
+            "{by: [pid], distinct: [user]}",
+            "c.yaml:10: rules[0].context.distinct: expected a mapping {count field: counted "
+            "field}, got a list",
+        ),
+        (
+            "{by: [pid], remember: [ip], distinct: {ip: user}}",
+            "c.yaml:10: rules[0].context.distinct.ip: 'ip' is already a 'by' or 'remember' field",
+        ),
+        (
+            "{by: [pid], distinct: {user: user}}",
+            "c.yaml:10: rules[0].context.distinct.user: 'user' cannot count itself; "
+            "give the count another name",
+        ),
+        (
+            "{by: [pid], learn: {field: message, regex: '(?P<ip'}}",
+            "c.yaml:10: rules[0].context.learn.regex: ",
+        ),
+    ],
+)
+def test_context_mistakes_name_the_key(tmp_path: Path, context: str, message: str) -> None:
+    extra = rule_with("{field: message, contains: x}") + f"    context: {context}\n"
+    assert error(tmp_path, extra).startswith(message)
+
+
+def test_context_is_for_match_rules_only(tmp_path: Path) -> None:
+    extra = """\
+    rules:
+      - id: seq
+        sequence:
+          window: 5m
+          steps:
+            - match: {field: message, contains: a}
+            - match: {field: message, contains: b}
+        context: {by: [pid]}
+    """
+    assert error(tmp_path, extra) == (
+        "c.yaml:14: rules[0].context: 'context' applies to 'match' rules, not to sequences"
+    )

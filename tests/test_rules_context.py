@@ -1,0 +1,271 @@
+"""Rule ``context``: fields carried across the lines of one connection (host + pid)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from logwatchd.clock import ManualClock
+from logwatchd.config.model import All, AnyOf, ContextConfig, Leaf, RuleConfig, Threshold
+from logwatchd.events import Event, Line
+from logwatchd.rules import Engine, Match
+
+T0 = 1_700_000_000.0
+ADDR = r"(?P<ip>[0-9a-f.:]+)"
+TOO_MANY = Leaf("message", "regex", re.compile(r"^Disconnecting: Too many authentication failures"))
+ACCEPTED = Leaf("message", "regex", re.compile(r"^Accepted \S+ for "))
+LEARN = AnyOf(
+    (
+        Leaf("message", "regex", re.compile(rf"^Connection from {ADDR}")),
+        Leaf("message", "regex", re.compile(rf"^Failed \S+ for (?P<user>\S+) from {ADDR}")),
+        Leaf("message", "regex", re.compile(rf"^Accepted \S+ for (?P<user>\S+) from {ADDR}")),
+    )
+)
+FORGET = Leaf("message", "startswith", "Connection closed")
+CONTEXT = ContextConfig(
+    by=("host", "pid"),
+    remember=("ip",),
+    learn=LEARN,
+    forget=FORGET,
+    distinct=(("users", "user"),),
+    ttl=600.0,
+)
+HAS_IP = Leaf("ip", "exists", True)
+RULE = RuleConfig(
+    id="too-many",
+    match=AnyOf((All((TOO_MANY, HAS_IP)), All((ACCEPTED, Leaf("users", "gte", 2), HAS_IP)))),
+    group_by=("ip",),
+    threshold=Threshold(2, 600.0),
+    context=CONTEXT,
+)
+
+
+class Feed:
+    def __init__(self, *rules: RuleConfig, limit: int = 1000) -> None:
+        self.rules = rules or (RULE,)
+        self.limit = limit
+        self.engine = self.new_engine()
+        self.lineno = 0
+
+    def new_engine(self, rules: tuple[RuleConfig, ...] | None = None) -> Engine:
+        return Engine(
+            rules or self.rules, {}, host="h", max_keys_per_rule=self.limit,
+            clock=ManualClock(T0), verbatim_fields={"json": {"*"}},
+        )  # fmt: skip
+
+    def send(
+        self, message: str, at: float = 0.0, *, pid: int | None = 7, host: str = "srv", **extra: Any
+    ) -> list[Match]:
+        self.lineno += 1
+        raw = f"{host} sshd[{pid}]: {message}"
+        line = Line("auth", raw, T0 + at, f"o{self.lineno}", None, self.lineno)
+        fields: dict[str, Any] = {"message": message, "raw": raw, "host": host, **extra}
+        if pid is not None:
+            fields["pid"] = pid
+        matches: list[Match] = []
+        self.engine.process(Event(line, fields, T0 + at), matches)
+        return matches
+
+
+def ips(matches: list[Match]) -> list[Any]:
+    return [match.fields.get("ip") for match in matches]
+
+
+def test_an_address_from_an_earlier_line_of_the_connection_is_filled_in() -> None:
+    feed = Feed()
+    assert feed.send("Connection from 192.0.2.7 port 5000") == []
+    matches = feed.send("Disconnecting: Too many authentication failures [preauth]", 3)
+    assert ips(matches) == ["192.0.2.7"]
+    assert matches[0].fields["users"] == 0  # the count is a field too
+
+
+def test_other_connections_and_lines_without_the_key_get_nothing() -> None:
+    feed = Feed()
+    feed.send("Connection from 192.0.2.7 port 5000", pid=7)
+    assert feed.send("Disconnecting: Too many authentication failures", pid=8) == []
+    assert feed.send("Disconnecting: Too many authentication failures", host="other") == []
+    assert feed.send("Disconnecting: Too many authentication failures", pid=None) == []
+    assert ips(feed.send("Disconnecting: Too many authentication failures", pid=7)) == ["192.0.2.7"]
+
+
+def test_the_line_own_field_wins_over_memory() -> None:
+    feed = Feed()
+    feed.send("Connection from 192.0.2.7 port 5000")
+    matches = feed.send("Disconnecting: Too many authentication failures", ip="198.51.100.1")
+    assert ips(matches) == ["198.51.100.1"]
+
+
+def test_memory_expires_after_for_in_event_time() -> None:
+    feed = Feed()
+    feed.send("Connection from 192.0.2.7 port 5000", 0)
+    assert feed.send("Disconnecting: Too many authentication failures", 601) == []
+    feed.send("Connection from 192.0.2.8 port 5000", 700)
+    assert ips(feed.send("Disconnecting: Too many authentication failures", 1299)) == ["192.0.2.8"]
+
+
+def test_forget_ends_the_connection() -> None:
+    feed = Feed()
+    feed.send("Connection from 192.0.2.7 port 5000")
+    feed.send("Connection closed by 192.0.2.7 port 5000")
+    assert feed.send("Disconnecting: Too many authentication failures") == []
+
+
+def test_distinct_counts_values_of_the_connection_including_this_line() -> None:
+    feed = Feed()
+    feed.send("Failed password for root from 192.0.2.7 port 5000 ssh2")
+    feed.send("Failed password for root from 192.0.2.7 port 5000 ssh2")
+    # the same user logging in after mistyping: no alert material
+    assert feed.send("Accepted password for root from 192.0.2.7 port 5000 ssh2") == []
+    other = Feed()
+    other.send("Failed password for root from 192.0.2.9 port 5000 ssh2")
+    matches = other.send("Accepted password for known from 192.0.2.9 port 5000 ssh2")
+    assert ips(matches) == ["192.0.2.9"]
+    assert matches[0].fields["users"] == 2
+    assert matches[0].fields["user"] == "known"
+
+
+def test_an_empty_value_is_not_a_distinct_value() -> None:
+    rule = RuleConfig(
+        id="u",
+        match=Leaf("users", "gte", 2),
+        context=ContextConfig(by=("pid",), distinct=(("users", "user"),), learn=LEARN),
+    )
+    feed = Feed(rule)
+    feed.send("Failed password for root from 192.0.2.7 port 1 ssh2")
+    assert feed.send("Connection from 192.0.2.7", user="") == []
+    assert len(feed.send("Connection from 192.0.2.7", user="admin")) == 1
+
+
+def test_filled_matches_count_toward_the_threshold_and_the_alert_shows_the_field() -> None:
+    feed = Feed()
+    engine = feed.engine
+    feed.send("Connection from 192.0.2.7 port 5000")
+    feed.send("Disconnecting: Too many authentication failures", 1)
+    feed.send("Connection from 192.0.2.7 port 5001", 2, pid=9)
+    line = Line("auth", "x", T0 + 3, "o-last", None, 99)
+    event = Event(line, {"message": "Disconnecting: Too many authentication failures",
+                         "raw": "x", "host": "srv", "pid": 9}, T0 + 3)  # fmt: skip
+    alerts = engine.process(event)
+    assert [(a.key, a.count, a.fields["ip"]) for a in alerts] == [
+        ({"ip": "192.0.2.7"}, 2, "192.0.2.7")
+    ]
+
+
+def test_connections_are_bounded_least_recently_written_first() -> None:
+    feed = Feed(limit=3)
+    for pid in range(10):
+        feed.send(f"Connection from 192.0.2.{pid} port 5000", pid=pid)
+    context = feed.engine.rules[0].context
+    assert context is not None
+    assert len(context.table) == 3 and context.table.evicted == 7
+    assert feed.send("Disconnecting: Too many authentication failures", pid=6) == []
+    assert ips(feed.send("Disconnecting: Too many authentication failures", pid=9)) == ["192.0.2.9"]
+
+
+def test_hostile_values_stay_bounded() -> None:
+    feed = Feed()
+    feed.send("Connection from 192.0.2.7")
+    for n in range(100):
+        feed.send(f"Failed password for u{n} from 192.0.2.7 port 1 ssh2")
+    feed.send("Failed password for " + "x" * 5000 + " from 192.0.2.7 port 1 ssh2")
+    context = feed.engine.rules[0].context
+    assert context is not None
+    connection = context.table.get(("srv", "7"))
+    assert connection is not None
+    assert len(connection.distinct["users"]) == 32
+    assert all(len(value) <= 1024 for value in connection.fields.values())
+
+
+def test_memory_survives_a_restart_through_drain_and_load() -> None:
+    feed = Feed()
+    feed.send("Connection from 192.0.2.7 port 5000")
+    changes = feed.engine.drain_changes()
+    rows = [(rule, changes.digests[rule], key, state) for rule, key, state in changes.upserts]
+    assert any(key.startswith('{"context"') for _, _, key, _ in rows)
+    feed.engine = feed.new_engine()
+    feed.engine.load_state(rows)
+    assert ips(feed.send("Disconnecting: Too many authentication failures", 5)) == ["192.0.2.7"]
+    # a forgotten connection is deleted from the database at the next drain
+    feed.send("Connection closed by 192.0.2.7", 6)
+    assert ("too-many", '{"context":["srv","7"]}') in feed.engine.drain_changes().deletes
+
+
+def test_rows_of_a_changed_context_or_bad_rows_are_dropped() -> None:
+    feed = Feed()
+    feed.send("Connection from 192.0.2.7 port 5000")
+    changes = feed.engine.drain_changes()
+    rows = [(r, changes.digests[r], k, s) for r, k, s in changes.upserts]
+    changed = RuleConfig(
+        id="too-many", match=RULE.match, group_by=("ip",), context=CONTEXT.__class__(by=("pid",))
+    )
+    other = feed.new_engine((changed,))
+    other.load_state([*rows, ("too-many", changed.digest(), '{"context":["1"]}', "not json")])
+    deletes = other.drain_changes().deletes
+    assert ("too-many", '{"context":["srv","7"]}') in deletes
+    assert ("too-many", '{"context":["1"]}') in deletes
+
+
+def test_memory_is_kept_across_a_reload_of_an_unchanged_rule() -> None:
+    feed = Feed()
+    feed.send("Connection from 192.0.2.7 port 5000")
+    feed.engine = feed.engine.with_rules([RULE])
+    assert ips(feed.send("Disconnecting: Too many authentication failures", 5)) == ["192.0.2.7"]
+
+
+def test_remembered_fields_are_not_taken_as_the_line_text_by_the_prefilter() -> None:
+    # the json parser copies every field from the line: a condition on a remembered field
+    # must not require that field's value in the raw line
+    rule = RuleConfig(
+        id="bob",
+        match=All((Leaf("program", "equals", "sshd"), Leaf("user", "equals", "bob"))),
+        context=ContextConfig(by=("pid",), remember=("user",)),
+    )
+    engine = Feed(rule).engine
+    assert engine.wants("json", '{"program": "sshd", "pid": 1, "msg": "bye"}')
+    assert not engine.wants("json", '{"program": "cron", "pid": 1}')
+
+
+# --- the prefilter stays sound: a line it rejects changes nothing -------------------------
+
+FRAGMENTS = [
+    "Connection from 192.0.2.7 port 1",
+    "Connection closed by 192.0.2.7",
+    "Failed password for root from 192.0.2.8 port 2 ssh2",
+    "Accepted password for known from 192.0.2.9 port 3 ssh2",
+    "Disconnecting: Too many authentication failures",
+    "session opened for user x",
+    "Connection",
+    "from 10.0.0.1",
+    "Accepted",
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(FRAGMENTS), st.sampled_from(FRAGMENTS), st.integers(1, 3)),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_lines_the_prefilter_rejects_change_nothing(
+    lines: list[tuple[str, str, int]],
+) -> None:
+    skipping, seeing = Feed(), Feed()
+    for at, (head, tail, pid) in enumerate(lines):
+        message = f"{head[: len(head) // 2]}{tail}" if pid == 3 else head
+        raw = f"srv sshd[{pid}]: {message}"
+        matched = seeing.send(message, at, pid=pid)
+        if skipping.engine.wants("auth", raw):
+            assert [m.fields for m in skipping.send(message, at, pid=pid)] == [
+                m.fields for m in matched
+            ]
+        else:
+            assert matched == []
+    for one, two in zip(skipping.engine.rules, seeing.engine.rules, strict=True):
+        assert one.context is not None and two.context is not None
+        dump = {k: c.dump() for k, c in one.context.table.states.items()}
+        assert dump == {k: c.dump() for k, c in two.context.table.states.items()}
