@@ -14,7 +14,8 @@ import bz2
 import gzip
 import lzma
 import os
-from typing import IO
+from collections.abc import Callable
+from typing import IO, Any
 
 from logwatchd.sources.identity import (
     FINGERPRINT_BYTES,
@@ -24,7 +25,7 @@ from logwatchd.sources.identity import (
     marker_holds,
 )
 
-_OPENERS = {
+_OPENERS: dict[str, Callable[..., Any]] = {
     ".gz": gzip.open,
     ".xz": lzma.open,
     ".lzma": lzma.open,

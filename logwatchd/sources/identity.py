@@ -17,8 +17,6 @@ from dataclasses import dataclass
 
 FINGERPRINT_BYTES = 1024
 MARKER_BYTES = 128
-# A fingerprint over fewer bytes than this is too weak to call another inode a copy.
-MIN_COPY_FINGERPRINT = 64
 
 COMPRESSED_SUFFIXES = (".gz", ".xz", ".bz2", ".zst", ".lz4", ".lzma", ".z", ".zip", ".tgz")
 # What logrotate and friends append to a rotated name: .1, -20261126, .old, -2026-11-26-10 ...
@@ -113,3 +111,18 @@ def rotated_from(name: str, base: str) -> bool:
         middle = name[len(stem) : len(name) - len(ext) - 1]
         return bool(middle) and bool(_ROTATED_TAIL.match(middle))
     return False
+
+
+def holds(
+    fd: int, fp: Fingerprint, offset: int, marker: Marker, *, same_inode: bool = False
+) -> bool:
+    """Does the file behind ``fd`` start with ``fp`` and hold ``marker`` just before ``offset``?
+
+    An empty fingerprint (the file was empty) identifies nothing, except on the same inode.
+    """
+    try:
+        if os.fstat(fd).st_size < offset or (fp.length == 0 and not same_inode):
+            return False
+        return fp.matches(read_head(fd)) and marker_holds(fd, offset, marker)
+    except OSError:
+        return False
