@@ -783,6 +783,7 @@ def test_context_becomes_a_typed_context_config(tmp_path: Path) -> None:
     extra = rule_with("{field: message, regex: 'Too many'}") + (
         "    context:\n"
         "      by: [host, pid]\n"
+        "      optional: [host]\n"
         "      remember: ip\n"
         "      for: 5m\n"
         "      distinct: {users: user}\n"
@@ -792,6 +793,7 @@ def test_context_becomes_a_typed_context_config(tmp_path: Path) -> None:
     context = config(tmp_path, extra).rules[0].context
     assert context is not None
     assert (context.by, context.remember, context.ttl) == (("host", "pid"), ("ip",), 300.0)
+    assert context.optional == ("host",)
     assert context.distinct == (("users", "user"),)
     assert isinstance(context.learn, Leaf) and context.learn.op == "regex"
     assert isinstance(context.forget, Leaf) and context.forget.value == "Connection closed"
@@ -807,9 +809,17 @@ def test_context_becomes_a_typed_context_config(tmp_path: Path) -> None:
         (
             "{by: [pid], remembr: [ip]}",
             "c.yaml:10: rules[0].context.remembr: unknown key 'remembr' (did you mean "
-            "'remember'?); allowed: by, distinct, for, forget, learn, remember",
+            "'remember'?); allowed: by, distinct, for, forget, learn, optional, remember",
         ),
         ("{by: []}", "c.yaml:10: rules[0].context.by: must not be an empty list"),
+        (
+            "{by: [host, pid], optional: [hots]}",
+            "c.yaml:10: rules[0].context.optional[0]: 'hots' is not one of the 'by' fields",
+        ),
+        (
+            "{by: [host], optional: host}",
+            "c.yaml:10: rules[0].context.optional: at least one 'by' field must be required",
+        ),
         (
             "{by: [pid], for: 10 minutes}",
             'c.yaml:10: rules[0].context.for: "10 minutes" is not a duration (use 10m, 1h, 30s)',

@@ -53,9 +53,9 @@ SAMPLES = Path("/usr/lib/python3/dist-packages/fail2ban/tests/files/logs")
 PACKS = Path(__file__).resolve().parent.parent / "config" / "rules.d"
 NOW = datetime(2005, 8, 14, 10, 0, tzinfo=UTC).timestamp()
 BAR = 0.98
-# sshd: 14 of its 200 default-mode annotations are decided by fail2ban from earlier lines of
-# the same connection; the pack's context gets 12 of them (the other two need a failure
-# held back until a later line names the address, see the sshd pack).
+# sshd: 14 of its 200 default-mode annotations are decided by fail2ban from other lines of
+# the same connection; the pack's rule `context` follows connections too. Kept for a filter
+# whose samples need a lower floor on all lines than on the per-line ones.
 OVERALL_BAR: dict[str, float] = {}
 
 pytestmark = pytest.mark.skipif(

@@ -228,6 +228,86 @@ def test_remembered_fields_are_not_taken_as_the_line_text_by_the_prefilter() -> 
     assert not engine.wants("json", '{"program": "cron", "pid": 1}')
 
 
+# --- matches held until the connection shows the group_by field --------------------------
+
+HOLDING = RuleConfig(
+    id="held",
+    match=TOO_MANY,
+    group_by=("ip",),
+    threshold=Threshold(2, 600.0),
+    context=ContextConfig(
+        by=("host", "pid"),
+        optional=("host",),
+        remember=("ip",),
+        learn=AnyOf(
+            (
+                Leaf("message", "regex", re.compile(rf"^Connection from {ADDR}")),
+                Leaf("message", "regex", re.compile(rf"^Connection closed by {ADDR}")),
+            )
+        ),
+        forget=FORGET,
+    ),
+)
+
+
+def test_a_match_without_the_address_waits_for_a_later_line_of_the_connection() -> None:
+    feed = Feed(HOLDING)
+    assert feed.send("Disconnecting: Too many authentication failures for root", 0) == []
+    assert feed.send("Connection closed by 61.0.0.1 [preauth]", 9, pid=8) == []  # other pid
+    matches = feed.send("Connection closed by 61.0.0.1 [preauth]", 18)
+    assert [(m.line, m.fields["ip"], m.fields["message"][:14]) for m in matches] == [
+        (3, "61.0.0.1", "Disconnecting:")
+    ]
+    # the connection ended: nothing is held any more
+    assert feed.send("Connection closed by 61.0.0.1 [preauth]", 19) == []
+
+
+def test_a_released_match_counts_toward_the_threshold() -> None:
+    feed = Feed(HOLDING)
+    line = Line("auth", "x", T0, "o", None, 1)
+    alerts = []
+    for pid in (1, 2):
+        for message in (
+            "Disconnecting: Too many authentication failures",
+            "Connection closed by 61.0.0.1",
+        ):
+            fields = {"message": message, "raw": message, "pid": pid}
+            alerts += feed.engine.process(Event(line, fields, T0 + pid))
+    assert [(a.key, a.count) for a in alerts] == [({"ip": "61.0.0.1"}, 2)]
+
+
+def test_held_matches_are_bounded_and_expire() -> None:
+    feed = Feed(HOLDING)
+    for n in range(20):
+        feed.send("Disconnecting: Too many authentication failures", n)
+    assert len(feed.send("Connection from 192.0.2.1", 30)) == 8
+    feed.send("Disconnecting: Too many authentication failures", 40, pid=5)
+    assert feed.send("Connection from 192.0.2.1", 641, pid=5) == []
+
+
+def test_held_matches_survive_a_restart() -> None:
+    feed = Feed(HOLDING)
+    feed.send("Disconnecting: Too many authentication failures", 0, host="")
+    changes = feed.engine.drain_changes()
+    rows = [(r, changes.digests[r], k, st) for r, k, st in changes.upserts]
+    assert ("held", changes.digests["held"], '{"context":["","7"]}') == rows[0][:3]
+    feed.engine = feed.new_engine()
+    feed.engine.load_state(rows)
+    assert ips(feed.send("Connection closed by 61.0.0.1", 5, host="")) == ["61.0.0.1"]
+
+
+def test_an_optional_key_field_may_be_missing_but_a_required_one_may_not() -> None:
+    feed = Feed(HOLDING)
+    line = Line("auth", "x", T0, "o", None, 1)
+    matches: list[Match] = []
+    for message in ("Connection from 192.0.2.4", "Disconnecting: Too many authentication failures"):
+        fields = {"message": message, "raw": message, "pid": 3}  # no host at all
+        feed.engine.process(Event(line, fields, T0), matches)
+    assert ips(matches) == ["192.0.2.4"]
+    # without pid there is no connection: the match is reported as it is, nothing filled in
+    assert ips(feed.send("Disconnecting: Too many authentication failures", pid=None)) == [None]
+
+
 # --- the prefilter stays sound: a line it rejects changes nothing -------------------------
 
 FRAGMENTS = [
@@ -254,7 +334,7 @@ FRAGMENTS = [
 def test_lines_the_prefilter_rejects_change_nothing(
     lines: list[tuple[str, str, int]],
 ) -> None:
-    skipping, seeing = Feed(), Feed()
+    skipping, seeing = Feed(RULE, HOLDING), Feed(RULE, HOLDING)
     for at, (head, tail, pid) in enumerate(lines):
         message = f"{head[: len(head) // 2]}{tail}" if pid == 3 else head
         raw = f"srv sshd[{pid}]: {message}"

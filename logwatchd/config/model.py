@@ -155,7 +155,8 @@ class ContextConfig:
     """Per-connection memory of a rule (``context:``): fields carried across the lines of
     one connection, as fail2ban's multi-line filters do for sshd.
 
-    - by: fields forming the connection key (a line missing one has no connection)
+    - by: fields forming the connection key (a line missing one has no connection, unless it
+      is in ``optional``: then a missing one counts as empty)
     - remember: fields stored from a line that has them, filled into a later line that lacks them
     - learn: a condition run on each line first; its regex groups are fields of the line
     - forget: a condition for lines that end the connection (its memory is dropped)
@@ -170,6 +171,7 @@ class ContextConfig:
     forget: Predicate | None = None
     distinct: tuple[tuple[str, str], ...] = ()
     ttl: float = 600.0
+    optional: tuple[str, ...] = ()  # the ``by`` fields a line may lack
     mark: Mark = NOWHERE
 
 

@@ -57,7 +57,7 @@ RULE_KEYS = (
     "handlers",
     "context",
 )
-CONTEXT_KEYS = ("by", "remember", "learn", "forget", "distinct", "for")
+CONTEXT_KEYS = ("by", "optional", "remember", "learn", "forget", "distinct", "for")
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,10 @@ def _sequence(node: Node, context: RuleContext) -> Sequence:
 def _context(node: Node, lists: MappingABC[str, ListConfig]) -> ContextConfig:
     entries = nodes.mapping(node, CONTEXT_KEYS, required=("by",))
     values: dict[str, Any] = {"mark": node.mark}
-    values["by"] = tuple(nodes.strings(entries.need("by")))
+    by_node = entries.need("by")
+    values["by"] = tuple(nodes.strings(by_node))
+    if (item := entries.get("optional")) is not None:
+        values["optional"] = _optional(item, values["by"])
     if (item := entries.get("remember")) is not None:
         values["remember"] = tuple(nodes.strings(item))
     if (item := entries.get("learn")) is not None:
@@ -180,6 +183,18 @@ def _context(node: Node, lists: MappingABC[str, ListConfig]) -> ContextConfig:
     if (item := entries.get("for")) is not None:
         values["ttl"] = nodes.duration(item, positive=True)
     return ContextConfig(**values)
+
+
+def _optional(node: Node, by: tuple[str, ...]) -> tuple[str, ...]:
+    """The ``by`` fields a line may lack (a missing one counts as empty); not all of them."""
+    given = nodes.strings(node)
+    name_nodes = node.value if isinstance(node.value, list) else [node]
+    for name, name_node in zip(given, name_nodes, strict=True):
+        if name not in by:
+            raise name_node.error(f"'{name}' is not one of the 'by' fields")
+    if set(given) >= set(by):
+        raise node.error("at least one 'by' field must be required")
+    return tuple(given)
 
 
 def _context_distinct(node: Node, taken: Collection[str]) -> tuple[tuple[str, str], ...]:

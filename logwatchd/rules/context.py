@@ -34,6 +34,8 @@ from logwatchd.rules.predicates import CompiledPredicate, as_key, compile_predic
 Key = tuple[str, ...]
 MAX_VALUE_CHARS = 1024
 MAX_DISTINCT = 32
+MAX_HELD = 8  # matches held per connection, waiting for a group_by field
+MAX_FIELDS = 64  # fields kept of a held match
 SWEEP_BUDGET = 8  # expired connections dropped per write, oldest first
 _COMPACT = {"separators": (",", ":"), "ensure_ascii": False}
 
@@ -41,17 +43,20 @@ _COMPACT = {"separators": (",", ":"), "ensure_ascii": False}
 class Connection:
     """What one connection has shown so far."""
 
-    __slots__ = ("distinct", "fields", "seen")
+    __slots__ = ("distinct", "fields", "held", "seen")
 
     def __init__(self, seen: float) -> None:
         self.seen = seen  # latest event time that wrote here
         self.fields: dict[str, Any] = {}
         self.distinct: dict[str, list[str]] = {}  # count name -> values, first seen first
+        self.held: list[dict[str, Any]] = []  # fields of matches waiting for their group_by
 
     def dump(self) -> str:
         data: dict[str, Any] = {"t": self.seen, "f": self.fields}
         if self.distinct:
             data["d"] = self.distinct
+        if self.held:
+            data["h"] = self.held
         return json.dumps(data, **_COMPACT)  # type: ignore[arg-type]
 
     @classmethod
@@ -65,6 +70,8 @@ class Connection:
         connection.fields = {str(k): v for k, v in fields.items() if _storable(v) is not None}
         for name, values in data.get("d", {}).items():
             connection.distinct[str(name)] = [str(v) for v in values][:MAX_DISTINCT]
+        for held in data.get("h", [])[:MAX_HELD]:
+            connection.held.append({str(k): v for k, v in held.items()})
         return connection
 
 
@@ -169,6 +176,7 @@ class Context:
     def __init__(self, cfg: ContextConfig, lists: Mapping[str, ListConfig], limit: int) -> None:
         self.cfg = cfg
         self.by = cfg.by
+        self.optional = frozenset(cfg.optional)
         self.remember = cfg.remember
         self.distinct = cfg.distinct
         self.ttl = cfg.ttl
@@ -192,7 +200,9 @@ class Context:
         for name in self.by:
             text = as_key(fields.get(name))
             if text is None or text == "":
-                return None
+                if name not in self.optional:
+                    return None
+                text = ""
             values.append(text)
         return tuple(values)
 
@@ -225,26 +235,65 @@ class Context:
         return Visit(key, own, view, learned)
 
     def leave(
-        self, visit: Visit, matched: bool, extracted: dict[str, Any] | None, time: float
-    ) -> None:
+        self,
+        visit: Visit,
+        matched: bool,
+        extracted: dict[str, Any] | None,
+        time: float,
+        *,
+        hold: dict[str, Any] | None = None,
+        group_by: tuple[str, ...] = (),
+    ) -> list[dict[str, Any]]:
         """Store what the line showed (if it matched learn or the rule); forget if it ends.
 
         ``extracted``: what the rule's regexes set on a match (filled-in values are not
         stored again, so a value does not live on past ``ttl`` by being copied forward).
+        ``hold``: a match that lacks a ``group_by`` field, to keep until a later line of the
+        connection has it. Returns the held matches this line completes (its ``group_by``
+        values filled in), for the engine to report and count now.
         """
+        own = {**visit.own, **extracted} if extracted else visit.own
+        released = self._release(visit.key, own, group_by, time)
+        if hold is not None:
+            self._hold(visit.key, hold, time)
         if self.forget is not None and self.forget.test(visit.view, None):
             self.table.drop(visit.key)
-            return
-        if not (matched or visit.learned):
-            return
-        self._store(visit.key, {**visit.own, **extracted} if extracted else visit.own, time)
+            return released
+        if matched or visit.learned:
+            self._store(visit.key, own, time)
+        return released
 
-    def _store(self, key: Key, fields: Mapping[str, Any], time: float) -> None:
+    def _release(
+        self, key: Key, own: Mapping[str, Any], group_by: tuple[str, ...], time: float
+    ) -> list[dict[str, Any]]:
+        connection = self.table.get(key)
+        if connection is None or not connection.held or time - connection.seen > self.ttl:
+            return []
+        values = {name: own.get(name) for name in group_by}
+        if any(value is None for value in values.values()):
+            return []
+        released = [{**held, **values} for held in connection.held]
+        connection.held.clear()
+        self.table.dirty.add(key)
+        return released
+
+    def _hold(self, key: Key, fields: Mapping[str, Any], time: float) -> None:
+        connection = self._connection(key, time)
+        if len(connection.held) < MAX_HELD:
+            kept = {name: _storable(value) for name, value in list(fields.items())[:MAX_FIELDS]}
+            connection.held.append({k: v for k, v in kept.items() if v is not None})
+
+    def _connection(self, key: Key, time: float) -> Connection:
+        """The connection to write to (a new one if it expired), marked as written now."""
         self.newest = max(self.newest, time)
+        self.table.sweep(self.newest, self.ttl)
         connection = self.table.get(key)
         if connection is not None and time - connection.seen > self.ttl:
             self.table.drop(key)  # an expired connection starts over
-        connection = self.table.write(key, time)
+        return self.table.write(key, time)
+
+    def _store(self, key: Key, fields: Mapping[str, Any], time: float) -> None:
+        connection = self._connection(key, time)
         for name in self.remember:
             value = _storable(fields.get(name))
             if value is not None:
@@ -256,7 +305,6 @@ class Context:
             seen = connection.distinct.setdefault(name, [])
             if value not in seen and len(seen) < MAX_DISTINCT:
                 seen.append(value)
-        self.table.sweep(self.newest, self.ttl)
 
     # --- state --------------------------------------------------------------------------
 

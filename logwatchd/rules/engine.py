@@ -148,21 +148,48 @@ class Engine:
         if compiled is None:
             return
         ext: dict[str, Any] | None = {} if compiled.extracts else None
-        context = rule.context
-        if context is None:
-            fields = event.fields
-            if not compiled.test(fields, ext):
-                return
-        else:
-            visit = context.enter(event.fields, event.time)
-            fields = event.fields if visit is None else visit.view
-            matched = compiled.test(fields, ext)
-            if visit is not None:
-                context.leave(visit, matched, ext, event.time)
-            if not matched:
-                return
+        fields = event.fields
+        if rule.context is not None:
+            self._in_context(rule, event, matches, alerts)
+            return
+        if not compiled.test(fields, ext):
+            return
         if ext:
             fields = {**fields, **ext}
+        self._matched(rule, event, fields, matches, alerts)
+
+    def _in_context(
+        self, rule: CompiledRule, event: Event, matches: list[Match] | None, alerts: list[Alert]
+    ) -> None:
+        """A match rule with ``context``: the rule sees the connection's view of the event."""
+        context, compiled = rule.context, rule.match
+        assert context is not None and compiled is not None
+        ext: dict[str, Any] | None = {} if compiled.extracts else None
+        visit = context.enter(event.fields, event.time)
+        fields = event.fields if visit is None else visit.view
+        matched = compiled.test(fields, ext)
+        if matched and ext:
+            fields = {**fields, **ext}
+        if visit is None:
+            if matched:
+                self._matched(rule, event, fields, matches, alerts)
+            return
+        # a match that lacks a group_by field waits for a later line of the connection
+        hold = fields if matched and rule.key_of(fields) is None else None
+        released = context.leave(visit, matched, ext, event.time, hold=hold, group_by=rule.group_by)
+        for done in released:
+            self._matched(rule, event, done, matches, alerts)
+        if matched and hold is None:
+            self._matched(rule, event, fields, matches, alerts)
+
+    def _matched(
+        self,
+        rule: CompiledRule,
+        event: Event,
+        fields: dict[str, Any],
+        matches: list[Match] | None,
+        alerts: list[Alert],
+    ) -> None:
         line = event.line
         if matches is not None:
             matches.append(Match(rule.id, line.source, line.lineno, fields))
