@@ -127,6 +127,8 @@ class Daemon:
         self.log_path = workdir / "daemon.log"
         self._notify_path = workdir / "notify.sock"
         self._notify: socket.socket | None = None
+        self._drainer: threading.Thread | None = None
+        self.last_status = ""
 
     @property
     def pid(self) -> int:
@@ -160,9 +162,26 @@ class Daemon:
             except TimeoutError:
                 continue
             if b"READY=1" in message.split(b"\n"):
+                self._drainer = threading.Thread(target=self._drain_notify, daemon=True)
+                self._drainer.start()
                 return time.perf_counter() - started
         self.stop()
         raise RuntimeError(f"daemon not ready after {timeout:.0f} s: {self.tail_log()}")
+
+    def _drain_notify(self) -> None:
+        """Keep reading STATUS= datagrams, as systemd does: a full queue (net.unix.
+        max_dgram_qlen, 10 here) would block the daemon's sendto and stall its loop."""
+        sock = self._notify
+        while sock is not None and self._notify is sock:
+            try:
+                message = sock.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            for field in message.split(b"\n"):
+                if field.startswith(b"STATUS="):
+                    self.last_status = field[7:].decode("utf-8", "replace")
 
     def stop(self, timeout: float = 30.0) -> int | None:
         if self.proc is None:
@@ -175,8 +194,10 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait(10)
         if self._notify is not None:
-            self._notify.close()
-            self._notify = None
+            sock, self._notify = self._notify, None
+            if self._drainer is not None:
+                self._drainer.join(2.0)  # it wakes within the socket's 0.2 s timeout
+            sock.close()
         return self.proc.returncode
 
     def tail_log(self, size: int = 2000) -> str:

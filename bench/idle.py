@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         rss = proc_status_kib(daemon.pid, "VmRSS") / 1024
         threads = proc_threads(daemon.pid)
         open_fds = len(os.listdir(f"/proc/{daemon.pid}/fd"))
+        status = daemon.last_status
 
     per_minute = (cpu_end - cpu_start) / (wall_end - wall_start) * 60
     rows = [[args.files, f"{wall_end - wall_start:.0f}", f"{cpu_end - cpu_start:.3f}",
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                "ready after s"]  # fmt: skip
     print()
     print(table(headers, rows))
-    print(f"\nidle: {per_minute:.3f} CPU-s/min (target < 0.1)")
+    print(f"\nlast sd_notify STATUS: {status}")
+    print(f"idle: {per_minute:.3f} CPU-s/min (target < 0.1)")
     return 0
 
 
