@@ -7,11 +7,16 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from logwatchd.config.model import ListConfig, RuleConfig
+from logwatchd.config.model import ListConfig, Predicate, RuleConfig
 from logwatchd.rules.context import Context
-from logwatchd.rules.literals import Requirement, most_selective
+from logwatchd.rules.literals import LineCheck, Requirement, most_selective
 from logwatchd.rules.predicates import CompiledPredicate, as_key, compile_predicate
-from logwatchd.rules.prefilter import Conjunction, any_conjunction, predicate_conjunction
+from logwatchd.rules.prefilter import (
+    Conjunction,
+    any_conjunction,
+    build_check,
+    predicate_conjunction,
+)
 from logwatchd.rules.windows import Key, KeyTable, Last
 
 
@@ -93,3 +98,21 @@ class CompiledRule:
             predicate_conjunction(step.match, verbatim, compiled.extracts)
             for step, compiled in zip(self.cfg.sequence.steps, self.steps, strict=True)
         )
+
+    def context_checks(self, verbatim: Collection[str]) -> tuple[LineCheck, LineCheck, LineCheck]:
+        """For a rule with context: raw-line tests of whether its match, learn and forget
+        could hold, so a line that passed the prefilter for one of them runs only those."""
+        context = self.context
+        assert context is not None and self.match is not None
+        adds = self.match.extracts | context.adds
+
+        def check(pred: Predicate | None) -> LineCheck:
+            if pred is None:
+                return _never
+            return build_check([predicate_conjunction(pred, verbatim, adds)])
+
+        return check(self.cfg.match), check(context.cfg.learn), check(context.cfg.forget)
+
+
+def _never(raw: str) -> bool:
+    return False

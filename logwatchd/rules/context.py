@@ -64,14 +64,10 @@ class Connection:
         """Rebuild from ``dump``; raises ValueError (or KeyError/TypeError) on a bad row."""
         data = json.loads(text)
         connection = cls(float(data["t"]))
-        fields = data["f"]
-        if not isinstance(fields, dict):
-            raise TypeError("fields must be a mapping")
-        connection.fields = {str(k): v for k, v in fields.items() if _storable(v) is not None}
+        connection.fields = _stored(data["f"])
         for name, values in data.get("d", {}).items():
             connection.distinct[str(name)] = [str(v) for v in values][:MAX_DISTINCT]
-        for held in data.get("h", [])[:MAX_HELD]:
-            connection.held.append({str(k): v for k, v in held.items()})
+        connection.held = [_stored(held) for held in data.get("h", [])[:MAX_HELD]]
         return connection
 
 
@@ -206,14 +202,17 @@ class Context:
             values.append(text)
         return tuple(values)
 
-    def enter(self, fields: dict[str, Any], time: float) -> Visit | None:
-        """The view of the event the rule should test, or None if it has no connection."""
+    def enter(self, fields: dict[str, Any], time: float, *, learn: bool = True) -> Visit | None:
+        """The view of the event the rule should test, or None if it has no connection.
+
+        ``learn=False``: the caller knows ``learn`` cannot hold (the raw line lacks its text).
+        """
         key = self.key_of(fields)
         if key is None:
             return None
         own = fields
         learned = False
-        if self.learn is not None:
+        if learn and self.learn is not None:
             ext: dict[str, Any] = {}
             learned = self.learn.test(fields, ext)
             if learned and ext:
@@ -243,6 +242,7 @@ class Context:
         *,
         hold: dict[str, Any] | None = None,
         group_by: tuple[str, ...] = (),
+        forget: bool = True,
     ) -> list[dict[str, Any]]:
         """Store what the line showed (if it matched learn or the rule); forget if it ends.
 
@@ -250,13 +250,14 @@ class Context:
         stored again, so a value does not live on past ``ttl`` by being copied forward).
         ``hold``: a match that lacks a ``group_by`` field, to keep until a later line of the
         connection has it. Returns the held matches this line completes (its ``group_by``
-        values filled in), for the engine to report and count now.
+        values filled in), for the engine to report and count now. ``forget=False``: the
+        caller knows ``forget`` cannot hold.
         """
         own = {**visit.own, **extracted} if extracted else visit.own
         released = self._release(visit.key, own, group_by, time)
         if hold is not None:
             self._hold(visit.key, hold, time)
-        if self.forget is not None and self.forget.test(visit.view, None):
+        if forget and self.forget is not None and self.forget.test(visit.view, None):
             self.table.drop(visit.key)
             return released
         if matched or visit.learned:
@@ -323,6 +324,14 @@ class Context:
             self.table.put(key, connection)
             self.newest = max(self.newest, connection.seen)
         return bad
+
+
+def _stored(fields: Any) -> dict[str, Any]:
+    """Fields read back from the database, kept only as memory would have kept them."""
+    if not isinstance(fields, dict):
+        raise TypeError("fields must be a mapping")
+    kept = {str(name): _storable(value) for name, value in list(fields.items())[:MAX_FIELDS]}
+    return {name: value for name, value in kept.items() if value is not None}
 
 
 def _storable(value: Any) -> Any:

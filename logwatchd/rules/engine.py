@@ -95,6 +95,8 @@ class Engine:
         self._by_id = {rule.id: rule for rule in self.rules}
         self._for_source: dict[str, tuple[CompiledRule, ...]] = {}
         self._checks: dict[str, LineCheck] = {}
+        # (source, rule) -> raw-line checks of a context rule's match, learn and forget
+        self._context_checks: dict[tuple[str, str], tuple[LineCheck, LineCheck, LineCheck]] = {}
         self._stale: list[tuple[str, str]] = []  # rows of rules gone or changed, to delete
         self._tiebreak = itertools.count()
 
@@ -164,10 +166,18 @@ class Engine:
         """A match rule with ``context``: the rule sees the connection's view of the event."""
         context, compiled = rule.context, rule.match
         assert context is not None and compiled is not None
+        checks = self._context_checks.get((event.line.source, rule.id))
+        if checks is None:
+            verbatim = self._verbatim.get(event.line.source, DEFAULT_VERBATIM)
+            checks = self._context_checks[event.line.source, rule.id] = rule.context_checks(
+                verbatim
+            )
+        raw = event.line.raw
+        can_match, can_learn, can_forget = checks[0](raw), checks[1](raw), checks[2](raw)
         ext: dict[str, Any] | None = {} if compiled.extracts else None
-        visit = context.enter(event.fields, event.time)
+        visit = context.enter(event.fields, event.time, learn=can_learn)
         fields = event.fields if visit is None else visit.view
-        matched = compiled.test(fields, ext)
+        matched = can_match and compiled.test(fields, ext)
         if matched and ext:
             fields = {**fields, **ext}
         if visit is None:
@@ -176,7 +186,9 @@ class Engine:
             return
         # a match that lacks a group_by field waits for a later line of the connection
         hold = fields if matched and rule.key_of(fields) is None else None
-        released = context.leave(visit, matched, ext, event.time, hold=hold, group_by=rule.group_by)
+        released = context.leave(
+            visit, matched, ext, event.time, hold=hold, group_by=rule.group_by, forget=can_forget
+        )
         for done in released:
             self._matched(rule, event, done, matches, alerts)
         if matched and hold is None:
