@@ -115,3 +115,21 @@ def test_watchdog_interval_is_none_for_another_pid_or_unset(
     assert notify.watchdog_interval() is None
     monkeypatch.setenv("WATCHDOG_USEC", "0")
     assert notify.watchdog_interval() is None
+
+
+def test_a_reader_that_stops_reading_never_blocks_the_daemon(tmp_path, monkeypatch):
+    import socket as socket_module
+    import time as time_module
+
+    from logwatchd.service import notify as notify_module
+
+    path = str(tmp_path / "full")
+    receiver = socket_module.socket(socket_module.AF_UNIX, socket_module.SOCK_DGRAM)
+    receiver.bind(path)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    started = time_module.monotonic()
+    sent = [notify_module.status("x" * 1000) for _ in range(500)]
+    assert time_module.monotonic() - started < 2.0
+    assert sent[0]
+    assert not all(sent)  # the queue filled up; later ones were dropped, not waited for
+    receiver.close()

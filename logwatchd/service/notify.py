@@ -32,10 +32,12 @@ def _address(raw: str) -> str | bytes | None:
     return None  # vsock and other forms are not used by systemd 252 for services
 
 
-def notify(*states: str) -> bool:
+def notify(*states: str, timeout: float = 1.0) -> bool:
     """Send states such as ``READY=1`` in one datagram; False when not under systemd or on error.
 
-    Failure is never raised: a daemon must not die because its supervisor went away.
+    Failure is never raised: a daemon must not die because its supervisor went away. A reader
+    that stops reading fills the socket's queue; ``timeout`` bounds how long the main loop may
+    wait for room (0 for the periodic STATUS and WATCHDOG messages, which can be dropped).
     """
     raw = os.environ.get("NOTIFY_SOCKET", "")
     address = _address(raw) if raw else None
@@ -44,6 +46,7 @@ def notify(*states: str) -> bool:
     payload = "\n".join(_one_line(state) for state in states).encode("utf-8")
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.settimeout(timeout)
             sock.sendto(payload, address)
     except OSError:
         return False
@@ -78,7 +81,7 @@ def stopping() -> bool:
 
 def status(text: str) -> bool:
     """Free text shown by ``systemctl status`` (UTF-8 is fine)."""
-    return notify(f"STATUS={text}")
+    return notify(f"STATUS={text}", timeout=0.0)
 
 
 def watchdog_interval() -> float | None:
@@ -97,4 +100,4 @@ def watchdog_interval() -> float | None:
 
 
 def watchdog_ping() -> bool:
-    return notify("WATCHDOG=1")
+    return notify("WATCHDOG=1", timeout=0.0)
