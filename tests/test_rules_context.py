@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from hypothesis import given, settings
@@ -10,8 +11,10 @@ from hypothesis import strategies as st
 
 from logwatchd.alerts import Alert
 from logwatchd.clock import ManualClock
+from logwatchd.config import load_text
 from logwatchd.config.model import All, AnyOf, ContextConfig, Leaf, RuleConfig, Threshold
 from logwatchd.events import Event, Line
+from logwatchd.parsers import build_parser
 from logwatchd.rules import Engine, Match
 from logwatchd.rules.literals import always
 
@@ -170,6 +173,9 @@ def test_connections_are_bounded_least_recently_written_first() -> None:
     context = feed.engine.rules[0].context
     assert context is not None
     assert len(context.table) == 3 and context.table.evicted == 7
+    assert feed.engine.stats()["too-many"] == {
+        "keys": 0, "evicted": 0, "connections": 3, "connections_evicted": 7
+    }  # fmt: skip
     assert feed.send("Disconnecting: Too many authentication failures", pid=6) == []
     assert ips(feed.send("Disconnecting: Too many authentication failures", pid=9)) == ["192.0.2.9"]
 
@@ -365,3 +371,75 @@ def test_lines_the_prefilter_rejects_change_nothing(
         assert one.context is not None and two.context is not None
         dump = {k: c.dump() for k, c in one.context.table.states.items()}
         assert dump == {k: c.dump() for k, c in two.context.table.states.items()}
+
+
+# --- the shipped sshd pack follows connections --------------------------------------------
+
+PACK = Path(__file__).resolve().parent.parent / "config" / "rules.d" / "sshd.yaml"
+
+
+class Pack:
+    """The sshd pack through the real loader, syslog parser, prefilter and engine."""
+
+    def __init__(self, tmp: Path) -> None:
+        text = (
+            f"version: 1\ninclude: [{PACK}]\nsources:\n  - {{id: s, type: stdin, parser: syslog}}\n"
+        )
+        config = load_text(text, str(tmp / "c.yaml"), base_dir=str(tmp))
+        self.parser = build_parser("syslog", {}, timezone="UTC")
+        self.engine = Engine(
+            config.rules, config.lists, host="h", max_keys_per_rule=100, clock=ManualClock(T0),
+            verbatim_fields={"s": self.parser.verbatim_fields},
+        )  # fmt: skip
+
+    def send(self, text: str) -> list[tuple[Any, Any]]:
+        """(ip, user) of each sshd-auth-failure match of the line ``web1 sshd[PID]: TEXT``."""
+        raw = f"2026-11-26T10:00:00+00:00 web1 {text}"
+        if not self.engine.wants("s", raw):
+            return []
+        line = Line("s", raw, T0, "o", None, 1)
+        fields = self.parser.parse(line)
+        assert fields is not None
+        matches: list[Match] = []
+        self.engine.process(Event(line, fields, T0), matches)
+        return [
+            (m.fields.get("ip"), m.fields.get("user"))
+            for m in matches
+            if m.rule == "sshd-auth-failure"
+        ]
+
+
+def test_the_sshd_pack_gives_too_many_failures_the_connection_address(tmp_path: Path) -> None:
+    pack = Pack(tmp_path)
+    assert (
+        pack.send("sshd-session[300]: Connection from 203.0.113.5 port 4242 on 10.0.0.1 port 22")
+        == []
+    )
+    assert pack.send(
+        "sshd-session[300]: Disconnecting: Too many authentication failures for admin [preauth]"
+    ) == [("203.0.113.5", "admin")]
+    # no address seen yet: the failure waits for the connection's closing line
+    assert pack.send("sshd[301]: Disconnecting: Too many authentication failures [preauth]") == []
+    assert pack.send("sshd[302]: Connection closed by 198.51.100.2 port 22 [preauth]") == []
+    assert pack.send("sshd[301]: Connection closed by 198.51.100.1 port 22 [preauth]") == [
+        ("198.51.100.1", None)
+    ]
+
+
+def test_the_sshd_pack_counts_a_login_after_other_users_failed(tmp_path: Path) -> None:
+    pack = Pack(tmp_path)
+    pam = "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh"
+    # a mistyped password, then the same user logs in: the "Failed password" only
+    assert pack.send(f"sshd[400]: {pam} ruser= rhost=192.0.2.40 user=alice") == []
+    assert pack.send("sshd[400]: Failed password for alice from 192.0.2.40 port 5 ssh2") == [
+        ("192.0.2.40", "alice")
+    ]
+    assert pack.send("sshd[400]: Accepted password for alice from 192.0.2.40 port 5 ssh2") == []
+    # another user's PAM failure, then a login: both count
+    assert pack.send(f"sshd[401]: {pam} ruser=root rhost=192.0.2.41") == []
+    assert pack.send(f"sshd[401]: {pam} ruser=oracle rhost=192.0.2.41") == [
+        ("192.0.2.41", "oracle")
+    ]
+    assert pack.send("sshd[401]: Accepted password for bob from 192.0.2.41 port 6 ssh2") == [
+        ("192.0.2.41", "bob")
+    ]

@@ -17,6 +17,10 @@ Decisions worth knowing (also in the README section on rules):
   of the rule's sources is at or past the deadline.
 - Regex groups a rule extracts belong to that rule's match and alert; other rules see the
   event's fields as parsed.
+- A rule with ``context`` (``rules/context.py``) sees each event with the fields its
+  connection remembered filled in. A match of such a rule that lacks a ``group_by`` field is
+  held by the connection, and reported and counted on the later line of that connection that
+  brings the field (the match record then carries that later line's number).
 """
 
 from __future__ import annotations
@@ -539,10 +543,15 @@ class Engine:
         ]
 
     def stats(self) -> dict[str, dict[str, int]]:
-        """Per rule: keys held now and keys evicted to stay under the bound."""
-        return {
-            rule.id: {"keys": len(rule.table), "evicted": rule.table.evicted} for rule in self.rules
-        }
+        """Per rule: keys held now and keys evicted to stay under the bound (and the same for
+        the connections of a rule with ``context``)."""
+        stats = {}
+        for rule in self.rules:
+            stats[rule.id] = {"keys": len(rule.table), "evicted": rule.table.evicted}
+            if rule.context is not None:
+                table = rule.context.table
+                stats[rule.id].update(connections=len(table), connections_evicted=table.evicted)
+        return stats
 
 
 def _never(raw: str) -> bool:
