@@ -643,3 +643,28 @@ def test_max_lines_bounds_one_poll_and_the_checkpoint_follows_what_was_returned(
     run2.until_count(700)
     assert run2.numbers() == list(range(301, 1001))
     run2.stop()
+
+
+def test_a_file_created_and_rotated_away_between_two_polls_is_still_read(
+    tmp_path: Path,
+) -> None:
+    """Two rotations before the follower looked: the middle file never had the followed
+    name while we looked, yet it is a rotated file written to since the last scan."""
+    log = tmp_path / "app.log"
+    writer = Writer(str(log))
+    run = follow([str(log)], inotify=False, orphan_grace=0.3)
+    writer.write(10)
+    run.until_count(10)
+    os.rename(log, tmp_path / "app.log.1")
+    writer.reopen()
+    writer.write(10)  # the second file, never polled...
+    os.rename(tmp_path / "app.log.1", tmp_path / "app.log.2")
+    os.rename(log, tmp_path / "app.log.1")  # ...is rotated away
+    writer.reopen()
+    writer.write(10)
+    run.until_count(30)
+    run.settle(0.6)
+    assert_exact(sorted(run.numbers()), 30)
+    # the writer's and ours on the live file; the rotated ones were drained and closed
+    run.until(lambda: held_paths(str(tmp_path)) == [str(log), str(log)])
+    run.stop()

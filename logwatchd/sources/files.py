@@ -33,7 +33,7 @@ from logwatchd.sources import discovery
 from logwatchd.sources.copies import CopyHandling
 from logwatchd.sources.identity import Fingerprint, is_compressed, without_compression
 from logwatchd.sources.reader import FileReader, new_tag
-from logwatchd.sources.restore import Restoring, fingerprints
+from logwatchd.sources.restore import MIN_KNOWN_FINGERPRINT, Restoring, fingerprints
 from logwatchd.sources.watch import DirWatcher
 
 log = structlog.get_logger()
@@ -83,6 +83,9 @@ class FileFollower(CopyHandling, Restoring):
         self._structural = False
         self._rescan_due = False
         self._again = False  # more to do at once: ask the daemon to poll again
+        self._last_scan: float | None = None  # wall time (file mtimes are compared with it)
+        # (dev, ino, size, mtime) of files drained and closed: not to be read again
+        self._closed: deque[tuple[int, int, int, int]] = deque(maxlen=RETIRED_KEPT * 4)
         self._next_stat = 0.0
         self._next_rescan = 0.0
         self._wake: Callable[[], None] = lambda: None
@@ -183,6 +186,7 @@ class FileFollower(CopyHandling, Restoring):
                 continue
             out.extend(reader.flush_partial(now))
             self._retired.append(reader.fp)
+            self._closed.append(_stat_key(reader.fd))
             reader.close()
             del self._readers[key]
             for copy_key, orig in list(self._copy_of.items()):
@@ -213,6 +217,18 @@ class FileFollower(CopyHandling, Restoring):
             if reader.orphan_since is None:
                 reader.orphan_since = mono
                 reader.path = self._current_name(reader) or reader.path
+        self._catch_missed_rotations({r.name for r in self._readers.values() if r.name}, initial)
+
+    def _catch_missed_rotations(self, names: set[str], initial: bool) -> None:
+        """A file created and rotated away between two scans was never seen under its name:
+        a rotated file written to since the last scan that we do not know is read from 0."""
+        since, self._last_scan = self._last_scan, time.time()
+        if initial or since is None:
+            return
+        known = [r.fp for r in self._readers.values()] + list(self._retired)
+        known = [fp for fp in known if fp.length >= MIN_KNOWN_FINGERPRINT]
+        for family in sorted({discovery.family(n) for n in names}):
+            self._read_rotated_since(family, since, known)
 
     def _discover(self, path: str, *, initial: bool) -> FileReader | None:
         fd = self._open(path)
@@ -309,3 +325,8 @@ class FileFollower(CopyHandling, Restoring):
             "files": files,
             "retired": retired,
         }
+
+
+def _stat_key(fd: int) -> tuple[int, int, int, int]:
+    st = os.fstat(fd)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)

@@ -47,6 +47,7 @@ class Restoring:
     _saved: list[dict[str, Any]]
     _saved_at: float | None
     _retired: deque[Fingerprint]
+    _closed: deque[tuple[int, int, int, int]]
 
     if TYPE_CHECKING:
 
@@ -120,11 +121,13 @@ class Restoring:
         fd = self._open(path)
         if fd is None:
             return
-        if any(fp.matches(read_head(fd)) for fp in known):
+        st = os.fstat(fd)
+        done = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) in self._closed
+        if done or any(fp.matches(read_head(fd)) for fp in known):
             os.close(fd)
             return
         self._register(fd, path, followed=False)
-        log.info("reading a file rotated while down", source=self.id, path=path)
+        log.info("reading a rotated file never seen under its name", source=self.id, path=path)
 
     def _resume_one(self, entry: dict[str, Any], *, archives: bool) -> FileReader | None:
         fp = Fingerprint(str(entry["fp"]), int(entry["fp_len"]))
