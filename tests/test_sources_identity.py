@@ -10,6 +10,7 @@ import pytest
 from logwatchd.sources.identity import (
     FINGERPRINT_BYTES,
     MARKER_BYTES,
+    family_name,
     fingerprint,
     is_compressed,
     marker_at,
@@ -104,3 +105,18 @@ def test_other_names_are_not_rotated_forms(name: str, base: str) -> None:
 def test_compressed_names_are_never_text(name: str) -> None:
     assert is_compressed(name)
     assert not is_compressed("a.log")
+
+
+@pytest.mark.parametrize(
+    ("name", "family"),
+    [
+        ("app.log.2", "app.log"),
+        ("app.log-20261126", "app.log"),
+        ("app-20261126.log", "app.log"),
+        ("app.log", "app.log"),
+        ("syslog.7", "syslog"),
+        ("access.log.old", "access.log"),
+    ],
+)
+def test_family_name_is_the_live_name_a_rotation_came_from(name: str, family: str) -> None:
+    assert family_name(name) == family

@@ -79,7 +79,45 @@ def family(path: str) -> str:
 
 def rotations(path: str) -> tuple[list[str], list[str]]:
     """Plain and compressed rotated names of ``path`` and of the file it was rotated from."""
-    names = dict.fromkeys([path, family(path)])
-    plain = [p for n in names for p in rotated_siblings(n) if p != path]
-    packed = [p for n in names for p in compressed_siblings(n)]
-    return list(dict.fromkeys(plain)), list(dict.fromkeys(packed))
+    return Listing().rotations(path)
+
+
+class Listing:
+    """Directory listings taken once per scan, names grouped by the live name they rotate
+    from, so looking up the rotations of many files costs one listdir per directory."""
+
+    def __init__(self) -> None:
+        self._groups: dict[str, dict[str, list[str]]] = {}
+
+    def rotations(self, path: str) -> tuple[list[str], list[str]]:
+        parent, base = os.path.split(path)
+        groups = self._groups.get(parent)
+        if groups is None:
+            groups = self._groups[parent] = _grouped(parent)
+        fam = family_name(base)
+        plain: list[str] = []
+        packed: list[str] = []
+        for name in groups.get(fam, []):
+            full = os.path.join(parent, name)
+            stripped = without_compression(name)
+            if stripped is None:
+                if full != path and (rotated_from(name, base) or rotated_from(name, fam)):
+                    plain.append(full)
+            elif (
+                stripped in (base, fam)
+                or rotated_from(stripped, base)
+                or rotated_from(stripped, fam)
+            ):
+                packed.append(full)
+        return plain, packed
+
+
+def _grouped(parent: str) -> dict[str, list[str]]:
+    try:
+        names = os.listdir(parent or ".")
+    except OSError:
+        return {}
+    groups: dict[str, list[str]] = {}
+    for name in sorted(names):
+        groups.setdefault(family_name(without_compression(name) or name), []).append(name)
+    return groups

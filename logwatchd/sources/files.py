@@ -200,7 +200,8 @@ class FileFollower(CopyHandling, Restoring):
         self._next_rescan = self._clock.monotonic() + self._rescan_interval
         self._watcher.update(discovery.watch_dirs(self._patterns))
         seen: set[Key] = set()
-        for path in discovery.expand(self._patterns):
+        matched = discovery.expand(self._patterns)
+        for path in matched:
             key = discovery.regular_key(path)
             reader = self._readers.get(key) if key else None
             if reader is None and key is not None:
@@ -217,9 +218,10 @@ class FileFollower(CopyHandling, Restoring):
             if reader.orphan_since is None:
                 reader.orphan_since = mono
                 reader.path = self._current_name(reader) or reader.path
-        self._catch_missed_rotations({r.name for r in self._readers.values() if r.name}, initial)
+        names = {r.name for r in self._readers.values() if r.name}
+        self._catch_missed_rotations(names, set(matched), initial)
 
-    def _catch_missed_rotations(self, names: set[str], initial: bool) -> None:
+    def _catch_missed_rotations(self, names: set[str], followed: set[str], initial: bool) -> None:
         """A file created and rotated away between two scans was never seen under its name:
         a rotated file written to since the last scan that we do not know is read from 0."""
         since, self._last_scan = self._last_scan, time.time()
@@ -227,8 +229,9 @@ class FileFollower(CopyHandling, Restoring):
             return
         known = [r.fp for r in self._readers.values()] + list(self._retired)
         known = [fp for fp in known if fp.length >= MIN_KNOWN_FINGERPRINT]
+        listing = discovery.Listing()
         for family in sorted({discovery.family(n) for n in names}):
-            self._read_rotated_since(family, since, known)
+            self._read_rotated_since(family, since, known, followed, listing)
 
     def _discover(self, path: str, *, initial: bool) -> FileReader | None:
         fd = self._open(path)

@@ -89,10 +89,15 @@ def without_compression(name: str) -> str | None:
 
 
 def family_name(name: str) -> str:
-    """The live name a rotated basename came from: app.log.2 -> app.log; others unchanged."""
+    """The live name a rotated basename came from (app.log.2, app-20261126.log -> app.log)."""
     for i, ch in enumerate(name):
         if i and ch in ".-" and _ROTATED_TAIL.match(name[i:]):
             return name[:i]
+    stem, dot, ext = name.rpartition(".")
+    if dot and stem and not ext.isdigit():
+        for i, ch in enumerate(stem):
+            if i and ch in ".-" and _ROTATED_TAIL.match(stem[i:]):
+                return f"{stem[:i]}.{ext}"
     return name
 
 

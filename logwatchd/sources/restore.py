@@ -81,19 +81,28 @@ class Restoring:
         }
         self._saved = []
         if self._saved_at is not None:
+            followed = set(discovery.expand(self._patterns))
+            listing = discovery.Listing()
             for path in sorted(paths):
-                self._read_rotated_since(path, self._saved_at, known)
+                self._read_rotated_since(path, self._saved_at, known, followed, listing)
 
-    def _read_rotated_since(self, path: str, since: float, known: list[Fingerprint]) -> None:
-        """Rotated names of ``path`` written to after the checkpoint hold lines never committed.
+    def _read_rotated_since(
+        self,
+        path: str,
+        since: float,
+        known: list[Fingerprint],
+        followed: set[str],
+        listing: discovery.Listing,
+    ) -> None:
+        """Rotated names of ``path`` written to since ``since`` hold lines we never saw.
 
-        The checkpointed identities were resumed above; any other rotated file modified since
-        (the file that was current for a while during a downtime with several rotations) is
-        read from its start, unless it is one we already read (its fingerprint is known).
+        Used after a restart (since = the checkpoint: during a downtime with several rotations,
+        the file that was current for a while) and after each scan (a file created and rotated
+        away between two scans). Such a file is read from its start, unless it is one we hold
+        or already read (its fingerprint is known).
         """
-        followed = set(discovery.expand(self._patterns))
         newer = []
-        plain, packed = discovery.rotations(path)
+        plain, packed = listing.rotations(path)
         for cand in plain + packed:
             try:
                 mtime = os.stat(cand).st_mtime
