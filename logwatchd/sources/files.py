@@ -130,11 +130,16 @@ class FileFollower(CopyHandling, Restoring):
         for key, reader in self._reading_order():
             if len(out) >= max_lines:
                 break
-            if key in self._readers and self._should_read(reader, check, now, out):
-                before = reader.read_pos
-                out.extend(reader.read(max_lines - len(out), now))
-                if reader.read_pos != before:
-                    reader.last_data = mono
+            if key not in self._readers:
+                continue
+            try:
+                if self._should_read(reader, check, now, out):
+                    before = reader.read_pos
+                    out.extend(reader.read(max_lines - len(out), now))
+                    if reader.read_pos != before:
+                        reader.last_data = mono
+            except OSError as exc:  # EIO on a network filesystem, say: try again next time
+                log.warning("cannot read file", source=self.id, path=reader.path, error=str(exc))
         if check:
             self._retire_quiet(mono, now, out, max_lines)
         if self._rescan_due or self._again:

@@ -152,8 +152,13 @@ class FileReader:
         """Up to ``max_lines`` complete lines; never blocks (regular files do not)."""
         out: list[Line] = []
         while len(out) < max_lines:
-            if not self.has_ready() and not self._fill(now):
-                break
+            try:
+                if not self.has_ready() and not self._fill(now):
+                    break
+            except OSError:
+                if out:  # hand out what was taken (the offset has moved past it)
+                    break
+                raise
             out.extend(self._take(max_lines - len(out)))
         return out
 
