@@ -35,6 +35,7 @@ class CopyHandling:
     _clock: Clock
     _grace: float
     _retired: deque[Fingerprint]
+    _retired_heads: deque[bytes]
     _again: bool
 
     if TYPE_CHECKING:
@@ -70,11 +71,17 @@ class CopyHandling:
             if orig == key:
                 chosen = copy is not None and copy_key == (copy.dev, copy.ino)
                 self._release_copy(copy_key, drained=chosen)
-        self._retired.append(reader.fp)  # that content is done with: a copy of it is not new
+        self._retire(reader)  # that content is done with: a copy of it is not new
         reader.restart(new_tag())
         if copy is not None:
             self._again = True  # the copy's lines go first; the new content next poll
         return copy is None
+
+    def _retire(self, reader: FileReader) -> None:
+        """Remember an identity we are done with, so a rotated copy of it is not read again."""
+        self._retired.append(reader.fp)
+        if reader.head:
+            self._retired_heads.append(reader.head)
 
     def _find_copy(self, reader: FileReader) -> FileReader | None:
         """A copytruncate copy of ``reader``: same first bytes, holds what we read, other inode."""

@@ -83,6 +83,8 @@ class FileFollower(CopyHandling, Restoring):
         self._structural = False
         self._rescan_due = False
         self._again = False  # more to do at once: ask the daemon to poll again
+        self._retired_heads: deque[bytes] = deque(maxlen=RETIRED_KEPT)
+        self._known_heads: list[bytes] = []
         self._last_scan: float | None = None  # wall time (file mtimes are compared with it)
         # (dev, ino, size, mtime) of files drained and closed: not to be read again
         self._closed: deque[tuple[int, int, int, int]] = deque(maxlen=RETIRED_KEPT * 4)
@@ -190,7 +192,7 @@ class FileFollower(CopyHandling, Restoring):
                 reader.last_data = mono
                 continue
             out.extend(reader.flush_partial(now))
-            self._retired.append(reader.fp)
+            self._retire(reader)
             self._closed.append(_stat_key(reader.fd))
             reader.close()
             del self._readers[key]
@@ -234,6 +236,8 @@ class FileFollower(CopyHandling, Restoring):
             return
         known = [r.fp for r in self._readers.values()] + list(self._retired)
         known = [fp for fp in known if fp.length >= MIN_KNOWN_FINGERPRINT]
+        # the bytes too: a copy still being written is a prefix of them, not yet a match
+        self._known_heads = [r.head for r in self._readers.values()] + list(self._retired_heads)
         listing = discovery.Listing()
         for family in sorted({discovery.family(n) for n in names}):
             self._read_rotated_since(family, since, known, followed, listing)

@@ -65,7 +65,8 @@ class FileReader:
         # A given fingerprint is kept: the descriptor holds only part of the file (an archive's
         # unread rest), so its first bytes are not the file's.
         self.fixed_fp = fp is not None
-        self.fp: Fingerprint = fp if fp is not None else fingerprint(read_head(fd))
+        self.head = b"" if fp is not None else read_head(fd)  # the first bytes we know of
+        self.fp: Fingerprint = fp if fp is not None else fingerprint(self.head)
         self.max_line_bytes = max_line_bytes
         self.offset = offset  # just after the last line handed out
         self.lineno = lineno  # of the last line handed out
@@ -94,7 +95,8 @@ class FileReader:
     def restart(self, tag: str) -> None:
         """The content was replaced (truncation): a new identity read from byte 0."""
         self.tag = tag
-        self.fp = fingerprint(read_head(self.fd))
+        self.head = read_head(self.fd)
+        self.fp = fingerprint(self.head)
         self.offset = 0
         self.lineno = 0
         self.skipping = False
@@ -189,7 +191,8 @@ class FileReader:
         self.read_pos += len(chunk)
         self._tail = (self._tail + chunk)[-MARKER_BYTES:]
         if not self.fixed_fp and self.fp.length < min(self.read_pos, FINGERPRINT_BYTES):
-            self.fp = fingerprint(read_head(self.fd))
+            self.head = read_head(self.fd)
+            self.fp = fingerprint(self.head)
         data = self._pending + chunk if self._pending else chunk
         self._split(data, self._pending_start, now)
         return True
@@ -280,7 +283,7 @@ class FileReader:
             return
         head = read_head(self.fd)
         if len(head) > self.fp.length and self.fp.matches(head):
-            self.fp = fingerprint(head)
+            self.head, self.fp = head, fingerprint(head)
 
     def state(self) -> dict[str, Any]:
         self.refresh_fingerprint()

@@ -48,6 +48,7 @@ class Restoring:
     _saved_at: float | None
     _retired: deque[Fingerprint]
     _closed: deque[tuple[int, int, int, int]]
+    _known_heads: list[bytes]
 
     if TYPE_CHECKING:
 
@@ -117,7 +118,7 @@ class Restoring:
     def _read_whole(self, path: str, known: list[Fingerprint]) -> None:
         if is_compressed(path):
             head = archive_head(path)
-            if not head or any(fp.matches(head) for fp in known):
+            if not head or any(fp.matches(head) for fp in known) or self._head_known(head):
                 return
             fp = fingerprint(head)
             fd = unread_rest(path, fp, 0, 0, NO_MARKER)
@@ -132,11 +133,22 @@ class Restoring:
             return
         st = os.fstat(fd)
         done = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) in self._closed
-        if done or any(fp.matches(read_head(fd)) for fp in known):
+        head = read_head(fd)
+        if done or any(fp.matches(head) for fp in known) or self._head_known(head):
             os.close(fd)
             return
         self._register(fd, path, followed=False)
         log.info("reading a rotated file never seen under its name", source=self.id, path=path)
+
+    def _head_known(self, head: bytes) -> bool:
+        """Is a file starting with ``head`` one we know: a prefix of known first bytes (a copy
+        still being written, or an empty file), or an extension of long enough ones?"""
+        for known in self._known_heads:
+            if known.startswith(head) or (
+                len(known) >= MIN_KNOWN_FINGERPRINT and head.startswith(known)
+            ):
+                return True
+        return False
 
     def _resume_one(self, entry: dict[str, Any], *, archives: bool) -> FileReader | None:
         fp = Fingerprint(str(entry["fp"]), int(entry["fp_len"]))
