@@ -3,7 +3,9 @@
 Each test forces rotations with ``logrotate -f`` and a private state file while a writer
 appends numbered lines, then checks no line was lost and none repeated. The application's
 SIGHUP is played by the writer reopening its file after logrotate returned, so lines land
-in the old file after the rename, as they do in real life.
+in the old file after the rename, as they do in real life. Between rotations the follower is
+polled, as the daemon polls on every inotify wake-up: a file that exists for a moment and is
+rotated away before anyone looks is a different test (see test_sources_files).
 """
 
 from __future__ import annotations
@@ -71,9 +73,9 @@ def test_create_with_lines_written_to_the_old_file_before_the_hup(tmp_path: Path
     run = follow([str(log)], orphan_grace=0.5)
     argv = logrotate(str(tmp_path), str(log), ["create 0640"])
     for _ in range(3):
-        time.sleep(0.2)
+        run.settle(0.2)
         run_while_polling(argv, run)
-        time.sleep(0.1)  # the application is told late: these lines go to app.log.1
+        run.settle(0.1)  # the application is told late: these lines go to app.log.1
         writer.reopen()
     written = finish(run, writer)
     assert written > 1000
@@ -134,7 +136,7 @@ def test_compress_drains_the_old_file_before_gzip_removes_it(tmp_path: Path) -> 
     run = follow([str(log)], orphan_grace=0.5)
     argv = logrotate(str(tmp_path), str(log), ["create", "compress"])
     for _ in range(3):
-        time.sleep(0.2)
+        run.settle(0.2)
         run_while_polling(argv, run)
         writer.reopen()
     written = finish(run, writer)
@@ -153,7 +155,7 @@ def test_delaycompress_with_a_glob_that_matches_rotated_names(tmp_path: Path) ->
     run = follow([str(tmp_path / "app.log*")], orphan_grace=0.5)
     argv = logrotate(str(tmp_path), str(log), ["create", "compress", "delaycompress"])
     for _ in range(3):
-        time.sleep(0.2)
+        run.settle(0.2)
         run_while_polling(argv, run)
         writer.reopen()
     written = finish(run, writer)
