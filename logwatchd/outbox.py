@@ -44,10 +44,17 @@ class InFlight:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
         self._ids: dict[str, set[str]] = {}
 
-    def exclude(self, handler: str, items: list[OutboxItem]) -> list[OutboxItem]:
-        with self._lock:
+    def claim(self, handler: str, fetch: Callable[[], list[OutboxItem]]) -> list[OutboxItem]:
+        """Read due rows and drop those in flight, atomically with respect to ``holding``.
+
+        A holder releases only after it recorded the outcome, so under the handler's lock
+        either the row is still held (and dropped here) or its new status is what we read.
+        """
+        with self._handler_lock(handler):
+            items = fetch()
             busy = self._ids.get(handler)
             if not busy:
                 return items
@@ -56,13 +63,20 @@ class InFlight:
     @contextlib.contextmanager
     def holding(self, handler: str, items: list[OutboxItem]) -> Iterator[None]:
         ids = {item.alert_id for item in items}
-        with self._lock:
+        with self._handler_lock(handler):
             self._ids.setdefault(handler, set()).update(ids)
         try:
             yield
         finally:
-            with self._lock:
+            with self._handler_lock(handler):
                 self._ids[handler] -= ids
+
+    def _handler_lock(self, handler: str) -> threading.Lock:
+        with self._lock:
+            lock = self._locks.get(handler)
+            if lock is None:
+                lock = self._locks[handler] = threading.Lock()
+            return lock
 
 
 IN_FLIGHT = InFlight()
@@ -206,7 +220,9 @@ class Worker(threading.Thread):
         now = self._clock.now()
         batch = self.cfg.batch
         limit = batch.max if batch else CLAIM_LIMIT
-        items = IN_FLIGHT.exclude(self.handler.name, store.claim_due(self.handler.name, now, limit))
+        items = IN_FLIGHT.claim(
+            self.handler.name, lambda: store.claim_due(self.handler.name, now, limit)
+        )
         if not items:
             self._window_start = None
             return self._until_next_due(store, now)
@@ -227,14 +243,30 @@ class Worker(threading.Thread):
         elif self._parallel > 1 and self.cfg.rate_limit is None:
             self._send_parallel(store, items)
         else:
-            for item in items:
-                if self._stopping.is_set():
-                    break
-                if self._rate_wait(self._clock.now()) > 0:
-                    self._deferred = True  # the next cycle waits, then sends the rest as one
-                    break
-                self._send(store, [item])
+            self._send_each(store, items)
         return 0.0
+
+    def _send_each(self, store: StateStore, items: list[OutboxItem]) -> None:
+        """One send per alert; the delivered ones are marked done in one transaction, since
+        a transaction per alert made the database, not the handler, the limit on alerts/s."""
+        delivered: list[OutboxItem] = []
+        with IN_FLIGHT.holding(self.handler.name, items):
+            try:
+                for item in items:
+                    if self._stopping.is_set():
+                        break
+                    if self._rate_wait(self._clock.now()) > 0:
+                        self._deferred = True  # the next cycle waits, then sends the rest as one
+                        break
+                    self._sends.append(self._clock.now())
+                    error = self._attempt([item.alert])
+                    if error is None:
+                        delivered.append(item)
+                    else:
+                        self._record(store, [item], error)
+            finally:
+                if delivered:
+                    self._record(store, delivered, None, sends=len(delivered))
 
     def _until_next_due(self, store: StateStore, now: float) -> float:
         due = store.next_due(self.handler.name)
@@ -286,12 +318,16 @@ class Worker(threading.Thread):
         return None
 
     def _record(
-        self, store: StateStore, items: list[OutboxItem], error: DeliveryError | None
+        self,
+        store: StateStore,
+        items: list[OutboxItem],
+        error: DeliveryError | None,
+        sends: int = 1,
     ) -> None:
         if error is None:
             store.mark_done_many(items)
             self.stats.sent += len(items)
-            self.stats.sends += 1
+            self.stats.sends += sends
             return
         self.stats.last_error = str(error)
         retry = self.cfg.retry
