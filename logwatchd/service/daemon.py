@@ -34,6 +34,7 @@ log = structlog.get_logger("logwatchd")
 
 MAX_BATCH = 20_000  # lines per source per pass, so one busy file cannot starve the others
 STATUS_INTERVAL = 5.0
+IDLE_COMMIT = 60.0
 PRUNE_INTERVAL = 3600.0  # delivered outbox rows older than the retention are dropped hourly
 
 
@@ -157,6 +158,7 @@ class Daemon:
     def _loop(self, wiring: Wiring, store: StateStore) -> Wiring:
         last_commit = last_status = last_ping = time.monotonic()
         last_prune = last_commit - PRUNE_INTERVAL
+        committed_lines = self._counters.lines
         ping_every = notify.watchdog_interval()
         commit_every = wiring.config.daemon.commit_interval
         wait = min(wiring.config.daemon.stat_interval, 1.0)
@@ -166,9 +168,14 @@ class Daemon:
             busy = self._read(wiring)
             self._pending.extend(wiring.pipeline.tick(self.clock.now()))
             now = time.monotonic()
-            if self._pending or now - last_commit >= commit_every:
+            since = now - last_commit
+            read_since = self._counters.lines != committed_lines
+            # Idle costs nothing but a commit a minute; a rotation seen without new lines is
+            # found again from the older checkpoint after a restart anyway.
+            if self._pending or (read_since and since >= commit_every) or since >= IDLE_COMMIT:
                 self._commit(wiring, store)
                 last_commit = now
+                committed_lines = self._counters.lines
             if busy:
                 self._wake.set()
             if ping_every and now - last_ping >= ping_every:
