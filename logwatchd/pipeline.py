@@ -92,12 +92,15 @@ class Pipeline:
         when = stamp.timestamp() if stamp is not None else line.read_time
         return Event(line, fields, when)
 
-    def handle(self, line: Line, matches: list[Any] | None = None) -> list[Alert]:
+    def handle(
+        self, line: Line, matches: list[Any] | None = None, *, prefiltered: bool = False
+    ) -> list[Alert]:
+        """``prefiltered``: the caller already asked ``engine.wants`` about this line."""
         stats = self.stats
         stats.lines += 1
         if line.truncated:
             stats.truncated += 1
-        if self._prefilter and not self.engine.wants(line.source, line.raw):
+        if not prefiltered and self._prefilter and not self.engine.wants(line.source, line.raw):
             stats.skipped += 1
             return []
         event = self.parse(line)
