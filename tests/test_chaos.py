@@ -54,8 +54,12 @@ def table(request: pytest.FixtureRequest) -> Iterator[list[Outcome]]:
     rows: list[Outcome] = []
     yield rows
     lines = [
-        f"{'scenario':<60} {'written':>8} {'lost':>6} {'repeated':>9}  note",
-        *(f"{r.scenario:<60} {r.written:>8} {r.lost:>6} {r.repeated:>9}  {r.note}" for r in rows),
+        f"{'scenario':<60} {'written':>8} {'lost':>5} {'repeated':>8} {'redelivered':>11}  note",
+        *(
+            f"{r.scenario:<60} {r.written:>8} {r.lost:>5} {r.repeated:>8} {r.redelivered:>11}"
+            f"  {r.note}"
+            for r in rows
+        ),
     ]
     text = "\n".join(lines)
     Path(os.environ.get("LOGWATCHD_CHAOS_TABLE", "/tmp/logwatchd-chaos-table.txt")).write_text(
