@@ -7,6 +7,7 @@ watchdog's dispatcher), so the handler does nothing but set a flag and call ``wa
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 
 import structlog
@@ -21,6 +22,17 @@ from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.inotify import InotifyObserver
 
 log = structlog.get_logger()
+
+
+class _QuietStop(logging.Filter):
+    """watchdog 7 logs an ERROR from a harmless race each time an observer stops (a reload,
+    a shutdown); it would read like a fault. Everything else it logs (queue overflow) stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "called when the thread is inactive" not in str(record.msg)
+
+
+logging.getLogger("watchdog.observers.inotify").addFilter(_QuietStop())
 
 _STRUCTURAL = frozenset({EVENT_TYPE_CREATED, EVENT_TYPE_DELETED, EVENT_TYPE_MOVED})
 _IGNORED = frozenset({"opened", "closed_no_write", "attrib"})
