@@ -9,7 +9,7 @@ from typing import Any
 
 from logwatchd.config.model import ListConfig, Predicate, RuleConfig
 from logwatchd.rules.context import Context
-from logwatchd.rules.literals import LineCheck, Requirement, most_selective
+from logwatchd.rules.literals import LineCheck, Requirement, always, most_selective
 from logwatchd.rules.predicates import CompiledPredicate, as_key, compile_predicate
 from logwatchd.rules.prefilter import (
     Conjunction,
@@ -46,6 +46,9 @@ class CompiledRule:
         seq = cfg.sequence
         self.steps = tuple(compile_predicate(s.match, lists) for s in seq.steps) if seq else ()
         self.is_sequence = seq is not None
+        # per step, the first step with the same condition: its outcome is this one's too
+        conditions = [step.match for step in seq.steps] if seq else []
+        self.same_step = tuple(conditions.index(cond) for cond in conditions)
         self.absent = bool(seq and seq.steps and seq.steps[-1].absent)
         threshold = cfg.threshold
         self.count = threshold.count if threshold else 1
@@ -98,6 +101,15 @@ class CompiledRule:
             predicate_conjunction(step.match, verbatim, compiled.extracts)
             for step, compiled in zip(self.cfg.sequence.steps, self.steps, strict=True)
         )
+
+    def step_checks(self, verbatim: Collection[str]) -> tuple[LineCheck, ...]:
+        """For a sequence: per step, a raw-line test of whether its condition could hold."""
+        assert self.cfg.sequence is not None
+        checks = []
+        for step, compiled in zip(self.cfg.sequence.steps, self.steps, strict=True):
+            conjunction = predicate_conjunction(step.match, verbatim, compiled.extracts)
+            checks.append(build_check([conjunction]) if conjunction else always)
+        return tuple(checks)
 
     def context_checks(self, verbatim: Collection[str]) -> tuple[LineCheck, LineCheck, LineCheck]:
         """For a rule with context: raw-line tests of whether its match, learn and forget

@@ -202,6 +202,16 @@ class Context:
             values.append(text)
         return tuple(values)
 
+    def may_release(self, fields: Mapping[str, Any]) -> bool:
+        """Whether the event's connection holds matches (which a line with the ``group_by``
+        fields would complete): if not, a line that can neither match, learn nor forget
+        changes nothing."""
+        key = self.key_of(fields)
+        if key is None:
+            return False
+        connection = self.table.get(key)
+        return connection is not None and bool(connection.held)
+
     def enter(self, fields: dict[str, Any], time: float, *, learn: bool = True) -> Visit | None:
         """The view of the event the rule should test, or None if it has no connection.
 

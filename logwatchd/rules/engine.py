@@ -38,7 +38,7 @@ from logwatchd.events import Event
 from logwatchd.rules.compiled import CompiledRule, Firing
 from logwatchd.rules.context import context_key_from_json, context_key_json, is_context_key
 from logwatchd.rules.explain import RuleExplanation, explain_rule
-from logwatchd.rules.literals import LineCheck, Requirement
+from logwatchd.rules.literals import LineCheck, Requirement, always
 from logwatchd.rules.predicates import as_key
 from logwatchd.rules.prefilter import DEFAULT_VERBATIM, build_check
 from logwatchd.rules.windows import (
@@ -52,6 +52,8 @@ from logwatchd.rules.windows import (
 )
 
 SWEEP_EVERY = 64  # a power of two: events between two sweeps of a rule's quiet keys
+Plan = tuple[CompiledRule, tuple[LineCheck, ...]]  # a rule and its raw-line checks
+_NO_EXT: dict[str, Any] = {}  # what a passed step that extracts nothing adds (never written)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +101,9 @@ class Engine:
         self._by_id = {rule.id: rule for rule in self.rules}
         self._for_source: dict[str, tuple[CompiledRule, ...]] = {}
         self._checks: dict[str, LineCheck] = {}
-        # (source, rule) -> raw-line checks of a context rule's match, learn and forget
-        self._context_checks: dict[tuple[str, str], tuple[LineCheck, LineCheck, LineCheck]] = {}
+        # per source, each rule with the raw-line checks that say which of its conditions
+        # could hold: the prefilter is one union per source, this is one set per rule
+        self._plans: dict[str, tuple[Plan, ...]] = {}
         self._stale: list[tuple[str, str]] = []  # rows of rules gone or changed, to delete
         self._tiebreak = itertools.count()
 
@@ -132,12 +135,34 @@ class Engine:
 
     def process(self, event: Event, matches: list[Match] | None = None) -> list[Alert]:
         alerts: list[Alert] = []
-        for rule in self.rules_for(event.line.source):
+        source = event.line.source
+        plans = self._plans.get(source)
+        if plans is None:
+            plans = self._plans[source] = self._plan(source)
+        raw = event.line.raw
+        for rule, checks in plans:
             if rule.is_sequence:
-                self._sequence(rule, event, matches, alerts)
-            else:
+                self._sequence(rule, event, matches, alerts, checks)
+            elif rule.context is not None:
+                self._in_context(rule, event, matches, alerts, checks)
+            elif checks[0](raw):  # a line without the rule's literals cannot match it
                 self._single(rule, event, matches, alerts)
         return alerts
+
+    def _plan(self, source_id: str) -> tuple[Plan, ...]:
+        """Per rule: a sequence's check per step, a context rule's checks of its match, learn
+        and forget, else the one check of its match; each as sound as the prefilter."""
+        verbatim = self._verbatim.get(source_id, DEFAULT_VERBATIM)
+        plans: list[Plan] = []
+        for rule in self.rules_for(source_id):
+            if rule.is_sequence:
+                plans.append((rule, rule.step_checks(verbatim)))
+            elif rule.context is not None:
+                plans.append((rule, rule.context_checks(verbatim)))
+            else:
+                conjunction = rule.conjunction(verbatim)
+                plans.append((rule, (build_check([conjunction]) if conjunction else always,)))
+        return tuple(plans)
 
     def tick(self, now: float) -> list[Alert]:
         """Fire absent sequences whose deadline (event time) is at or before ``now``."""
@@ -155,9 +180,6 @@ class Engine:
             return
         ext: dict[str, Any] | None = {} if compiled.extracts else None
         fields = event.fields
-        if rule.context is not None:
-            self._in_context(rule, event, matches, alerts)
-            return
         if not compiled.test(fields, ext):
             return
         if ext:
@@ -165,19 +187,20 @@ class Engine:
         self._matched(rule, event, fields, matches, alerts)
 
     def _in_context(
-        self, rule: CompiledRule, event: Event, matches: list[Match] | None, alerts: list[Alert]
+        self,
+        rule: CompiledRule,
+        event: Event,
+        matches: list[Match] | None,
+        alerts: list[Alert],
+        checks: Sequence[LineCheck],
     ) -> None:
         """A match rule with ``context``: the rule sees the connection's view of the event."""
         context, compiled = rule.context, rule.match
         assert context is not None and compiled is not None
-        checks = self._context_checks.get((event.line.source, rule.id))
-        if checks is None:
-            verbatim = self._verbatim.get(event.line.source, DEFAULT_VERBATIM)
-            checks = self._context_checks[event.line.source, rule.id] = rule.context_checks(
-                verbatim
-            )
         raw = event.line.raw
         can_match, can_learn, can_forget = checks[0](raw), checks[1](raw), checks[2](raw)
+        if not (can_match or can_learn or can_forget) and not context.may_release(event.fields):
+            return  # neither matches, learns nor forgets, and no held match to complete
         ext: dict[str, Any] | None = {} if compiled.extracts else None
         visit = context.enter(event.fields, event.time, learn=can_learn)
         fields = event.fields if visit is None else visit.view
@@ -261,17 +284,32 @@ class Engine:
     # --- sequences ----------------------------------------------------------------------
 
     def _sequence(
-        self, rule: CompiledRule, event: Event, matches: list[Match] | None, alerts: list[Alert]
+        self,
+        rule: CompiledRule,
+        event: Event,
+        matches: list[Match] | None,
+        alerts: list[Alert],
+        checks: Sequence[LineCheck],
     ) -> None:
         rule.newest = max(rule.newest, event.time)
         if rule.absent:  # before the sweep, which would take a pending key past its deadline
             self._due(rule, rule.newest, alerts)
         self._advance_clock(rule, event.time)
         hits: list[tuple[int, dict[str, Any]]] = []
+        raw, fields = event.line.raw, event.fields
+        # steps with the same condition (three "failed" steps, say) are tested once
+        outcomes: list[dict[str, Any] | None] = []
         for index, step in enumerate(rule.steps):
-            ext: dict[str, Any] | None = {} if step.extracts else None
-            if step.test(event.fields, ext):
-                hits.append((index, {**event.fields, **ext} if ext else event.fields))
+            same = rule.same_step[index]
+            if same < index:
+                ext = outcomes[same]
+            else:
+                ext = {} if step.extracts else _NO_EXT
+                if not (checks[index](raw) and step.test(fields, ext if step.extracts else None)):
+                    ext = None
+            outcomes.append(ext)
+            if ext is not None:
+                hits.append((index, {**fields, **ext} if ext else fields))
         if not hits:
             return
         line = event.line
