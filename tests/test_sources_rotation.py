@@ -208,3 +208,21 @@ def test_crash_while_logrotate_runs_then_restart_from_the_older_checkpoint(
     lost, repeated = lost_and_repeated(seen, written)
     assert (lost, repeated) == ([], [])
     run2.stop()
+
+
+def test_copytruncate_with_a_glob_that_matches_the_copies(tmp_path: Path) -> None:
+    """app.log* names logrotate's copies too: each is held as a copy of app.log, drained from
+    the old offset when app.log is truncated, and never read from its start."""
+    log = tmp_path / "app.log"
+    writer = BackgroundWriter(str(log), rate=2000)
+    run = follow([str(tmp_path / "app.log*")], orphan_grace=0.5)
+    argv = logrotate(str(tmp_path), str(log), ["copytruncate", "compress", "delaycompress"])
+    for _ in range(3):
+        run.settle(0.2)
+        writer.pause()
+        run_while_polling(argv, run)
+        writer.resume()
+    written = finish(run, writer)
+    assert_exact(run, written)
+    no_deleted_file_held(tmp_path, run)
+    run.stop()
