@@ -2,8 +2,9 @@
 engine that runs every condition of every rule on every line.
 
 The shortcuts under test: each rule (each sequence step, each context condition) is skipped
-on a line without its own literals; steps with the same condition are tested once. The
-reference engine has them all switched off. Input: the benchmark generator's auth.log (real
+on a line without its own literals; steps with the same condition are tested once; the regex
+branches of an `any` on one field run as one closure, without scratch copies. The reference
+engine has them all switched off. Input: the benchmark generator's auth.log (real
 subprocess, several formats) and the hand-written pack samples, through the shipped packs.
 """
 
@@ -12,17 +13,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from logwatchd.alerts import Alert, jsonable
 from logwatchd.config import load_text
 from logwatchd.config.model import Config
 from logwatchd.events import Line
 from logwatchd.pipeline import Pipeline, ReplayClock, build_engine
-from logwatchd.rules import Engine, Match
+from logwatchd.rules import Engine, Match, predicates
 from logwatchd.rules.literals import always
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,9 +62,21 @@ def slow(engine: Engine) -> Engine:
     return engine
 
 
+@contextmanager
+def fused(on: bool) -> Iterator[None]:
+    """Compile regex branches of an `any` fused (the engine's way) or one closure each."""
+    before = predicates.FUSE_REGEX_RUNS
+    predicates.FUSE_REGEX_RUNS = on
+    try:
+        yield
+    finally:
+        predicates.FUSE_REGEX_RUNS = before
+
+
 def replay(config: Config, lines: list[str], *, fast: bool, prefilter: bool = True) -> Any:
     clock = ReplayClock()
-    engine, parsers = build_engine(config, clock, host="h")
+    with fused(fast):
+        engine, parsers = build_engine(config, clock, host="h")
     if not fast:
         slow(engine)
     pipeline = Pipeline(engine, parsers, replay=clock, prefilter=prefilter)
@@ -121,3 +138,84 @@ def test_pack_samples_give_the_same_matches_and_alerts(config: Config) -> None:
     assert fast == replay(config, lines, fast=False)
     assert fast[:2] == replay(config, lines, fast=False, prefilter=False)[:2]
     assert fast[0]  # the samples match something
+
+
+# --- fused regex branches, on their own ---------------------------------------------------
+
+PIECES = [
+    "Failed password for ", "invalid user ", "root", "admin", " from ", "192.0.2.7",
+    "2001:db8::1", "::ffff:10.0.0.1", " port 22", " ssh2", ": ", "[preauth]", "Invalid user ",
+    "Connection closed by ", "Accepted password for ", "error: ", "maximum authentication "
+    "attempts exceeded for ", "Disconnecting: Too many authentication failures", " for ",
+    "Received disconnect from ", "11: Bye", "3: x: Auth fail", "pam_unix(sshd:auth): "
+    "authentication failure; ", "rhost=", " user=", "ruser=", "Connection from ", " ",
+]  # fmt: skip
+
+
+def all_conditions(config: Config) -> list[Any]:
+    found = []
+    for rule in config.rules:
+        found += [rule.match] if rule.match else []
+        found += [step.match for step in rule.sequence.steps] if rule.sequence else []
+        if rule.context:
+            found += [cond for cond in (rule.context.learn, rule.context.forget) if cond]
+    return found
+
+
+@pytest.fixture(scope="module")
+def both_ways(config: Config) -> list[tuple[Any, Any]]:
+    """Each condition of the shipped packs compiled fused and one closure per branch."""
+    pairs = []
+    for condition in all_conditions(config):
+        with fused(True):
+            fast = predicates.compile_predicate(condition, config.lists)
+        with fused(False):
+            plain = predicates.compile_predicate(condition, config.lists)
+        pairs.append((fast, plain))
+    return pairs
+
+
+TEMPLATES = [
+    "Failed password for root from 192.0.2.7 port 22 ssh2",
+    "Failed password for invalid user admin from 2001:db8::1 port 22 ssh2: RSA SHA256:x",
+    "Failed publickey for invalid user git from ::ffff:10.0.0.1 port 2 ssh2",
+    "Invalid user oracle from 192.0.2.9 port 4000",
+    "error: maximum authentication attempts exceeded for root from 192.0.2.7 port 1 ssh2 [preauth]",
+    "Disconnecting: Too many authentication failures for admin [preauth]",
+    "Received disconnect from 192.0.2.8 port 3:11: Bye Bye [preauth]",
+    "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= "
+    "rhost=192.0.2.7  user=root",
+    "Accepted password for alice from 192.0.2.10 port 5 ssh2",
+    "Connection closed by authenticating user root 192.0.2.7 port 6 [preauth]",
+    "User bob from 192.0.2.11 not allowed because not listed in AllowUsers",
+    "Connection from 192.0.2.12 port 7 on 10.0.0.2 port 22",
+]
+
+
+MESSAGES = st.builds(
+    # a real message, often whole, else cut and spliced with fragments of others
+    lambda template, pieces, cut: (
+        template if cut > 80 else template[:cut] + "".join(pieces) + template[cut:]
+    ),
+    st.sampled_from(TEMPLATES),
+    st.lists(st.sampled_from(PIECES), max_size=4),
+    st.integers(0, 120),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(MESSAGES, st.sampled_from([None, 1, 2, "3"]), st.booleans())
+def test_fused_branches_agree_with_one_closure_per_branch(
+    both_ways: list[tuple[Any, Any]], message: str, users: Any, prior: bool
+) -> None:
+    fields: dict[str, Any] = {"program": "sshd", "message": message, "raw": message}
+    if users is not None:
+        fields["users"] = users
+    for pair in both_ways:
+        outcomes = []
+        for compiled in pair:
+            ext: dict[str, Any] | None = {"ip": "198.51.100.1"} if prior else {}
+            if not compiled.extracts:
+                ext = None
+            outcomes.append((compiled.test(fields, ext), ext))
+        assert outcomes[0] == outcomes[1], message

@@ -223,6 +223,11 @@ def literal_check(req: Requirement | None) -> LineCheck:
     return _check(plain, folded)
 
 
+def plain_literals(req: Requirement) -> tuple[str, ...]:
+    """The case-sensitive literals of a requirement, as ``literal_check`` tests them."""
+    return tuple(_minimal([text for text, icase in req if not icase]))
+
+
 def always(raw: str) -> bool:
     return True
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from logwatchd.config.model import All, Leaf, ListConfig, Not, Predicate
-from logwatchd.rules.literals import fold, literal_check, regex_requirement
+from logwatchd.rules.literals import fold, plain_literals, regex_requirement
 
 Test = Callable[[dict[str, Any], dict[str, Any] | None], bool]
 Getter = Callable[[dict[str, Any], dict[str, Any] | None], Any]
@@ -61,10 +61,23 @@ def _compile(pred: Predicate, lists: Mapping[str, ListConfig], produced: frozens
         return compile_leaf(pred, lists, produced)
     if isinstance(pred, Not):
         return _not(pred.item, lists, produced)
-    tests = [_compile(item, lists, produced) for item in pred.items]
     if isinstance(pred, All):
-        return _all(tests)
-    return _any(tests, [bool(extracted_names(item)) for item in pred.items])
+        return _all([_compile(item, lists, produced) for item in pred.items])
+    tests, scratch = [], []
+    for run in _regex_runs(pred.items) if FUSE_REGEX_RUNS else [[item] for item in pred.items]:
+        if len(run) > 1:
+            tests.append(_regex_run(run, produced))
+            scratch.append(False)  # like one regex leaf, it writes ext only when it matches
+            continue
+        item = run[0]
+        tests.append(_compile(item, lists, produced))
+        scratch.append(bool(extracted_names(item)) and not _clean(item))
+    return _any(tests, scratch)
+
+
+def _clean(pred: Predicate) -> bool:
+    """A leaf writes ext only when it holds (a regex, on its match): no scratch copy needed."""
+    return FUSE_REGEX_RUNS and isinstance(pred, Leaf)
 
 
 def _not(item: Predicate, lists: Mapping[str, ListConfig], produced: frozenset[str]) -> Test:
@@ -96,7 +109,10 @@ def _all(tests: list[Test]) -> Test:
 
 
 def _any(tests: list[Test], extracting: list[bool]) -> Test:
+    """``extracting``: per branch, whether it may write ext and then fail (needs a copy)."""
     if not any(extracting):
+        if len(tests) == 1:
+            return tests[0]
 
         def some(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
             for test in tests:  # noqa: SIM110 - a plain loop beats a generator here too
@@ -311,21 +327,25 @@ def _endswith(get: Getter, leaf: Leaf, produced: bool) -> Test:
 
 
 def _regex(get: Getter, leaf: Leaf, produced: bool) -> Test:
-    pattern = leaf.value
-    if isinstance(pattern, str):
-        pattern = re.compile(pattern, re.IGNORECASE if leaf.icase else 0)
-    if not isinstance(pattern, re.Pattern) or not isinstance(pattern.pattern, str):
+    pattern = _pattern(leaf)
+    if pattern is None:
         return _never
     search = pattern.search
     name = leaf.field
-    guard = _regex_guard(pattern)
+    literals = _guard_literals(pattern)
     extracts = bool(pattern.groupindex)
 
     def regex(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
         value = ext[name] if produced and ext and name in ext else fields.get(name, MISSING)
         text = value if value.__class__ is str else as_text(value)
-        if text is None or (guard is not None and not guard(text)):
+        if text is None:
             return False
+        if literals is not None:
+            for literal in literals:  # inline: a call per guard costs more than the `in`
+                if literal in text:
+                    break
+            else:
+                return False
         found = search(text)
         if found is None:
             return False
@@ -338,12 +358,85 @@ def _regex(get: Getter, leaf: Leaf, produced: bool) -> Test:
     return regex
 
 
-def _regex_guard(pattern: re.Pattern[str]) -> Callable[[str], bool] | None:
-    """A substring test for literals every match holds: far cheaper than a failed search."""
+def _pattern(leaf: Leaf) -> re.Pattern[str] | None:
+    pattern = leaf.value
+    if isinstance(pattern, str):
+        pattern = re.compile(pattern, re.IGNORECASE if leaf.icase else 0)
+    if not isinstance(pattern, re.Pattern) or not isinstance(pattern.pattern, str):
+        return None
+    return pattern
+
+
+def _guard_literals(pattern: re.Pattern[str]) -> tuple[str, ...] | None:
+    """Literals one of which every match holds: a substring test is far cheaper than a failed
+    search. None when there are none, or some are icase (casefolding the text first would cost
+    about what it saves)."""
     req = regex_requirement(pattern)
     if not req or any(icase for _text, icase in req):
-        return None  # casefolding the text first would cost about what it saves
-    return literal_check(req)
+        return None
+    return plain_literals(req)
+
+
+# --- an `any` of regex conditions on one field ----------------------------------------------
+
+# Consecutive regex branches of an `any` on the same field run as one closure; tests switch
+# this off to compare the outcomes with one closure per branch.
+FUSE_REGEX_RUNS = True
+
+
+def _regex_runs(items: Iterable[Predicate]) -> list[list[Predicate]]:
+    """The items of an `any`, consecutive regex leaves on the same field grouped together."""
+    runs: list[list[Predicate]] = []
+    last: str | None = None  # the field of the previous item, if it is a regex leaf
+    for item in items:
+        regex = isinstance(item, Leaf) and item.op == "regex" and _pattern(item) is not None
+        name = item.field if regex and isinstance(item, Leaf) else None
+        if name is not None and name == last:
+            runs[-1].append(item)
+        else:
+            runs.append([item])
+        last = name
+    return runs
+
+
+def _regex_run(leaves: list[Predicate], produced: frozenset[str]) -> Test:
+    """The first of several regex leaves on one field that matches, as one closure: the
+    field is read once, and each branch costs its guard's `in` tests, not two calls."""
+    first = leaves[0]
+    assert isinstance(first, Leaf)
+    name = first.field
+    from_ext = name in produced
+    branches = []
+    for leaf in leaves:
+        assert isinstance(leaf, Leaf)
+        pattern = _pattern(leaf)
+        assert pattern is not None
+        branches.append((_guard_literals(pattern), pattern.search, bool(pattern.groupindex)))
+    frozen = tuple(branches)
+
+    def regex_run(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
+        value = ext[name] if from_ext and ext and name in ext else fields.get(name, MISSING)
+        text = value if value.__class__ is str else as_text(value)
+        if text is None:
+            return False
+        for literals, search, extracts in frozen:
+            if literals is not None:
+                for literal in literals:
+                    if literal in text:
+                        break
+                else:
+                    continue
+            found = search(text)
+            if found is None:
+                continue
+            if extracts and ext is not None:
+                for group, captured in found.groupdict().items():
+                    if captured is not None:
+                        ext[group] = captured
+            return True
+        return False
+
+    return regex_run
 
 
 def _cidr(get: Getter, leaf: Leaf, produced: bool) -> Test:
