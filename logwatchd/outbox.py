@@ -10,6 +10,7 @@ its own thread: a slow or dead handler never holds up the reader or another hand
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import threading
 import time
@@ -80,6 +81,7 @@ class InFlight:
 
 
 IN_FLIGHT = InFlight()
+IDLE_WAIT = 60.0  # seconds a worker with an empty outbox sleeps unless notified
 
 
 @dataclass
@@ -211,7 +213,8 @@ class Worker(threading.Thread):
                 # the store or the handler broke in a way nobody planned for: keep the worker
                 log.exception("delivery worker error", handler=self.handler.name)
             if delay > 0:
-                self.wake.wait(min(delay, self._poll))
+                # nothing pending: only notify() (a commit, or stop) brings new work
+                self.wake.wait(IDLE_WAIT if delay == math.inf else min(delay, self._poll))
         if store is not None:
             store.close()
 
@@ -247,30 +250,21 @@ class Worker(threading.Thread):
         return 0.0
 
     def _send_each(self, store: StateStore, items: list[OutboxItem]) -> None:
-        """One send per alert; the delivered ones are marked done in one transaction, since
-        a transaction per alert made the database, not the handler, the limit on alerts/s."""
-        delivered: list[OutboxItem] = []
+        """One send per alert, each recorded at once: a kill -9 may repeat only the delivery
+        that was in flight (SPEC 4), never a batch of already delivered ones."""
         with IN_FLIGHT.holding(self.handler.name, items):
-            try:
-                for item in items:
-                    if self._stopping.is_set():
-                        break
-                    if self._rate_wait(self._clock.now()) > 0:
-                        self._deferred = True  # the next cycle waits, then sends the rest as one
-                        break
-                    self._sends.append(self._clock.now())
-                    error = self._attempt([item.alert])
-                    if error is None:
-                        delivered.append(item)
-                    else:
-                        self._record(store, [item], error)
-            finally:
-                if delivered:
-                    self._record(store, delivered, None, sends=len(delivered))
+            for item in items:
+                if self._stopping.is_set():
+                    break
+                if self._rate_wait(self._clock.now()) > 0:
+                    self._deferred = True  # the next cycle waits, then sends the rest as one
+                    break
+                self._sends.append(self._clock.now())
+                self._record(store, [item], self._attempt([item.alert]))
 
     def _until_next_due(self, store: StateStore, now: float) -> float:
         due = store.next_due(self.handler.name)
-        return self._poll if due is None else max(0.0, due - now)
+        return math.inf if due is None else max(0.0, due - now)
 
     def _rate_wait(self, now: float) -> float:
         limit = self.cfg.rate_limit
@@ -318,16 +312,12 @@ class Worker(threading.Thread):
         return None
 
     def _record(
-        self,
-        store: StateStore,
-        items: list[OutboxItem],
-        error: DeliveryError | None,
-        sends: int = 1,
+        self, store: StateStore, items: list[OutboxItem], error: DeliveryError | None
     ) -> None:
         if error is None:
             store.mark_done_many(items)
             self.stats.sent += len(items)
-            self.stats.sends += sends
+            self.stats.sends += 1
             return
         self.stats.last_error = str(error)
         retry = self.cfg.retry
