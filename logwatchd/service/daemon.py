@@ -305,4 +305,4 @@ def build_source(
         )
     if config.type == "journald":
         return JournalSource(config, saved=saved, clock=clock, max_line_bytes=daemon.max_line_bytes)
-    return StdinSource(config, clock=clock)
+    return StdinSource(config, clock=clock, max_line_bytes=daemon.max_line_bytes)
