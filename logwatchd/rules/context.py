@@ -194,7 +194,8 @@ class Context:
     def key_of(self, fields: Mapping[str, Any]) -> Key | None:
         values = []
         for name in self.by:
-            text = as_key(fields.get(name))
+            value = fields.get(name)
+            text = value if value.__class__ is str else as_key(value)
             if text is None or text == "":
                 if name not in self.optional:
                     return None

@@ -53,7 +53,6 @@ from logwatchd.rules.windows import (
 
 SWEEP_EVERY = 64  # a power of two: events between two sweeps of a rule's quiet keys
 Plan = tuple[CompiledRule, tuple[LineCheck, ...]]  # a rule and its raw-line checks
-_NO_EXT: dict[str, Any] = {}  # what a passed step that extracts nothing adds (never written)
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,31 +294,33 @@ class Engine:
         if rule.absent:  # before the sweep, which would take a pending key past its deadline
             self._due(rule, rule.newest, alerts)
         self._advance_clock(rule, event.time)
-        hits: list[tuple[int, dict[str, Any]]] = []
+        hits: list[tuple[int, dict[str, Any], Key | None]] = []
         raw, fields = event.line.raw, event.fields
-        # steps with the same condition (three "failed" steps, say) are tested once
-        outcomes: list[dict[str, Any] | None] = []
+        # steps with the same condition (three "failed" steps, say) are tested once and
+        # share the fields (nothing downstream writes to them) and their key
+        outcomes: list[tuple[dict[str, Any], Key | None] | None] = []
         for index, step in enumerate(rule.steps):
             same = rule.same_step[index]
             if same < index:
-                ext = outcomes[same]
+                outcome = outcomes[same]
             else:
-                ext = {} if step.extracts else _NO_EXT
-                if not (checks[index](raw) and step.test(fields, ext if step.extracts else None)):
-                    ext = None
-            outcomes.append(ext)
-            if ext is not None:
-                hits.append((index, {**fields, **ext} if ext else fields))
+                outcome = None
+                ext: dict[str, Any] | None = {} if step.extracts else None
+                if checks[index](raw) and step.test(fields, ext):
+                    seen = {**fields, **ext} if ext else fields
+                    outcome = (seen, rule.key_of(seen))
+            outcomes.append(outcome)
+            if outcome is not None:
+                hits.append((index, *outcome))
         if not hits:
             return
         line = event.line
         if matches is not None:
             matches.append(Match(rule.id, line.source, line.lineno, hits[0][1]))
         # latest step first, so one event never advances the same sequence twice
-        for index, fields in reversed(hits):
-            key = rule.key_of(fields)
+        for index, seen, key in reversed(hits):
             if key is not None:
-                self._step(rule, index, key, event, fields, alerts=alerts)
+                self._step(rule, index, key, event, seen, alerts=alerts)
 
     def _step(
         self,

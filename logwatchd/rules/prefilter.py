@@ -20,6 +20,7 @@ from collections.abc import Collection, Iterable, Sequence
 
 from logwatchd.config.model import All, Leaf, Not, Predicate
 from logwatchd.rules.literals import (
+    LOOP_LIMIT,
     LineCheck,
     Requirement,
     always,
@@ -27,6 +28,7 @@ from logwatchd.rules.literals import (
     literal_check,
     minimal_requirement,
     most_selective,
+    plain_literals,
     regex_requirement,
     selectivity,
     union,
@@ -143,9 +145,12 @@ def build_check(conjunctions: Iterable[Conjunction]) -> LineCheck:
             groups[gate] = None if rests is None or rest is None else [*rests, rest]
         else:
             groups[gate] = None if rest is None else [rest]
+    pairs = [(gate, None if rests is None else union(rests)) for gate, rests in groups.items()]
+    inline = _inline(pairs)
+    if inline is not None:
+        return inline
     checks = [
-        (literal_check(gate), None if rests is None else literal_check(union(rests)))
-        for gate, rests in groups.items()
+        (literal_check(gate), None if rest is None else literal_check(rest)) for gate, rest in pairs
     ]
     if len(checks) == 1 and checks[0][1] is None:
         return checks[0][0]
@@ -159,6 +164,34 @@ def _either(checks: list[tuple[LineCheck, LineCheck | None]]) -> LineCheck:
         for gate, rest in frozen:  # noqa: SIM110 - a plain loop beats a generator here
             if gate(raw) and (rest is None or rest(raw)):
                 return True
+        return False
+
+    return check
+
+
+def _inline(pairs: list[tuple[Requirement, Requirement | None]]) -> LineCheck | None:
+    """The same test as one closure of `in` tests when every literal is case-sensitive and
+    the sets are small (it runs per rule on every candidate line: calls would dominate)."""
+    frozen = []
+    for gate, rest in pairs:
+        parts = [gate] if rest is None else [gate, rest]
+        if any(not req or len(req) > LOOP_LIMIT or any(icase for _, icase in req) for req in parts):
+            return None
+        frozen.append((plain_literals(gate), None if rest is None else plain_literals(rest)))
+    groups = tuple(frozen)
+
+    def check(raw: str) -> bool:
+        for gate, rest in groups:
+            for literal in gate:
+                if literal in raw:
+                    break
+            else:
+                continue
+            if rest is None:
+                return True
+            for literal in rest:
+                if literal in raw:
+                    return True
         return False
 
     return check
