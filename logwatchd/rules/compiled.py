@@ -113,15 +113,24 @@ class CompiledRule:
 
     def context_checks(self, verbatim: Collection[str]) -> tuple[LineCheck, LineCheck, LineCheck]:
         """For a rule with context: raw-line tests of whether its match, learn and forget
-        could hold, so a line that passed the prefilter for one of them runs only those."""
+        could hold, so a line that passed the prefilter for one of them runs only those.
+
+        Only each one's cheap gate (``program`` gives "sshd"): the rarer literals of a pack's
+        many message regexes cost more to look for in the raw line than the conditions cost
+        to fail, and those test their own literals on the message first. Conditions with the
+        same gate get the same check object, so the engine tests it once."""
         context = self.context
         assert context is not None and self.match is not None
         adds = self.match.extracts | context.adds
+        made: dict[tuple[Requirement, ...], LineCheck] = {}
 
         def check(pred: Predicate | None) -> LineCheck:
             if pred is None:
                 return _never
-            return build_check([predicate_conjunction(pred, verbatim, adds)])
+            gate = predicate_conjunction(pred, verbatim, adds)[:1]
+            if gate not in made:
+                made[gate] = build_check([gate]) if gate else always
+            return made[gate]
 
         return check(self.cfg.match), check(context.cfg.learn), check(context.cfg.forget)
 

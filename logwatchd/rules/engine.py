@@ -197,7 +197,9 @@ class Engine:
         context, compiled = rule.context, rule.match
         assert context is not None and compiled is not None
         raw = event.line.raw
-        can_match, can_learn, can_forget = checks[0](raw), checks[1](raw), checks[2](raw)
+        can_match = checks[0](raw)
+        can_learn = can_match if checks[1] is checks[0] else checks[1](raw)
+        can_forget = can_match if checks[2] is checks[0] else checks[2](raw)
         if not (can_match or can_learn or can_forget) and not context.may_release(event.fields):
             return  # neither matches, learns nor forgets, and no held match to complete
         ext: dict[str, Any] | None = {} if compiled.extracts else None
