@@ -11,6 +11,7 @@ subprocess, several formats) and the hand-written pack samples, through the ship
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -219,3 +220,47 @@ def test_fused_branches_agree_with_one_closure_per_branch(
                 ext = None
             outcomes.append((compiled.test(fields, ext), ext))
         assert outcomes[0] == outcomes[1], message
+
+
+# --- one regex for anchored branches ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "patterns",
+    [
+        [r"Failed (?P<u>\S+)", r"^Invalid (?P<u>\S+)"],  # the first is not anchored
+        [r"^a|b", r"^c"],  # anchored in one alternative only
+        [r"^(?P<a>x)(?P=a)", r"^y"],  # a back-reference
+        [r"^(x)\1", r"^y"],
+        [r"^a", r"^b(?P<x>c)(?(x)d|e)"],  # a conditional group
+    ],
+)
+def test_branches_that_cannot_share_one_regex_are_left_alone(patterns: list[str]) -> None:
+    assert predicates.combine_anchored([re.compile(p) for p in patterns]) is None
+
+
+def test_differing_flags_and_multiline_are_left_alone() -> None:
+    one, two = re.compile(r"^a"), re.compile(r"^b", re.IGNORECASE)
+    assert predicates.combine_anchored([one, two]) is None
+    multiline = [re.compile(r"^a", re.MULTILINE), re.compile(r"^b", re.MULTILINE)]
+    assert predicates.combine_anchored(multiline) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab]()[P<>?x\\: ", max_size=14))
+def test_one_regex_finds_what_the_first_matching_branch_finds(text: str) -> None:
+    # group syntax inside character classes and escapes must survive the renaming
+    patterns = [
+        re.compile(r"^\((?P<x>[^\]](?P<y>b*))[]P<(?P<z>]"),
+        re.compile(r"\A(?:a|(?P<x>\[P<x>\]))+?(?P<y>b)?"),
+        re.compile(r"^(?P<x>.*?):(?P<z>\\)?"),
+    ]
+    combined = predicates.combine_anchored(patterns)
+    assert combined is not None
+    match, groups = combined
+    found = match(text)
+    first = next((p.search(text) for p in patterns if p.search(text)), None)
+    assert (found is None) == (first is None)
+    if found is not None and first is not None:
+        names = groups[found.lastgroup or ""]
+        assert {name: found.group(new) for new, name in names} == first.groupdict()
