@@ -53,7 +53,7 @@ def slow(engine: Engine) -> Engine:
     def plan(source_id: str) -> tuple[Any, ...]:
         plans = []
         for rule in engine.rules_for(source_id):
-            checks = len(rule.steps) if rule.is_sequence else 3 if rule.context else 1
+            checks = len(rule.steps) + 1 if rule.is_sequence else 3 if rule.context else 1
             plans.append((rule, (always,) * checks))
         return tuple(plans)
 

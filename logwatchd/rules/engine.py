@@ -154,8 +154,11 @@ class Engine:
         verbatim = self._verbatim.get(source_id, DEFAULT_VERBATIM)
         plans: list[Plan] = []
         for rule in self.rules_for(source_id):
-            if rule.is_sequence:
-                plans.append((rule, rule.step_checks(verbatim)))
+            if rule.is_sequence:  # one check for "any step", then one per step
+                steps = rule.step_checks(verbatim)
+                conjunction = rule.conjunction(verbatim)
+                anyone = build_check([conjunction]) if conjunction else always
+                plans.append((rule, (anyone, *steps)))
             elif rule.context is not None:
                 plans.append((rule, rule.context_checks(verbatim)))
             else:
@@ -296,8 +299,10 @@ class Engine:
         if rule.absent:  # before the sweep, which would take a pending key past its deadline
             self._due(rule, rule.newest, alerts)
         self._advance_clock(rule, event.time)
-        hits: list[tuple[int, dict[str, Any], Key | None]] = []
         raw, fields = event.line.raw, event.fields
+        if not checks[0](raw):
+            return  # no step can hold
+        hits: list[tuple[int, dict[str, Any], Key | None]] = []
         # steps with the same condition (three "failed" steps, say) are tested once and
         # share the fields (nothing downstream writes to them) and their key
         outcomes: list[tuple[dict[str, Any], Key | None] | None] = []
@@ -308,7 +313,7 @@ class Engine:
             else:
                 outcome = None
                 ext: dict[str, Any] | None = {} if step.extracts else None
-                if checks[index](raw) and step.test(fields, ext):
+                if checks[index + 1](raw) and step.test(fields, ext):
                     seen = {**fields, **ext} if ext else fields
                     outcome = (seen, rule.key_of(seen))
             outcomes.append(outcome)
