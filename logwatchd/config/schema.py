@@ -26,19 +26,6 @@ from logwatchd.config.schema_handlers import handlers_section
 from logwatchd.config.schema_rules import RuleContext, names, rules_section
 
 ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
-FALLBACK_BUILTIN_PARSERS = frozenset(
-    {
-        "syslog",
-        "rfc5424",
-        "journald",
-        "nginx_combined",
-        "apache_combined",
-        "nginx_error",
-        "apache_error",
-        "json",
-        "none",
-    }
-)
 
 MAIN_KEYS = (
     "version",
@@ -70,16 +57,14 @@ SOURCE_KEYS = {
 }
 PARSER_KEYS = ("regex", "time_format", "types")
 FIELD_TYPES = ("str", "int", "float", "ip")
-JOURNAL_MATCH_RE = re.compile(r"[A-Z0-9_]+=.*", re.DOTALL)
+JOURNAL_MATCH_RE = re.compile(r"[A-Z_][A-Z0-9_]*=.*", re.DOTALL)  # as journalctl takes them
 
 
 def builtin_parsers() -> frozenset[str]:
-    """The parsers piece owns the list; fall back to the SPEC's set while it is absent."""
-    try:
-        from logwatchd.parsers import BUILTIN  # parsers may not be built yet
-    except ImportError:
-        return FALLBACK_BUILTIN_PARSERS
-    return frozenset(BUILTIN)
+    """The parsers piece owns the list (imported late: parsers import the config model)."""
+    from logwatchd.parsers import BUILTIN
+
+    return BUILTIN
 
 
 def build_config(layers: list[Layer]) -> Config:
