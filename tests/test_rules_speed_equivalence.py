@@ -242,8 +242,10 @@ def test_branches_that_cannot_share_one_regex_are_left_alone(patterns: list[str]
 def test_differing_flags_and_multiline_are_left_alone() -> None:
     one, two = re.compile(r"^a"), re.compile(r"^b", re.IGNORECASE)
     assert predicates.combine_anchored([one, two]) is None
-    multiline = [re.compile(r"^a", re.MULTILINE), re.compile(r"^b", re.MULTILINE)]
-    assert predicates.combine_anchored(multiline) is None
+    for flag in (re.MULTILINE, re.VERBOSE):
+        assert (
+            predicates.combine_anchored([re.compile(r"^a", flag), re.compile("^b", flag)]) is None
+        )
 
 
 @settings(max_examples=300, deadline=None)

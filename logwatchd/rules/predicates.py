@@ -516,8 +516,8 @@ def combine_anchored(
 
 def _anchored(pattern: re.Pattern[str]) -> bool:
     """Starts with ``^`` (not multiline) or ``\\A``, and has no back-reference in it."""
-    if pattern.flags & re.MULTILINE:
-        return False
+    if pattern.flags & (re.MULTILINE | re.VERBOSE):
+        return False  # "^" after newlines; comments the renaming does not know
     try:
         tree = sre_parse.parse(pattern.pattern, pattern.flags)
     except (re.error, RecursionError, OverflowError):
