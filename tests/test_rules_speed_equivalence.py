@@ -28,8 +28,8 @@ from logwatchd.config import load_text
 from logwatchd.config.model import Config
 from logwatchd.events import Line
 from logwatchd.pipeline import Pipeline, ReplayClock, build_engine
-from logwatchd.rules import Engine, Match, predicates
-from logwatchd.rules.literals import always
+from logwatchd.rules import Engine, Match, predicates, prefilter
+from logwatchd.rules.literals import always, literal_check
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKS = ROOT / "config" / "rules.d"
@@ -266,3 +266,28 @@ def test_one_regex_finds_what_the_first_matching_branch_finds(text: str) -> None
     if found is not None and first is not None:
         names = groups[found.lastgroup or ""]
         assert {name: found.group(new) for new, name in names} == first.groupdict()
+
+
+# --- the per-source and per-rule raw-line checks as one closure ---------------------------
+
+WORDS = ["sshd", "su", "Failed ", "Invalid user ", "Connection ", "closed", "sudo", "cron", "x"]
+MANY = frozenset((f"{word}{n}", False) for word in WORDS for n in range(3))  # > LOOP_LIMIT
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([*WORDS, "0", "1", "2", " "]), max_size=12))
+def test_inline_checks_agree_with_one_check_per_literal_set(pieces: list[str]) -> None:
+    raw = "".join(pieces)
+    conjunctions = [
+        (frozenset({("sshd", False)}), MANY),
+        (frozenset({("sshd", False)}), frozenset({("Failed ", False), ("closed", False)})),
+        (frozenset({("sudo", False)}),),
+        (MANY, frozenset({("x", False)})),
+    ]
+    for count in range(1, len(conjunctions) + 1):
+        chosen = conjunctions[:count]
+        inline = prefilter.build_check(chosen)
+        plain = prefilter._either(
+            [(literal_check(c[0]), literal_check(c[1]) if len(c) > 1 else None) for c in chosen]
+        )
+        assert inline(raw) == plain(raw), (count, raw)

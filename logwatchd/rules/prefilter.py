@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import Any
 
 from logwatchd.config.model import All, Leaf, Not, Predicate
 from logwatchd.rules.literals import (
@@ -170,22 +171,31 @@ def _either(checks: list[tuple[LineCheck, LineCheck | None]]) -> LineCheck:
 
 
 def _inline(pairs: list[tuple[Requirement, Requirement | None]]) -> LineCheck | None:
-    """The same test as one closure of `in` tests when every literal is case-sensitive and
-    the sets are small (it runs per rule on every candidate line: calls would dominate)."""
+    """The same test as one closure when every literal is case-sensitive: `in` tests, or
+    one alternation search for a large set (it runs per rule on every candidate line, and
+    per source on every line: calls would dominate)."""
     frozen = []
     for gate, rest in pairs:
         parts = [gate] if rest is None else [gate, rest]
-        if any(not req or len(req) > LOOP_LIMIT or any(icase for _, icase in req) for req in parts):
+        if any(not req or any(icase for _, icase in req) for req in parts):
             return None
-        frozen.append((plain_literals(gate), None if rest is None else plain_literals(rest)))
+        frozen.append((*_part(gate), *(_part(rest) if rest is not None else (None, None))))
     groups = tuple(frozen)
 
     def check(raw: str) -> bool:
-        for gate, rest in groups:
-            for literal in gate:
-                if literal in raw:
-                    break
+        for gate, gate_search, rest, rest_search in groups:
+            if gate_search is not None:
+                if gate_search(raw) is None:
+                    continue
             else:
+                for literal in gate:
+                    if literal in raw:
+                        break
+                else:
+                    continue
+            if rest_search is not None:
+                if rest_search(raw) is not None:
+                    return True
                 continue
             if rest is None:
                 return True
@@ -195,3 +205,12 @@ def _inline(pairs: list[tuple[Requirement, Requirement | None]]) -> LineCheck | 
         return False
 
     return check
+
+
+def _part(req: Requirement) -> tuple[tuple[str, ...], Callable[[str], Any] | None]:
+    """The literals, and for more than LOOP_LIMIT of them one alternation's search (as
+    ``literal_check`` decides)."""
+    texts = plain_literals(req)
+    if len(texts) <= LOOP_LIMIT:
+        return texts, None
+    return texts, re.compile("|".join(re.escape(text) for text in texts)).search
