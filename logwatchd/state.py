@@ -63,7 +63,7 @@ class StateStore:
         parent = os.path.dirname(os.path.abspath(path))
         os.makedirs(parent, mode=0o750, exist_ok=True)
         self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._use_wal()
         # NORMAL under WAL: a commit survives a crash or kill -9 of the daemon (it is in the
         # kernel's page cache); only a power loss can roll back the last commits, which then
         # replays lines (same alert ids) rather than losing them. FULL fsynced every commit
@@ -77,6 +77,24 @@ class StateStore:
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)",
                 (str(SCHEMA_VERSION),),
             )
+
+    def _use_wal(self) -> None:
+        """Switch to WAL once; later connections only read the mode.
+
+        Setting the mode needs a lock that SQLite does not wait for (no busy handler), so a
+        second connection opened while another one writes failed with "database is locked".
+        """
+        deadline = time.monotonic() + 30.0
+        while True:
+            try:
+                mode = self._db.execute("PRAGMA journal_mode").fetchone()[0]
+                if str(mode).lower() == "wal":
+                    return
+                self._db.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     @classmethod
     def in_dir(cls, state_dir: str) -> StateStore:

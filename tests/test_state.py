@@ -126,3 +126,45 @@ def test_delivered_rows_are_pruned_after_the_retention_and_pending_ones_never(st
     assert store.pending_count() == 1
     assert store.prune_delivered(older_than=-1.0) == 1
     assert [i.alert_id for i in store.claim_due("mail", now=1e12)] == ["new"]
+
+
+def test_a_store_opens_while_another_connection_holds_a_write_transaction(tmp_path):
+    path = str(tmp_path / "state.db")
+    writer = StateStore(path)
+    writer._db.execute("BEGIN IMMEDIATE")
+    opened: list[bool] = []
+
+    def open_and_close() -> None:
+        StateStore(path).close()
+        opened.append(True)
+
+    thread = threading.Thread(target=open_and_close)
+    thread.start()
+    thread.join(0.3)
+    writer._db.execute("COMMIT")  # the opener waits for the lock instead of failing
+    thread.join(10)
+    assert opened == [True]
+    writer.close()
+
+
+def test_stores_opened_and_closed_while_another_commits_never_see_a_locked_database(tmp_path):
+    path = str(tmp_path / "state.db")
+    main = StateStore(path)
+    errors: list[BaseException] = []
+
+    def churn() -> None:
+        try:
+            for _ in range(40):
+                StateStore(path).close()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=churn) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for i in range(200):
+        main.commit(sources={"app": {"offset": i}})
+    for thread in threads:
+        thread.join(60)
+    main.close()
+    assert errors == []
