@@ -19,8 +19,6 @@ first run: ``start_at: end`` then looks up the newest matching record and starts
 
 from __future__ import annotations
 
-import codecs
-import json
 import re
 import shutil
 import subprocess
@@ -28,7 +26,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import IO, Any
 
 import structlog
@@ -37,19 +35,20 @@ from logwatchd.clock import Clock
 from logwatchd.config.model import SourceConfig
 from logwatchd.errors import ConfigError
 from logwatchd.events import Line
+from logwatchd.sources.journal_records import decode_record, line_text, loads_prefix, records
 
 # Journal field names: upper-case ASCII letters, digits and "_", not starting with a digit.
 _MATCH_TERM = re.compile(r"[A-Z_][A-Z0-9_]{0,63}=.*", re.ASCII | re.DOTALL)
 # A cursor as journalctl prints it: "s=...;i=...;b=...;m=...;t=...;x=..." (hex values).
 _CURSOR_SHAPE = re.compile(r"[a-z]=[0-9a-f]+(?:;[a-z]=[0-9a-f]+)*", re.ASCII)
-# Inside a JSON string every '"' is escaped, so this byte pattern can only be the real key.
-_CURSOR_KEY = re.compile(rb'"__CURSOR":"([^"\\]{1,512})"')
 _MACHINE_ID = re.compile(r"[0-9a-f]{32}", re.ASCII)
-_CURSOR_SCAN_OVERLAP = 600
-_SKIP_CHUNK = 1 << 16
 _MAX_BACKOFF = 30.0
 _HEALTHY_RUN = 30.0  # a follow process that lived this long resets the restart backoff
 _STDERR_TAIL = 500
+
+# The record decoding moved to journal_records; its tests still import these names here.
+_records = records
+_loads_prefix = loads_prefix
 
 
 class _Buffer:
@@ -302,18 +301,8 @@ class JournalSource:
     # --- turning records into lines ---------------------------------------------------
 
     def _line(self, data: bytes, cursor: str, cut: bool, now: float) -> Line:
-        fields = None if cut else _loads(data)
-        if fields is None:
-            fields = _loads_prefix(data)  # cut short, or broken: keep the complete fields
-            fields["__CURSOR"] = cursor
-            cut = True
-        _decode_fields(fields)
-        raw = _message(fields.get("MESSAGE"))
-        if len(raw) * 4 > self._max_line_bytes:  # cheap test before encoding
-            encoded = raw.encode("utf-8")
-            if len(encoded) > self._max_line_bytes:
-                raw = encoded[: self._max_line_bytes].decode("utf-8", "ignore")
-                cut = True
+        fields, cut = decode_record(data, cursor, cut)
+        raw, text_cut = line_text(fields, self._max_line_bytes)
         return Line(
             source=self.id,
             raw=raw,
@@ -321,7 +310,7 @@ class JournalSource:
             origin=cursor,
             path=None,
             lineno=self._lineno,
-            truncated=cut,
+            truncated=cut or text_cut,
             fields=fields,
         )
 
@@ -399,7 +388,7 @@ class JournalSource:
                 return False
             assert proc.stdout is not None
             try:
-                for data, cursor, cut in _records(proc.stdout, self._max_record_bytes):
+                for data, cursor, cut in records(proc.stdout, self._max_record_bytes):
                     if cursor is None:
                         structlog.get_logger().warning(
                             "journal record without a cursor skipped", source=self.id
@@ -463,123 +452,3 @@ def _reap(proc: subprocess.Popen[bytes]) -> int:
     except subprocess.TimeoutExpired:
         proc.kill()
         return proc.wait()
-
-
-def _records(
-    stream: IO[bytes], limit: int, chunk: int = _SKIP_CHUNK
-) -> Iterator[tuple[bytes, str | None, bool]]:
-    """(record bytes, cursor, cut) per complete output line; longer ones are cut to ``limit``.
-
-    A last line without its newline is dropped: journalctl died while writing it, and the
-    restart from the previous cursor prints it again.
-    """
-    while True:
-        data = stream.readline(limit)
-        if data.endswith(b"\n"):
-            found = _CURSOR_KEY.search(data)
-            yield data, found.group(1).decode("ascii") if found else None, False
-            continue
-        if len(data) < limit:
-            return
-        cursor, complete = _skip_rest(stream, data, chunk)
-        if not complete:
-            return
-        yield data, cursor, True
-
-
-def _skip_rest(stream: IO[bytes], head: bytes, size: int) -> tuple[str | None, bool]:
-    """Read past an over-long record, finding its cursor; (cursor, newline reached)."""
-    found = _CURSOR_KEY.search(head)
-    tail = head[-_CURSOR_SCAN_OVERLAP:]
-    while True:
-        chunk = stream.readline(size)
-        if not chunk:
-            return None, False
-        if found is None:
-            window = tail + chunk
-            found = _CURSOR_KEY.search(window)
-            tail = window[-_CURSOR_SCAN_OVERLAP:]
-        if chunk.endswith(b"\n"):
-            return (found.group(1).decode("ascii") if found else None), True
-
-
-def _loads(data: bytes) -> dict[str, Any] | None:
-    try:
-        record = json.loads(data)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def _loads_prefix(data: bytes) -> dict[str, Any]:
-    """The complete ``"key":value`` pairs at the start of a cut or broken JSON object.
-
-    A MESSAGE string that was cut keeps its beginning, so rules still see the start of a
-    huge message.
-    """
-    # Incremental: a character cut in half at the end is left out, not replaced.
-    text = codecs.getincrementaldecoder("utf-8")("replace").decode(data, final=False)
-    decoder = json.JSONDecoder()
-    fields: dict[str, Any] = {}
-    pos = 1
-    while True:
-        key = None
-        try:
-            key, pos = decoder.raw_decode(text, pos)
-            if text[pos] != ":":
-                break
-            pos += 1
-            value, pos = decoder.raw_decode(text, pos)
-        except (ValueError, IndexError):
-            if key == "MESSAGE":
-                fields[key] = _string_prefix(text, pos)
-            break
-        if isinstance(key, str):
-            fields[key] = value
-        if pos >= len(text) or text[pos] != ",":
-            break
-        pos += 1
-    return fields
-
-
-def _string_prefix(text: str, start: int) -> str | None:
-    """Decode the beginning of a JSON string cut short (maybe inside an escape)."""
-    if not text.startswith('"', start):
-        return None
-    body = text[start:].rstrip("\n")
-    for cut in range(7):  # "\\uXXXX" is the longest escape a cut can split
-        try:
-            value = json.loads(body[: len(body) - cut] + '"')
-        except ValueError:
-            continue
-        return value if isinstance(value, str) else None
-    return None
-
-
-def _decode_fields(fields: dict[str, Any]) -> None:
-    """Binary values (lists of byte values) become text, in place."""
-    for key, value in fields.items():
-        if type(value) is not str:
-            fields[key] = _decode(value)
-
-
-def _decode(value: Any) -> Any:
-    """journalctl JSON values: a string; a list of ints for a non-UTF-8 value; a list of
-    such values for a field given more than once; null when too large without ``--all``."""
-    if isinstance(value, list):
-        if all(type(item) is int for item in value):
-            try:
-                return bytes(value).decode("utf-8", "replace")
-            except ValueError:
-                return str(value)
-        return [_decode(item) for item in value]
-    return value
-
-
-def _message(value: Any) -> str:
-    """The line text: MESSAGE (the first one if repeated), without a trailing newline."""
-    if isinstance(value, list):
-        value = value[0] if value else ""
-    if not isinstance(value, str):
-        return ""
-    return value.rstrip("\n")
