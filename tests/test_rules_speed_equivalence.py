@@ -29,6 +29,7 @@ from logwatchd.config.model import Config
 from logwatchd.events import Line
 from logwatchd.pipeline import Pipeline, ReplayClock, build_engine
 from logwatchd.rules import Engine, Match, predicates, prefilter
+from logwatchd.rules.fused import combine_anchored
 from logwatchd.rules.literals import always, literal_check
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -236,16 +237,14 @@ def test_fused_branches_agree_with_one_closure_per_branch(
     ],
 )
 def test_branches_that_cannot_share_one_regex_are_left_alone(patterns: list[str]) -> None:
-    assert predicates.combine_anchored([re.compile(p) for p in patterns]) is None
+    assert combine_anchored([re.compile(p) for p in patterns]) is None
 
 
 def test_differing_flags_and_multiline_are_left_alone() -> None:
     one, two = re.compile(r"^a"), re.compile(r"^b", re.IGNORECASE)
-    assert predicates.combine_anchored([one, two]) is None
+    assert combine_anchored([one, two]) is None
     for flag in (re.MULTILINE, re.VERBOSE):
-        assert (
-            predicates.combine_anchored([re.compile(r"^a", flag), re.compile("^b", flag)]) is None
-        )
+        assert combine_anchored([re.compile(r"^a", flag), re.compile("^b", flag)]) is None
 
 
 @settings(max_examples=300, deadline=None)
@@ -257,7 +256,7 @@ def test_one_regex_finds_what_the_first_matching_branch_finds(text: str) -> None
         re.compile(r"\A(?:a|(?P<x>\[P<x>\]))+?(?P<y>b)?"),
         re.compile(r"^(?P<x>.*?):(?P<z>\\)?"),
     ]
-    combined = predicates.combine_anchored(patterns)
+    combined = combine_anchored(patterns)
     assert combined is not None
     match, groups = combined
     found = match(text)

@@ -13,23 +13,30 @@ Values are hostile: a test never raises. A missing field never matches (except
 from __future__ import annotations
 
 import ipaddress
-import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from re import _constants as sre  # type: ignore[attr-defined]
-from re import _parser as sre_parse  # type: ignore[attr-defined]
 from typing import Any
 
 from logwatchd.config.model import All, Leaf, ListConfig, Not, Predicate
-from logwatchd.rules.literals import fold, plain_literals, regex_requirement
+from logwatchd.rules.fused import guard_literals, leaf_pattern, regex_run, regex_runs
+from logwatchd.rules.literals import fold
+from logwatchd.rules.values import (
+    IP_TYPES,
+    MISSING,
+    Getter,
+    Test,
+    as_ip,
+    as_key,
+    as_number,
+    as_text,
+)
 
-Test = Callable[[dict[str, Any], dict[str, Any] | None], bool]
-Getter = Callable[[dict[str, Any], dict[str, Any] | None], Any]
 Builder = Callable[[Getter, Leaf, bool], Test]  # (getter, leaf, field set by a rule regex)
 
-MISSING: Any = object()
-_IP_TYPES = (ipaddress.IPv4Address, ipaddress.IPv6Address)
+# Consecutive regex branches of an `any` on the same field run as one closure (see fused.py);
+# tests switch this off to compare the outcomes with one closure per branch.
+FUSE_REGEX_RUNS = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +73,9 @@ def _compile(pred: Predicate, lists: Mapping[str, ListConfig], produced: frozens
     if isinstance(pred, All):
         return _all([_compile(item, lists, produced) for item in pred.items])
     tests, scratch = [], []
-    for run in _regex_runs(pred.items) if FUSE_REGEX_RUNS else [[item] for item in pred.items]:
+    for run in regex_runs(pred.items) if FUSE_REGEX_RUNS else [[item] for item in pred.items]:
         if len(run) > 1:
-            tests.append(_regex_run(run, produced))
+            tests.append(regex_run(run, produced))
             scratch.append(False)  # like one regex leaf, it writes ext only when it matches
             continue
         item = run[0]
@@ -174,67 +181,6 @@ def _getter(name: str, produced: frozenset[str]) -> Getter:
     return get
 
 
-def as_text(value: Any) -> str | None:
-    """The string a text operator sees: a str as is, an int by its digits, else None.
-
-    Only these keep the prefilter sound: the digits of an int parsed from the line are part
-    of the line. The text of an IP object or a float may be spelled differently there
-    (``2001:DB8::1`` is ``2001:db8::1``), so text operators do not see them; ``equals`` and
-    ``in`` compare IPs as addresses, and ``cidr``/``in_list`` are the tools for IPs.
-    """
-    if value.__class__ is str:
-        return value
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        try:
-            return str(value)
-        except ValueError:  # an int past sys.get_int_max_str_digits()
-            return None
-    return None
-
-
-def as_key(value: Any) -> str | None:
-    """A field value as a group_by key or list member: its text, IPs included; None if absent."""
-    if value is None or value is MISSING or isinstance(value, bool):
-        return None
-    text = as_text(value)
-    if text is not None:
-        return text
-    try:
-        return str(value)
-    except ValueError:  # holds an int too long to print
-        return None
-
-
-def as_number(value: Any) -> float | None:
-    """Numbers as they are; numeric strings converted; NaN, bools and the rest: None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return None if math.isnan(value) else value
-    if isinstance(value, str) and len(value) <= 64:
-        try:
-            number = float(value)
-        except ValueError:
-            return None
-        return None if math.isnan(number) else number
-    return None
-
-
-def as_ip(value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    if isinstance(value, _IP_TYPES):
-        return value
-    if isinstance(value, str) and 2 <= len(value) <= 64:
-        try:
-            return ipaddress.ip_address(value.strip("[]"))
-        except ValueError:
-            return None
-    return None
-
-
 def _text_test(leaf: Leaf, produced: bool, check: Callable[[str], bool]) -> Test:
     # the field lookup is written out here, not called: this is the hottest closure
     name = leaf.field
@@ -300,7 +246,7 @@ def _or_ip(by_text: Test, get: Getter, addresses: frozenset[Any]) -> Test:
 
     def by_address(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
         value = get(fields, ext)
-        if isinstance(value, _IP_TYPES):
+        if isinstance(value, IP_TYPES):
             return value in addresses
         return by_text(fields, ext)
 
@@ -329,12 +275,12 @@ def _endswith(get: Getter, leaf: Leaf, produced: bool) -> Test:
 
 
 def _regex(get: Getter, leaf: Leaf, produced: bool) -> Test:
-    pattern = _pattern(leaf)
+    pattern = leaf_pattern(leaf)
     if pattern is None:
         return _never
     search = pattern.search
     name = leaf.field
-    literals = _guard_literals(pattern)
+    literals = guard_literals(pattern)
     extracts = bool(pattern.groupindex)
 
     def regex(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
@@ -358,225 +304,6 @@ def _regex(get: Getter, leaf: Leaf, produced: bool) -> Test:
         return True
 
     return regex
-
-
-def _pattern(leaf: Leaf) -> re.Pattern[str] | None:
-    pattern = leaf.value
-    if isinstance(pattern, str):
-        pattern = re.compile(pattern, re.IGNORECASE if leaf.icase else 0)
-    if not isinstance(pattern, re.Pattern) or not isinstance(pattern.pattern, str):
-        return None
-    return pattern
-
-
-def _guard_literals(pattern: re.Pattern[str]) -> tuple[str, ...] | None:
-    """Literals one of which every match holds: a substring test is far cheaper than a failed
-    search. None when there are none, or some are icase (casefolding the text first would cost
-    about what it saves)."""
-    req = regex_requirement(pattern)
-    if not req or any(icase for _text, icase in req):
-        return None
-    return plain_literals(req)
-
-
-# --- an `any` of regex conditions on one field ----------------------------------------------
-
-# Consecutive regex branches of an `any` on the same field run as one closure; tests switch
-# this off to compare the outcomes with one closure per branch.
-FUSE_REGEX_RUNS = True
-
-
-def _regex_runs(items: Iterable[Predicate]) -> list[list[Predicate]]:
-    """The items of an `any`, consecutive regex leaves on the same field grouped together."""
-    runs: list[list[Predicate]] = []
-    last: str | None = None  # the field of the previous item, if it is a regex leaf
-    for item in items:
-        regex = isinstance(item, Leaf) and item.op == "regex" and _pattern(item) is not None
-        name = item.field if regex and isinstance(item, Leaf) else None
-        if name is not None and name == last:
-            runs[-1].append(item)
-        else:
-            runs.append([item])
-        last = name
-    return runs
-
-
-def _regex_run(leaves: list[Predicate], produced: frozenset[str]) -> Test:
-    """The first of several regex leaves on one field that matches, as one closure: the
-    field is read once, and each branch costs its guard's `in` tests, not two calls."""
-    first = leaves[0]
-    assert isinstance(first, Leaf)
-    name = first.field
-    from_ext = name in produced
-    patterns = []
-    for leaf in leaves:
-        assert isinstance(leaf, Leaf)
-        pattern = _pattern(leaf)
-        assert pattern is not None
-        patterns.append(pattern)
-    combined = combine_anchored(patterns)
-    if combined is not None:
-        return _combined_run(name, from_ext, *combined)
-    frozen = tuple(
-        (_guard_literals(pattern), pattern.search, bool(pattern.groupindex)) for pattern in patterns
-    )
-
-    def regex_run(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
-        value = ext[name] if from_ext and ext and name in ext else fields.get(name, MISSING)
-        text = value if value.__class__ is str else as_text(value)
-        if text is None:
-            return False
-        for literals, search, extracts in frozen:
-            if literals is not None:
-                for literal in literals:
-                    if literal in text:
-                        break
-                else:
-                    continue
-            found = search(text)
-            if found is None:
-                continue
-            if extracts and ext is not None:
-                for group, captured in found.groupdict().items():
-                    if captured is not None:
-                        ext[group] = captured
-            return True
-        return False
-
-    return regex_run
-
-
-def _combined_run(
-    name: str,
-    from_ext: bool,
-    match: Callable[[str], re.Match[str] | None],
-    groups: dict[str, tuple[tuple[str, str], ...]],
-) -> Test:
-    def combined_run(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
-        value = ext[name] if from_ext and ext and name in ext else fields.get(name, MISSING)
-        text = value if value.__class__ is str else as_text(value)
-        if text is None:
-            return False
-        found = match(text)
-        if found is None:
-            return False
-        if ext is not None:
-            for renamed, group in groups[found.lastgroup]:  # type: ignore[index]
-                captured = found.group(renamed)
-                if captured is not None:
-                    ext[group] = captured
-        return True
-
-    return combined_run
-
-
-# --- one regex for several anchored branches ----------------------------------------------
-
-_BRANCH = "_lwb{}"  # the group around branch N of a combined regex
-_GROUP_IN_BRANCH = "_lwb{}_{}"  # named group G of branch N
-
-
-def combine_anchored(
-    patterns: list[re.Pattern[str]],
-) -> tuple[Callable[[str], re.Match[str] | None], dict[str, tuple[tuple[str, str], ...]]] | None:
-    """One regex that finds what the first of ``patterns`` to match would find, when every one
-    is anchored at the start of the text (so ``search`` only ever tries position 0, and an
-    alternation tried at position 0 in order picks the same branch).
-
-    Returns its ``match``, and per branch marker the (renamed, original) names of that
-    branch's named groups in group order; None when the patterns do not allow it (a pattern
-    not anchored, flags that differ, back-references, or a rename that would not round-trip).
-    """
-    if len(patterns) < 2 or len({p.flags for p in patterns}) != 1:
-        return None
-    parts, groups, expected = [], {}, set()
-    for index, pattern in enumerate(patterns):
-        if not _anchored(pattern):
-            return None
-        renamed = _rename_groups(pattern.pattern, _GROUP_IN_BRANCH.format(index, ""))
-        if renamed is None:
-            return None
-        marker = _BRANCH.format(index)
-        parts.append(f"(?P<{marker}>{renamed})")
-        order = sorted(pattern.groupindex.items(), key=lambda item: item[1])
-        names = tuple((_GROUP_IN_BRANCH.format(index, group), group) for group, _ in order)
-        groups[marker] = names
-        expected |= {marker, *(new for new, _ in names)}
-    try:
-        combined = re.compile("|".join(parts), patterns[0].flags)
-    except (re.error, RecursionError, OverflowError):
-        return None
-    # every group accounted for: the rename touched group syntax only, nothing else
-    if set(combined.groupindex) != expected:
-        return None
-    if combined.groups != sum(p.groups for p in patterns) + len(patterns):
-        return None
-    return combined.match, groups
-
-
-def _anchored(pattern: re.Pattern[str]) -> bool:
-    """Starts with ``^`` (not multiline) or ``\\A``, and has no back-reference in it."""
-    if pattern.flags & (re.MULTILINE | re.VERBOSE):
-        return False  # "^" after newlines; comments the renaming does not know
-    try:
-        tree = sre_parse.parse(pattern.pattern, pattern.flags)
-    except (re.error, RecursionError, OverflowError):
-        return False
-    items = list(tree)
-    if not items or items[0] not in _STARTS:
-        return False
-    return not _has_backref(items)
-
-
-def _has_backref(items: Any) -> bool:
-    for item in items:
-        if isinstance(item, tuple) and len(item) == 2 and item[0] in _BACKREFS:
-            return True
-        if isinstance(item, list | tuple | sre_parse.SubPattern) and _has_backref(item):
-            return True
-    return False
-
-
-_STARTS = ((sre.AT, sre.AT_BEGINNING), (sre.AT, sre.AT_BEGINNING_STRING))
-_BACKREFS = (sre.GROUPREF, sre.GROUPREF_EXISTS, sre.GROUPREF_IGNORE, sre.GROUPREF_LOC_IGNORE,
-             sre.GROUPREF_UNI_IGNORE)  # fmt: skip
-
-
-def _rename_groups(text: str, prefix: str) -> str | None:
-    """``(?P<name>`` becomes ``(?P<PREFIXname>``, outside escapes and character classes."""
-    out: list[str] = []
-    position, size = 0, len(text)
-    in_class = False
-    while position < size:
-        char = text[position]
-        if char == "\\":
-            out.append(text[position : position + 2])
-            position += 2
-            continue
-        if in_class:
-            if char == "]":
-                in_class = False
-        elif char == "[":
-            in_class = True
-            out.append(char)
-            position += 1
-            # a "]" right after "[" or "[^" is a member, not the end
-            if text.startswith("^", position):
-                out.append("^")
-                position += 1
-            if text.startswith("]", position):
-                out.append("]")
-                position += 1
-            continue
-        elif text.startswith("(?P=", position):
-            return None  # a named back-reference (also refused by _anchored)
-        elif text.startswith("(?P<", position):
-            out.append("(?P<" + prefix)
-            position += 4
-            continue
-        out.append(char)
-        position += 1
-    return "".join(out)
 
 
 def _cidr(get: Getter, leaf: Leaf, produced: bool) -> Test:
