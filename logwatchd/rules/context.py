@@ -23,15 +23,14 @@ each forgotten ``ttl`` seconds of event time after its last write; values longer
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from logwatchd.config.model import ContextConfig, ListConfig
 from logwatchd.rules.predicates import CompiledPredicate, as_key, compile_predicate
+from logwatchd.rules.windows import Key, LruTable
 
-Key = tuple[str, ...]
 MAX_VALUE_CHARS = 1024
 MAX_DISTINCT = 32
 MAX_HELD = 8  # matches held per connection, waiting for a group_by field
@@ -91,46 +90,18 @@ def is_context_key(text: str) -> bool:
     return text.startswith("{")
 
 
-class ConnectionTable:
+class ConnectionTable(LruTable[Connection]):
     """Connections of one rule, at most ``limit``; the least recently written goes first."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = max(1, limit)
-        self.states: OrderedDict[Key, Connection] = OrderedDict()
-        self.dirty: set[Key] = set()
-        self.deleted: set[Key] = set()
-        self.evicted = 0
-
-    def __len__(self) -> int:
-        return len(self.states)
-
-    def get(self, key: Key) -> Connection | None:
-        return self.states.get(key)
-
     def write(self, key: Key, time: float) -> Connection:
-        states = self.states
-        connection = states.get(key)
+        connection = self.states.get(key)
         if connection is None:
-            connection = states[key] = Connection(time)
-            if len(states) > self.limit:
-                self._evict()
+            connection = self._add(key, Connection(time))
         else:
             connection.seen = max(connection.seen, time)
-            states.move_to_end(key)
+            self.states.move_to_end(key)
         self.dirty.add(key)
         return connection
-
-    def put(self, key: Key, connection: Connection) -> None:
-        """Restore from the database: not dirty, the database already has it."""
-        self.states[key] = connection
-        self.states.move_to_end(key)
-        if len(self.states) > self.limit:
-            self._evict()
-
-    def drop(self, key: Key) -> None:
-        if self.states.pop(key, None) is not None:
-            self.dirty.discard(key)
-            self.deleted.add(key)
 
     def sweep(self, now: float, ttl: float) -> None:
         states = self.states
@@ -141,19 +112,6 @@ class ConnectionTable:
             if connection.seen + ttl >= now:
                 return
             self.drop(key)
-
-    def _evict(self) -> None:
-        key, _connection = self.states.popitem(last=False)
-        self.dirty.discard(key)
-        self.deleted.add(key)
-        self.evicted += 1
-
-    def drain(self) -> tuple[list[tuple[Key, str]], list[Key]]:
-        upserts = [(key, self.states[key].dump()) for key in self.dirty if key in self.states]
-        deletes = [key for key in self.deleted if key not in self.states]
-        self.dirty.clear()
-        self.deleted.clear()
-        return upserts, deletes
 
 
 @dataclass(slots=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from logwatchd.alerts import MAX_SAMPLES
 
@@ -225,12 +225,21 @@ class KeyState:
         return state
 
 
-class KeyTable:
-    """A rule's keys, at most ``limit`` of them; the least recently updated goes first."""
+class Stored(Protocol):
+    def dump(self) -> str: ...
+
+
+V = TypeVar("V", bound=Stored)
+
+
+class LruTable(Generic[V]):
+    """At most ``limit`` values by key, the least recently written evicted first; records
+    which keys were written or deleted since the last drain, so only those reach the state
+    database. Subclasses say how a value is written and when a quiet one expires."""
 
     def __init__(self, limit: int) -> None:
         self.limit = max(1, limit)
-        self.states: OrderedDict[Key, KeyState] = OrderedDict()
+        self.states: OrderedDict[Key, V] = OrderedDict()
         self.dirty: set[Key] = set()
         self.deleted: set[Key] = set()
         self.evicted = 0  # keys dropped to stay within the limit, for status and tests
@@ -241,25 +250,19 @@ class KeyTable:
     def __iter__(self) -> Iterator[Key]:
         return iter(self.states)
 
-    def get(self, key: Key) -> KeyState | None:
+    def get(self, key: Key) -> V | None:
         return self.states.get(key)
 
-    def touch(self, key: Key, time: float) -> KeyState:
-        """The key's state (created if new), marked as updated now."""
-        states = self.states
-        state = states.get(key)
-        if state is None:
-            state = states[key] = KeyState(time)
-            if len(states) > self.limit:
-                self._evict()
-        else:
-            states.move_to_end(key)
-        self.dirty.add(key)
-        return state
+    def _add(self, key: Key, value: V) -> V:
+        """A new key, written now (the caller marks it dirty)."""
+        self.states[key] = value
+        if len(self.states) > self.limit:
+            self._evict()
+        return value
 
-    def put(self, key: Key, state: KeyState) -> None:
+    def put(self, key: Key, value: V) -> None:
         """Restore a key from the database: not dirty, since the database already has it."""
-        self.states[key] = state
+        self.states[key] = value
         self.states.move_to_end(key)
         if len(self.states) > self.limit:
             self._evict()
@@ -268,6 +271,34 @@ class KeyTable:
         if self.states.pop(key, None) is not None:
             self.dirty.discard(key)
             self.deleted.add(key)
+
+    def _evict(self) -> None:
+        key, _value = self.states.popitem(last=False)
+        self.dirty.discard(key)
+        self.deleted.add(key)
+        self.evicted += 1
+
+    def drain(self) -> tuple[list[tuple[Key, str]], list[Key]]:
+        """(key, state json) of keys changed since the last drain, and keys deleted since."""
+        upserts = [(key, self.states[key].dump()) for key in self.dirty if key in self.states]
+        deletes = [key for key in self.deleted if key not in self.states]
+        self.dirty.clear()
+        self.deleted.clear()
+        return upserts, deletes
+
+
+class KeyTable(LruTable[KeyState]):
+    """A rule's keys, at most ``limit`` of them; the least recently updated goes first."""
+
+    def touch(self, key: Key, time: float) -> KeyState:
+        """The key's state (created if new), marked as updated now."""
+        state = self.states.get(key)
+        if state is None:
+            state = self._add(key, KeyState(time))
+        else:
+            self.states.move_to_end(key)
+        self.dirty.add(key)
+        return state
 
     def sweep(self, now: float, span: float, budget: int = 8) -> None:
         """Drop up to ``budget`` of the oldest-updated keys quiet for longer than ``span``."""
@@ -286,17 +317,3 @@ class KeyTable:
             state.clear_window()
             state.partials.clear()
             states.move_to_end(key)
-
-    def _evict(self) -> None:
-        key, _state = self.states.popitem(last=False)
-        self.dirty.discard(key)
-        self.deleted.add(key)
-        self.evicted += 1
-
-    def drain(self) -> tuple[list[tuple[Key, str]], list[Key]]:
-        """(key, state json) of keys changed since the last drain, and keys deleted since."""
-        upserts = [(key, self.states[key].dump()) for key in self.dirty if key in self.states]
-        deletes = [key for key in self.deleted if key not in self.states]
-        self.dirty.clear()
-        self.deleted.clear()
-        return upserts, deletes
