@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from logwatchd.config.model import ListConfig, Predicate, RuleConfig
+from logwatchd.events import Event
 from logwatchd.rules.context import Context
 from logwatchd.rules.literals import LineCheck, Requirement, always, most_selective
 from logwatchd.rules.predicates import CompiledPredicate, as_key, compile_predicate
@@ -17,7 +18,9 @@ from logwatchd.rules.prefilter import (
     build_check,
     predicate_conjunction,
 )
-from logwatchd.rules.windows import Key, KeyTable, Last
+from logwatchd.rules.windows import Key, KeyState, KeyTable, Last
+
+SWEEP_EVERY = 64  # a power of two: events between two sweeps of a rule's quiet keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +136,24 @@ class CompiledRule:
             return made[gate]
 
         return check(self.cfg.match), check(context.cfg.learn), check(context.cfg.forget)
+
+
+def advance_clock(rule: CompiledRule, time: float) -> None:
+    """An event counted for the rule: now and then, sweep its quiet keys."""
+    rule.newest = max(rule.newest, time)
+    rule.ops += 1
+    if not rule.ops & SWEEP_EVERY - 1:
+        rule.table.sweep(rule.newest, rule.span, budget=SWEEP_EVERY)
+
+
+def drop_if_idle(rule: CompiledRule, key: Key, state: KeyState, now: float) -> None:
+    if state.idle(now):
+        rule.table.drop(key)
+
+
+def last_of(event: Event, fields: dict[str, Any]) -> Last:
+    line = event.line
+    return Last(line.source, line.path, line.raw, fields)
 
 
 def _never(raw: str) -> bool:

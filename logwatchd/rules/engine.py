@@ -11,10 +11,10 @@ Decisions worth knowing (also in the README section on rules):
   to ``suppressed``, which the first alert after the cooldown carries.
 - A threshold rule fires on the Nth match within the window, then that key starts over;
   ``distinct: FIELD`` fires on the Nth distinct value (an event without FIELD does not count).
-- Sequences keep, per key and per number of steps done, the partial that started last (it
-  has the most time left). An absent last step keeps the earliest pending one, whose
-  deadline is first step + window; it fires from ``tick`` or from ``process`` once an event
-  of the rule's sources is at or past the deadline.
+- Sequences (``rules/sequences.py``) keep, per key and per number of steps done, the
+  partial that started last (it has the most time left). An absent last step keeps the
+  earliest pending one, whose deadline is first step + window; it fires from ``tick`` or
+  from ``process`` once an event of the rule's sources is at or past the deadline.
 - Regex groups a rule extracts belong to that rule's match and alert; other rules see the
   event's fields as parsed.
 - A rule with ``context`` (``rules/context.py``) sees each event with the fields its
@@ -25,33 +25,30 @@ Decisions worth knowing (also in the README section on rules):
 
 from __future__ import annotations
 
-import heapq
-import itertools
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from logwatchd.alerts import Alert, alert_id, jsonable
+from logwatchd.alerts import Alert, alert_id
 from logwatchd.clock import Clock
 from logwatchd.config.model import ListConfig, RuleConfig
 from logwatchd.events import Event
-from logwatchd.rules.compiled import CompiledRule, Firing
+from logwatchd.rules.compiled import CompiledRule, Firing, advance_clock, drop_if_idle, last_of
 from logwatchd.rules.context import context_key_from_json, context_key_json, is_context_key
 from logwatchd.rules.explain import RuleExplanation, explain_rule
 from logwatchd.rules.literals import LineCheck, Requirement, always
 from logwatchd.rules.predicates import as_key
 from logwatchd.rules.prefilter import DEFAULT_VERBATIM, build_check
+from logwatchd.rules.sequences import Sequences
 from logwatchd.rules.windows import (
     Key,
     KeyState,
     Last,
-    Partial,
     cut,
     key_from_json,
     key_json,
 )
 
-SWEEP_EVERY = 64  # a power of two: events between two sweeps of a rule's quiet keys
 Plan = tuple[CompiledRule, tuple[LineCheck, ...]]  # a rule and its raw-line checks
 
 
@@ -104,7 +101,7 @@ class Engine:
         # could hold: the prefilter is one union per source, this is one set per rule
         self._plans: dict[str, tuple[Plan, ...]] = {}
         self._stale: list[tuple[str, str]] = []  # rows of rules gone or changed, to delete
-        self._tiebreak = itertools.count()
+        self._sequences = Sequences(self._fire)
 
     # --- which rules, which lines -------------------------------------------------------
 
@@ -141,7 +138,10 @@ class Engine:
         raw = event.line.raw
         for rule, checks in plans:
             if rule.is_sequence:
-                self._sequence(rule, event, matches, alerts, checks)
+                seen = self._sequences.process(rule, event, alerts, checks)
+                if seen is not None and matches is not None:
+                    line = event.line
+                    matches.append(Match(rule.id, line.source, line.lineno, seen))
             elif rule.context is not None:
                 self._in_context(rule, event, matches, alerts, checks)
             elif checks[0](raw):  # a line without the rule's literals cannot match it
@@ -171,7 +171,7 @@ class Engine:
         alerts: list[Alert] = []
         for rule in self.rules:
             if rule.absent:
-                self._due(rule, now, alerts)
+                self._sequences.due(rule, now, alerts)
         return alerts
 
     def _single(
@@ -241,7 +241,7 @@ class Engine:
             return
         if not rule.stateful:
             first = (event.time, line.origin)
-            last = _last_of(event, fields)
+            last = last_of(event, fields)
             firing = Firing(1, first, event.time, [cut(line.raw)], last)
             alerts.append(self._alert(rule, key, firing, suppressed=0))
             return
@@ -256,7 +256,7 @@ class Engine:
         alerts: list[Alert],
     ) -> None:
         time, line = event.time, event.line
-        self._advance_clock(rule, time)
+        advance_clock(rule, time)
         state = rule.table.touch(key, time)
         if time < state.until:
             state.newest = max(state.newest, time)
@@ -265,13 +265,13 @@ class Engine:
         if not rule.has_threshold:
             state.newest = max(state.newest, time)
             first = (time, line.origin)
-            last = _last_of(event, fields)
+            last = last_of(event, fields)
             self._fire(rule, key, state, Firing(1, first, time, [cut(line.raw)], last), alerts)
             return
         if rule.distinct is not None:
             text = as_key(fields.get(rule.distinct))
             if text is None:
-                self._drop_if_idle(rule, key, state, time)
+                drop_if_idle(rule, key, state, time)
                 return
             count = state.add_distinct(text, time, line.origin, rule.window)
         else:
@@ -282,152 +282,8 @@ class Engine:
         first = state.first_hit()
         samples = state.window_samples(rule.window)
         state.clear_window()
-        last = _last_of(event, fields)
+        last = last_of(event, fields)
         self._fire(rule, key, state, Firing(count, first, state.newest, samples, last), alerts)
-
-    # --- sequences ----------------------------------------------------------------------
-
-    def _sequence(
-        self,
-        rule: CompiledRule,
-        event: Event,
-        matches: list[Match] | None,
-        alerts: list[Alert],
-        checks: Sequence[LineCheck],
-    ) -> None:
-        rule.newest = max(rule.newest, event.time)
-        if rule.absent:  # before the sweep, which would take a pending key past its deadline
-            self._due(rule, rule.newest, alerts)
-        self._advance_clock(rule, event.time)
-        raw, fields = event.line.raw, event.fields
-        if not checks[0](raw):
-            return  # no step can hold
-        hits: list[tuple[int, dict[str, Any], Key | None]] = []
-        # steps with the same condition (three "failed" steps, say) are tested once and
-        # share the fields (nothing downstream writes to them) and their key
-        outcomes: list[tuple[dict[str, Any], Key | None] | None] = []
-        for index, step in enumerate(rule.steps):
-            same = rule.same_step[index]
-            if same < index:
-                outcome = outcomes[same]
-            else:
-                outcome = None
-                ext: dict[str, Any] | None = {} if step.extracts else None
-                if checks[index + 1](raw) and step.test(fields, ext):
-                    seen = {**fields, **ext} if ext else fields
-                    outcome = (seen, rule.key_of(seen))
-            outcomes.append(outcome)
-            if outcome is not None:
-                hits.append((index, *outcome))
-        if not hits:
-            return
-        line = event.line
-        if matches is not None:
-            matches.append(Match(rule.id, line.source, line.lineno, hits[0][1]))
-        # latest step first, so one event never advances the same sequence twice
-        for index, seen, key in reversed(hits):
-            if key is not None:
-                self._step(rule, index, key, event, seen, alerts=alerts)
-
-    def _step(
-        self,
-        rule: CompiledRule,
-        index: int,
-        key: Key,
-        event: Event,
-        fields: dict[str, Any],
-        *,
-        alerts: list[Alert],
-    ) -> None:
-        time, line = event.time, event.line
-        last_index = len(rule.steps) - 1
-        if index == 0:
-            if last_index == 0:
-                if not rule.absent:  # a lone absent step has nothing to wait after
-                    state = rule.table.touch(key, time)
-                    first = (time, line.origin)
-                    last = _last_of(event, fields)
-                    firing = Firing(1, first, time, [cut(line.raw)], last)
-                    self._fire(rule, key, state, firing, alerts)
-                return
-            state = rule.table.touch(key, time)
-            state.newest = max(state.newest, time)
-            partial = Partial(time, line.origin)
-            partial.see(time, line.raw, self._last(rule, event, fields))
-            self._place(rule, key, state, 1, partial)
-            return
-        known = rule.table.get(key)
-        waiting = known.partials.get(index) if known is not None else None
-        if known is None or waiting is None:
-            return
-        rule.table.touch(key, time)
-        known.newest = max(known.newest, time)
-        del known.partials[index]
-        if time - waiting.first > rule.window:
-            self._drop_if_idle(rule, key, known, time)
-            return
-        if index == last_index:
-            if rule.absent:  # it came in time: the sequence is cancelled
-                self._drop_if_idle(rule, key, known, time)
-                return
-            waiting.see(time, line.raw, None)
-            known.partials.clear()  # the key starts over
-            first = (waiting.first, waiting.origin)
-            count, last = len(rule.steps), _last_of(event, fields)
-            self._fire(rule, key, known, Firing(count, first, time, waiting.samples, last), alerts)
-            return
-        waiting.see(time, line.raw, self._last(rule, event, fields))
-        self._place(rule, key, known, index + 1, waiting)
-
-    def _place(
-        self, rule: CompiledRule, key: Key, state: KeyState, done: int, partial: Partial
-    ) -> None:
-        existing = state.partials.get(done)
-        if rule.absent and done == len(rule.steps) - 1:
-            if existing is None:  # the earliest pending sequence keeps its deadline
-                state.partials[done] = partial
-                self._schedule(rule, key, partial.first + rule.window)
-            return
-        if existing is None or existing.first <= partial.first:
-            state.partials[done] = partial
-
-    def _schedule(self, rule: CompiledRule, key: Key, deadline: float) -> None:
-        heap = rule.deadlines
-        heapq.heappush(heap, (deadline, next(self._tiebreak), key))
-        if len(heap) > 2 * rule.table.limit + 64:
-            self._rebuild_deadlines(rule)  # cancelled and evicted entries pile up otherwise
-
-    def _rebuild_deadlines(self, rule: CompiledRule) -> None:
-        done = len(rule.steps) - 1
-        heap = []
-        for key, state in rule.table.states.items():
-            partial = state.partials.get(done)
-            if partial is not None:
-                heap.append((partial.first + rule.window, next(self._tiebreak), key))
-        heapq.heapify(heap)
-        rule.deadlines = heap
-
-    def _due(self, rule: CompiledRule, now: float, alerts: list[Alert]) -> None:
-        heap = rule.deadlines
-        done = len(rule.steps) - 1
-        while heap and heap[0][0] <= now:
-            deadline, _order, key = heapq.heappop(heap)
-            state = rule.table.get(key)
-            partial = state.partials.get(done) if state is not None else None
-            if state is None or partial is None or partial.first + rule.window != deadline:
-                continue  # cancelled, evicted or replaced since it was scheduled
-            del state.partials[done]
-            rule.table.dirty.add(key)
-            first = (partial.first, partial.origin)
-            firing = Firing(done, first, partial.last_time, partial.samples, partial.last)
-            self._fire(rule, key, state, firing, alerts, at=deadline)
-
-    def _last(self, rule: CompiledRule, event: Event, fields: dict[str, Any]) -> Last | None:
-        """Only an absent sequence fires after its last event is gone: keep what it needs."""
-        if not rule.absent:
-            return None
-        line = event.line
-        return Last(line.source, line.path, cut(line.raw), jsonable(fields))
 
     # --- firing -------------------------------------------------------------------------
 
@@ -449,7 +305,7 @@ class Engine:
         suppressed, state.suppressed = state.suppressed, 0
         if rule.cooldown > 0:
             state.until = when + rule.cooldown
-        self._drop_if_idle(rule, key, state, when)
+        drop_if_idle(rule, key, state, when)
         alerts.append(self._alert(rule, key, firing, suppressed=suppressed))
 
     def _alert(
@@ -483,16 +339,6 @@ class Engine:
             events=list(firing.samples),
             handlers=tuple(cfg.handlers),
         )
-
-    def _drop_if_idle(self, rule: CompiledRule, key: Key, state: KeyState, now: float) -> None:
-        if state.idle(now):
-            rule.table.drop(key)
-
-    def _advance_clock(self, rule: CompiledRule, time: float) -> None:
-        rule.newest = max(rule.newest, time)
-        rule.ops += 1
-        if not rule.ops & SWEEP_EVERY - 1:
-            rule.table.sweep(rule.newest, rule.span, budget=SWEEP_EVERY)
 
     # --- state --------------------------------------------------------------------------
 
@@ -547,7 +393,7 @@ class Engine:
             self._stale.extend((rule_id, context_key_json(key)) for key in bad)
         for rule in self.rules:
             if rule.absent:
-                self._rebuild_deadlines(rule)
+                self._sequences.rebuild_deadlines(rule)
 
     def with_rules(
         self, rules: Sequence[RuleConfig], lists: Mapping[str, ListConfig] | None = None
@@ -567,7 +413,7 @@ class Engine:
             verbatim_fields=self._verbatim,
         )
         new._stale = list(self._stale)
-        new._tiebreak = self._tiebreak
+        new._sequences.tiebreak = self._sequences.tiebreak
         for old in self.rules:
             kept = new._by_id.get(old.id)
             if kept is not None and kept.digest == old.digest:
@@ -602,8 +448,3 @@ class Engine:
 
 def _never(raw: str) -> bool:
     return False
-
-
-def _last_of(event: Event, fields: dict[str, Any]) -> Last:
-    line = event.line
-    return Last(line.source, line.path, line.raw, fields)
