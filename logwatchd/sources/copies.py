@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from typing import TYPE_CHECKING
 
 import structlog
 
@@ -19,14 +18,14 @@ from logwatchd.events import Line
 from logwatchd.sources import discovery
 from logwatchd.sources.compressed import unread_rest
 from logwatchd.sources.identity import Fingerprint, holds, marker_of, read_head, rotated_from
-from logwatchd.sources.reader import FileReader, new_tag
+from logwatchd.sources.reader import FileReader, FollowerHooks, new_tag
 
 log = structlog.get_logger()
 
 Key = tuple[int, int]
 
 
-class CopyHandling:
+class CopyHandling(FollowerHooks):
     """Truncation and copy handling for FileFollower."""
 
     id: str
@@ -37,16 +36,6 @@ class CopyHandling:
     _retired: deque[Fingerprint]
     _retired_heads: deque[bytes]
     _again: bool
-
-    if TYPE_CHECKING:
-
-        def _open(self, path: str) -> int | None: ...
-
-        def _register(
-            self, fd: int, path: str, *, followed: bool, tag: str | None = None,
-            offset: int = 0, lineno: int = 0, skipping: bool = False,
-            fp: Fingerprint | None = None,
-        ) -> FileReader | None: ...  # fmt: skip
 
     def _truncated(self, reader: FileReader, now: float, out: list[Line]) -> bool:
         """Handle a truncated file; True when it may be read from its new start right away."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 from itertools import accumulate, repeat
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from logwatchd.events import Line
 from logwatchd.sources.identity import (
@@ -308,3 +308,17 @@ class FileReader:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+class FollowerHooks:
+    """What FileFollower's mixins (copies, restore) call on the follower, declared once."""
+
+    if TYPE_CHECKING:
+
+        def _open(self, path: str) -> int | None: ...
+
+        def _register(
+            self, fd: int, path: str, *, followed: bool, tag: str | None = None,
+            offset: int = 0, lineno: int = 0, skipping: bool = False,
+            fp: Fingerprint | None = None,
+        ) -> FileReader | None: ...  # fmt: skip

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
@@ -27,7 +27,7 @@ from logwatchd.sources.identity import (
     is_compressed,
     read_head,
 )
-from logwatchd.sources.reader import FileReader
+from logwatchd.sources.reader import FileReader, FollowerHooks
 
 log = structlog.get_logger()
 
@@ -38,7 +38,7 @@ MIN_KNOWN_FINGERPRINT = 16
 MTIME_MARGIN = 1.0  # seconds: file times are coarse (a clock tick)
 
 
-class Restoring:
+class Restoring(FollowerHooks):
     """Checkpoint resolution for FileFollower."""
 
     id: str
@@ -49,16 +49,6 @@ class Restoring:
     _retired: deque[Fingerprint]
     _closed: deque[tuple[int, int, int, int]]
     _known_heads: list[bytes]
-
-    if TYPE_CHECKING:
-
-        def _open(self, path: str) -> int | None: ...
-
-        def _register(
-            self, fd: int, path: str, *, followed: bool, tag: str | None = None,
-            offset: int = 0, lineno: int = 0, skipping: bool = False,
-            fp: Fingerprint | None = None,
-        ) -> FileReader | None: ...  # fmt: skip
 
     def _resume_saved(self) -> None:
         """Find each checkpointed identity by dev/ino + fingerprint, or as a renamed copy."""
