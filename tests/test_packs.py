@@ -188,6 +188,30 @@ def test_sshd_failures_spread_over_more_than_ten_minutes_do_not_fire(
     assert [a for a in alerts if a.rule == "sshd-auth-failure"] == []
 
 
+def failed_sudo(minute: int, user: str) -> list[str]:
+    """What one sudo invocation with three wrong passwords writes (sudo 1.9, pam_unix)."""
+    stamp = f"Nov 26 10:{minute:02d}"
+    return [
+        f"{stamp}:01 web1 sudo: pam_unix(sudo:auth): authentication failure; logname={user} "
+        f"uid=1000 euid=0 tty=/dev/pts/0 ruser={user} rhost=  user={user}",
+        f"{stamp}:09 web1 sudo: PAM 2 more authentication failures; logname={user} uid=1000 "
+        f"euid=0 tty=/dev/pts/0 ruser={user} rhost=  user={user}",
+        f"{stamp}:09 web1 sudo:    {user} : 3 incorrect password attempts ; TTY=pts/0 ; "
+        f"PWD=/home/{user} ; USER=root ; COMMAND=/usr/bin/id",
+    ]
+
+
+def test_sudo_auth_failure_counts_failed_invocations_not_their_log_lines(
+    config: Config, parsers: dict[str, Parser]
+) -> None:
+    engine = engine_for(config, parsers)
+    two = failed_sudo(0, "alice") + failed_sudo(1, "alice")
+    assert [a for a in feed(engine, parsers, "syslog", two) if a.rule == "sudo-auth-failure"] == []
+    alerts = feed(engine, parsers, "syslog", failed_sudo(2, "alice"))
+    fired = [a for a in alerts if a.rule == "sudo-auth-failure"]
+    assert [(a.key, a.count) for a in fired] == [({"user": "alice"}, 3)]
+
+
 def test_scanner_rule_counts_distinct_missing_paths_per_client(
     config: Config, parsers: dict[str, Parser]
 ) -> None:
