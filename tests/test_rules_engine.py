@@ -423,6 +423,18 @@ def test_eviction_drops_the_least_recently_updated_key_and_deletes_its_row() -> 
     assert alert.count == 3
 
 
+def test_discarded_changes_are_not_drained_and_state_still_counts() -> None:
+    """What `test` does instead of draining: the change sets empty, the windows kept."""
+    feed = Feed(rule(threshold=Threshold(3, 60)), limit=2)
+    for n in range(3):
+        feed.send(failed(ip=f"192.0.2.{n}"), n)  # the third evicts .0
+    feed.send(failed(ip="192.0.2.2"), 3)
+    feed.engine.discard_changes()
+    assert not feed.engine.drain_changes()
+    (alert,) = feed.send(failed(ip="192.0.2.2"), 4)
+    assert alert.count == 3
+
+
 def test_quiet_keys_are_pruned_as_time_moves_on() -> None:
     feed = Feed(rule(threshold=Threshold(5, 60)))
     for n in range(20):

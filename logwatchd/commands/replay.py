@@ -97,7 +97,7 @@ def _replay_file(
             line = record_line(line) or line
         alerts = pipeline.handle(line, matches, prefiltered=not journal_text)
         if lineno % DRAIN_EVERY == 0:
-            pipeline.engine.drain_changes()  # nothing persists them here: keep memory flat
+            pipeline.engine.discard_changes()  # nothing persists them here: keep memory flat
         if matches:
             for match in matches:
                 out.match(match, source.id, lineno)

@@ -153,7 +153,9 @@ class Context:
         values = []
         for name in self.by:
             value = fields.get(name)
-            text = value if value.__class__ is str else as_key(value)
+            cls = value.__class__
+            # str and int (a pid) are the common cases: as_key gives the same text
+            text = value if cls is str else str(value) if cls is int else as_key(value)
             if text is None or text == "":
                 if name not in self.optional:
                     return None
@@ -307,6 +309,8 @@ def _storable(value: Any) -> Any:
     """The value as memory keeps it (JSON-able), or None when it is not kept."""
     if value is None:
         return None
+    if value.__class__ is str:
+        return value if len(value) <= MAX_VALUE_CHARS else None
     if value.__class__ in (float, bool) or (value.__class__ is int and abs(value) < 1 << 63):
         return value
     text = value if isinstance(value, str) else as_key(value)
@@ -316,7 +320,7 @@ def _storable(value: Any) -> Any:
 
 
 def _distinct_value(value: Any) -> str | None:
-    text = as_key(value) if value is not None else None
+    text = value if value.__class__ is str else as_key(value) if value is not None else None
     if not text or len(text) > MAX_VALUE_CHARS:
         return None  # an empty user name (sshd's "ruser=") is no user
     return text

@@ -360,6 +360,15 @@ class Engine:
         self._stale = []
         return changes
 
+    def discard_changes(self) -> None:
+        """Forget what changed since the last drain, without serialising it: for ``test``,
+        which persists nothing but must not let the change sets grow."""
+        for rule in self.rules:
+            rule.table.forget_changes()
+            if rule.context is not None:
+                rule.context.table.forget_changes()
+        self._stale = []
+
     def load_state(self, rows: Iterable[tuple[str, str, str, str]]) -> None:
         """Restore committed rows; rows of rules that are gone or changed shape are dropped."""
         connections: dict[str, list[tuple[tuple[str, ...], str]]] = {}

@@ -286,6 +286,10 @@ class LruTable(Generic[V]):
         self.deleted.clear()
         return upserts, deletes
 
+    def forget_changes(self) -> None:
+        self.dirty.clear()
+        self.deleted.clear()
+
 
 class KeyTable(LruTable[KeyState]):
     """A rule's keys, at most ``limit`` of them; the least recently updated goes first."""
