@@ -42,7 +42,9 @@ CREATE INDEX IF NOT EXISTS outbox_status ON outbox (status, updated);
 class RuleChanges(Protocol):
     """What ``rules.Engine.drain_changes()`` returns (kept structural to avoid an upward import)."""
 
-    digests: Mapping[str, str]
+    @property
+    def digests(self) -> Mapping[str, str]: ...  # read-only, so a dict[str, str] field fits
+
     upserts: list[tuple[str, str, str]]  # (rule, key_json, state_json)
     deletes: list[tuple[str, str]]  # (rule, key_json)
 
@@ -124,7 +126,7 @@ class StateStore:
     def load_rule_state(self) -> list[tuple[str, str, str, str]]:
         """Rows of (rule, digest, key_json, state_json) for ``Engine.load_state``."""
         cursor = self._db.execute("SELECT rule, digest, key, state FROM rule_keys")
-        return [tuple(row) for row in cursor]  # type: ignore[misc]
+        return [tuple(row) for row in cursor]
 
     def prune_rules(self, digests: Mapping[str, str]) -> None:
         """Drop state of rules that are gone or changed shape."""

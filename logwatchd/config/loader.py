@@ -154,6 +154,7 @@ class _Builder:
                 for i, item in enumerate(ynode.value)
             ]
         else:
+            assert isinstance(ynode, yaml.ScalarNode)  # other tags were refused above
             node.value = self.loader.construct_object(ynode, deep=True)
             node.block = ynode.style in ("|", ">")
             node.text = ynode.value

@@ -50,9 +50,9 @@ class Rfc5424Parser:
                 return None
             fields["timestamp"] = parsed
         for group, name in (("host", "host"), ("app", "program"), ("msgid", "msgid")):
-            value = found.group(group)
-            if value != "-":
-                fields[name] = value
+            text = found.group(group)
+            if text != "-":
+                fields[name] = text
         procid = found.group("procid")
         if procid != "-":
             if procid.isdecimal() and len(procid) <= 10:

@@ -205,7 +205,9 @@ def _render_stderr(_: Any, __: str, event: MutableMapping[str, Any]) -> str:
     return stderr_line(event)
 
 
-def _pass_event(_: Any, __: str, event: MutableMapping[str, Any]) -> tuple[tuple[Any], dict]:
+def _pass_event(
+    _: Any, __: str, event: MutableMapping[str, Any]
+) -> tuple[tuple[Any], dict[str, Any]]:
     # The sink renders journal entries itself, so it can fall back to a stderr line.
     return ((dict(event),), {})
 

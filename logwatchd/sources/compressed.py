@@ -47,7 +47,8 @@ def archive_head(path: str) -> bytes | None:
         return None
     try:
         with opener(path, "rb") as stream:
-            return stream.read(FINGERPRINT_BYTES)
+            head: bytes = stream.read(FINGERPRINT_BYTES)
+            return head
     except (OSError, EOFError, lzma.LZMAError, ValueError):
         return None
 
