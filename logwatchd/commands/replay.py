@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 from logwatchd.alerts import Alert, jsonable
 from logwatchd.config import load
@@ -129,7 +129,7 @@ def read_lines(name: str, progress: Progress) -> Iterator[tuple[int, str]]:
             yield lineno + 1, rest.decode("utf-8", "replace").removesuffix("\r")
 
 
-def _open(name: str) -> IO[bytes]:
+def _open(name: str) -> BinaryIO | gzip.GzipFile:
     if name == "-":
         return sys.stdin.buffer
     if name.endswith(".gz"):

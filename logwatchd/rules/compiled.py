@@ -11,13 +11,14 @@ from logwatchd.config.model import ListConfig, Predicate, RuleConfig
 from logwatchd.events import Event
 from logwatchd.rules.context import Context
 from logwatchd.rules.literals import LineCheck, Requirement, always, most_selective
-from logwatchd.rules.predicates import CompiledPredicate, as_key, compile_predicate
+from logwatchd.rules.predicates import CompiledPredicate, compile_predicate
 from logwatchd.rules.prefilter import (
     Conjunction,
     any_conjunction,
     build_check,
     predicate_conjunction,
 )
+from logwatchd.rules.values import as_key
 from logwatchd.rules.windows import Key, KeyState, KeyTable, Last
 
 SWEEP_EVERY = 64  # a power of two: events between two sweeps of a rule's quiet keys

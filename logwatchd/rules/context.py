@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from logwatchd.config.model import ContextConfig, ListConfig
-from logwatchd.rules.predicates import CompiledPredicate, as_key, compile_predicate
+from logwatchd.rules.predicates import CompiledPredicate, compile_predicate
+from logwatchd.rules.values import as_key
 from logwatchd.rules.windows import Key, LruTable
 
 MAX_VALUE_CHARS = 1024

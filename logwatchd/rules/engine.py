@@ -37,9 +37,9 @@ from logwatchd.rules.compiled import CompiledRule, Firing, advance_clock, drop_i
 from logwatchd.rules.context import context_key_from_json, context_key_json, is_context_key
 from logwatchd.rules.explain import RuleExplanation, explain_rule
 from logwatchd.rules.literals import LineCheck, Requirement, always
-from logwatchd.rules.predicates import as_key
 from logwatchd.rules.prefilter import DEFAULT_VERBATIM, build_check
 from logwatchd.rules.sequences import Sequences
+from logwatchd.rules.values import as_key
 from logwatchd.rules.windows import (
     Key,
     KeyState,

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from logwatchd.config.model import All, Leaf, ListConfig, Not, Predicate
 from logwatchd.events import Event
-from logwatchd.rules.predicates import MISSING, compile_leaf, extracted_names
+from logwatchd.rules.predicates import compile_leaf, extracted_names
+from logwatchd.rules.values import MISSING
 
 if TYPE_CHECKING:
     from logwatchd.rules.compiled import CompiledRule
