@@ -353,9 +353,21 @@ from logwatchd.sources.journal import JournalSource
 config = SourceConfig(id="s", type="journald", parser="journald", journal_directory=sys.argv[1])
 source = JournalSource(config, saved=None, clock=SystemClock())
 source.start(lambda: None)
-while source.pid is None:
+
+
+def following():
+    # the first journalctl only looks up the newest record and exits: wait for the follower
+    pid = source.pid
+    try:
+        argv = open(f"/proc/{pid}/cmdline", "rb").read() if pid else b""
+    except OSError:
+        return None
+    return pid if b"--follow" in argv else None
+
+
+while (pid := following()) is None:
     time.sleep(0.01)
-print(source.pid, flush=True)
+print(pid, flush=True)
 time.sleep(600)
 """
 
