@@ -35,6 +35,7 @@ from logwatchd.config.model import ListConfig, RuleConfig
 from logwatchd.events import Event
 from logwatchd.rules.compiled import CompiledRule, Firing, advance_clock, drop_if_idle, last_of
 from logwatchd.rules.context import context_key_from_json, context_key_json, is_context_key
+from logwatchd.rules.dispatch import Dispatch, Texts, message_prefixes, program_values
 from logwatchd.rules.explain import RuleExplanation, explain_rule
 from logwatchd.rules.literals import LineCheck, Requirement, always
 from logwatchd.rules.prefilter import DEFAULT_VERBATIM, build_check
@@ -98,8 +99,9 @@ class Engine:
         self._for_source: dict[str, tuple[CompiledRule, ...]] = {}
         self._checks: dict[str, LineCheck] = {}
         # per source, each rule with the raw-line checks that say which of its conditions
-        # could hold: the prefilter is one union per source, this is one set per rule
-        self._plans: dict[str, tuple[Plan, ...]] = {}
+        # could hold (the prefilter is one union per source, this is one set per rule), by
+        # the program and message start of the events that can reach it
+        self._dispatch: dict[str, Dispatch[Plan]] = {}
         self._stale: list[tuple[str, str]] = []  # rows of rules gone or changed, to delete
         self._sequences = Sequences(self._fire)
 
@@ -132,11 +134,11 @@ class Engine:
     def process(self, event: Event, matches: list[Match] | None = None) -> list[Alert]:
         alerts: list[Alert] = []
         source = event.line.source
-        plans = self._plans.get(source)
-        if plans is None:
-            plans = self._plans[source] = self._plan(source)
+        dispatch = self._dispatch.get(source)
+        if dispatch is None:
+            dispatch = self._dispatch[source] = self._dispatch_for(source)
         raw = event.line.raw
-        for rule, checks in plans:
+        for rule, checks in dispatch.select(event.fields):
             if rule.is_sequence:
                 seen = self._sequences.process(rule, event, alerts, checks)
                 if seen is not None and matches is not None:
@@ -147,6 +149,11 @@ class Engine:
             elif checks[0](raw):  # a line without the rule's literals cannot match it
                 self._single(rule, event, matches, alerts)
         return alerts
+
+    def _dispatch_for(self, source_id: str) -> Dispatch[Plan]:
+        """The source's plans, by what a parsed event's program and message start allow."""
+        plans = self._plan(source_id)
+        return Dispatch(plans, [_needs(rule) for rule, _checks in plans])
 
     def _plan(self, source_id: str) -> tuple[Plan, ...]:
         """Per rule: a sequence's check per step, a context rule's checks of its match, learn
@@ -457,3 +464,12 @@ class Engine:
 
 def _never(raw: str) -> bool:
     return False
+
+
+def _needs(rule: CompiledRule) -> tuple[Texts, Texts]:
+    """The programs and message starts an event needs to reach the rule; (None, None) for
+    rules that must see every event of their sources (context, sequence)."""
+    if rule.is_sequence or rule.context is not None or rule.match is None:
+        return None, None
+    produced = rule.match.extracts
+    return program_values(rule.cfg.match, produced), message_prefixes(rule.cfg.match, produced)  # type: ignore[arg-type]

@@ -124,6 +124,11 @@ def _scoped(icase: bool, add: int, remove: int) -> bool:
     return icase
 
 
+def exact_texts(item: tuple[Any, Any], icase: bool) -> set[str] | None:
+    """The finite, small set of strings a parsed regex item matches, or None."""
+    return _exact(item, icase)
+
+
 def _exact(item: tuple[Any, Any], icase: bool) -> set[str] | None:
     """The finite, small set of strings ``item`` matches, or None."""
     op, av = item
