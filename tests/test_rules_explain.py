@@ -9,6 +9,7 @@ from logwatchd.clock import ManualClock
 from logwatchd.config.model import (
     All,
     AnyOf,
+    ContextConfig,
     Leaf,
     ListConfig,
     Not,
@@ -108,6 +109,19 @@ def test_missing_fields_and_missing_group_by_are_spelled_out() -> None:
     assert regex_row.result is False
     text = format_explanation([ssh])
     assert "ip in_list 'trusted': NO  [seen (missing)]" in text
+
+
+def test_a_context_rule_says_its_connection_holds_a_match_without_the_key() -> None:
+    too_many = RuleConfig(
+        "too-many",
+        Leaf("message", "regex", re.compile(r"^Disconnecting: Too many authentication")),
+        group_by=("ip",),
+        context=ContextConfig(by=("pid",), remember=("ip",)),
+    )
+    (explanation,) = explain("Disconnecting: Too many authentication failures", "sshd", too_many)
+    assert explanation.matched and explanation.key is None
+    assert "connection (pid) holds the match" in explanation.note
+    assert "ip" in explanation.note
 
 
 def test_sequence_rules_explain_each_step() -> None:

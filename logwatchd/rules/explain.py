@@ -93,8 +93,15 @@ def _verdict(
         return RuleExplanation(rule.id, False, rows)
     key = rule.key_of(fields)
     if key is None:
-        missing = [name for name in rule.group_by if fields.get(name) is None]
-        note = f"matched, but not counted: group_by field(s) missing: {', '.join(missing)}"
+        missing = ", ".join(name for name in rule.group_by if fields.get(name) is None)
+        note = f"matched, but not counted: group_by field(s) missing: {missing}"
+        if rule.context is not None:
+            by = ", ".join(rule.context.by)
+            note = (
+                f"matched; group_by field(s) missing here ({missing}): the connection "
+                f"({by}) holds the match until a later line of it shows them, or fills them "
+                "in from what earlier lines showed (explain sees this line alone)"
+            )
         return RuleExplanation(rule.id, True, rows, None, fields, note)
     keyed = dict(zip(rule.group_by, key, strict=True))
     return RuleExplanation(rule.id, True, rows, keyed, fields)
