@@ -12,7 +12,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -230,6 +230,28 @@ def ensure_log(lines: int, fmt: str = "rfc3164", seed: int = 7) -> Path:
         )
         partial.rename(path)
     return path
+
+
+READ_SIZE = 1 << 20
+
+
+def byte_blocks(path: Path) -> Iterator[bytes]:
+    """Whole lines per block of about READ_SIZE bytes (the last one as it ends)."""
+    with open(path, "rb") as handle:
+        rest = b""
+        while block := handle.read(READ_SIZE):
+            block = rest + block
+            cut = block.rfind(b"\n") + 1
+            rest = block[cut:]
+            yield block[:cut]
+        if rest:
+            yield rest + b"\n"
+
+
+def blocks(path: Path) -> Iterator[str]:
+    """Whole lines per block, decoded once (what replay.read_lines does before splitting)."""
+    for block in byte_blocks(path):
+        yield block.decode("utf-8", "replace")
 
 
 def count_lines(path: Path) -> int:

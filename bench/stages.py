@@ -20,22 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from common import PACKS_CONFIG, count_lines, ensure_log, machine, table
-
-READ_SIZE = 1 << 20
-
-
-def blocks(path: Path) -> Iterator[str]:
-    """Whole lines per block, decoded once (what replay.read_lines does before splitting)."""
-    with open(path, "rb") as handle:
-        rest = b""
-        while block := handle.read(READ_SIZE):
-            block = rest + block
-            cut = block.rfind(b"\n") + 1
-            rest = block[cut:]
-            yield block[:cut].decode("utf-8", "replace")
-        if rest:
-            yield rest.decode("utf-8", "replace") + "\n"
+from common import PACKS_CONFIG, blocks, byte_blocks, count_lines, ensure_log, machine, table
 
 
 def split_only(path: Path) -> int:
@@ -113,15 +98,10 @@ def hyperscan_scan(path: Path, literals: list[str]) -> Callable[[], int] | None:
 
     def run() -> int:
         kept = 0
-        with open(path, "rb") as handle:
-            rest = b""
-            while block := handle.read(READ_SIZE):
-                block = rest + block
-                cut = block.rfind(b"\n") + 1
-                rest = block[cut:]
-                ends: list[int] = []
-                database.scan(block[:cut], match_event_handler=on_match, context=ends)
-                kept += len({block.rfind(b"\n", 0, end) for end in ends})
+        for block in byte_blocks(path):
+            ends: list[int] = []
+            database.scan(block, match_event_handler=on_match, context=ends)
+            kept += len({block.rfind(b"\n", 0, end) for end in ends})
         return kept
 
     return run
@@ -145,44 +125,68 @@ def full_pipeline(path: Path, handle: Callable[[str, int], object]) -> int:
     return count
 
 
-def per_rule(config: Any, log: Path, source: str) -> list[list[str]]:
-    """Each rule alone (an Engine of one rule) over the events the full prefilter keeps."""
-    from logwatchd.events import Line
-    from logwatchd.pipeline import Pipeline, ReplayClock, build_engine
-    from logwatchd.rules import Engine
+class Candidates:
+    """The events the full prefilter keeps, parsed once, and what an engine needs for them."""
 
-    clock = ReplayClock()
-    engine, parsers = build_engine(config, clock, host="bench")
-    pipeline = Pipeline(engine, parsers, replay=clock)
-    reference = os.stat(log).st_mtime
-    events = []
-    for number, raw in enumerate((r for text in blocks(log) for r in text.split("\n")[:-1]), 1):
-        if engine.wants(source, raw):
-            event = pipeline.parse(Line(source, raw, reference, f"bench:{number}", None, number))
-            if event is not None:
-                events.append(event)
-    verbatim = {sid: parser.verbatim_fields for sid, parser in parsers.items()}
-    rows = []
-    for rule in config.rules:
-        alone = Engine(
-            [rule],
-            config.lists,
+    def __init__(self, config: Any, log: Path, source: str) -> None:
+        from logwatchd.events import Line
+        from logwatchd.pipeline import Pipeline, ReplayClock, build_engine
+
+        self.config, self.source = config, source
+        self.clock = ReplayClock()
+        engine, parsers = build_engine(config, self.clock, host="bench")
+        pipeline = Pipeline(engine, parsers, replay=self.clock)
+        reference = os.stat(log).st_mtime
+        self.events: list[Any] = []
+        lines = (r for text in blocks(log) for r in text.split("\n")[:-1])
+        for number, raw in enumerate(lines, 1):
+            if engine.wants(source, raw):
+                line = Line(source, raw, reference, f"bench:{number}", None, number)
+                event = pipeline.parse(line)
+                if event is not None:
+                    self.events.append(event)
+        self.verbatim = {sid: parser.verbatim_fields for sid, parser in parsers.items()}
+
+    def engine(self, rules: list[Any], *, dispatch: bool = True) -> Any:
+        from logwatchd.rules import Engine
+        from logwatchd.rules.dispatch import Dispatch
+
+        engine = Engine(
+            rules,
+            self.config.lists,
             host="bench",
-            max_keys_per_rule=config.daemon.max_keys_per_rule,
-            clock=clock,
-            verbatim_fields=verbatim,
+            max_keys_per_rule=self.config.daemon.max_keys_per_rule,
+            clock=self.clock,
+            verbatim_fields=self.verbatim,
         )
-        if not alone.rules_for(source):
-            continue
+        if not dispatch:  # every rule sees every event (its own literal checks still run)
+            engine._dispatch_for = lambda sid: Dispatch.everything(engine._plan(sid))
+        return engine
+
+    def run(self, engine: Any) -> list[str]:
         matches: list[Any] = []
         fired = 0
         started = time.perf_counter()
-        for event in events:
-            clock.at = event.time
-            fired += len(alone.process(event, matches))
+        for event in self.events:
+            self.clock.at = event.time
+            fired += len(engine.process(event, matches))
         took = time.perf_counter() - started
-        micro = 1e6 * took / max(1, len(events))
-        rows.append([rule.id, f"{took:.2f}", f"{micro:.2f}", f"{len(matches):,}", f"{fired:,}"])
+        micro = 1e6 * took / max(1, len(self.events))
+        return [f"{took:.2f}", f"{micro:.2f}", f"{len(matches):,}", f"{fired:,}"]
+
+
+def per_rule(candidates: Candidates) -> list[list[str]]:
+    """Each rule alone (an Engine of one rule), then all of them with and without the
+    dispatch table (rules/dispatch.py), best of three for the last two."""
+    rows = []
+    for rule in candidates.config.rules:
+        alone = candidates.engine([rule])
+        if alone.rules_for(candidates.source):
+            rows.append([rule.id, *candidates.run(alone)])
+    for label, dispatch in (("all rules, dispatch table", True), ("all rules, no table", False)):
+        runs = [candidates.run(candidates.engine(candidates.config.rules, dispatch=dispatch))
+                for _ in range(3)]  # fmt: skip
+        rows.append([label, *min(runs, key=lambda row: float(row[0]))])
     return rows
 
 
@@ -256,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"each rule alone over the {rows[2][3]} lines the prefilter keeps, parsed once:")
         print()
         headers = ["rule", "s", "µs per candidate", "matches", "alerts"]
-        print(table(headers, per_rule(config, log, source)))
+        print(table(headers, per_rule(Candidates(config, log, source))))
     return 0
 
 
