@@ -17,6 +17,7 @@ import pytest
 import structlog
 
 from logwatchd.clock import ManualClock
+from logwatchd.sources import reader as reader_module
 from logwatchd.sources import watch
 from tests.sources_helpers import (
     Writer,
@@ -220,6 +221,26 @@ def test_rename_rotation_reads_lines_written_to_the_old_file_after_the_rename(
     run.stop()
 
 
+def test_a_rotation_whose_events_are_lost_is_found_by_the_rescan(tmp_path: Path) -> None:
+    """Inotify overflow loses events silently: with the observer gone but the follower
+    believing in it, the periodic checks see no rename; the rescan finds it, nothing lost."""
+    log = tmp_path / "app.log"
+    writer = Writer(str(log))
+    run = follow([str(log)], rescan_interval=0.5)
+    writer.write(20)
+    run.until_count(20)
+    run.follower._watcher.stop()  # no more events; `polling` stays False
+    os.rename(log, tmp_path / "app.log.1")
+    writer.write(10)  # still into the old file
+    writer.reopen()
+    writer.write(10)  # the new app.log
+    run.until_count(40, timeout=10)
+    run.settle()
+    assert_exact(run.numbers(), 40)
+    assert {ln.path for ln in run.lines[-10:]} == {str(log)}
+    run.stop()
+
+
 def test_old_file_is_closed_once_drained_and_quiet(tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     writer = Writer(str(log))
@@ -276,6 +297,35 @@ def test_truncate_to_shorter_then_write_past_the_old_offset(tmp_path: Path) -> N
     kept = [n for n in repeated if n <= 100]
     assert repeated == kept
     assert kept == list(range(1, 21))
+    run.stop()
+
+
+def test_a_rewrite_to_the_same_size_is_read_again_and_a_quiet_file_is_not_reread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same size after a rewrite: only the bytes before the offset tell. A file that did not
+    change since they last compared equal costs one fstat per check, no read."""
+    log = tmp_path / "app.log"
+    writer = Writer(str(log))
+    run = follow([str(log)])
+    writer.write(30)
+    run.until_count(30)
+    reads: list[int] = []
+    real_pread = os.pread
+
+    def counting_pread(fd: int, size: int, offset: int) -> bytes:
+        reads.append(offset)
+        return real_pread(fd, size, offset)
+
+    monkeypatch.setattr(reader_module.os, "pread", counting_pread)
+    run.settle(0.5)  # ten checks or so (stat_interval 0.05 s)
+    assert len(reads) <= 1  # the first check compares once; the rest see no change
+    data = log.read_bytes()
+    with open(log, "r+b") as fh:  # same inode, same size, the lines renumbered by "other"
+        fh.write(data.replace(b"line ", b"othr "))
+    run.until(lambda: len(run.numbers("othr")) == 30)
+    run.settle()
+    assert len(run.numbers()) == 30  # the old lines were not read twice
     run.stop()
 
 

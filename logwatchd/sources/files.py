@@ -80,6 +80,7 @@ class FileFollower(CopyHandling, Restoring):
         self._copy_of: dict[Key, Key] = {}  # a suspected copytruncate copy -> its original
         self._denied: set[str] = set()
         self._woken = threading.Event()
+        self._names_due = False  # this poll checks where followed names point
         self._structural = False
         self._rescan_due = False
         self._again = False  # more to do at once: ask the daemon to poll again
@@ -120,8 +121,14 @@ class FileFollower(CopyHandling, Restoring):
     def poll(self, max_lines: int = 10_000) -> list[Line]:
         mono = self._clock.monotonic()
         now = self._clock.now()
-        check = self._woken.is_set() or mono >= self._next_stat
+        woken = self._woken.is_set()
+        check = woken or mono >= self._next_stat
         self._woken.clear()
+        # Whether a followed name now points to another file is asked on every check when no
+        # events come, else when one woke us: a lost event is found by the next rescan (idle
+        # cost: one fstat per quiet file and check, no stat by name)
+        events = self._inotify and not self._watcher.polling
+        self._names_due = check and (woken or not events)
         if check:
             self._next_stat = mono + self._stat_interval
             self._watcher.check()
@@ -171,7 +178,7 @@ class FileFollower(CopyHandling, Restoring):
         except OSError as exc:
             log.warning("cannot check file", source=self.id, path=reader.path, error=str(exc))
             return False
-        if check and size == reader.read_pos and reader.orphan_since is None:
+        if self._names_due and size == reader.read_pos and reader.orphan_since is None:
             self._rescan_due |= discovery.regular_key(reader.path or "") != key
         return size > reader.read_pos
 

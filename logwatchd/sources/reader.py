@@ -75,6 +75,7 @@ class FileReader:
         self.path_followed = True  # a glob names this file now
         self.last_data = 0.0  # monotonic time of the last read that got bytes (set by the caller)
         self.watched_size = -1  # for a suspected copy that is not read: its size when last seen
+        self._seen: tuple[int, int, int] = (-1, 0, 0)  # size, mtime, ctime at the last size()
         self._start_reading_at(offset, skipping)
 
     # --- position ---------------------------------------------------------------------------
@@ -86,6 +87,8 @@ class FileReader:
         self._pending_start = offset
         self._parse_skipping = skipping
         self._tail = os.pread(self.fd, min(MARKER_BYTES, offset), max(0, offset - MARKER_BYTES))
+        # (read_pos, _seen) when the bytes before read_pos last compared equal to _tail
+        self._checked: tuple[int, tuple[int, int, int]] | None = None
         self._ready: list[Line] = []
         self._ends: list[int] = []
         self._next = 0
@@ -123,14 +126,30 @@ class FileReader:
     # --- checks -----------------------------------------------------------------------------
 
     def size(self) -> int:
-        return os.fstat(self.fd).st_size
+        st = os.fstat(self.fd)
+        self._seen = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        return st.st_size
 
     def replaced(self, size: int) -> bool:
-        """Was the file truncated, or rewritten so that the bytes we read are no longer there?"""
+        """Was the file truncated, or rewritten so that the bytes we read are no longer there?
+
+        Call right after ``size()``. The bytes before ``read_pos`` are compared again only when
+        the file changed since they last compared equal: a quiet file costs one fstat."""
         if size < self.read_pos:
             return True
         tail = self._tail
-        return bool(tail) and os.pread(self.fd, len(tail), self.read_pos - len(tail)) != tail
+        if not tail:
+            return False
+        # size, mtime and ctime as when the same bytes last compared equal: no write since
+        # (ctime cannot be set back by anyone; a write changes it)
+        checked = (self.read_pos, self._seen)
+        if self._seen[0] == size and checked == self._checked:
+            return False
+        if os.pread(self.fd, len(tail), self.read_pos - len(tail)) != tail:
+            return True
+        if self._seen[0] == size:
+            self._checked = checked
+        return False
 
     def tail_bytes(self) -> bytes:
         """The last bytes read (up to MARKER_BYTES), ending at ``read_pos``."""
