@@ -64,6 +64,7 @@ def slow(engine: Engine) -> Engine:
     engine._dispatch_for = lambda source: Dispatch.everything(plan(source))  # type: ignore[method-assign]
     for rule in engine.rules:
         rule.same_step = tuple(range(len(rule.steps)))
+        rule.context_starts = (None, None, None)
     return engine
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from logwatchd.config.model import ListConfig, Predicate, RuleConfig
 from logwatchd.events import Event
 from logwatchd.rules.context import Context
+from logwatchd.rules.dispatch import Texts, message_prefixes
 from logwatchd.rules.literals import LineCheck, Requirement, always, most_selective
 from logwatchd.rules.predicates import CompiledPredicate, compile_predicate
 from logwatchd.rules.prefilter import (
@@ -61,12 +62,24 @@ class CompiledRule:
         self.has_threshold = threshold is not None
         self.cooldown = cfg.cooldown
         self.context = Context(cfg.context, lists, limit) if cfg.context is not None else None
+        # a context rule's match, learn and forget: the message starts each could hold for
+        self.context_starts: tuple[Texts, Texts, Texts] = self._context_starts()
         self.span = max(self.window, self.cooldown)
         self.stateful = bool(threshold or seq or cfg.cooldown > 0)
         self.table = KeyTable(limit)
         self.deadlines: list[tuple[float, int, Key]] = []  # absent sequences, a heap
         self.newest = -math.inf  # latest event time the rule has seen
         self.ops = 0  # counted events, to sweep quiet keys every SWEEP_EVERY of them
+
+    def _context_starts(self) -> tuple[Texts, Texts, Texts]:
+        context = self.context
+        if context is None or self.match is None:
+            return None, None, None
+        # fields the view may hold that are not the line's own: nothing known of them
+        produced = self.match.extracts | context.adds
+        conditions = (self.cfg.match, context.cfg.learn, context.cfg.forget)
+        found = [message_prefixes(c, produced) if c is not None else None for c in conditions]
+        return found[0], found[1], found[2]
 
     def applies_to(self, source_id: str) -> bool:
         return not self.sources or source_id in self.sources

@@ -166,6 +166,15 @@ def _union(parts: Iterable[Texts]) -> Texts:
     return frozenset(found)
 
 
+def could_start(needed: Texts, message: Any) -> bool:
+    """Whether a condition that needs one of these message starts could hold."""
+    if needed is None:
+        return True
+    if message.__class__ is str:
+        return message[:PREFIX] in needed
+    return message is not None  # a missing message fails; a number's digits are not checked
+
+
 # --- the table --------------------------------------------------------------------------------
 
 

@@ -35,7 +35,13 @@ from logwatchd.config.model import ListConfig, RuleConfig
 from logwatchd.events import Event
 from logwatchd.rules.compiled import CompiledRule, Firing, advance_clock, drop_if_idle, last_of
 from logwatchd.rules.context import context_key_from_json, context_key_json, is_context_key
-from logwatchd.rules.dispatch import Dispatch, Texts, message_prefixes, program_values
+from logwatchd.rules.dispatch import (
+    Dispatch,
+    Texts,
+    could_start,
+    message_prefixes,
+    program_values,
+)
 from logwatchd.rules.explain import RuleExplanation, explain_rule
 from logwatchd.rules.literals import LineCheck, Requirement, always
 from logwatchd.rules.prefilter import DEFAULT_VERBATIM, build_check
@@ -207,9 +213,15 @@ class Engine:
         context, compiled = rule.context, rule.match
         assert context is not None and compiled is not None
         raw = event.line.raw
-        can_match = checks[0](raw)
-        can_learn = can_match if checks[1] is checks[0] else checks[1](raw)
-        can_forget = can_match if checks[2] is checks[0] else checks[2](raw)
+        gate = checks[0](raw)
+        can_learn = gate if checks[1] is checks[0] else checks[1](raw)
+        can_forget = gate if checks[2] is checks[0] else checks[2](raw)
+        # and whether the message starts as each condition needs (its regexes are anchored)
+        message = event.fields.get("message")
+        starts = rule.context_starts
+        can_match = gate and could_start(starts[0], message)
+        can_learn = can_learn and could_start(starts[1], message)
+        can_forget = can_forget and could_start(starts[2], message)
         if not (can_match or can_learn or can_forget) and not context.may_release(event.fields):
             return  # neither matches, learns nor forgets, and no held match to complete
         ext: dict[str, Any] | None = {} if compiled.extracts else None
