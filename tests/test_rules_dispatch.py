@@ -21,6 +21,7 @@ from logwatchd.config.model import All, AnyOf, Leaf, Not, Predicate
 from logwatchd.rules.dispatch import (
     PREFIX,
     Dispatch,
+    could_start,
     message_prefixes,
     program_values,
     regex_prefixes,
@@ -161,3 +162,13 @@ def test_the_table_keeps_order_and_rules_out_only_what_cannot_match() -> None:
     assert table.select({"program": "sshd"}) == ("any-sshd", "anything")
     assert table.select({"program": "sshd", "message": 404}) == ("fail", "any-sshd", "anything")
     assert Dispatch.everything(items).select({"program": "cron"}) == tuple(items)
+
+
+def test_could_start_answers_for_text_missing_and_other_messages() -> None:
+    needed = frozenset({"Fail"})
+    assert could_start(needed, "Failed password")
+    assert not could_start(needed, "Accepted key")
+    assert not could_start(needed, "Fa")
+    assert not could_start(needed, None)
+    assert could_start(needed, 404)  # digits of a number: not ruled out
+    assert could_start(None, "anything") and could_start(None, None)
