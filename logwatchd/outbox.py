@@ -243,6 +243,9 @@ class Worker(threading.Thread):
         if batch is not None or self._deferred:
             self._deferred = False
             self._send(store, items[: batch.max if batch else DIGEST_MAX])
+        elif self.cfg.rate_limit is None and getattr(self.handler, "idempotent", False):
+            # the handler never repeats an id it wrote: all claimed alerts in one send
+            self._send(store, items)
         elif self._parallel > 1 and self.cfg.rate_limit is None:
             self._send_parallel(store, items)
         else:

@@ -71,6 +71,46 @@ def test_rotation_between_alerts_starts_a_new_file(tmp_path: Path) -> None:
     assert json.loads(path.read_text())["id"] == make_alert(2)["id"]
 
 
+def ids_in(path: Path) -> list[str]:
+    return [json.loads(line)["id"] for line in path.read_text().splitlines()]
+
+
+def test_an_alert_written_before_is_not_written_again_even_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """What a kill -9 between the fsync and the outbox update hands over again is skipped."""
+    path = tmp_path / "alerts.jsonl"
+    first = file_handler(str(path))
+    first.send([make_alert(1), make_alert(2)])
+    first.send([make_alert(2), make_alert(3)])  # the same process: remembered
+    after_restart = file_handler(str(path))  # a new process: read back from the file's tail
+    after_restart.send([make_alert(2), make_alert(3), make_alert(4)])
+    assert ids_in(path) == [make_alert(n)["id"] for n in (1, 2, 3, 4)]
+
+
+def test_an_id_spelled_inside_log_text_does_not_suppress_that_alert(tmp_path: Path) -> None:
+    path = tmp_path / "alerts.jsonl"
+    target = make_alert(7)
+    forged = f'\n{{"id": "{target["id"]}"}}\n"id": "{target["id"]}"'
+    file_handler(str(path)).send([make_alert(1, key={"user": forged}, raw=forged)])
+    file_handler(str(path)).send([target])
+    assert ids_in(path) == [make_alert(1)["id"], target["id"]]
+
+
+def test_a_rotated_file_is_not_read_back_and_many_alerts_take_one_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "alerts.jsonl"
+    file_handler(str(path)).send([make_alert(1)])
+    path.rename(tmp_path / "alerts.jsonl.1")
+    syncs: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (syncs.append(fd), real_fsync(fd))[1])
+    file_handler(str(path)).send([make_alert(n) for n in range(1, 101)])
+    assert ids_in(path) == [make_alert(n)["id"] for n in range(1, 101)]
+    assert len(syncs) == 1
+
+
 def test_relative_path_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as caught:
         file_handler("alerts.jsonl")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import threading
@@ -18,7 +20,7 @@ from logwatchd.clock import ManualClock, SystemClock
 from logwatchd.config.model import BatchConfig, HandlerConfig, RateLimit, RetryConfig
 from logwatchd.errors import DeliveryError
 from logwatchd.handlers import build_handler
-from logwatchd.outbox import Dispatcher, backoff
+from logwatchd.outbox import CLAIM_LIMIT, Dispatcher, backoff
 from logwatchd.state import StateStore
 from logwatchd.templates import HostInfo, Templates
 from tests.smtp_helpers import PASSWORD, USER, Mailbox, free_port, make_certificate, smtp_server
@@ -140,6 +142,26 @@ def test_smtp_outage_then_restart_delivers_each_alert_once(tmp_path: Path) -> No
     assert len(ids) == 10
     assert len(set(ids)) == 10
     assert ids == sorted(f"<a{n:031x}.mail@logwatchd>" for n in range(10))
+
+
+def test_a_file_handler_gets_each_claim_in_one_send(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It never writes an id twice, so the worker hands it all it claimed: one fsync per
+    claim, not per alert (SPEC 4's one repeat cannot become a batch of repeats)."""
+    db = str(tmp_path / "state.db")
+    path = tmp_path / "alerts.jsonl"
+    queue(db, make_alerts(300, ("alerts",)))
+    syncs: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (syncs.append(fd), real_fsync(fd))[1])
+    cfg = HandlerConfig(name="alerts", type="file", settings={"path": str(path)})
+    dispatcher = start(db, cfg)
+    wait_for(lambda: dispatcher.status()["outbox"]["alerts"]["done"] == 300)
+    dispatcher.stop(5)
+    ids = [json.loads(line)["id"] for line in path.read_text().splitlines()]
+    assert ids == [f"a{n:031x}" for n in range(300)]
+    assert len(syncs) <= 300 // CLAIM_LIMIT + 1
 
 
 KILLED_CHILD = """

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from logwatchd.alerts import Alert
-from logwatchd.state import StateStore
+from logwatchd.state import CLAIM_SQL, StateStore
 
 
 def make_alert(alert_id: str = "a1", handlers: tuple[str, ...] = ("mail", "log")) -> Alert:
@@ -50,6 +50,18 @@ def test_an_alert_is_queued_once_per_handler_even_when_rebuilt(store):
     # delivered ids are remembered: a replay after a crash queues nothing
     assert store.commit(alerts=[make_alert()]) == 0
     assert store.claim_due("mail", now=1e12) == []
+
+
+def test_a_claim_takes_the_oldest_due_rows_without_sorting_the_backlog(store):
+    alerts = [make_alert(f"a{n:05d}", ("mail",)) for n in range(3000)]
+    store.commit(alerts=alerts[:1000])
+    store.commit(alerts=alerts[1000:])
+    retrying = store.claim_due("mail", now=1e12, limit=1)[0]  # the oldest backs off
+    store.mark_retry(retrying, next_attempt=2e12, error="down")
+    due = store.claim_due("mail", now=1e12, limit=5)
+    assert [i.alert_id for i in due] == [f"a{n:05d}" for n in range(1, 6)]
+    plan = store._db.execute("EXPLAIN QUERY PLAN " + CLAIM_SQL, ("mail", 1e12, 5)).fetchall()
+    assert not any("TEMP B-TREE" in row[-1] for row in plan), plan
 
 
 def test_commit_is_atomic_when_anything_in_it_fails(store):

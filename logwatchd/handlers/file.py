@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import deque
 from typing import Any
 
 from logwatchd.config.model import HandlerConfig
@@ -11,9 +12,37 @@ from logwatchd.errors import ConfigError, DeliveryError
 from logwatchd.templates import HostInfo, Templates
 
 DEFAULT_MODE = 0o640
+RECENT_IDS = 10_000  # ids of alerts written lately, remembered to never write one twice
+TAIL_BYTES = 1 << 20  # read back at the first send: what an earlier process wrote last
+
+
+class WrittenIds:
+    """The ids of the alerts written last (a bounded set, oldest forgotten first)."""
+
+    def __init__(self, ids: list[str]) -> None:
+        self._order: deque[str] = deque()
+        self._set: set[str] = set()
+        self.add(ids)
+
+    def __contains__(self, alert_id: object) -> bool:
+        return alert_id in self._set
+
+    def add(self, ids: list[str]) -> None:
+        for alert_id in ids:
+            if alert_id in self._set:
+                continue
+            self._order.append(alert_id)
+            self._set.add(alert_id)
+            if len(self._order) > RECENT_IDS:
+                self._set.discard(self._order.popleft())
 
 
 class FileHandler:
+    # An alert id is written at most once (the ids of the last RECENT_IDS, and of what the
+    # file's last MiB holds after a restart): the outbox may hand over many alerts in one
+    # send, and a kill -9 between the fsync and their removal from the outbox repeats none.
+    idempotent = True
+
     def __init__(self, cfg: HandlerConfig, *, templates: Templates, host: HostInfo) -> None:
         path = cfg.settings.get("path")
         if not isinstance(path, str) or not os.path.isabs(path):
@@ -25,6 +54,7 @@ class FileHandler:
         self.name = cfg.name
         self.path = path
         self._mode = int(cfg.settings.get("mode", DEFAULT_MODE))
+        self._written: WrittenIds | None = None  # read from the file's tail at the first send
 
     @staticmethod
     def lines(alerts: list[dict[str, Any]]) -> bytes:
@@ -35,7 +65,18 @@ class FileHandler:
         return {"path": self.path, "lines": len(alerts)}
 
     def send(self, alerts: list[dict[str, Any]]) -> None:
-        data = self.lines(alerts)
+        written = self._written_ids()
+        fresh = [alert for alert in alerts if alert.get("id") not in written]
+        if fresh:
+            self._append(self.lines(fresh))
+        written.add([str(alert.get("id")) for alert in fresh])
+
+    def _written_ids(self) -> WrittenIds:
+        if self._written is None:
+            self._written = WrittenIds(tail_ids(self.path))
+        return self._written
+
+    def _append(self, data: bytes) -> None:
         # opened per send so logrotate can move the file away between alerts
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOCTTY
         try:
@@ -55,3 +96,29 @@ class FileHandler:
 
     def close(self) -> None:
         return None
+
+
+def tail_ids(path: str) -> list[str]:
+    """The ids of the alerts on the last complete lines of the file (up to TAIL_BYTES), in
+    file order. Each line is parsed as JSON: an id spelled inside a field (log text) is a
+    string value there, never a top-level "id"."""
+    try:
+        with open(path, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            start = max(0, size - TAIL_BYTES)
+            handle.seek(start)
+            data = handle.read(TAIL_BYTES)
+    except OSError:
+        return []  # no file yet (or unreadable: the send will say so)
+    lines = data.split(b"\n")
+    if start > 0:
+        lines = lines[1:]  # the first one is cut
+    ids = []
+    for line in lines:
+        try:
+            alert = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(alert, dict) and isinstance(alert.get("id"), str):
+            ids.append(alert["id"])
+    return ids
