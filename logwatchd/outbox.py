@@ -15,7 +15,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -127,10 +127,11 @@ class Dispatcher:
                 worker.start()
         return self
 
-    def notify(self) -> None:
-        """New outbox rows were committed: wake every worker."""
+    def notify(self, handlers: Collection[str] | None = None) -> None:
+        """New outbox rows were committed for ``handlers`` (None: any): wake their workers."""
         for worker in self._workers:
-            worker.wake.set()
+            if handlers is None or worker.handler.name in handlers:
+                worker.wake.set()
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Take no new work, let in-flight sends finish up to ``timeout``, close handlers.

@@ -229,7 +229,8 @@ class Daemon:
                     severity=alert.severity,
                     alert_id=alert.id,
                 )
-            wiring.dispatcher.notify()
+            # only the workers with new rows: a worker woken for nothing runs a claim query
+            wiring.dispatcher.notify({name for alert in alerts for name in alert.handlers})
 
     def _reload_config(self, wiring: Wiring, store: StateStore) -> Wiring:
         notify.reloading()
