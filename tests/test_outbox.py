@@ -164,6 +164,18 @@ def test_a_file_handler_gets_each_claim_in_one_send(
     assert len(syncs) <= 300 // CLAIM_LIMIT + 1
 
 
+def test_notify_wakes_only_the_workers_of_handlers_with_new_rows(tmp_path: Path) -> None:
+    handlers: dict[str, Any] = {"a": Recording("a"), "b": Recording("b")}
+    cfgs = {name: HandlerConfig(name=name, type="log") for name in handlers}
+    dispatcher = Dispatcher(str(tmp_path / "state.db"), handlers, cfgs, SystemClock())
+    dispatcher.notify({"a"})
+    assert {w.handler.name: w.wake.is_set() for w in dispatcher._workers} == {
+        "a": True, "b": False,
+    }  # fmt: skip
+    dispatcher.notify()
+    assert all(w.wake.is_set() for w in dispatcher._workers)
+
+
 KILLED_CHILD = """
 import sys, time
 from logwatchd.clock import SystemClock
