@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 from dataclasses import dataclass, field
 
 import pytest
@@ -138,6 +140,36 @@ def test_delivered_rows_are_pruned_after_the_retention_and_pending_ones_never(st
     assert store.pending_count() == 1
     assert store.prune_delivered(older_than=-1.0) == 1
     assert [i.alert_id for i in store.claim_due("mail", now=1e12)] == ["new"]
+
+
+def test_a_writer_takes_the_lock_soon_after_it_is_released_and_other_errors_raise(tmp_path):
+    """It retries every fraction of a millisecond (SQLite's own handler slept up to 10 ms
+    past the release at these waits); an error other than "locked" is not retried."""
+    path = str(tmp_path / "state.db")
+    holder = StateStore(path)
+    holder._db.execute("BEGIN IMMEDIATE")
+    done: list[float] = []
+
+    def commit_when_free() -> None:
+        waiter = StateStore(path)  # opening (schema) and committing both wait for the lock
+        waiter.commit(alerts=[make_alert()])
+        done.append(time.monotonic())
+        waiter.close()
+
+    thread = threading.Thread(target=commit_when_free)
+    thread.start()
+    time.sleep(0.24)  # SQLite's own handler would try next at 0.328 s
+    assert done == []  # still waiting for the lock
+    released = time.monotonic()
+    holder._db.execute("COMMIT")
+    thread.join(10)
+    assert done and done[0] - released < 0.05
+    assert holder.pending_count() == 2
+    holder._db.execute("BEGIN")
+    with pytest.raises(sqlite3.OperationalError, match="within a transaction"):
+        holder.commit(alerts=[make_alert("a2")])
+    holder._db.execute("ROLLBACK")
+    holder.close()
 
 
 def test_a_store_opens_while_another_connection_holds_a_write_transaction(tmp_path):
