@@ -173,6 +173,27 @@ def test_test_reads_gzip_and_stdin_and_executes_handlers_on_request(tmp_path):
     assert [a["key"]["ip"] for a in read_jsonl(tmp_path / "alerts.jsonl")] == ["192.0.2.1"]
 
 
+def test_test_numbers_lines_across_read_blocks_with_crlf_and_no_final_newline(tmp_path):
+    """Lines are read 1 MiB at a time and tested in bulk: numbers, CRLF and a last line
+    without a newline must come out as for a line-by-line reader."""
+    config = write_config(tmp_path / "c.yaml", app_config(tmp_path))
+    failed = "2023-09-04 10:00:{:02d} LoginFailed - IP: 192.0.2.1"
+    filler = "2023-09-04 10:00:00 Heartbeat - IP: 127.0.0.1 " + "x" * 60
+    lines = [filler] * 40_000  # about 4.3 MB: several blocks
+    for number in (1, 20_001, 40_000):
+        lines[number - 1] = failed.format(number % 60)
+    path = tmp_path / "big.log"
+    path.write_bytes("\r\n".join(lines).encode())  # no newline after the last line
+    proc = logwatchd("test", "-c", str(config), "--json", "--matches", str(path))
+    assert proc.returncode == 0, proc.stderr
+    found = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert [(f["kind"], f["line"]) for f in found] == [
+        ("match", 1), ("match", 20_001), ("match", 40_000), ("alert", 40_000),
+    ]  # fmt: skip
+    assert all(not f["fields"]["raw"].endswith("\r") for f in found if f["kind"] == "match")
+    assert "Lines: 40000 read, 3 parsed, 0 unparsed" in proc.stderr
+
+
 def test_test_with_an_unknown_source_is_a_config_error(tmp_path):
     config = write_config(tmp_path / "c.yaml", app_config(tmp_path))
     proc = logwatchd("test", "-c", str(config), "--source", "nope", "-", stdin="")

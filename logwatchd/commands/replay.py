@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import IO, Any, BinaryIO
 
 from logwatchd.alerts import Alert, jsonable
@@ -26,7 +26,6 @@ from logwatchd.pipeline import Pipeline, ReplayClock, build_engine
 
 READ_SIZE = 1 << 20
 PROGRESS_EVERY = 0.25
-DRAIN_EVERY = 50_000
 
 
 def test(args: argparse.Namespace) -> int:
@@ -83,36 +82,41 @@ def _replay_file(
     reference = time.time() if name == "-" else os.stat(name).st_mtime
     progress = Progress(name)
     journal_text = source.parser == "journald"
-    wants = pipeline.engine.wants
+    check = pipeline.engine.line_check(source.id)
     stats = pipeline.stats
-    for lineno, raw in read_lines(name, progress):
-        if not journal_text and not wants(source.id, raw):
-            # most lines end here: no Line object, no parse
-            stats.lines += 1
-            stats.skipped += 1
-            continue
-        line = Line(source.id, raw, reference, f"{name}:{lineno}", name, lineno)
+    for first, lines in read_blocks(name, progress):
         if journal_text:
-            # `journalctl -o json` text: hand the rules the record, as the journal source does
-            line = record_line(line) or line
-        alerts = pipeline.handle(line, matches, prefiltered=not journal_text)
-        if lineno % DRAIN_EVERY == 0:
-            pipeline.engine.discard_changes()  # nothing persists them here: keep memory flat
-        if matches:
-            for match in matches:
-                out.match(match, source.id, lineno)
-            matches.clear()
-        for alert in alerts:
-            out.alert(alert, lineno)
-            if executor is not None:
-                executor.run(alert)
+            candidates: Iterable[int] = range(len(lines))
+        else:
+            # most lines end here, in one pass over the block: no Line object, no parse
+            candidates = [index for index, raw in enumerate(lines) if check(raw)]
+            skipped = len(lines) - len(candidates)
+            stats.lines += skipped
+            stats.skipped += skipped
+        for index in candidates:
+            lineno = first + index
+            line = Line(source.id, lines[index], reference, f"{name}:{lineno}", name, lineno)
+            if journal_text:
+                # `journalctl -o json` text: hand the rules the record, as the journal source does
+                line = record_line(line) or line
+            alerts = pipeline.handle(line, matches, prefiltered=not journal_text)
+            if matches:
+                for match in matches:
+                    out.match(match, source.id, lineno)
+                matches.clear()
+            for alert in alerts:
+                out.alert(alert, lineno)
+                if executor is not None:
+                    executor.run(alert)
+        pipeline.engine.discard_changes()  # nothing persists them here: keep memory flat
     progress.done()
 
 
-def read_lines(name: str, progress: Progress) -> Iterator[tuple[int, str]]:
-    """Lines as text (invalid UTF-8 replaced), read in large blocks; .gz transparently."""
+def read_blocks(name: str, progress: Progress) -> Iterator[tuple[int, list[str]]]:
+    """(number of the first line, the lines) per block read: text (invalid UTF-8 replaced)
+    without line ends ("\r\n" too); .gz transparently."""
     with _open(name) as handle:
-        lineno = 0
+        lineno = 1
         rest = b""
         while True:
             block = handle.read(READ_SIZE)
@@ -122,11 +126,15 @@ def read_lines(name: str, progress: Progress) -> Iterator[tuple[int, str]]:
             block = rest + block
             cut = block.rfind(b"\n") + 1
             rest = block[cut:]
-            for raw in block[:cut].decode("utf-8", "replace").split("\n")[:-1]:
-                lineno += 1
-                yield lineno, raw.removesuffix("\r")
+            text = block[:cut].decode("utf-8", "replace")
+            if "\r" in text:
+                text = text.replace("\r\n", "\n")
+            lines = text.split("\n")[:-1]
+            if lines:
+                yield lineno, lines
+                lineno += len(lines)
         if rest:
-            yield lineno + 1, rest.decode("utf-8", "replace").removesuffix("\r")
+            yield lineno, [rest.decode("utf-8", "replace").removesuffix("\r")]
 
 
 def _open(name: str) -> BinaryIO | gzip.GzipFile:

@@ -122,13 +122,17 @@ class Engine:
 
     def wants(self, source_id: str, raw: str) -> bool:
         """False only if no rule for this source can match the line (so it need not be parsed)."""
+        return self.line_check(source_id)(raw)
+
+    def line_check(self, source_id: str) -> LineCheck:
+        """``wants`` for one source, as a function of the raw line (for a loop over many)."""
         check = self._checks.get(source_id)
         if check is None:
             verbatim = self._verbatim.get(source_id, DEFAULT_VERBATIM)
             conjunctions = [rule.conjunction(verbatim) for rule in self.rules_for(source_id)]
             check = build_check(conjunctions) if conjunctions else _never
             self._checks[source_id] = check
-        return check(raw)
+        return check
 
     def requirements(self, source_id: str) -> dict[str, Requirement | None]:
         """Per rule, the literals the prefilter looks for (for ``explain`` and tests)."""
