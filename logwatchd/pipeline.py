@@ -83,14 +83,19 @@ class Pipeline:
         self.stats = Stats()
         self._replay = replay
         self._prefilter = prefilter
+        self._stamp: Any = None  # the last timestamp converted, and what it came to
+        self._when = 0.0
 
     def parse(self, line: Line) -> Event | None:
         fields = self.parsers[line.source].parse(line)
         if fields is None:
             return None
         stamp = fields.get("timestamp")
-        when = stamp.timestamp() if stamp is not None else line.read_time
-        return Event(line, fields, when)
+        if stamp is None:
+            return Event(line, fields, line.read_time)
+        if stamp is not self._stamp:  # parsers hand out one object per second of stamps
+            self._stamp, self._when = stamp, stamp.timestamp()
+        return Event(line, fields, self._when)
 
     def handle(
         self, line: Line, matches: list[Any] | None = None, *, prefiltered: bool = False
