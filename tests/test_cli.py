@@ -194,6 +194,40 @@ def test_test_numbers_lines_across_read_blocks_with_crlf_and_no_final_newline(tm
     assert "Lines: 40000 read, 3 parsed, 0 unparsed" in proc.stderr
 
 
+def test_test_cuts_over_long_lines_as_the_daemon_does_and_never_buffers_them(tmp_path):
+    """max_line_bytes holds for `test` too: a 64 MiB line without a newline is cut and its
+    rest dropped as it is read (peak RSS stays far below the line), later lines go on."""
+    config = write_config(tmp_path / "c.yaml", app_config(tmp_path))
+    failed = b"2023-09-04 10:00:0%d LoginFailed - IP: 192.0.2.1"
+    path = tmp_path / "long.log"
+    with open(path, "wb") as handle:
+        handle.write(failed % 1 + b"\n")
+        handle.write(failed % 2 + b" " + b"x" * 100_000 + b"\n")  # cut, still matches
+        for _ in range(64):  # one line of 64 MiB
+            handle.write(b"y" * (1 << 20))
+        handle.write(b"\n")
+        handle.write(failed % 3 + b"\n")
+    # VmHWM, not ru_maxrss: the latter keeps the high-water mark of the forking pytest process
+    peak = (
+        "import sys\nfrom logwatchd.cli import main\ntry:\n    code = main()\nfinally:\n"
+        "    hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+        "    print('PEAK', hwm.split()[1], file=sys.stderr)\nsys.exit(code)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", peak, "test", "-c", str(config), "--json", "--matches", str(path)],
+        capture_output=True, text=True, timeout=120, check=False, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    found = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert [(f["kind"], f["line"]) for f in found] == [
+        ("match", 1), ("match", 2), ("match", 4), ("alert", 4),
+    ]  # fmt: skip
+    assert len(found[1]["fields"]["raw"].encode()) == 65536
+    assert "2 cut at max_line_bytes" in proc.stderr, proc.stderr
+    peak_kib = int(proc.stderr.rsplit("PEAK ", 1)[1].split()[0])
+    assert peak_kib < 150 * 1024  # reading the whole line would take more than 64 MiB alone
+
+
 def test_test_with_an_unknown_source_is_a_config_error(tmp_path):
     config = write_config(tmp_path / "c.yaml", app_config(tmp_path))
     proc = logwatchd("test", "-c", str(config), "--source", "nope", "-", stdin="")

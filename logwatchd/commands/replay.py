@@ -38,7 +38,10 @@ def test(args: argparse.Namespace) -> int:
     started = time.monotonic()
     for name in args.files:
         source = pick_source(config, args.source, name)
-        _replay_file(name, source, pipeline, out, executor, want_matches=args.matches)
+        _replay_file(
+            name, source, pipeline, out, executor,
+            want_matches=args.matches, limit=config.daemon.max_line_bytes,
+        )  # fmt: skip
     for alert in pipeline.tick(float("inf")):
         out.alert(alert, line=0)
     elapsed = time.monotonic() - started
@@ -77,6 +80,7 @@ def _replay_file(
     executor: Executor | None,
     *,
     want_matches: bool,
+    limit: int,
 ) -> None:
     matches: list[Any] | None = [] if want_matches else None
     reference = time.time() if name == "-" else os.stat(name).st_mtime
@@ -84,7 +88,7 @@ def _replay_file(
     journal_text = source.parser == "journald"
     check = pipeline.engine.line_check(source.id)
     stats = pipeline.stats
-    for first, lines in read_blocks(name, progress):
+    for first, lines, cut in read_blocks(name, progress, limit):
         if journal_text:
             candidates: Iterable[int] = range(len(lines))
         else:
@@ -93,9 +97,14 @@ def _replay_file(
             skipped = len(lines) - len(candidates)
             stats.lines += skipped
             stats.skipped += skipped
+            if cut:  # a cut line is counted as such even when no rule wants it
+                stats.truncated += len(cut.difference(candidates))
         for index in candidates:
             lineno = first + index
-            line = Line(source.id, lines[index], reference, f"{name}:{lineno}", name, lineno)
+            line = Line(
+                source.id, lines[index], reference, f"{name}:{lineno}", name, lineno,
+                index in cut,
+            )  # fmt: skip
             if journal_text:
                 # `journalctl -o json` text: hand the rules the record, as the journal source does
                 line = record_line(line) or line
@@ -112,29 +121,55 @@ def _replay_file(
     progress.done()
 
 
-def read_blocks(name: str, progress: Progress) -> Iterator[tuple[int, list[str]]]:
-    """(number of the first line, the lines) per block read: text (invalid UTF-8 replaced)
-    without line ends ("\r\n" too); .gz transparently."""
+def read_blocks(
+    name: str, progress: Progress, limit: int
+) -> Iterator[tuple[int, list[str], frozenset[int]]]:
+    """Per block read: the number of its first line, its lines as text (invalid UTF-8
+    replaced, without line ends, "\r\n" too), and which of them were cut at ``limit`` bytes
+    (``max_line_bytes``, as the daemon cuts them: the rest of such a line is dropped, never
+    buffered). .gz transparently."""
     with _open(name) as handle:
         lineno = 1
         rest = b""
-        while True:
-            block = handle.read(READ_SIZE)
-            if not block:
-                break
+        skipping = False  # inside a line already cut: drop up to its newline
+        while block := handle.read(READ_SIZE):
             progress.advance(len(block))
+            if skipping:
+                newline = block.find(b"\n")
+                if newline < 0:
+                    continue
+                block, skipping = block[newline + 1 :], False
             block = rest + block
-            cut = block.rfind(b"\n") + 1
-            rest = block[cut:]
-            text = block[:cut].decode("utf-8", "replace")
-            if "\r" in text:
-                text = text.replace("\r\n", "\n")
-            lines = text.split("\n")[:-1]
+            end = block.rfind(b"\n") + 1
+            rest = block[end:]
+            lines, cut = _split(block[:end], limit)
+            if len(rest) >= limit:
+                cut = cut | {len(lines)}
+                lines.append(rest[:limit].decode("utf-8", "replace"))
+                rest, skipping = b"", True
             if lines:
-                yield lineno, lines
+                yield lineno, lines, cut
                 lineno += len(lines)
         if rest:
-            yield lineno, [rest.decode("utf-8", "replace").removesuffix("\r")]
+            yield lineno, [rest.decode("utf-8", "replace").removesuffix("\r")], frozenset()
+
+
+def _split(body: bytes, limit: int) -> tuple[list[str], frozenset[int]]:
+    """Complete lines (``body`` ends with a newline), and the indexes of those cut."""
+    text = body.decode("utf-8", "replace")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    lines = text.split("\n")[:-1]
+    # a line of N characters came from at most 4N bytes: most blocks need no byte count
+    if not lines or max(map(len, lines)) <= limit // 4:
+        return lines, frozenset()
+    cut = set()
+    for index, chunk in enumerate(body.split(b"\n")[:-1]):
+        raw = chunk.removesuffix(b"\r")
+        if len(raw) > limit:
+            lines[index] = raw[:limit].decode("utf-8", "replace")
+            cut.add(index)
+    return lines, frozenset(cut)
 
 
 def _open(name: str) -> BinaryIO | gzip.GzipFile:
