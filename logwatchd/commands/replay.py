@@ -23,6 +23,7 @@ from logwatchd.errors import ConfigError, DeliveryError
 from logwatchd.events import Line
 from logwatchd.parsers.journald import record_line
 from logwatchd.pipeline import Pipeline, ReplayClock, build_engine
+from logwatchd.sources.journal import MAX_RECORD_BYTES
 
 READ_SIZE = 1 << 20
 PROGRESS_EVERY = 0.25
@@ -40,13 +41,22 @@ def test(args: argparse.Namespace) -> int:
         source = pick_source(config, args.source, name)
         _replay_file(
             name, source, pipeline, out, executor,
-            want_matches=args.matches, limit=config.daemon.max_line_bytes,
+            want_matches=args.matches, limit=line_limit(config, source),
         )  # fmt: skip
     for alert in pipeline.tick(float("inf")):
         out.alert(alert, line=0)
     elapsed = time.monotonic() - started
     summarize(pipeline, elapsed, sys.stderr)
     return 0
+
+
+def line_limit(config: Config, source: SourceConfig) -> int:
+    """Where a line is cut: ``max_line_bytes``, as the daemon's file source does; for
+    journal records as text, the journal source's record limit (cutting a JSON record
+    would break it; its fields are cut once decoded)."""
+    if source.parser == "journald":
+        return max(config.daemon.max_line_bytes, MAX_RECORD_BYTES)
+    return config.daemon.max_line_bytes
 
 
 def pick_source(config: Config, wanted: str | None, path: str) -> SourceConfig:

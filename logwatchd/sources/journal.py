@@ -45,6 +45,7 @@ _MACHINE_ID = re.compile(r"[0-9a-f]{32}", re.ASCII)
 _MAX_BACKOFF = 30.0
 _HEALTHY_RUN = 30.0  # a follow process that lived this long resets the restart backoff
 _STDERR_TAIL = 500
+MAX_RECORD_BYTES = 1 << 20  # a journal record as JSON text; fields are cut once decoded
 
 # The record decoding moved to journal_records; its tests still import these names here.
 _records = records
@@ -197,7 +198,7 @@ class JournalSource:
         saved: dict[str, Any] | None,
         clock: Clock,
         max_line_bytes: int = 65536,
-        max_record_bytes: int = 1 << 20,
+        max_record_bytes: int = MAX_RECORD_BYTES,
         max_buffer_bytes: int = 8 << 20,
         poll_interval: float = 1.0,
         restart_backoff: float = 1.0,
