@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from logwatchd.config.model import HandlerConfig
 from logwatchd.errors import ConfigError, DeliveryError
@@ -84,8 +85,12 @@ def test_an_alert_written_before_is_not_written_again_even_after_a_restart(
     first.send([make_alert(1), make_alert(2)])
     first.send([make_alert(2), make_alert(3)])  # the same process: remembered
     after_restart = file_handler(str(path))  # a new process: read back from the file's tail
-    after_restart.send([make_alert(2), make_alert(3), make_alert(4)])
+    with capture_logs() as logs:
+        after_restart.send([make_alert(2), make_alert(3), make_alert(4)])
     assert ids_in(path) == [make_alert(n)["id"] for n in (1, 2, 3, 4)]
+    assert [(e["event"], e["count"]) for e in logs] == [
+        ("alerts already in the file are not written again", 2)
+    ]
 
 
 def test_an_id_spelled_inside_log_text_does_not_suppress_that_alert(tmp_path: Path) -> None:

@@ -7,9 +7,13 @@ import os
 from collections import deque
 from typing import Any
 
+import structlog
+
 from logwatchd.config.model import HandlerConfig
 from logwatchd.errors import ConfigError, DeliveryError
 from logwatchd.templates import HostInfo, Templates
+
+log = structlog.get_logger("logwatchd.handlers")
 
 DEFAULT_MODE = 0o640
 RECENT_IDS = 10_000  # ids of alerts written lately, remembered to never write one twice
@@ -67,6 +71,14 @@ class FileHandler:
     def send(self, alerts: list[dict[str, Any]]) -> None:
         written = self._written_ids()
         fresh = [alert for alert in alerts if alert.get("id") not in written]
+        if len(fresh) < len(alerts):
+            # after a kill -9 (or `test --execute` run twice on the same log): say so
+            log.info(
+                "alerts already in the file are not written again",
+                handler=self.name,
+                path=self.path,
+                count=len(alerts) - len(fresh),
+            )
         if fresh:
             self._append(self.lines(fresh))
         written.add([str(alert.get("id")) for alert in fresh])
