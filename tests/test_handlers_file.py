@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from structlog.testing import capture_logs
 from logwatchd.config.model import HandlerConfig
 from logwatchd.errors import ConfigError, DeliveryError
 from logwatchd.handlers import build_handler
+from logwatchd.handlers.file import tail_ids
 from logwatchd.templates import HostInfo, Templates
 from tests.smtp_helpers import make_alert
 
@@ -114,6 +116,18 @@ def test_a_rotated_file_is_not_read_back_and_many_alerts_take_one_fsync(
     file_handler(str(path)).send([make_alert(n) for n in range(1, 101)])
     assert ids_in(path) == [make_alert(n)["id"] for n in range(1, 101)]
     assert len(syncs) == 1
+
+
+def test_reading_back_never_blocks_on_a_fifo_or_reads_a_non_file(tmp_path: Path) -> None:
+    fifo = tmp_path / "alerts.fifo"
+    os.mkfifo(fifo)
+    found: list[list[str]] = []
+    reader = threading.Thread(target=lambda: found.append(tail_ids(str(fifo))), daemon=True)
+    reader.start()
+    reader.join(5)
+    assert found == [[]]
+    assert tail_ids("/dev/null") == []
+    assert tail_ids(str(tmp_path / "missing.jsonl")) == []
 
 
 def test_relative_path_is_a_config_error() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections import deque
 from typing import Any
 
@@ -115,13 +116,20 @@ def tail_ids(path: str) -> list[str]:
     file order. Each line is parsed as JSON: an id spelled inside a field (log text) is a
     string value there, never a top-level "id"."""
     try:
-        with open(path, "rb") as handle:
-            size = handle.seek(0, os.SEEK_END)
-            start = max(0, size - TAIL_BYTES)
-            handle.seek(start)
-            data = handle.read(TAIL_BYTES)
+        # non-blocking, and regular files only: reading a FIFO would wait for a writer
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except OSError:
         return []  # no file yet (or unreadable: the send will say so)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return []
+        start = max(0, st.st_size - TAIL_BYTES)
+        data = os.pread(fd, TAIL_BYTES, start)
+    except OSError:
+        return []
+    finally:
+        os.close(fd)
     lines = data.split(b"\n")
     if start > 0:
         lines = lines[1:]  # the first one is cut
