@@ -22,6 +22,7 @@ from logwatchd.alerts import Alert
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT = 30.0  # seconds a writer waits for the database's write lock
 BUSY_RETRY = 0.0002  # seconds before the first retry to take it (then 2x, 3x ... 10x)
+_BUSY_WAIT = f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}"
 DONE_RETENTION = 7 * 86400.0  # delivered ids are remembered this long, so a replay is not re-sent
 
 _SCHEMA = """
@@ -81,7 +82,6 @@ class StateStore:
         # replays lines (same alert ids) rather than losing them. FULL fsynced every commit
         # and capped alerts at about 200/s.
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
         with self._transaction():
             for statement in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
                 self._db.execute(statement)
@@ -341,7 +341,7 @@ class _Transaction:
                 tries += 1
                 time.sleep(min(BUSY_RETRY * tries, 10 * BUSY_RETRY))
         finally:
-            self._db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
+            self._db.execute(_BUSY_WAIT)  # back to what connect(timeout=) set
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self._db.execute("ROLLBACK" if exc_type else "COMMIT")

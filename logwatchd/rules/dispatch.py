@@ -25,7 +25,7 @@ from re import _parser as sre_parse  # type: ignore[attr-defined]
 from typing import Any, Generic, TypeVar
 
 from logwatchd.config.model import All, AnyOf, Leaf, Predicate
-from logwatchd.rules.literals import MAX_ALTERNATIVES, exact_texts
+from logwatchd.rules.literals import MAX_ALTERNATIVES, START_ANCHORS, exact_texts
 
 PREFIX = 4  # message characters looked at: enough to tell sshd's messages apart
 PROGRAM = "program"
@@ -98,14 +98,11 @@ def regex_prefixes(pattern: re.Pattern[str], size: int = PREFIX) -> Texts:
         return None
     try:
         items = list(sre_parse.parse(pattern.pattern, pattern.flags))
-        if not items or items[0] not in _STARTS:
+        if not items or items[0] not in START_ANCHORS:
             return None
         return _starts(items[1:], size)
     except (re.error, RecursionError, TypeError, ValueError, AttributeError, _TooMany):
         return None
-
-
-_STARTS = ((sre.AT, sre.AT_BEGINNING), (sre.AT, sre.AT_BEGINNING_STRING))
 
 
 class _TooMany(Exception):

@@ -14,7 +14,7 @@ from re import _parser as sre_parse  # type: ignore[attr-defined]
 from typing import Any
 
 from logwatchd.config.model import Leaf, Predicate
-from logwatchd.rules.literals import plain_literals, regex_requirement
+from logwatchd.rules.literals import START_ANCHORS, plain_literals, regex_requirement
 from logwatchd.rules.values import MISSING, Test, as_text
 
 
@@ -175,7 +175,7 @@ def _anchored(pattern: re.Pattern[str]) -> bool:
     except (re.error, RecursionError, OverflowError):
         return False
     items = list(tree)
-    if not items or items[0] not in _STARTS:
+    if not items or items[0] not in START_ANCHORS:
         return False
     return not _has_backref(items)
 
@@ -189,7 +189,6 @@ def _has_backref(items: Any) -> bool:
     return False
 
 
-_STARTS = ((sre.AT, sre.AT_BEGINNING), (sre.AT, sre.AT_BEGINNING_STRING))
 _BACKREFS = (sre.GROUPREF, sre.GROUPREF_EXISTS, sre.GROUPREF_IGNORE, sre.GROUPREF_LOC_IGNORE,
              sre.GROUPREF_UNI_IGNORE)  # fmt: skip
 

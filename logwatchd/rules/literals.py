@@ -22,6 +22,8 @@ Requirement = frozenset[Literal]
 LineCheck = Callable[[str], bool]
 
 MAX_ALTERNATIVES = 64  # beyond this, an expansion is not worth a set of literals
+# the parsed first item of a pattern anchored at the start of the text ("^" or "\\A")
+START_ANCHORS = ((sre.AT, sre.AT_BEGINNING), (sre.AT, sre.AT_BEGINNING_STRING))
 
 
 def fold(text: str) -> str:

@@ -80,7 +80,6 @@ class FileFollower(CopyHandling, Restoring):
         self._copy_of: dict[Key, Key] = {}  # a suspected copytruncate copy -> its original
         self._denied: set[str] = set()
         self._woken = threading.Event()
-        self._names_due = False  # this poll checks where followed names point
         self._structural = False
         self._rescan_due = False
         self._again = False  # more to do at once: ask the daemon to poll again
@@ -128,7 +127,7 @@ class FileFollower(CopyHandling, Restoring):
         # events come, else when one woke us: a lost event is found by the next rescan (idle
         # cost: one fstat per quiet file and check, no stat by name)
         events = self._inotify and not self._watcher.polling
-        self._names_due = check and (woken or not events)
+        names = check and (woken or not events)
         if check:
             self._next_stat = mono + self._stat_interval
             self._watcher.check()
@@ -142,7 +141,7 @@ class FileFollower(CopyHandling, Restoring):
             if key not in self._readers:
                 continue
             try:
-                if self._should_read(reader, check, now, out):
+                if self._should_read(reader, check, names, now, out):
                     before = reader.read_pos
                     out.extend(reader.read(max_lines - len(out), now))
                     if reader.read_pos != before:
@@ -163,7 +162,10 @@ class FileFollower(CopyHandling, Restoring):
             kv for kv in items if kv[1].orphan_since is None
         ]
 
-    def _should_read(self, reader: FileReader, check: bool, now: float, out: list[Line]) -> bool:
+    def _should_read(
+        self, reader: FileReader, check: bool, names: bool, now: float, out: list[Line]
+    ) -> bool:
+        """``names``: also ask whether the reader's path now names another file."""
         key = (reader.dev, reader.ino)
         if key in self._copy_of:
             if check:
@@ -178,7 +180,7 @@ class FileFollower(CopyHandling, Restoring):
         except OSError as exc:
             log.warning("cannot check file", source=self.id, path=reader.path, error=str(exc))
             return False
-        if self._names_due and size == reader.read_pos and reader.orphan_since is None:
+        if names and size == reader.read_pos and reader.orphan_since is None:
             self._rescan_due |= discovery.regular_key(reader.path or "") != key
         return size > reader.read_pos
 
