@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from logwatchd import __version__
-from logwatchd.errors import ConfigError
+from logwatchd.errors import ConfigError, StateError
 
 DEFAULT_CONFIG = "/etc/logwatchd/logwatchd.yaml"
 EX_CONFIG = 78  # sysexits.h: the daemon refuses to start on a bad config
@@ -83,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"logwatchd: {exc}", file=sys.stderr)
         return EX_CONFIG if args.command == "run" else EXIT_INVALID
+    except StateError as exc:
+        print(f"logwatchd: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -7,6 +7,7 @@ Handlers do not run unless ``--execute``. Output: with ``--json`` one object per
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fnmatch
 import gzip
 import json
@@ -16,6 +17,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import IO, Any, BinaryIO
 
+from logwatchd import state_lock
 from logwatchd.alerts import Alert, jsonable
 from logwatchd.config import load
 from logwatchd.config.model import Config, SourceConfig
@@ -31,6 +33,21 @@ PROGRESS_EVERY = 0.25
 
 def test(args: argparse.Namespace) -> int:
     config = load(args.config)
+    if not args.execute:
+        return _replay(args, config)
+    with _lock_state(config.daemon.state_dir):
+        return _replay(args, config)
+
+
+def _lock_state(state_dir: str) -> contextlib.AbstractContextManager[object]:
+    """``--execute`` runs the handlers: refused while a daemon delivers from the same state.
+    A state directory that does not exist has no daemon, and is not created for a replay."""
+    if not os.path.isdir(state_dir):
+        return contextlib.nullcontext()
+    return state_lock.acquire(state_dir)
+
+
+def _replay(args: argparse.Namespace, config: Config) -> int:
     clock = ReplayClock()
     engine, parsers = build_engine(config, clock, host=os.uname().nodename)
     pipeline = Pipeline(engine, parsers, replay=clock)

@@ -21,23 +21,30 @@ def run(args: argparse.Namespace) -> int:
     config = loader()  # a ConfigError here exits 78 before anything starts
     if args.demo:
         _seed_demo(config)
+    from logwatchd import state_lock
     from logwatchd.service.daemon import Daemon
 
+    if args.daemon and not args.pidfile:
+        print("logwatchd: --daemon needs --pidfile", file=sys.stderr)
+        return 2
+    # absolute: --daemon changes the working directory to /
+    state_dir = os.path.abspath(args.state_dir or config.daemon.state_dir)
     daemon = Daemon(
-        loader, name="<demo>" if args.demo else args.config, state_dir=args.state_dir, config=config
+        loader, name="<demo>" if args.demo else args.config, state_dir=state_dir, config=config
     )
-    if args.daemon:
-        from logwatchd.service.daemonize import detach
+    # held for the daemon's whole life: a second daemon here would deliver everything twice
+    with state_lock.acquire(state_dir) as lock:
+        if args.daemon:
+            from logwatchd.service.daemonize import detach
 
-        if not args.pidfile:
-            print("logwatchd: --daemon needs --pidfile", file=sys.stderr)
-            return 2
-        log_file = os.path.abspath(args.log_file) if args.log_file else None
-        with detach(args.pidfile, keep_fds=[], stderr_path=log_file):
-            daemon.install_signals()
-            return daemon.run()
-    daemon.install_signals()
-    return daemon.run()
+            assert lock.fd is not None
+            log_file = os.path.abspath(args.log_file) if args.log_file else None
+            with detach(args.pidfile, keep_fds=[lock.fd], stderr_path=log_file):
+                lock.write_pid()  # the detached daemon's own pid
+                daemon.install_signals()
+                return daemon.run()
+        daemon.install_signals()
+        return daemon.run()
 
 
 def _file_loader(path: str) -> Callable[[], Config]:
