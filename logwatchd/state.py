@@ -9,6 +9,7 @@ main loop commits.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from logwatchd.alerts import Alert
+from logwatchd.errors import StateError
+from logwatchd.own_files import check_existing, open_own
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT = 30.0  # seconds a writer waits for the database's write lock
@@ -75,6 +78,7 @@ class StateStore:
         self.path = path
         parent = os.path.dirname(os.path.abspath(path))
         os.makedirs(parent, mode=0o750, exist_ok=True)
+        _prepare_file(path)
         self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
         self._use_wal()
         # NORMAL under WAL: a commit survives a crash or kill -9 of the daemon (it is in the
@@ -303,6 +307,19 @@ class StateStore:
         return [
             OutboxItem(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5]) for row in cursor
         ]
+
+
+def _prepare_file(path: str) -> None:
+    """Create the database 0600 whatever the umask (SQLite gives its -wal and -shm the same
+    mode), and refuse a symlink at any of its paths: SQLite itself would follow one."""
+    try:
+        for name in (path, *(path + suffix for suffix in ("-wal", "-shm", "-journal"))):
+            check_existing(name)
+        if not os.path.lexists(path):
+            with contextlib.suppress(FileExistsError):
+                os.close(open_own(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as exc:
+        raise StateError(f"state database {exc.filename or path}: {exc.strerror}") from None
 
 
 def _empty_handler_status() -> dict[str, Any]:

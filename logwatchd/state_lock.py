@@ -12,12 +12,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
 import time
 from types import TracebackType
 
 from logwatchd.errors import StateError
+from logwatchd.own_files import open_own
 
-__all__ = ["LOCK_NAME", "StateDirInUse", "StateLock", "acquire", "holder"]
+__all__ = ["LOCK_NAME", "StateDirInUse", "StateLock", "acquire", "check_state_dir", "holder"]
 
 LOCK_NAME = "lock"
 # holder() holds a shared lock for an instant: a start that meets one tries again this long
@@ -71,7 +73,8 @@ def acquire(state_dir: str, *, wait: float = ACQUIRE_WAIT) -> StateLock:
     path = os.path.join(state_dir, LOCK_NAME)
     try:
         os.makedirs(state_dir, mode=0o750, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        check_state_dir(state_dir)
+        fd = open_own(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         raise StateError(f"cannot lock state directory {state_dir}: {exc.strerror}") from None
     deadline = time.monotonic() + wait
@@ -92,6 +95,22 @@ def acquire(state_dir: str, *, wait: float = ACQUIRE_WAIT) -> StateLock:
         lock = StateLock(path, fd)
         lock.write_pid()
         return lock
+
+
+def check_state_dir(state_dir: str) -> None:
+    """The daemon's files live here: no symlink to elsewhere, nobody else may add files."""
+    info = os.lstat(state_dir)
+    if stat.S_ISLNK(info.st_mode):
+        raise StateError(
+            f"state directory {state_dir} is a symbolic link: give the directory it points to"
+        )
+    if not stat.S_ISDIR(info.st_mode):
+        raise StateError(f"state directory {state_dir} is not a directory")
+    if info.st_mode & stat.S_IWOTH:
+        raise StateError(
+            f"state directory {state_dir} is writable by every user "
+            f"(mode {stat.S_IMODE(info.st_mode):04o}): run chmod o-w on it"
+        )
 
 
 def holder(state_dir: str) -> int | None:
