@@ -10,8 +10,10 @@ its own thread: a slow or dead handler never holds up the reader or another hand
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import random
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -27,6 +29,7 @@ from logwatchd.config.model import HandlerConfig
 from logwatchd.errors import DeliveryError
 from logwatchd.handlers import Handler
 from logwatchd.state import OutboxItem, StateStore
+from logwatchd.state_health import WriteRetry, detail, is_damaged, is_unwritable
 
 log = structlog.get_logger("logwatchd.outbox")
 
@@ -157,6 +160,10 @@ class Dispatcher:
                 log.exception("handler close failed", handler=name)
         return clean
 
+    def damage(self) -> str | None:
+        """What a worker found damaged in the state database (the daemon must stop), or None."""
+        return next((worker.damage for worker in self._workers if worker.damage), None)
+
     def stats(self) -> dict[str, WorkerStats]:
         return {worker.handler.name: worker.stats for worker in self._workers}
 
@@ -199,6 +206,8 @@ class Worker(threading.Thread):
         self._deferred = False  # the rate limit held alerts back: they go out as one digest
         self._window_start: float | None = None
         self._parallel = max(1, int(getattr(handler, "concurrency", 1)))
+        self._writes = WriteRetry("recording a delivery", clock)
+        self.damage: str | None = None  # the database is damaged: this worker stopped
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -210,7 +219,10 @@ class Worker(threading.Thread):
             try:
                 store = store or StateStore(self._store_path)
                 delay = self._cycle(store)
-            except Exception:
+            except Exception as exc:
+                if is_damaged(exc):
+                    self.damage = detail(exc)  # the daemon stops and says so
+                    break
                 # the store or the handler broke in a way nobody planned for: keep the worker
                 log.exception("delivery worker error", handler=self.handler.name)
             if delay > 0:
@@ -319,7 +331,7 @@ class Worker(threading.Thread):
         self, store: StateStore, items: list[OutboxItem], error: DeliveryError | None
     ) -> None:
         if error is None:
-            store.mark_done_many(items)
+            self._durably(functools.partial(store.mark_done_many, items))
             self.stats.sent += len(items)
             self.stats.sends += 1
             return
@@ -327,7 +339,7 @@ class Worker(threading.Thread):
         retry = self.cfg.retry
         exhausted = [i for i in items if error.permanent or i.attempts + 1 >= retry.max_attempts]
         for item in exhausted:
-            store.mark_failed(item, str(error))
+            self._durably(functools.partial(store.mark_failed, item, str(error)))
             self.stats.failed += 1
             log.error(
                 "delivery failed",
@@ -346,7 +358,7 @@ class Worker(threading.Thread):
         delay = backoff(attempts, retry.backoff, retry.max_backoff, error.retry_after)
         next_attempt = self._clock.now() + delay
         for item in again:
-            store.mark_retry(item, next_attempt, str(error))
+            self._durably(functools.partial(store.mark_retry, item, next_attempt, str(error)))
         self.stats.retried += len(again)
         log.warning(
             "delivery failed, will retry",
@@ -357,6 +369,20 @@ class Worker(threading.Thread):
             retry_in=round(delay, 3),
             error=str(error),
         )
+
+    def _durably(self, write: Callable[[], None]) -> None:
+        """Record an outcome, waiting out a full disk: a delivery that is not recorded would
+        be repeated. Gives up only at shutdown (the row stays pending, sent once more later)."""
+        while True:
+            try:
+                write()
+            except sqlite3.OperationalError as exc:
+                if not is_unwritable(exc) or self._stopping.is_set():
+                    raise
+                self._stopping.wait(self._writes.failed(exc, handler=self.handler.name))
+                continue
+            self._writes.succeeded()
+            return
 
     def _dry_run(self, alerts: list[dict[str, Any]]) -> None:
         preview = self.handler.preview(alerts)

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from logwatchd.alerts import Alert
 from logwatchd.errors import StateError
 from logwatchd.own_files import check_existing, open_own
+from logwatchd.state_health import damaged, is_damaged
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT = 30.0  # seconds a writer waits for the database's write lock
@@ -80,6 +81,15 @@ class StateStore:
         os.makedirs(parent, mode=0o750, exist_ok=True)
         _prepare_file(path)
         self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            if is_damaged(exc):
+                raise damaged(path, str(exc)) from None
+            raise
+
+    def _open(self) -> None:
         self._use_wal()
         # NORMAL under WAL: a commit survives a crash or kill -9 of the daemon (it is in the
         # kernel's page cache); only a power loss can roll back the last commits, which then
@@ -298,6 +308,13 @@ class StateStore:
             entry["last_error_at"] = updated
         return {"sources": sources, "outbox": handlers}
 
+    def problems(self, *, thorough: bool = False, limit: int = 20) -> list[str]:
+        """What SQLite's own check finds wrong in the file; [] when it is sound. The quick
+        check reads every page (0.2 s for 165 MB); ``thorough`` also checks the indexes."""
+        pragma = "integrity_check" if thorough else "quick_check"
+        found = [str(row[0]) for row in self._db.execute(f"PRAGMA {pragma}({int(limit)})")]
+        return [] if found == ["ok"] else found
+
     def failed(self, limit: int = 20) -> list[OutboxItem]:
         cursor = self._db.execute(
             "SELECT alert_id, handler, alert, attempts, created, last_error FROM outbox "
@@ -361,7 +378,20 @@ class _Transaction:
             self._db.execute(_BUSY_WAIT)  # back to what connect(timeout=) set
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type is None:
+            try:
+                self._db.execute("COMMIT")
+                return
+            except sqlite3.Error:
+                self._rollback()  # a COMMIT the disk refused may leave it open: start clean
+                raise
+        self._rollback()
+
+    def _rollback(self) -> None:
+        # SQLite rolls back by itself after some errors (a full disk, an I/O error), and a
+        # second ROLLBACK would raise over the error that matters
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
