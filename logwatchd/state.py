@@ -254,6 +254,29 @@ class StateStore:
                 (status, attempts, next_attempt, error, now, item.alert_id, item.handler),
             )
 
+    def due_count(self, handler: str, now: float) -> int:
+        """Pending rows of ``handler`` that are due: what a rate limit holds back right now."""
+        row = self._db.execute(
+            "SELECT count(*) FROM outbox WHERE handler = ? AND status = 'pending' "
+            "AND next_attempt <= ?",
+            (handler, now),
+        ).fetchone()
+        return int(row[0])
+
+    def record_held_back(self, handler: str, held: int, since: float | None) -> None:
+        """How many alerts ``handler``'s rate limit holds back (0: none), for ``status``."""
+        key = f"held_back.{handler}"
+        with self._transaction():
+            if held:
+                value = json.dumps({"held": held, "since": since})
+                self._db.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (key, value),
+                )
+            else:
+                self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
+
     def prune_delivered(self, older_than: float = DONE_RETENTION) -> int:
         with self._transaction():
             cursor = self._db.execute(
@@ -292,6 +315,13 @@ class StateStore:
             entry = handlers.setdefault(handler, _empty_handler_status())
             entry["last_error"] = error
             entry["last_error_at"] = updated
+        for key, value in self._db.execute(
+            "SELECT key, value FROM meta WHERE substr(key, 1, 10) = 'held_back.'"
+        ):
+            held = json.loads(value)
+            entry = handlers.setdefault(key.partition(".")[2], _empty_handler_status())
+            entry["held_back"] = held["held"]
+            entry["held_back_since"] = held["since"]
         return {"sources": sources, "outbox": handlers}
 
     def failed(self, limit: int = 20) -> list[OutboxItem]:
@@ -313,6 +343,8 @@ def _empty_handler_status() -> dict[str, Any]:
         "oldest_pending_age": None,
         "last_error": None,
         "last_error_at": None,
+        "held_back": 0,  # alerts due but held back by the handler's rate limit
+        "held_back_since": None,
     }
 
 

@@ -8,6 +8,7 @@ import os
 import sys
 
 from logwatchd.config import load
+from logwatchd.config.durations import format_duration
 from logwatchd.config.model import Config, HandlerConfig
 from logwatchd.errors import ConfigError
 from logwatchd.handlers import HostInfo, build_handler
@@ -27,7 +28,24 @@ def check(args: argparse.Namespace) -> int:
         f"{len(config.handlers)} handlers, {rendered} templates rendered, "
         f"{len(config.files)} files read"
     )
+    print(f"rate limits: {rate_limits(config)}")
     return 0
+
+
+def rate_limits(config: Config) -> str:
+    """The limit each handler delivers under, and which are defaults."""
+    limited, unlimited = [], []
+    for name, handler in sorted(config.handlers.items()):
+        limit = handler.rate_limit
+        if limit is None:
+            unlimited.append(name)
+            continue
+        given = "" if "rate_limit" in handler.marks else " (default)"
+        limited.append(f"{name} {limit.max} per {format_duration(limit.per)}{given}")
+    parts = [", ".join(limited)] if limited else []
+    if unlimited:
+        parts.append(f"none for {', '.join(unlimited)}")
+    return "; ".join(parts)
 
 
 def validate(config: Config) -> int:
