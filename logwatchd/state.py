@@ -37,6 +37,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     created REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL NOT NULL,
     status TEXT NOT NULL DEFAULT 'pending', last_error TEXT, updated REAL NOT NULL,
     PRIMARY KEY (alert_id, handler));
+CREATE TABLE IF NOT EXISTS source_counts (
+    source TEXT NOT NULL, name TEXT NOT NULL, count INTEGER NOT NULL, sample TEXT,
+    updated REAL NOT NULL, PRIMARY KEY (source, name));
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (handler, status, next_attempt);
 CREATE INDEX IF NOT EXISTS outbox_status ON outbox (status, updated);
 CREATE INDEX IF NOT EXISTS outbox_order ON outbox (handler, status, created);
@@ -130,6 +133,18 @@ class StateStore:
             "SELECT state FROM sources WHERE source = ?", (source_id,)
         ).fetchone()
         return json.loads(row[0]) if row else None
+
+    def add_source_count(self, source_id: str, name: str, delta: int, sample: str) -> None:
+        """Add to a per-source counter kept across restarts (e.g. timestamps that did not
+        parse), with the latest example, for ``status``."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO source_counts (source, name, count, sample, updated) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (source, name) DO UPDATE SET "
+                "count = count + excluded.count, sample = excluded.sample, "
+                "updated = excluded.updated",
+                (source_id, name, delta, sample, time.time()),
+            )
 
     # --- rules ------------------------------------------------------------------------
 
@@ -300,6 +315,11 @@ class StateStore:
                 "SELECT source, state, updated FROM sources ORDER BY source"
             )
         }
+        for source, name, count, sample, updated in self._db.execute(
+            "SELECT source, name, count, sample, updated FROM source_counts"
+        ):
+            entry = sources.setdefault(source, {"state": {}, "updated": None})
+            entry[name] = {"count": count, "sample": sample, "updated": updated}
         handlers: dict[str, dict[str, Any]] = {}
         for handler, status, count, oldest in self._db.execute(
             "SELECT handler, status, count(*), min(created) FROM outbox GROUP BY handler, status"

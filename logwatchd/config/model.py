@@ -77,6 +77,8 @@ class ParserConfig:
     time_format: str | None = None  # strptime format of the ``timestamp`` group
     types: dict[str, Literal["str", "int", "float", "ip"]] = field(default_factory=dict)
     mark: Mark = NOWHERE
+    example: str | None = None  # a line of the log, for `check` to parse (time_format too)
+    marks: dict[str, Mark] = field(default_factory=dict, compare=False)  # key -> its Mark
 
 
 # --- predicates ---------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any, Protocol
 
 from logwatchd.events import Line
@@ -28,3 +29,27 @@ class Parser(Protocol):
     verbatim_fields: frozenset[str]
 
     def parse(self, line: Line) -> Fields | None: ...
+
+
+class StampFailures:
+    """Lines whose timestamp a parser found but could not read (their event then uses the
+    time the line was read): counted, with the first few stamps as samples, so that a
+    ``time_format`` that fits no line is reported by ``test``, the daemon and ``status``
+    instead of silently moving every event to its read time.
+    """
+
+    __slots__ = ("count", "last", "samples")
+
+    SAMPLES = 5
+    SAMPLE_CHARS = 120
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last = ""
+        self.samples: deque[tuple[str, str]] = deque(maxlen=self.SAMPLES)  # (stamp, line)
+
+    def add(self, stamp: str, raw: str) -> None:
+        self.count += 1
+        self.last = stamp[: self.SAMPLE_CHARS]
+        if len(self.samples) < self.SAMPLES:
+            self.samples.append((self.last, raw[:300]))
