@@ -14,6 +14,7 @@ from logwatchd.config.durations import format_duration
 from logwatchd.config.model import Config, HandlerConfig, ParserConfig
 from logwatchd.errors import ConfigError
 from logwatchd.events import Line
+from logwatchd.fields import check_fields
 from logwatchd.handlers import HostInfo, build_handler
 from logwatchd.parsers import build_parser
 from logwatchd.parsers.timeutil import parse_iso8601
@@ -54,10 +55,11 @@ def rate_limits(config: Config) -> str:
 
 
 def verify(config: Config) -> list[str]:
-    """What the daemon checks too, at start and reload: each parser's example line parses
-    (timestamp included). Raises ConfigError; returns warnings."""
+    """What the daemon, ``test`` and ``explain`` check too: each parser's example line parses
+    (timestamp included), rules name only fields their sources can produce. Raises
+    ConfigError; returns warnings."""
     _check_examples(config)
-    return []
+    return check_fields(config)
 
 
 def _check_examples(config: Config) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from typing import IO, Any, BinaryIO
 
 from logwatchd.alerts import Alert, jsonable
+from logwatchd.commands.check import verify
 from logwatchd.config import load
 from logwatchd.config.model import Config, SourceConfig
 from logwatchd.errors import ConfigError, DeliveryError
@@ -31,6 +32,8 @@ PROGRESS_EVERY = 0.25
 
 def test(args: argparse.Namespace) -> int:
     config = load(args.config)
+    for warning in verify(config):
+        print(f"warning: {warning}", file=sys.stderr)
     clock = ReplayClock()
     engine, parsers = build_engine(config, clock, host=os.uname().nodename)
     pipeline = Pipeline(engine, parsers, replay=clock)

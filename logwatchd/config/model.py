@@ -192,6 +192,10 @@ class RuleConfig:
     description: str = ""
     mark: Mark = NOWHERE
     context: ContextConfig | None = None  # per-connection memory (match rules only)
+    # where each key was written ("group_by", "threshold.distinct", "context.by", ...) and
+    # the rule's key path ("rules[2]" in its file), for checks that run after loading
+    marks: dict[str, Mark] = field(default_factory=dict, compare=False)
+    path: str = ""
 
     def digest(self) -> str:
         """Changes when anything that shapes the rule's state changes (state survives reload).

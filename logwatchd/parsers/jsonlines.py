@@ -16,7 +16,7 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 from logwatchd.events import Line
-from logwatchd.parsers.base import Fields, StampFailures
+from logwatchd.parsers.base import ANY_FIELDS, Fields, StampFailures
 from logwatchd.parsers.timeutil import from_epoch, parse_iso8601
 
 _MAX_DEPTH = 16
@@ -28,6 +28,7 @@ _MESSAGE_KEYS = ("message", "msg")
 class JsonParser:
     name = "json"
     verbatim_fields = frozenset({"raw"})
+    fields = ANY_FIELDS
 
     def __init__(self, tz: tzinfo) -> None:
         self._tz = tz

@@ -21,7 +21,7 @@ from typing import Any
 
 from logwatchd.config.model import ParserConfig
 from logwatchd.events import Line
-from logwatchd.parsers.base import ALL_STRINGS, Fields, StampFailures
+from logwatchd.parsers.base import ALL_STRINGS, Fields, FieldSet, StampFailures, field_set
 from logwatchd.parsers.timeutil import YearGuesser, parse_iso8601
 
 _CONVERTERS: dict[str, Callable[[str], Any]] = {
@@ -50,6 +50,11 @@ class RegexParser:
         ]
         self._last_stamp: tuple[str, datetime | None] = ("", None)
         self.stamp_failures = StampFailures()
+
+    @staticmethod
+    def fields_of(config: ParserConfig) -> FieldSet:
+        """The regex's named groups, plus ``message`` and ``raw``."""
+        return field_set(*config.regex.groupindex)
 
     def parse(self, line: Line) -> Fields | None:
         raw = line.raw
