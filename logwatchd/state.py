@@ -41,6 +41,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     created REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL NOT NULL,
     status TEXT NOT NULL DEFAULT 'pending', last_error TEXT, updated REAL NOT NULL,
     PRIMARY KEY (alert_id, handler));
+CREATE TABLE IF NOT EXISTS source_counts (
+    source TEXT NOT NULL, name TEXT NOT NULL, count INTEGER NOT NULL, sample TEXT,
+    updated REAL NOT NULL, PRIMARY KEY (source, name));
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (handler, status, next_attempt);
 CREATE INDEX IF NOT EXISTS outbox_status ON outbox (status, updated);
 CREATE INDEX IF NOT EXISTS outbox_order ON outbox (handler, status, created);
@@ -144,6 +147,18 @@ class StateStore:
             "SELECT state FROM sources WHERE source = ?", (source_id,)
         ).fetchone()
         return json.loads(row[0]) if row else None
+
+    def add_source_count(self, source_id: str, name: str, delta: int, sample: str) -> None:
+        """Add to a per-source counter kept across restarts (e.g. timestamps that did not
+        parse), with the latest example, for ``status``."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO source_counts (source, name, count, sample, updated) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (source, name) DO UPDATE SET "
+                "count = count + excluded.count, sample = excluded.sample, "
+                "updated = excluded.updated",
+                (source_id, name, delta, sample, time.time()),
+            )
 
     # --- rules ------------------------------------------------------------------------
 
@@ -268,6 +283,29 @@ class StateStore:
                 (status, attempts, next_attempt, error, now, item.alert_id, item.handler),
             )
 
+    def due_count(self, handler: str, now: float) -> int:
+        """Pending rows of ``handler`` that are due: what a rate limit holds back right now."""
+        row = self._db.execute(
+            "SELECT count(*) FROM outbox WHERE handler = ? AND status = 'pending' "
+            "AND next_attempt <= ?",
+            (handler, now),
+        ).fetchone()
+        return int(row[0])
+
+    def record_held_back(self, handler: str, held: int, since: float | None) -> None:
+        """How many alerts ``handler``'s rate limit holds back (0: none), for ``status``."""
+        key = f"held_back.{handler}"
+        with self._transaction():
+            if held:
+                value = json.dumps({"held": held, "since": since})
+                self._db.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (key, value),
+                )
+            else:
+                self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
+
     def prune_delivered(self, older_than: float = DONE_RETENTION) -> int:
         with self._transaction():
             cursor = self._db.execute(
@@ -291,6 +329,11 @@ class StateStore:
                 "SELECT source, state, updated FROM sources ORDER BY source"
             )
         }
+        for source, name, count, sample, updated in self._db.execute(
+            "SELECT source, name, count, sample, updated FROM source_counts"
+        ):
+            entry = sources.setdefault(source, {"state": {}, "updated": None})
+            entry[name] = {"count": count, "sample": sample, "updated": updated}
         handlers: dict[str, dict[str, Any]] = {}
         for handler, status, count, oldest in self._db.execute(
             "SELECT handler, status, count(*), min(created) FROM outbox GROUP BY handler, status"
@@ -306,6 +349,13 @@ class StateStore:
             entry = handlers.setdefault(handler, _empty_handler_status())
             entry["last_error"] = error
             entry["last_error_at"] = updated
+        for key, value in self._db.execute(
+            "SELECT key, value FROM meta WHERE substr(key, 1, 10) = 'held_back.'"
+        ):
+            held = json.loads(value)
+            entry = handlers.setdefault(key.partition(".")[2], _empty_handler_status())
+            entry["held_back"] = held["held"]
+            entry["held_back_since"] = held["since"]
         return {"sources": sources, "outbox": handlers}
 
     def problems(self, *, thorough: bool = False, limit: int = 20) -> list[str]:
@@ -347,6 +397,8 @@ def _empty_handler_status() -> dict[str, Any]:
         "oldest_pending_age": None,
         "last_error": None,
         "last_error_at": None,
+        "held_back": 0,  # alerts due but held back by the handler's rate limit
+        "held_back_since": None,
     }
 
 

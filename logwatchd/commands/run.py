@@ -9,8 +9,12 @@ import sys
 from collections.abc import Callable
 from importlib import resources
 
+import structlog
+
 from logwatchd.config import load, load_text
 from logwatchd.config.model import Config
+
+log = structlog.get_logger("logwatchd")
 
 DEMO_DIR = "logwatchd-demo"
 
@@ -48,13 +52,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _file_loader(path: str) -> Callable[[], Config]:
-    return lambda: load(path)
+    return lambda: _verified(load(path))
 
 
 def _demo_loader() -> Callable[[], Config]:
     text = resources.files("logwatchd").joinpath("data/demo.yaml").read_text(encoding="utf-8")
     base = os.getcwd()
-    return lambda: load_text(text, "demo.yaml", base_dir=base)
+    return lambda: _verified(load_text(text, "demo.yaml", base_dir=base))
+
+
+def _verified(config: Config) -> Config:
+    """A config the daemon may start (or reload) with: what ``check`` refuses, it refuses."""
+    from logwatchd.commands.check import verify
+
+    for warning in verify(config):
+        log.warning("config warning", warning=warning)
+    return config
 
 
 def _seed_demo(config: Config) -> None:

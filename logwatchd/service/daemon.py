@@ -26,6 +26,7 @@ from logwatchd.handlers import HostInfo, build_handler
 from logwatchd.outbox import Dispatcher
 from logwatchd.pipeline import Pipeline, build_engine
 from logwatchd.service import notify
+from logwatchd.service.stamps import StampWatch
 from logwatchd.sources import FileFollower, StdinSource
 from logwatchd.sources.base import Source
 from logwatchd.sources.journal import JournalSource
@@ -59,6 +60,7 @@ class Wiring:
         store.prune_rules(digests)
         engine.load_state(store.load_rule_state())
         self.pipeline = Pipeline(engine, parsers)
+        self.stamps = StampWatch(parsers)
         self.sources = [
             build_source(
                 src,
@@ -258,6 +260,10 @@ class Daemon:
             return False
         self._unsaved = None
         self._writes.succeeded()
+        try:
+            wiring.stamps.report(store, self.clock.monotonic())
+        except Exception:
+            log.exception("counting unparsed timestamps failed")
         if alerts:
             self._counters.alerts += len(alerts)
             for alert in alerts:
