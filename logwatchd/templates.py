@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,11 +73,13 @@ class Template:
 class Templates:
     """The sandboxed environment plus a cache, so one source is compiled once."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, finalize: Callable[[Any], Any] | None = None) -> None:
+        """``finalize`` sees every ``{{ expression }}``'s value, never the template's text."""
         env = ImmutableSandboxedEnvironment(
             undefined=jinja2.StrictUndefined,
             autoescape=False,
             keep_trailing_newline=True,
+            finalize=finalize,
         )
         # range, lipsum, cycler, joiner, namespace: nothing but the data is reachable
         env.globals.clear()

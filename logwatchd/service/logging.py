@@ -10,6 +10,11 @@ Formats:
 - ``json``: one JSON object per line on stderr.
 - ``auto``: journal when ``$JOURNAL_STREAM`` names stderr, else console on a terminal, else stderr.
 
+Log data is hostile: in every format, characters a terminal acts on (C0 and C1 controls, so
+ANSI and OSC sequences, DEL, line separators, bidirectional overrides) are written as escapes
+(``\u001b``), in MESSAGE and tracebacks too; journal fields other than MESSAGE keep the
+exact value (the native protocol carries any bytes, and ``journalctl FIELD=`` matches them).
+
 Event keys ``rule``, ``source`` and ``handler`` become journal fields ``RULE``, ``SOURCE`` and
 ``HANDLER``; every other key becomes an upper-cased field too. An explicit ``priority`` key
 (0-7) overrides the level's priority: the log handler passes one derived from alert severity
@@ -19,6 +24,7 @@ Event keys ``rule``, ``source`` and ``handler`` become journal fields ``RULE``, 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -63,6 +69,12 @@ _RESERVED_FIELDS = frozenset(
     {"MESSAGE", "PRIORITY", "SYSLOG_IDENTIFIER", "CODE_FUNC", "CODE_FILE", "CODE_LINE"}
 )
 _MESSAGE_VALUE_MAX = 200
+# Characters a terminal or a log viewer acts on rather than shows: C0 and C1 controls (ESC
+# starts ANSI and OSC sequences, 0x9b is a one-byte CSI), DEL, line and paragraph separators
+# and the bidirectional overrides that reorder what is displayed. Log data holds them at will.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NEEDS_QUOTES = re.compile(f'[\\s"=\\\\]|{_UNSAFE.pattern}')
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 # --- choosing the format ------------------------------------------------------------------
@@ -117,24 +129,37 @@ def _user_items(event: Mapping[str, Any]) -> list[tuple[str, Any]]:
     return main + rest
 
 
+def escape_controls(text: str) -> str:
+    """``text`` with every character a terminal would act on written as an escape."""
+    return _UNSAFE.sub(lambda m: _SHORT_ESCAPES.get(m[0], f"\\u{ord(m[0]):04x}"), text)
+
+
 def _quoted(value: Any, limit: int | None = None) -> str:
     text = value if isinstance(value, str) else as_bytes(value).decode("utf-8", "replace")
     if limit is not None and len(text) > limit:
         text = text[:limit] + "…"
-    if text and not re.search(r'[\s"=\\]', text):
+    if text and not _NEEDS_QUOTES.search(text):
         return text
-    # json.dumps escapes newlines and quotes: one line, unambiguous.
-    return json.dumps(text, ensure_ascii=False)
+    # json.dumps escapes C0 controls, newlines and quotes; the rest (C1, bidi) is escaped after
+    return escape_controls(json.dumps(text, ensure_ascii=False))
+
+
+def _exception_text(event: Mapping[str, Any]) -> str:
+    """The traceback, one line per line as Python wrote it; what log data put in it escaped."""
+    return "\n".join(escape_controls(line) for line in str(event["exception"]).split("\n"))
 
 
 def _summary(event: Mapping[str, Any], limit: int | None) -> str:
-    parts = [str(event.get("event", ""))]
+    parts = [escape_controls(str(event.get("event", "")))]
     for key, value in _user_items(event):
         if isinstance(value, dict) and value:
             # key.ip=203.0.113.9 reads better than a JSON object inside quotes.
-            parts += [f"{key}.{sub}={_quoted(item, limit)}" for sub, item in value.items()]
+            parts += [
+                f"{escape_controls(str(key))}.{escape_controls(str(sub))}={_quoted(item, limit)}"
+                for sub, item in value.items()
+            ]
         else:
-            parts.append(f"{key}={_quoted(value, limit)}")
+            parts.append(f"{escape_controls(str(key))}={_quoted(value, limit)}")
     return " ".join(part for part in parts if part)
 
 
@@ -142,7 +167,7 @@ def journal_fields(event: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """Journal fields for one event dict (after structlog's processors ran)."""
     message = _summary(event, _MESSAGE_VALUE_MAX)
     if event.get("exception"):
-        message += "\n" + str(event["exception"])
+        message += "\n" + _exception_text(event)
     fields: list[tuple[str, Any]] = [
         ("MESSAGE", message),
         ("PRIORITY", _priority(event)),
@@ -166,7 +191,9 @@ def stderr_line(event: Mapping[str, Any]) -> str:
     """``<N>event key=value ...``: exactly one line, whatever the values hold."""
     line = f"<{_priority(event)}>{_summary(event, None)}"
     if event.get("exception"):
-        line += " exception=" + json.dumps(str(event["exception"]), ensure_ascii=False)
+        line += " exception=" + escape_controls(
+            json.dumps(str(event["exception"]), ensure_ascii=False)
+        )
     return line
 
 
@@ -223,6 +250,25 @@ def _add_callsite(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMa
             break
         frame = frame.f_back  # type: ignore[assignment]
     return event
+
+
+def _escape_values(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """For the console renderer, which prints text values as they are."""
+    for key, value in event.items():
+        if isinstance(value, str):
+            event[key] = escape_controls(value)
+    return event
+
+
+def _escaped_traceback(sio: TextIO, exc_info: Any) -> None:
+    plain = io.StringIO()
+    structlog.dev.plain_traceback(plain, exc_info)
+    sio.write("\n".join(escape_controls(line) for line in plain.getvalue().split("\n")))
+
+
+def _json_dumps(obj: Any, **kwargs: Any) -> str:
+    # json escapes C0 itself; \uXXXX for C1 and bidi characters is still the same JSON value
+    return escape_controls(json.dumps(obj, **kwargs))
 
 
 def _drop_code(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -300,13 +346,16 @@ def configure(
             _drop_code,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(default=str, ensure_ascii=False),
+            structlog.processors.JSONRenderer(_json_dumps, default=str, ensure_ascii=False),
         ]
     elif concrete == "console":
         tail = [
             _drop_code,
             structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False),
-            structlog.dev.ConsoleRenderer(colors=_is_tty(stream)),
+            _escape_values,
+            structlog.dev.ConsoleRenderer(
+                colors=_is_tty(stream), exception_formatter=_escaped_traceback
+            ),
         ]
     else:
         tail = [_drop_code, structlog.processors.format_exc_info, _render_stderr]
