@@ -33,7 +33,13 @@ class HostInfo:
     @classmethod
     def local(cls) -> HostInfo:
         name = socket.gethostname()
-        return cls(name=name.split(".")[0], fqdn=socket.getfqdn(name))
+        short = name.split(".")[0]
+        fqdn = socket.getfqdn(name)
+        # With "127.0.0.1 localhost web1" in /etc/hosts, getfqdn() answers "localhost": a mail
+        # body saying web1 would be signed by localhost. A name that is not this host's is wrong.
+        if fqdn.split(".")[0] != short:
+            fqdn = name
+        return cls(name=short, fqdn=fqdn)
 
     def as_dict(self) -> dict[str, str]:
         return {"name": self.name, "fqdn": self.fqdn}
