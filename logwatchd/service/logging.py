@@ -1,7 +1,7 @@
 """The daemon's own log: structlog, written where the administrator will read it.
 
 Formats:
-- ``journal``: the native journal protocol (``journal.py``), one entry per event with fields, so
+- ``journal``: the native journal protocol (``journal_log.py``), one entry per event with fields, so
   ``journalctl -u logwatchd RULE=x`` and ``-p warning`` work and a traceback stays one entry.
   If the socket cannot be used the entry goes to stderr in the ``stderr`` format instead.
 - ``stderr``: one line per event prefixed with ``<N>`` (the syslog priority), which systemd
@@ -36,7 +36,7 @@ from typing import Any, Literal, TextIO
 
 import structlog
 
-from logwatchd.service.journal import (
+from logwatchd.service.journal_log import (
     JOURNAL_SOCKET,
     JournalSender,
     as_bytes,
