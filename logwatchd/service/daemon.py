@@ -23,7 +23,7 @@ from logwatchd.clock import Clock, SystemClock
 from logwatchd.config.model import Config, DaemonConfig, SourceConfig
 from logwatchd.errors import ConfigError
 from logwatchd.handlers import HostInfo, build_handler
-from logwatchd.outbox import Dispatcher
+from logwatchd.outbox import Dispatcher, InFlight
 from logwatchd.pipeline import Pipeline, build_engine
 from logwatchd.service import notify
 from logwatchd.sources import FileFollower, StdinSource
@@ -51,7 +51,9 @@ class Counters:
 class Wiring:
     """Everything built from one config: sources, pipeline, handlers, dispatcher."""
 
-    def __init__(self, config: Config, store: StateStore, clock: Clock) -> None:
+    def __init__(
+        self, config: Config, store: StateStore, clock: Clock, in_flight: InFlight
+    ) -> None:
         host = HostInfo.local()
         self.config = config
         engine, parsers = build_engine(config, clock, host.name)
@@ -74,7 +76,12 @@ class Wiring:
             for name, cfg in config.handlers.items()
         }
         self.dispatcher = Dispatcher(
-            store.path, handlers, config.handlers, clock, dry_run=config.daemon.dry_run
+            store.path,
+            handlers,
+            config.handlers,
+            clock,
+            dry_run=config.daemon.dry_run,
+            in_flight=in_flight,
         )
 
     def start(self, wake: threading.Event) -> None:
@@ -109,6 +116,7 @@ class Daemon:
         self.clock = clock or SystemClock()
         self._initial = config
         self._wake = threading.Event()
+        self._in_flight = InFlight()  # sends of the old dispatcher a reload must not repeat
         self._stop = False
         self._reload = False
         self._counters = Counters()
@@ -133,10 +141,6 @@ class Daemon:
         self._reload = True
         self._wake.set()
 
-    def request_stop(self) -> None:
-        self._stop = True
-        self._wake.set()
-
     # --- life cycle -------------------------------------------------------------------
 
     def run(self) -> int:
@@ -154,7 +158,7 @@ class Daemon:
             store.close()
             raise damaged(store.path, problems[0])
         first_run = store.is_new()
-        wiring = Wiring(config, store, self.clock)
+        wiring = Wiring(config, store, self.clock, self._in_flight)
         wiring.start(self._wake)
         log.info(
             "started",
@@ -295,11 +299,11 @@ class Daemon:
         wiring.stop_sources()
         wiring.dispatcher.stop(wiring.config.daemon.shutdown_timeout)
         try:
-            fresh = Wiring(config, store, self.clock)
+            fresh = Wiring(config, store, self.clock, self._in_flight)
             fresh.start(self._wake)
         except Exception as exc:
             log.exception("reload failed while starting, restarting the old config", error=str(exc))
-            fresh = Wiring(wiring.config, store, self.clock)
+            fresh = Wiring(wiring.config, store, self.clock, self._in_flight)
             fresh.start(self._wake)
         log.info("reloaded", config=self.config_path, rules=len(fresh.config.rules))
         notify.ready(self._status_text(store))
