@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -78,6 +79,21 @@ class DaemonProcess:
     def has_message(self, text: str) -> bool:
         self._drain()
         return text in self.messages
+
+    def status(self) -> str:
+        """The daemon's latest notify STATUS text ("N lines read, ...")."""
+        self._drain()
+        return next((m[7:] for m in reversed(self.messages) if m.startswith("STATUS=")), "")
+
+    def wait_lines_read(self, count: int, timeout: float = 10.0) -> int:
+        """Until the STATUS says at least ``count`` lines were read; returns how many."""
+
+        def lines() -> int:
+            found = re.match(r"(\d+) lines read", self.status())
+            number = int(found.group(1)) if found else 0
+            return number if number >= count else 0
+
+        return int(wait_for(lines, timeout)) if count else 0
 
     def wait_ready(self, timeout: float = 15.0) -> None:
         def ready() -> bool:

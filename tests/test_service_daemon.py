@@ -1,9 +1,14 @@
-"""The daemon loop: SIGHUP reload (bad config kept out, state kept), restarts keep rule state."""
+"""The daemon loop: SIGHUP reload (bad config kept out, state kept), restarts keep rule state.
+
+The tests wait on the daemon's notify STATUS ("N lines read") for the lines to be read, and
+count the alerts in the outbox (every alert the daemon made, delivered or not) after it
+stopped, so an alert made twice is caught without sleeping in the hope it would show up.
+"""
 
 from __future__ import annotations
 
 import signal
-import time
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +52,15 @@ def alerts(tmp_path: Path) -> list[dict[str, Any]]:
     return read_jsonl(tmp_path / "alerts.jsonl")
 
 
+def queued(tmp_path: Path) -> list[str]:
+    """The rule of every alert the daemon queued, in order (read after it stopped)."""
+    db = sqlite3.connect(tmp_path / "state" / "state.db")
+    try:
+        return [row[0] for row in db.execute("SELECT rule FROM outbox ORDER BY created, rowid")]
+    finally:
+        db.close()
+
+
 def wait_reloaded(daemon: DaemonProcess, count: int) -> None:
     wait_for(lambda: daemon.has_message("RELOADING=1") and daemon.messages.count("READY=1") > count)
 
@@ -72,9 +86,10 @@ def test_reload_keeps_the_old_config_when_the_new_one_is_bad_and_applies_a_good_
         wait_reloaded(daemon, 2)
         append(log, "Breach", "Probe", second=10)
         wait_for(lambda: len(alerts(tmp_path)) == 2)
-        time.sleep(0.3)
-        assert [a["rule"] for a in alerts(tmp_path)] == ["breach", "probe"]
+        daemon.wait_lines_read(3)
         assert daemon.terminate() == 0
+    assert queued(tmp_path) == ["breach", "probe"]
+    assert [a["rule"] for a in alerts(tmp_path)] == ["breach", "probe"]
 
 
 def test_threshold_state_survives_a_clean_restart(tmp_path):
@@ -84,17 +99,17 @@ def test_threshold_state_survives_a_clean_restart(tmp_path):
     with DaemonProcess(path) as daemon:
         daemon.wait_ready()
         append(log, "Fail", "Fail", "Fail", "Fail")
-        time.sleep(0.5)
+        assert daemon.wait_lines_read(4) == 4  # read (and counted) before SIGTERM
         assert daemon.terminate() == 0
-    assert alerts(tmp_path) == []
+    assert queued(tmp_path) == []
     with DaemonProcess(path) as daemon:
         daemon.wait_ready()
         append(log, "Fail", second=30)
         fired = wait_for(lambda: alerts(tmp_path))
-        time.sleep(0.3)
-        assert len(alerts(tmp_path)) == 1
-        assert fired[0]["count"] == 5
+        assert daemon.wait_lines_read(1) == 1
         assert daemon.terminate() == 0
+    assert queued(tmp_path) == ["brute"]
+    assert fired[0]["count"] == 5
 
 
 def test_after_kill_9_replayed_lines_do_not_deliver_an_alert_twice(tmp_path):
@@ -106,12 +121,13 @@ def test_after_kill_9_replayed_lines_do_not_deliver_an_alert_twice(tmp_path):
         append(log, "Fail", "Fail", "Fail", "Fail", "Fail")
         wait_for(lambda: alerts(tmp_path))
         daemon.kill()
+    append(log, "Fail", second=40)  # there before the start: read in the same first pass
     with DaemonProcess(path) as daemon:
         daemon.wait_ready()
-        append(log, "Fail", second=40)
-        time.sleep(1.0)
-        assert len(alerts(tmp_path)) == 1
+        daemon.wait_lines_read(1)  # 6 if the kill came before the first commit
         assert daemon.terminate() == 0
+    assert queued(tmp_path) == ["brute"]
+    assert len(alerts(tmp_path)) == 1
 
 
 def test_rule_state_survives_reload_for_unchanged_rules_only(tmp_path):
@@ -122,13 +138,14 @@ def test_rule_state_survives_reload_for_unchanged_rules_only(tmp_path):
     with DaemonProcess(path) as daemon:
         daemon.wait_ready()
         append(log, "Fail", "Fail", "Scan", "Scan")
-        time.sleep(0.5)
+        assert daemon.wait_lines_read(4) == 4  # counted before the reload
         rules[1]["threshold"]["window"] = "20m"  # a changed rule starts counting again
         write_config(path, config(tmp_path, rules))
         daemon.proc.send_signal(signal.SIGHUP)
         wait_reloaded(daemon, 1)
         append(log, "Fail", "Scan", second=20)
         wait_for(lambda: alerts(tmp_path))
-        time.sleep(0.5)
-        assert [a["rule"] for a in alerts(tmp_path)] == ["kept"]
+        assert daemon.wait_lines_read(6) == 6
         assert daemon.terminate() == 0
+    assert queued(tmp_path) == ["kept"]
+    assert [a["rule"] for a in alerts(tmp_path)] == ["kept"]

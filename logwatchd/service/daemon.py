@@ -37,6 +37,7 @@ log = structlog.get_logger("logwatchd")
 
 MAX_BATCH = 20_000  # lines per source per pass, so one busy file cannot starve the others
 STATUS_INTERVAL = 5.0
+STATUS_SOON = 0.25  # committed lines are reported this soon (tests and `systemctl status` wait)
 IDLE_COMMIT = 60.0
 PRUNE_INTERVAL = 3600.0  # delivered outbox rows older than the retention are dropped hourly
 
@@ -124,6 +125,7 @@ class Daemon:
         # what the last commit could not write (disk full): retried before anything is read
         self._unsaved: tuple[dict[str, dict[str, Any]], RuleChanges, list[Alert]] | None = None
         self._retry_at = 0.0
+        self._report_due = False  # lines were committed that no STATUS reported yet
         self._writes = WriteRetry("state database commit", self.clock)
 
     # --- signals ----------------------------------------------------------------------
@@ -179,12 +181,12 @@ class Daemon:
     def _loop(self, wiring: Wiring, store: StateStore) -> Wiring:
         last_commit = last_status = last_ping = self.clock.monotonic()
         last_prune = last_commit - PRUNE_INTERVAL
-        committed_lines = self._counters.lines
+        committed_lines = reported_lines = self._counters.lines
         ping_every = notify.watchdog_interval()
         commit_every = wiring.config.daemon.commit_interval
         wait = min(wiring.config.daemon.stat_interval, 1.0)
         while not self._stop:
-            self._wake.wait(wait)
+            self._wake.wait(self._timeout(wait, last_commit + commit_every, committed_lines))
             self._wake.clear()
             busy = False
             if self._unsaved is None:  # else nothing more is read until that commit is in
@@ -207,9 +209,11 @@ class Daemon:
             if ping_every and now - last_ping >= ping_every:
                 notify.watchdog_ping()
                 last_ping = now
-            if now - last_status >= STATUS_INTERVAL:
+            fresh = committed_lines != reported_lines and now - last_status >= STATUS_SOON
+            if fresh or now - last_status >= STATUS_INTERVAL:
                 notify.status(self._status_text(store))
-                last_status = now
+                last_status, reported_lines = now, committed_lines
+            self._report_due = committed_lines != reported_lines
             if now - last_prune >= PRUNE_INTERVAL:
                 self._prune(store)
                 last_prune = now
@@ -218,6 +222,17 @@ class Daemon:
                 wiring = self._reload_config(wiring, store)
                 commit_every = wiring.config.daemon.commit_interval
         return wiring
+
+    def _timeout(self, wait: float, commit_at: float, committed_lines: int) -> float:
+        """How long the loop may sleep: lines read are committed on time, and reported soon."""
+        now = self.clock.monotonic()
+        if self._unsaved is not None:
+            return max(0.0, min(wait, self._retry_at - now))
+        if self._counters.lines != committed_lines:
+            wait = min(wait, commit_at - now)
+        if self._report_due:
+            wait = min(wait, STATUS_SOON)
+        return max(0.0, wait)
 
     def _read(self, wiring: Wiring) -> bool:
         """One pass over the sources; True when some source had more than a batch ready."""
