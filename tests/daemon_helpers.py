@@ -45,6 +45,42 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
     return path
 
 
+APP_REGEX = r"^(?P<timestamp>\S+ \S+) (?P<event_type>\w+) - IP: (?P<ip>\S+)"
+BREACH = {"id": "breach", "match": {"field": "event_type", "equals": "Breach"}, "group_by": ["ip"]}
+
+
+def app_config(
+    tmp_path: Path,
+    *,
+    rules: list[dict[str, Any]] | None = None,
+    state: Path | None = None,
+    handler: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A daemon following ``tmp_path/app.log`` ("2026-11-26 10:00:00 Breach - IP: 1.2.3.4"
+    lines) with ``rules`` (every Breach, per ip), sending to the handler ``sink`` (a JSON-lines
+    file ``tmp_path/alerts.jsonl``), its state in ``state`` (``tmp_path/state``)."""
+    return {
+        "version": 1,
+        "daemon": {"state_dir": str(state or tmp_path / "state"), "commit_interval": "200ms"},
+        "sources": [
+            {"id": "app", "type": "file", "paths": [str(tmp_path / "app.log")], "parser": "app"}
+        ],
+        "parsers": {"app": {"regex": APP_REGEX, "time_format": "%Y-%m-%d %H:%M:%S"}},
+        "rules": rules or [BREACH],
+        "defaults": {"handlers": ["sink"]},
+        "handlers": {"sink": handler or {"type": "file", "path": str(tmp_path / "alerts.jsonl")}},
+    }
+
+
+def logwatchd(*args: str, stdin: str | None = None, timeout: float = 60) -> Any:
+    """``python -m logwatchd ARGS`` as a launcher outside systemd runs it; its outcome."""
+    env = {k: v for k, v in os.environ.items() if k not in ("INVOCATION_ID", "NOTIFY_SOCKET")}
+    return subprocess.run(
+        [sys.executable, "-m", "logwatchd", *args],
+        capture_output=True, text=True, input=stdin, timeout=timeout, env=env, check=False,
+    )  # fmt: skip
+
+
 class DaemonProcess:
     """``logwatchd run -c CONFIG`` with a private notify socket."""
 

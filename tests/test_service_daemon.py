@@ -12,23 +12,11 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from tests.daemon_helpers import DaemonProcess, read_jsonl, wait_for, write_config
-
-REGEX = r"^(?P<timestamp>\S+ \S+) (?P<event_type>\w+) - IP: (?P<ip>\S+)"
+from tests.daemon_helpers import DaemonProcess, app_config, read_jsonl, wait_for, write_config
 
 
 def config(tmp_path: Path, rules: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "version": 1,
-        "daemon": {"state_dir": str(tmp_path / "state"), "commit_interval": "200ms"},
-        "sources": [
-            {"id": "app", "type": "file", "paths": [str(tmp_path / "app.log")], "parser": "app"}
-        ],
-        "parsers": {"app": {"regex": REGEX, "time_format": "%Y-%m-%d %H:%M:%S"}},
-        "rules": rules,
-        "defaults": {"handlers": ["sink"]},
-        "handlers": {"sink": {"type": "file", "path": str(tmp_path / "alerts.jsonl")}},
-    }
+    return app_config(tmp_path, rules=rules)
 
 
 def rule(rule_id: str, event: str, count: int = 1) -> dict[str, Any]:
