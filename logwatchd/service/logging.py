@@ -43,6 +43,7 @@ from logwatchd.service.journal_log import (
     encode_journal_entry,
     field_name,
 )
+from logwatchd.service.log_escape import UNSAFE, escape_controls, escape_lines
 
 __all__ = [
     "JOURNAL_SOCKET",
@@ -69,12 +70,7 @@ _RESERVED_FIELDS = frozenset(
     {"MESSAGE", "PRIORITY", "SYSLOG_IDENTIFIER", "CODE_FUNC", "CODE_FILE", "CODE_LINE"}
 )
 _MESSAGE_VALUE_MAX = 200
-# Characters a terminal or a log viewer acts on rather than shows: C0 and C1 controls (ESC
-# starts ANSI and OSC sequences, 0x9b is a one-byte CSI), DEL, line and paragraph separators
-# and the bidirectional overrides that reorder what is displayed. Log data holds them at will.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_NEEDS_QUOTES = re.compile(f'[\\s"=\\\\]|{_UNSAFE.pattern}')
-_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_NEEDS_QUOTES = re.compile(f'[\\s"=\\\\]|{UNSAFE.pattern}')
 
 
 # --- choosing the format ------------------------------------------------------------------
@@ -129,11 +125,6 @@ def _user_items(event: Mapping[str, Any]) -> list[tuple[str, Any]]:
     return main + rest
 
 
-def escape_controls(text: str) -> str:
-    """``text`` with every character a terminal would act on written as an escape."""
-    return _UNSAFE.sub(lambda m: _SHORT_ESCAPES.get(m[0], f"\\u{ord(m[0]):04x}"), text)
-
-
 def _quoted(value: Any, limit: int | None = None) -> str:
     text = value if isinstance(value, str) else as_bytes(value).decode("utf-8", "replace")
     if limit is not None and len(text) > limit:
@@ -146,7 +137,7 @@ def _quoted(value: Any, limit: int | None = None) -> str:
 
 def _exception_text(event: Mapping[str, Any]) -> str:
     """The traceback, one line per line as Python wrote it; what log data put in it escaped."""
-    return "\n".join(escape_controls(line) for line in str(event["exception"]).split("\n"))
+    return escape_lines(str(event["exception"]))
 
 
 def _summary(event: Mapping[str, Any], limit: int | None) -> str:
@@ -263,7 +254,7 @@ def _escape_values(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableM
 def _escaped_traceback(sio: TextIO, exc_info: Any) -> None:
     plain = io.StringIO()
     structlog.dev.plain_traceback(plain, exc_info)
-    sio.write("\n".join(escape_controls(line) for line in plain.getvalue().split("\n")))
+    sio.write(escape_lines(plain.getvalue()))
 
 
 def _json_dumps(obj: Any, **kwargs: Any) -> str:
