@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from logwatchd.config.model import All, AnyOf, Config, Leaf, Not, Predicate, RuleConfig
 from logwatchd.errors import ConfigError, Mark
 from logwatchd.parsers import FieldSet, known_fields, produced_fields
+from logwatchd.templates import RuleShape
 
 MAX_LISTED = 24  # field names listed in a message before "..."
 
@@ -90,10 +91,9 @@ def check_fields(config: Config) -> list[str]:
         for use in field_uses(rule):
             if available.has(use.name):
                 continue
-            known = any(f.has(use.name) for f in everywhere if not f.is_open())
-            if rule.sources or not known:
-                message = unknown_field_message(use.name, available, None if known else everywhere)
-                raise ConfigError(message, use.mark, use.key)
+            problem = _problem(rule, available, everywhere, use.name)
+            if problem is not None:
+                raise ConfigError(problem, use.mark, use.key)
             idle.setdefault(use.name, use)
         if idle:
             first = next(iter(idle.values()))
@@ -104,6 +104,29 @@ def check_fields(config: Config) -> list[str]:
                 f"({available.describe()})"
             )
     return warnings
+
+
+def template_shape(config: Config, rule: RuleConfig) -> RuleShape:
+    """What ``check`` renders a handler's templates with for one rule that sends to it."""
+    available = rule_fields(config, rule)
+    everywhere = known_fields(config.parsers)
+
+    def problem(name: str) -> str | None:
+        if available.has(name):
+            return None
+        return _problem(rule, available, everywhere, name)
+
+    return RuleShape(rule.id, rule.group_by, tuple(available.names()), problem)
+
+
+def _problem(
+    rule: RuleConfig, available: RuleFields, everywhere: list[FieldSet], name: str
+) -> str | None:
+    """The error for a field the rule's sources lack; None when the rule is only idle."""
+    known = any(fields.has(name) for fields in everywhere if not fields.is_open())
+    if known and not rule.sources:
+        return None
+    return unknown_field_message(name, available, None if known else everywhere)
 
 
 def unknown_field_message(

@@ -18,7 +18,7 @@ from logwatchd.rules import format_explanation
 
 def explain(args: argparse.Namespace) -> int:
     config = load(args.config)
-    for warning in verify(config):
+    for warning in verify(config).warnings:
         print(f"warning: {warning}", file=sys.stderr)
     try:
         source = config.source(args.source)

@@ -32,7 +32,7 @@ PROGRESS_EVERY = 0.25
 
 def test(args: argparse.Namespace) -> int:
     config = load(args.config)
-    for warning in verify(config):
+    for warning in verify(config).warnings:
         print(f"warning: {warning}", file=sys.stderr)
     clock = ReplayClock()
     engine, parsers = build_engine(config, clock, host=os.uname().nodename)

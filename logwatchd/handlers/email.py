@@ -69,10 +69,10 @@ class EmailHandler:
                     cfg.marks.get("body_file", cfg.mark),
                     f"handlers.{cfg.name}.body_file",
                 ) from None
-        self._subject = compile_setting(
-            cfg, templates, "subject", settings.get("subject") or DEFAULT_SUBJECT
-        )
-        self._body = compile_setting(cfg, templates, "body", body_source or DEFAULT_BODY)
+        subject = settings.get("subject") or DEFAULT_SUBJECT
+        self._subject = compile_setting(cfg, templates, "subject", subject, lenient=True)
+        body = body_source or DEFAULT_BODY
+        self._body = compile_setting(cfg, templates, "body", body, lenient=True)
         self._fallback_subject = templates.compile(DEFAULT_SUBJECT, "builtin subject")
         self._fallback_body = templates.compile(DEFAULT_BODY, "builtin body")
         self._context = self._tls_context()
