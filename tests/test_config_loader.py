@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import textwrap
 from pathlib import Path
 
@@ -201,8 +202,8 @@ def test_unreadable_and_broken_files(tmp_path: Path) -> None:
     assert load_error(main).startswith(f"{tmp_path}/rules.d/a.yaml:3: invalid YAML:")
     write(tmp_path / "rules.d/a.yaml", "- just\n- a list\n")
     assert load_error(main) == (
-        f"{tmp_path}/rules.d/a.yaml:1: the top level must be a mapping of keys "
-        "(version, sources, ...)"
+        f"{tmp_path}/logwatchd.yaml:2: include: {tmp_path}/rules.d/a.yaml is not a logwatchd "
+        "config (its top level is not a mapping of keys)"
     )
 
 
@@ -234,3 +235,88 @@ def test_the_shipped_rule_packs_load_with_the_example(tmp_path: Path) -> None:
     assert len(cfg.files) == 1 + len(packs)
     assert len(cfg.rules) > 2
     assert os.path.isabs(cfg.daemon.state_dir)
+
+
+SECRET = "s3cr3t-Token-9f2"  # noqa: S105 - a marker the errors must not show
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        f"root:{SECRET}:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n",  # shadow-like
+        f"password: {SECRET}\nuser: admin\n",  # another program's YAML
+        f"- {SECRET}\n",
+        f"[section]\ntoken = {SECRET}\n",  # an ini file
+        f"!{SECRET} x\n",  # a tag YAML cannot construct
+    ],
+)
+def test_an_included_file_that_is_not_a_config_is_named_without_its_content(
+    tmp_path: Path, content: str
+) -> None:
+    main = write(tmp_path / "logwatchd.yaml", MAIN)
+    (tmp_path / "rules.d").mkdir()
+    (tmp_path / "rules.d" / "secret.yaml").write_text(content)
+    message = load_error(main)
+    assert SECRET not in message
+    assert "secret.yaml" in message
+
+
+def test_an_included_file_without_any_config_key_is_not_a_config(tmp_path: Path) -> None:
+    main = write(tmp_path / "logwatchd.yaml", MAIN)
+    write(tmp_path / "rules.d/other.yaml", "password: x\nuser: admin\n")
+    assert load_error(main) == (
+        f"{tmp_path}/logwatchd.yaml:2: include: {tmp_path}/rules.d/other.yaml is not a "
+        "logwatchd config (none of its top-level keys is one of daemon, defaults, handlers, "
+        "include, lists, parsers, rules, sources, version)"
+    )
+
+
+def test_an_include_that_reaches_a_fifo_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    main = write(tmp_path / "logwatchd.yaml", MAIN)
+    (tmp_path / "rules.d").mkdir()
+    os.mkfifo(tmp_path / "rules.d" / "pipe.yaml")
+    assert load_error(main) == (
+        f"{tmp_path}/logwatchd.yaml:2: include: {tmp_path}/rules.d/pipe.yaml is a FIFO, "
+        "not a regular file"
+    )
+    literal = write(tmp_path / "literal.yaml", MAIN.replace("rules.d/*.yaml", "rules.d/pipe.yaml"))
+    assert "pipe.yaml is a FIFO, not a regular file" in load_error(literal)
+    os.mkdir(tmp_path / "rules.d" / "dir.yaml")
+    os.unlink(tmp_path / "rules.d" / "pipe.yaml")
+    assert "dir.yaml is a directory, not a regular file" in load_error(main)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("9" * 5000, "x: an integer of 5000 characters is not a value here"),
+        ("2023-02-30", "x: not a valid timestamp (quote it to make it text)"),
+        ("!!int abc", "x: not a valid int (quote it to make it text)"),
+        ("!!float abc", "x: not a valid float (quote it to make it text)"),
+    ],
+)
+def test_a_value_yaml_cannot_hold_is_an_error_at_its_line(
+    tmp_path: Path, value: str, message: str
+) -> None:
+    path = write(tmp_path / "c.yaml", f"version: 1\nx: {value}\n")
+    assert load_error(path) == f"{path}:2: {message}"
+
+
+def test_a_reload_that_meets_a_fifo_keeps_the_running_config(tmp_path: Path) -> None:
+    from tests.daemon_helpers import DaemonProcess, wait_for
+
+    (tmp_path / "logs").mkdir()
+    main = write(tmp_path / "logwatchd.yaml", MAIN + "daemon: {state_dir: state}\n")
+    write(tmp_path / "rules.d/ssh.yaml", PACK_SSH)
+    with DaemonProcess(main) as daemon:
+        daemon.wait_ready()
+        os.mkfifo(tmp_path / "rules.d" / "pipe.yaml")
+        daemon.proc.send_signal(signal.SIGHUP)
+        failed = wait_for(
+            lambda: [
+                e for e in daemon.log_events() if e.get("event", "").startswith("reload failed")
+            ]
+        )
+        assert "pipe.yaml is a FIFO, not a regular file" in failed[0]["error"]
+        assert daemon.proc.poll() is None
+        assert daemon.terminate() == 0
