@@ -32,6 +32,7 @@ does), then prefilter and parse that.
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +40,7 @@ from logwatchd.events import Line
 from logwatchd.parsers.base import Fields, field_set
 
 _MAX_JSON_CHARS = 1 << 20
+_FIELD_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 # (field, journal field) of what journald itself records about the logging process
 _TRUSTED = (("comm", "_COMM"), ("exe", "_EXE"), ("unit", "_SYSTEMD_UNIT"), ("host", "_HOSTNAME"))
 
@@ -73,7 +75,7 @@ class JournaldParser:
     verbatim_fields = frozenset({"message", "raw"})
     fields = field_set(
         "timestamp", "program", "unit", "host", "pid", "priority", "comm", "exe", "uid",
-        more=r"[A-Z_][A-Z0-9_]*", more_text="any journal field (UPPER_CASE)",
+        more=_FIELD_NAME.pattern, more_text="any journal field (UPPER_CASE)",
     )  # fmt: skip
 
     def parse(self, line: Line) -> Fields | None:
@@ -99,7 +101,8 @@ def _fields(record: dict[str, Any], raw: str, message: str | None) -> Fields | N
     fields: Fields = {}
     for key, value in record.items():
         text = _text(value)
-        if text is not None and isinstance(key, str):
+        # JSON text may hold any key; a journal field name is what the field set declares
+        if text is not None and isinstance(key, str) and _FIELD_NAME.fullmatch(key):
             fields[key] = text
     fields["message"] = message
     fields["raw"] = raw
