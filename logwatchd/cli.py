@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("--execute", action="store_true", help="run the handlers for each alert")
 
     explain = command("explain", "show parsed fields and, rule by rule, what matched or failed")
-    explain.add_argument("--source", required=True, help="source id")
+    explain.add_argument("--source", help="source id (may be left out when there is one)")
     explain.add_argument("line", metavar="LINE", help="one log line")
 
     status = command("status", "offsets, journal cursor, outbox depth and last errors")

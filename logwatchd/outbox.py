@@ -319,7 +319,7 @@ class Worker(threading.Thread):
             return
         first = self._held_since is None
         if first:
-            self._held_since = time.time()
+            self._held_since = self._clock.now()
             self._sent_at_hold = self.stats.sent
         self._held = held
         store.record_held_back(self.handler.name, held, self._held_since)
@@ -344,7 +344,7 @@ class Worker(threading.Thread):
             "rate-limited backlog delivered",
             handler=self.handler.name,
             delivered=self.stats.sent - self._sent_at_hold,
-            held_for=round(time.time() - self._held_since, 1),
+            held_for=round(self._clock.now() - self._held_since, 1),
         )
         self._held_since, self._held = None, 0
 

@@ -7,6 +7,7 @@ import glob
 import os
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC
 
 from logwatchd.config import load
@@ -14,24 +15,24 @@ from logwatchd.config.durations import format_duration
 from logwatchd.config.model import Config, HandlerConfig, ParserConfig
 from logwatchd.errors import ConfigError
 from logwatchd.events import Line
-from logwatchd.fields import check_fields
+from logwatchd.fields import check_fields, template_shape
 from logwatchd.handlers import HostInfo, build_handler
 from logwatchd.parsers import build_parser
 from logwatchd.parsers.timeutil import parse_iso8601
-from logwatchd.templates import Templates, check_templates
+from logwatchd.templates import RuleShape, Templates, check_templates
 
 FILE_SETTINGS = ("password_file", "body_file")
 
 
 def check(args: argparse.Namespace) -> int:
     config = load(args.config)
-    rendered = validate(config)
-    for warning in verify(config) + warnings(config):
+    verified = validate(config)
+    for warning in verified.warnings + warnings(config):
         print(f"warning: {warning}", file=sys.stderr)
     sys.stderr.flush()
     print(
         f"OK: {args.config}: {len(config.sources)} sources, {len(config.rules)} rules, "
-        f"{len(config.handlers)} handlers, {rendered} templates rendered, "
+        f"{len(config.handlers)} handlers, {verified.rendered} templates rendered, "
         f"{len(config.files)} files read"
     )
     print(f"rate limits: {rate_limits(config)}")
@@ -54,12 +55,19 @@ def rate_limits(config: Config) -> str:
     return "; ".join(parts)
 
 
-def verify(config: Config) -> list[str]:
-    """What the daemon, ``test`` and ``explain`` check too: each parser's example line parses
-    (timestamp included), rules name only fields their sources can produce. Raises
-    ConfigError; returns warnings."""
+@dataclass
+class Verified:
+    rendered: int  # templates rendered against sample alerts
+    warnings: list[str]
+
+
+def verify(config: Config) -> Verified:
+    """What the daemon (at start and reload), ``test`` and ``explain`` check too: each
+    parser's example line parses (timestamp included), rules and templates name only fields
+    their sources can produce, every template renders. Raises ConfigError."""
     _check_examples(config)
-    return check_fields(config)
+    warnings = check_fields(config)
+    return Verified(_render_templates(config), warnings)
 
 
 def _check_examples(config: Config) -> None:
@@ -88,32 +96,49 @@ def _stamp_problem(parser: ParserConfig, stamp: str) -> str:
     return f"time_format {fmt!r} does not fit the example's timestamp {stamp!r}{hint}"
 
 
-def validate(config: Config) -> int:
-    """Everything ``load`` cannot know: templates against sample alerts, readable files."""
+def validate(config: Config) -> Verified:
+    """Everything ``load`` cannot know: ``verify``, and every file a handler reads is
+    readable and every handler builds."""
+    verified = verify(config)
+    templates = Templates()
+    host = HostInfo.local()
+    for handler in config.handlers.values():
+        _check_files(handler)
+        build_handler(handler, templates=templates, host=host)
+    return verified
+
+
+def _render_templates(config: Config) -> int:
+    """Every template of every handler, against a sample alert of each rule sending to it."""
     templates = Templates()
     host = HostInfo.local()
     rendered = 0
     for handler in config.handlers.values():
-        _check_files(handler)
-        for key_fields in _key_shapes(config, handler.name):
+        for shape in _rule_shapes(config, handler.name):
             rendered += check_templates(
                 handler.name,
                 handler.type,
                 handler.settings,
                 templates=templates,
                 host=host,
-                key_fields=key_fields,
+                key_fields=("ip",),
                 marks=handler.marks,
                 mark=handler.mark,
+                shape=shape,
             )
-        build_handler(handler, templates=templates, host=host)
     return rendered
 
 
-def _key_shapes(config: Config, handler: str) -> list[tuple[str, ...]]:
-    """The group_by of every rule that sends to this handler: each must render."""
-    shapes = {rule.group_by for rule in config.rules if handler in rule.handlers}
-    return sorted(shapes) or [("ip",)]
+def _rule_shapes(config: Config, handler: str) -> list[RuleShape | None]:
+    """What the alerts of each rule that sends to this handler hold: each must render (the
+    rules of one shape once). None: no rule sends to it, render a generic sample."""
+    shapes: dict[tuple[object, ...], RuleShape] = {}
+    for rule in config.rules:
+        if handler in rule.handlers:
+            shape = template_shape(config, rule)
+            same = (rule.group_by, shape.event_fields, rule.sources)
+            shapes.setdefault(same, shape)
+    return list(shapes.values()) or [None]
 
 
 def _check_files(handler: HandlerConfig) -> None:

@@ -60,13 +60,19 @@ def build_handler(cfg: HandlerConfig, *, templates: Templates, host: HostInfo) -
     return handler
 
 
-def compile_setting(cfg: HandlerConfig, templates: Templates, key: str, source: str) -> Template:
-    """Compile one template of a handler, turning a syntax error into a ConfigError."""
+def compile_setting(
+    cfg: HandlerConfig, templates: Templates, key: str, source: str, *, lenient: bool = False
+) -> Template:
+    """Compile one template of a handler, turning a syntax error into a ConfigError.
+
+    ``lenient``: a value one alert lacks renders as nothing (logged once per field) instead
+    of failing: for text a person reads, never for a command's arguments.
+    """
     path = f"handlers.{cfg.name}.{key}"
     mark = cfg.marks.get(key, cfg.mark)
     try:
         # the label carries the Mark, so a render failure at run time names file and line
-        return templates.compile(source, f"{mark}: {path}")
+        return templates.compile(source, f"{mark}: {path}", owner=cfg.name if lenient else None)
     except TemplateError as exc:
         raise ConfigError(exc.message, mark, path) from None
 

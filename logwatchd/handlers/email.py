@@ -85,11 +85,11 @@ class EmailHandler:
                     cfg.marks.get("body_file", cfg.mark),
                     f"handlers.{cfg.name}.body_file",
                 ) from None
-        self._subject = compile_setting(
-            cfg, templates, "subject", settings.get("subject") or DEFAULT_SUBJECT
-        )
+        subject = settings.get("subject") or DEFAULT_SUBJECT
+        self._subject = compile_setting(cfg, templates, "subject", subject, lenient=True)
         bodies = Templates(finalize=one_line_value)
-        self._body = compile_setting(cfg, bodies, "body", body_source or DEFAULT_BODY)
+        body = body_source or DEFAULT_BODY
+        self._body = compile_setting(cfg, bodies, "body", body, lenient=True)
         self._fallback_subject = templates.compile(DEFAULT_SUBJECT, "builtin subject")
         self._fallback_body = bodies.compile(DEFAULT_BODY, "builtin body")
         self._context = self._tls_context()
