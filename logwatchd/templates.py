@@ -31,9 +31,10 @@ class HostInfo:
     fqdn: str
 
     @classmethod
-    def local(cls) -> HostInfo:
-        name = socket.gethostname()
-        return cls(name=name.split(".")[0], fqdn=socket.getfqdn(name))
+    def local(cls, name: str | None = None) -> HostInfo:
+        """This machine; ``name`` (``daemon.host``) replaces its short host name."""
+        machine = socket.gethostname()
+        return cls(name=name or machine.split(".")[0], fqdn=socket.getfqdn(machine))
 
     def as_dict(self) -> dict[str, str]:
         return {"name": self.name, "fqdn": self.fqdn}

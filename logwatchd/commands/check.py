@@ -33,7 +33,7 @@ def check(args: argparse.Namespace) -> int:
 def validate(config: Config) -> int:
     """Everything ``load`` cannot know: templates against sample alerts, readable files."""
     templates = Templates()
-    host = HostInfo.local()
+    host = HostInfo.local(config.daemon.host)
     rendered = 0
     for handler in config.handlers.values():
         _check_files(handler)

@@ -32,7 +32,7 @@ PROGRESS_EVERY = 0.25
 def test(args: argparse.Namespace) -> int:
     config = load(args.config)
     clock = ReplayClock()
-    engine, parsers = build_engine(config, clock, host=os.uname().nodename)
+    engine, parsers = build_engine(config, clock, host=config.daemon.host or os.uname().nodename)
     pipeline = Pipeline(engine, parsers, replay=clock)
     out = Output(args.json, sys.stdout)
     executor = Executor(config) if args.execute else None
@@ -228,7 +228,7 @@ class Executor:
         from logwatchd.templates import Templates
 
         templates = Templates()
-        host = HostInfo.local()
+        host = HostInfo.local(config.daemon.host)
         self.handlers = {
             name: build_handler(cfg, templates=templates, host=host)
             for name, cfg in config.handlers.items()

@@ -36,6 +36,7 @@ class DaemonConfig:
     stat_interval: float = 1.0  # re-stat open files
     rescan_interval: float = 10.0  # re-expand globs
     shutdown_timeout: float = 10.0  # bound on draining in-flight handler work at SIGTERM
+    host: str | None = None  # names this host in alerts; None: the machine's short host name
     mark: Mark = NOWHERE
 
 

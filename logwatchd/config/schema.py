@@ -26,6 +26,7 @@ from logwatchd.config.schema_handlers import handlers_section
 from logwatchd.config.schema_rules import RuleContext, names, rules_section
 
 ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
+HOST_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 
 MAIN_KEYS = (
     "version",
@@ -49,6 +50,7 @@ DAEMON_KEYS = (
     "stat_interval",
     "rescan_interval",
     "shutdown_timeout",
+    "host",
 )
 SOURCE_KEYS = {
     "file": ("id", "type", "parser", "paths", "start_at"),
@@ -198,7 +200,20 @@ def _daemon(node: Node | None) -> DaemonConfig:
             values[key] = nodes.duration(item, positive=True)
     if (item := entries.get("shutdown_timeout")) is not None:
         values["shutdown_timeout"] = nodes.duration(item)
+    if (item := entries.get("host")) is not None:
+        values["host"] = _host(item)
     return DaemonConfig(**values)  # type: ignore[arg-type]
+
+
+def _host(node: Node) -> str:
+    """One token of a NATS subject and of alert ids: no dots, spaces or wildcards."""
+    name = nodes.string(node)
+    if not HOST_RE.fullmatch(name):
+        raise node.error(
+            f"\"{name}\" is not a host name here: letters, digits, '-' and '_', "
+            "at most 63 (the short name, without the domain)"
+        )
+    return name
 
 
 def _timezone(node: Node) -> str:

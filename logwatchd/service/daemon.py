@@ -49,7 +49,7 @@ class Wiring:
     """Everything built from one config: sources, pipeline, handlers, dispatcher."""
 
     def __init__(self, config: Config, store: StateStore, clock: Clock) -> None:
-        host = HostInfo.local()
+        host = HostInfo.local(config.daemon.host)
         self.config = config
         engine, parsers = build_engine(config, clock, host.name)
         digests = {rule.id: rule.digest() for rule in config.rules}
