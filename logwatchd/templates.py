@@ -150,6 +150,8 @@ def handler_template_sources(settings: dict[str, Any], handler_type: str) -> lis
             found.append((f"headers.{header}", source))
         if isinstance(settings.get("body"), str):
             found.append(("body", settings["body"]))
+    elif handler_type == "nats":
+        found.append(("subject", settings["subject"]))
     return found
 
 

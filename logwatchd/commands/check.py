@@ -6,12 +6,13 @@ import argparse
 import glob
 import os
 import sys
+from typing import Any
 
 from logwatchd.config import load
-from logwatchd.config.model import Config, HandlerConfig
-from logwatchd.errors import ConfigError
+from logwatchd.config.model import Config, HandlerConfig, NatsConnection
+from logwatchd.errors import ConfigError, DeliveryError
 from logwatchd.handlers import HostInfo, build_handler
-from logwatchd.templates import Templates, check_templates
+from logwatchd.templates import Templates, check_templates, sample_for
 
 FILE_SETTINGS = ("password_file", "body_file")
 
@@ -48,8 +49,21 @@ def validate(config: Config) -> int:
                 marks=handler.marks,
                 mark=handler.mark,
             )
-        build_handler(handler, templates=templates, host=host)
+        built = build_handler(handler, templates=templates, host=host)
+        if handler.type == "nats":
+            _check_subjects(handler, built, _key_shapes(config, handler.name))
     return rendered
+
+
+def _check_subjects(handler: HandlerConfig, built: Any, shapes: list[tuple[str, ...]]) -> None:
+    """A rendered subject must be one subject under logwatchd.> (it depends on the alert,
+    so this catches a template that is wrong for every alert, not a hostile key value)."""
+    for key_fields in shapes:
+        try:
+            built.subject(sample_for(key_fields))
+        except DeliveryError as exc:
+            mark = handler.marks.get("subject", handler.mark)
+            raise ConfigError(str(exc), mark, f"handlers.{handler.name}.subject") from None
 
 
 def _key_shapes(config: Config, handler: str) -> list[tuple[str, ...]]:
@@ -66,6 +80,9 @@ def _check_files(handler: HandlerConfig) -> None:
         (f"header_files.{name}", path)
         for name, path in (handler.settings.get("header_files") or {}).items()
     )
+    connection = handler.settings.get("connection")
+    if isinstance(connection, NatsConnection):
+        paths.extend(connection_files(connection))
     for key, path in paths:
         if path and not os.access(path, os.R_OK):
             raise ConfigError(
@@ -91,3 +108,14 @@ def warnings(config: Config) -> list[str]:
                 f"({', '.join(source.paths)}); it is followed once it appears"
             )
     return found
+
+
+def connection_files(conn: NatsConnection) -> list[tuple[str, str | None]]:
+    """(key, path) of the files a NATS connection reads: credentials and TLS."""
+    return [
+        ("creds_file", conn.creds_file),
+        ("nkey_file", conn.nkey_file),
+        ("tls.ca_file", conn.tls_ca_file),
+        ("tls.cert_file", conn.tls_cert_file),
+        ("tls.key_file", conn.tls_key_file),
+    ]

@@ -11,7 +11,7 @@ import re
 import zoneinfo
 from collections.abc import Collection, Iterable
 
-from logwatchd.config import nodes
+from logwatchd.config import nodes, schema_nats
 from logwatchd.config.loader import Layer
 from logwatchd.config.model import (
     Config,
@@ -78,7 +78,9 @@ def build_config(layers: list[Layer]) -> Config:
     parsers = {pid: _parser(pid, node) for pid, node in named_entries(top, "parsers", "parser")}
     handlers = handlers_section(named_entries(top, "handlers", "handler"))
     defaults = _default_handlers(top[0].get("defaults"), handlers)
-    sources = _sources(listed_entries(top, "sources", "source"), parsers, top[0].node)
+    sources = _sources(
+        listed_entries(top, "sources", "source"), parsers, top[0].node, daemon.host_name()
+    )
     context = RuleContext(
         lists=lists,
         sources={src.id for src in sources},
@@ -274,15 +276,15 @@ def _parser(parser_id: str, node: Node) -> ParserConfig:
 
 
 def _sources(
-    entries: list[Node], parsers: dict[str, ParserConfig], main: Node
+    entries: list[Node], parsers: dict[str, ParserConfig], main: Node, host: str
 ) -> list[SourceConfig]:
     if not entries:
         raise main.error("no sources: declare at least one under 'sources'")
     known = builtin_parsers() | set(parsers)
-    return [_source(entry, known) for entry in entries]
+    return [_source(entry, known, host) for entry in entries]
 
 
-def _source(node: Node, known_parsers: frozenset[str] | set[str]) -> SourceConfig:
+def _source(node: Node, known_parsers: frozenset[str] | set[str], host: str) -> SourceConfig:
     type_node = nodes.Mapping(node, node.value).need("type")
     kind = nodes.choice(type_node, tuple(SOURCE_KEYS))
     entries = nodes.mapping(node, SOURCE_KEYS[kind], required=("id", "type"))
@@ -293,6 +295,8 @@ def _source(node: Node, known_parsers: frozenset[str] | set[str]) -> SourceConfi
         values["paths"] = tuple(_resolved(entries.need("paths")))
     elif kind == "journald":
         values.update(_journald(entries))
+    elif kind == "nats":
+        values["nats"] = schema_nats.source_settings(entries, source_id, host)
     if (item := entries.get("start_at")) is not None:
         values["start_at"] = nodes.choice(item, ("end", "beginning"))
     return SourceConfig(source_id, kind, parser, mark=node.mark, **values)  # type: ignore[arg-type]
