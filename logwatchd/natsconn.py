@@ -208,6 +208,7 @@ class Events:
     def __init__(self, what: dict[str, str]) -> None:
         self._what = what
         self._failing = False
+        self.closing = False  # set before a close of our own: that is no disconnect to report
 
     async def error(self, exc: Exception) -> None:
         if not self._failing:
@@ -215,7 +216,7 @@ class Events:
             log.warning("nats connection failed", error=describe(exc), **self._what)
 
     async def disconnected(self) -> None:
-        if not self._failing:
+        if not self._failing and not self.closing:
             log.warning("nats disconnected", **self._what)
 
     def connected(self) -> None:

@@ -224,3 +224,43 @@ def publish(urls: list[str] | str, items: list[tuple[str, bytes, str | None]]) -
 def wait_until(predicate: Any, timeout: float = 20.0) -> Any:
     """``wait_for`` with the longer default that a NATS round trip through daemons needs."""
     return wait_for(predicate, timeout, interval=0.05)
+
+
+async def _create_stream(urls: list[str], replicas: int, duplicate_window: float) -> None:
+    import nats
+
+    client = await nats.connect(urls, connect_timeout=2, allow_reconnect=False)
+    try:
+        await client.jetstream(timeout=10).add_stream(
+            name="LOGWATCHD",
+            subjects=["logwatchd.>"],
+            num_replicas=replicas,
+            duplicate_window=duplicate_window,
+        )
+    finally:
+        await client.close()
+
+
+def create_stream(
+    urls: list[str] | str, *, replicas: int = 1, duplicate_window: float = 120.0
+) -> None:
+    """The stream as a nats handler creates it (subjects logwatchd.>)."""
+    run(_create_stream([urls] if isinstance(urls, str) else urls, replicas, duplicate_window))
+
+
+async def _consumer_info(urls: list[str], name: str) -> Any:
+    import nats
+    from nats.js.errors import NotFoundError
+
+    client = await nats.connect(urls, connect_timeout=2, allow_reconnect=False)
+    try:
+        return await client.jetstream(timeout=5).consumer_info("LOGWATCHD", name)
+    except NotFoundError:
+        return None
+    finally:
+        await client.close()
+
+
+def consumer_info(urls: list[str] | str, name: str) -> Any:
+    """The consumer's info, or None while it does not exist."""
+    return run(_consumer_info([urls] if isinstance(urls, str) else urls, name))

@@ -81,6 +81,7 @@ class NatsSourceConfig:
     subjects: tuple[str, ...]
     durable: str
     batch: int = 256  # messages per fetch
+    ack_wait: float = 30.0  # a message not acknowledged this long after delivery comes again
 
 
 @dataclass(frozen=True)

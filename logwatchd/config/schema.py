@@ -56,6 +56,7 @@ SOURCE_KEYS = {
     "file": ("id", "type", "parser", "paths", "start_at"),
     "journald": ("id", "type", "parser", "match", "directory", "files", "start_at"),
     "stdin": ("id", "type", "parser"),
+    "nats": schema_nats.SOURCE_KEYS,
 }
 PARSER_KEYS = ("regex", "time_format", "types")
 FIELD_TYPES = ("str", "int", "float", "ip")
@@ -307,6 +308,8 @@ def _source_parser(entries: nodes.Mapping, kind: str, known: frozenset[str] | se
     if item is None:
         if kind == "journald":
             return "journald"
+        if kind == "nats":
+            return "alert"
         raise entries.node.error("missing required key 'parser' (a builtin or a parsers id)")
     name = nodes.string(item)
     if name not in known:

@@ -20,6 +20,7 @@ TLS_KEYS = ("ca_file", "cert_file", "key_file")
 HANDLER_KEYS = (*CONNECTION_KEYS, "stream", "subject", "duplicate_window", "max_age", "replicas")
 SOURCE_KEYS = (
     "id", "type", "parser", "start_at", *CONNECTION_KEYS, "stream", "subjects", "durable", "batch",
+    "ack_wait",
 )  # fmt: skip
 
 DEFAULT_STREAM = "LOGWATCHD"
@@ -117,7 +118,11 @@ def source_settings(entries: nodes.Mapping, source_id: str, host: str) -> NatsSo
         )
     item = entries.get("batch")
     batch = nodes.integer(item, minimum=1, maximum=10_000) if item else 256
-    return NatsSourceConfig(connection(entries), stream, tuple(subjects), durable[:64], batch)
+    item = entries.get("ack_wait")
+    ack_wait = nodes.duration(item, positive=True) if item else 30.0
+    return NatsSourceConfig(
+        connection(entries), stream, tuple(subjects), durable[:64], batch, ack_wait
+    )
 
 
 def _filter_subject(node: Node, subject: str) -> None:

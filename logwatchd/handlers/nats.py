@@ -87,6 +87,7 @@ class NatsHandler:
 
     def close(self) -> None:
         """Flush what is in flight and close the connection, then end the loop's thread."""
+        self._events.closing = True
         if self._nc is not None:
             try:
                 self._loop.run(self._nc.drain(), self._timeout)

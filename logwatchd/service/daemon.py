@@ -82,6 +82,16 @@ class Wiring:
     def checkpoints(self) -> dict[str, dict[str, Any]]:
         return {source.id: source.checkpoint() for source in self.sources}
 
+    def committed(self) -> None:
+        """Tell the sources that acknowledge upstream (NATS) that their checkpoint is stored."""
+        for source in self.sources:
+            hook = getattr(source, "committed", None)
+            if hook is not None:
+                try:
+                    hook()
+                except Exception:
+                    log.exception("source commit hook failed", source=source.id)
+
     def stop_sources(self) -> None:
         for source in self.sources:
             try:
@@ -218,6 +228,7 @@ class Daemon:
         alerts, self._pending = self._pending, []
         changes = wiring.pipeline.engine.drain_changes()
         store.commit(sources=wiring.checkpoints(), rules=changes, alerts=alerts)
+        wiring.committed()
         if alerts:
             self._counters.alerts += len(alerts)
             for alert in alerts:
@@ -306,4 +317,8 @@ def build_source(
         )
     if config.type == "journald":
         return JournalSource(config, saved=saved, clock=clock, max_line_bytes=daemon.max_line_bytes)
+    if config.type == "nats":
+        from logwatchd.sources.nats import NatsSource
+
+        return NatsSource(config, saved=saved, clock=clock, host=daemon.host_name())
     return StdinSource(config, clock=clock, max_line_bytes=daemon.max_line_bytes)
