@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -255,12 +256,93 @@ async def _consumer_info(urls: list[str], name: str) -> Any:
     client = await nats.connect(urls, connect_timeout=2, allow_reconnect=False)
     try:
         return await client.jetstream(timeout=5).consumer_info("LOGWATCHD", name)
-    except NotFoundError:
-        return None
+    except (NotFoundError, nats.errors.TimeoutError):
+        return None  # not there yet (a busy cluster may also take a while to answer)
     finally:
         await client.close()
 
 
 def consumer_info(urls: list[str] | str, name: str) -> Any:
-    """The consumer's info, or None while it does not exist."""
+    """The consumer's info, or None while it does not exist (or the servers do not answer)."""
     return run(_consumer_info([urls] if isinstance(urls, str) else urls, name))
+
+
+class AckDroppingProxy:
+    """A TCP proxy in front of a nats-server that can lose a client's acknowledgements.
+
+    Everything passes both ways, except that while ``dropping`` is set, the client's
+    ``PUB``/``HPUB`` commands to ``$JS.ACK.*`` subjects (message acknowledgements) never
+    reach the server: the client believes it acknowledged, the server redelivers after the
+    consumer's ack_wait. This is the window between a commit and its acknowledgements that
+    a kill -9 can hit, made as wide as a test needs.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.dropping = False
+        self.dropped = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(5)
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            writer.close()
+            return
+        down = asyncio.ensure_future(self._pipe(up_reader, writer))
+        try:
+            await self._filter(reader, up_writer)
+        finally:
+            down.cancel()
+            up_writer.close()
+            writer.close()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    async def _filter(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        buffer = b""
+        while data := await reader.read(65536):
+            buffer += data
+            out, buffer = self._commands(buffer)
+            if out:
+                writer.write(out)
+                await writer.drain()
+
+    def _commands(self, buffer: bytes) -> tuple[bytes, bytes]:
+        """Forward whole protocol commands, minus dropped acknowledgements; keep the rest."""
+        out = bytearray()
+        while (end := buffer.find(b"\r\n")) != -1:
+            line = buffer[:end]
+            parts = line.split()
+            op = parts[0].upper() if parts else b""
+            size = 0
+            if op in (b"PUB", b"HPUB"):
+                size = int(parts[-1]) + 2  # the payload and its CRLF follow the line
+                if len(buffer) < end + 2 + size:
+                    break
+            command, buffer = buffer[: end + 2 + size], buffer[end + 2 + size :]
+            if self.dropping and op in (b"PUB", b"HPUB") and parts[1].startswith(b"$JS.ACK."):
+                self.dropped += 1
+                continue
+            out += command
+        return bytes(out), buffer
+
+    def close(self) -> None:
+        async def shut() -> None:
+            self._server.close()
+
+        asyncio.run_coroutine_threadsafe(shut(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)

@@ -40,7 +40,7 @@ log = structlog.get_logger("logwatchd.sources")
 
 FETCH_WAIT = 2.0  # seconds one fetch waits on the server for messages
 REQUEST_TIMEOUT = 5.0  # JetStream API calls and acknowledgements
-RETRY_MIN, RETRY_MAX = 0.5, 15.0  # reconnect backoff
+RETRY_MIN, RETRY_MAX = 0.5, 5.0  # reconnect backoff
 FLOOR_EVERY = 30.0  # how often the consumers' acknowledgement floors prune the list
 RECENT = 65_536  # message ids remembered to skip repeats
 MAX_UNCONFIRMED = 100_000  # the list in the checkpoint is cut to this (lowest sequences go)
