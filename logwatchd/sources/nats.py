@@ -43,6 +43,10 @@ REQUEST_TIMEOUT = 5.0  # JetStream API calls and acknowledgements
 RETRY_MIN, RETRY_MAX = 0.5, 5.0  # reconnect backoff
 FLOOR_EVERY = 30.0  # how often the consumers' acknowledgement floors prune the list
 RECENT = 65_536  # message ids remembered to skip repeats
+# Messages delivered and not yet acknowledged, per consumer: acknowledgements wait for the
+# daemon's commit (commit_interval, 1 s, when nothing fired), so this bounds the rate at
+# about MAX_ACK_PENDING a second (and the memory held: about 2 KiB a message).
+MAX_ACK_PENDING = 20_000
 MAX_UNCONFIRMED = 100_000  # the list in the checkpoint is cut to this (lowest sequences go)
 STREAM_NOT_FOUND = 10059
 
@@ -275,7 +279,7 @@ class NatsSource:
                         deliver_policy=policy,
                         ack_policy=api.AckPolicy.EXPLICIT,
                         ack_wait=self._cfg.ack_wait,
-                        max_ack_pending=max(1000, 4 * self._cfg.batch),
+                        max_ack_pending=max(MAX_ACK_PENDING, 8 * self._cfg.batch),
                     ),
                 )
             else:
