@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from logwatchd.config import load_text
 from logwatchd.config.model import SourceConfig
 from logwatchd.errors import ConfigError
 from logwatchd.events import Line
-from logwatchd.sources.nats import NatsSource
+from logwatchd.sources.nats import NatsSource, sequence_and_time
 from tests.nats_helpers import (
     NatsServer,
     consumer_info,
@@ -103,6 +104,8 @@ def test_messages_become_lines_acknowledged_only_after_the_commit(
         assert [line.origin for line in lines] == [f"nats:{i:032d}" for i in range(3)]
         assert [json.loads(line.raw)["id"] for line in lines] == [f"{i:032d}" for i in range(3)]
         assert lines[0].path == "logwatchd.alerts.web1.r"
+        assert [line.lineno for line in lines] == [1, 2, 3]  # the stream sequence
+        assert abs(lines[0].read_time - time.time()) < 60  # when the stream stored it
         saved = follower.source.checkpoint()  # what the daemon commits with the rule state
         assert [entry[2] for entry in saved["unacked"]] == [f"{i:032d}" for i in range(3)]
         assert pending(server.url) == 3  # nothing acknowledged before the commit
@@ -282,3 +285,11 @@ def test_config_errors_name_file_line_and_key(tmp_path: Path, settings: str, exp
     with pytest.raises(ConfigError) as info:
         source_config(tmp_path, settings)
     assert str(info.value).startswith(expected)
+
+
+def test_sequence_and_time_read_both_forms_of_the_acknowledgement_subject() -> None:
+    old = "$JS.ACK.LOGWATCHD.agg.1.42.7.1795687200000000000.3"
+    new = "$JS.ACK.domain.ACCHASH.LOGWATCHD.agg.1.42.7.1795687200000000000.3.tok"
+    assert sequence_and_time(old, 0.0) == (42, 1_795_687_200.0)
+    assert sequence_and_time(new, 0.0) == (42, 1_795_687_200.0)
+    assert sequence_and_time("not.a.reply", 5.0) == (0, 5.0)
