@@ -132,7 +132,7 @@ class NatsCluster:
 
     def stop(self) -> None:
         for server in self.servers:
-            server.stop()
+            server.kill()
 
 
 def run(coro: Any) -> Any:

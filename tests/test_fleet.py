@@ -182,8 +182,16 @@ def test_aggregator_kill_9_and_restart_loses_nothing_and_repeats_no_fleet_alert(
         proxy.close()
 
 
-def test_a_three_node_cluster_loses_nothing_when_a_node_dies_mid_run(tmp_path: Path) -> None:
-    cluster = NatsCluster(tmp_path / "cluster").start()
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    nodes = NatsCluster(tmp_path / "cluster").start()
+    yield nodes
+    nodes.stop()
+
+
+def test_a_three_node_cluster_loses_nothing_when_a_node_dies_mid_run(
+    tmp_path: Path, cluster: NatsCluster
+) -> None:
     fleet = Fleet(tmp_path, cluster.urls, replicas=3).start()
     try:
         web1, web2 = fleet.hosts
@@ -213,4 +221,3 @@ def test_a_three_node_cluster_loses_nothing_when_a_node_dies_mid_run(tmp_path: P
         assert sorted(agg.fleet_ips()) == sorted(f"10.3.0.{i}" for i in range(30))
     finally:
         fleet.close()
-        cluster.stop()

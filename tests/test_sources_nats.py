@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,13 +46,18 @@ class Follower:
     """A NatsSource driven the way the daemon drives it: poll, checkpoint, commit."""
 
     def __init__(
-        self, tmp_path: Path, url: str, settings: str = "", saved: dict[str, Any] | None = None
+        self,
+        tmp_path: Path,
+        url: str,
+        settings: str = "",
+        saved: dict[str, Any] | None = None,
+        wake: Any = None,
     ) -> None:
         defaults = "subjects: ['logwatchd.alerts.>']\ndurable: agg\nstart_at: beginning\n"
         config = source_config(tmp_path, f"servers: [{url}]\n{settings or defaults}")
         self.source = NatsSource(config, saved=saved, clock=SystemClock(), host="agg1")
         self.lines: list[Line] = []
-        self.source.start(lambda: None)
+        self.source.start(wake or (lambda: None))
 
     def read(self, count: int, timeout: float = 20.0) -> list[Line]:
         """Poll until ``count`` lines came, never taking more."""
@@ -112,6 +118,22 @@ def test_messages_become_lines_acknowledged_only_after_the_commit(
         follower.source.committed()
         wait_until(lambda: pending(server.url) == 0)
         wait_until(lambda: follower.source.checkpoint()["unacked"] == [])
+    finally:
+        follower.stop()
+
+
+def test_every_message_wakes_the_daemon(tmp_path: Path, server: NatsServer) -> None:
+    """The daemon sleeps until woken (at most a second): a message that arrives without a
+    wake waits for that second."""
+    create_stream(server.url)
+    woken = threading.Event()
+    follower = Follower(tmp_path, server.url, wake=woken.set)
+    try:
+        for index in range(3):
+            woken.clear()
+            publish(server.url, alerts(1, start=index))
+            assert woken.wait(0.9), f"message {index} woke nothing"
+            assert len(follower.read(index + 1)) == index + 1
     finally:
         follower.stop()
 
