@@ -81,3 +81,67 @@ def test_the_example_host_publishes_every_failure_and_bans_on_decision() -> None
     aggregator = load(str(Path(__file__).parent.parent / "config" / "fleet-aggregator.yaml"))
     [fleet_rule] = aggregator.rules
     assert fleet_rule.threshold is not None and fleet_rule.threshold.distinct == "host"
+
+
+def test_without_the_client_library_check_says_how_to_get_it_for_a_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from logwatchd.commands.check import validate
+
+    fleet_source = "  - {id: fleet, type: nats, subjects: ['logwatchd.alerts.>']}\n"
+    loaded = config(tmp_path, base=BASE + fleet_source)
+    monkeypatch.setitem(sys.modules, "nats", None)  # import nats now raises ImportError
+    with pytest.raises(ConfigError) as info:
+        validate(loaded)
+    assert str(info.value) == (
+        "c.yaml:7: sources[1]: NATS needs the fleet extra: "
+        "pip install 'logwatchd[fleet]' (the nats-py client)"
+    )
+
+
+ALERTS_CONFIG = """\
+version: 1
+sources: [{id: fleet, type: stdin, parser: alert}]
+rules:
+  - id: fleet-bruteforce
+    match: {field: rule, equals: sshd-failure}
+    group_by: [ip]
+    threshold: {count: 2, window: 10m, distinct: host}
+"""
+
+
+def test_distinct_host_counts_publishing_daemons_in_a_replay_of_published_alerts(
+    tmp_path: Path,
+) -> None:
+    """`logwatchd test` replays a file of alerts (what the file handler writes) through a
+    fleet rule: the address seen on two hosts fires, the one seen twice on one host does not,
+    and the host name a log line carried counts for nothing."""
+    import json
+
+    def alert(index: int, host: str, ip: str) -> str:
+        return json.dumps(
+            {"id": f"{index:032d}", "rule": "sshd-failure", "host": host, "key": {"ip": ip},
+             "last_seen": f"2026-12-03T10:00:0{index}+00:00",
+             "event": {"fields": {"host": "same-in-every-line", "ip": ip}, "raw": "x"}}
+        )  # fmt: skip
+
+    (tmp_path / "c.yaml").write_text(ALERTS_CONFIG)
+    (tmp_path / "alerts.jsonl").write_text(
+        "\n".join(
+            [
+                alert(1, "web1", "198.51.100.7"),
+                alert(2, "web1", "198.51.100.7"),
+                alert(3, "web1", "203.0.113.9"),
+                alert(4, "web2", "203.0.113.9"),
+            ]
+        )
+        + "\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "logwatchd", "test", "-c", str(tmp_path / "c.yaml"), "--json",
+         str(tmp_path / "alerts.jsonl")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    fired = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(a["key"], a["count"], a["line"]) for a in fired] == [({"ip": "203.0.113.9"}, 2, 4)]

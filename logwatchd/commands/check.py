@@ -8,6 +8,7 @@ import os
 import sys
 from typing import Any
 
+from logwatchd import natsconn
 from logwatchd.config import load
 from logwatchd.config.model import Config, HandlerConfig, NatsConnection
 from logwatchd.errors import ConfigError, DeliveryError
@@ -36,6 +37,9 @@ def validate(config: Config) -> int:
     templates = Templates()
     host = HostInfo.local(config.daemon.host)
     rendered = 0
+    for index, source in enumerate(config.sources):
+        if source.type == "nats":
+            natsconn.require(source.mark, f"sources[{index}]")
     for handler in config.handlers.values():
         _check_files(handler)
         for key_fields in _key_shapes(config, handler.name):
