@@ -2,15 +2,10 @@
 
 Messages are fetched in batches by an asyncio loop in the source's own thread and handed
 to the daemon's ``poll()`` as lines (the payload as text). A message is acknowledged only
-after the daemon committed what it changed: ``checkpoint()`` lists every message polled
-whose acknowledgement the server has not confirmed, and ``committed()`` (called after the
-commit) sends the acknowledgements and drops each one the server confirmed.
-
-Redeliveries change nothing. A message's identity is its ``Nats-Msg-Id`` (for alerts: the
-alert id), else its stream sequence. Ids seen in this run (the last 65,536) are skipped;
-after a restart, the listed unconfirmed ones are skipped, since the server redelivers
-exactly those. An entry leaves the list when its acknowledgement is confirmed, or when the
-consumer's acknowledgement floor passed it (acknowledged by an earlier run).
+after the daemon committed what it changed: ``committed()`` (called after each commit)
+sends the acknowledgements of what that checkpoint covered. Redeliveries change nothing: a
+message's identity is its ``Nats-Msg-Id`` (for alerts: the alert id), else its stream
+sequence, and ``ledger.Ledger`` keeps what was counted, committed and confirmed.
 
 Several daemons may use the same ``durable``: the server hands each message to one of them.
 The subjects are one consumer each (nats-server 2.9 filters a consumer by one subject):
@@ -24,11 +19,9 @@ import contextlib
 import hashlib
 import itertools
 import json
-import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -37,6 +30,7 @@ from logwatchd import natsconn
 from logwatchd.clock import Clock
 from logwatchd.config.model import NatsSourceConfig, SourceConfig
 from logwatchd.events import Line
+from logwatchd.sources.ledger import Delivered, Ledger
 
 log = structlog.get_logger("logwatchd.sources")
 
@@ -44,41 +38,11 @@ FETCH_WAIT = 2.0  # seconds one fetch waits on the server for messages
 REQUEST_TIMEOUT = 5.0  # JetStream API calls and acknowledgements
 RETRY_MIN, RETRY_MAX = 0.5, 5.0  # reconnect backoff
 FLOOR_EVERY = 30.0  # how often the consumers' acknowledgement floors prune the list
-RECENT = 65_536  # message ids remembered to skip repeats
 # Messages delivered and not yet acknowledged, per consumer: acknowledgements wait for the
 # daemon's commit (commit_interval, 1 s, when nothing fired), so this bounds the rate at
 # about MAX_ACK_PENDING a second (and the memory held: about 2 KiB a message).
 MAX_ACK_PENDING = 20_000
-MAX_UNCONFIRMED = 100_000  # the list in the checkpoint is cut to this (lowest sequences go)
 STREAM_NOT_FOUND = 10059
-
-
-@dataclass(slots=True)
-class Delivered:
-    """A message polled (``msg`` None: listed by a previous run's checkpoint)."""
-
-    consumer: str
-    seq: int
-    key: str
-    msg: Any = None
-
-
-class Recent:
-    """The last ``size`` ids seen, oldest forgotten first."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._ids: OrderedDict[str, None] = OrderedDict()
-
-    def add(self, key: str) -> bool:
-        """Remember ``key``; False when it was already there."""
-        if key in self._ids:
-            self._ids.move_to_end(key)
-            return False
-        self._ids[key] = None
-        if len(self._ids) > self._size:
-            self._ids.popitem(last=False)
-        return True
 
 
 def consumer_names(config: NatsSourceConfig) -> dict[str, str]:
@@ -111,13 +75,8 @@ class NatsSource:
         self._what = {"source": config.id}
         self._events = natsconn.Events(self._what)
         self._loop = natsconn.LoopThread(f"nats-{config.id}")
-        self._lock = threading.Lock()
         self._ready: deque[tuple[str, Any]] = deque()  # (consumer, message) fetched, not polled
-        self._polled: list[Delivered] = []  # polled since the last checkpoint()
-        self._committing: list[Delivered] = []  # in the checkpoint being committed
-        self._unconfirmed: dict[tuple[str, int], Delivered] = {}
-        self._recent = Recent(RECENT)
-        self._uncommitted: set[str] = set()  # ids of lines polled, not yet committed
+        self._ledger = Ledger(saved)
         self._room: asyncio.Event | None = None
         self._wake: Callable[[], None] = _nothing
         self._follow: Any = None
@@ -126,18 +85,12 @@ class NatsSource:
         self._ack_inbox = ""
         self._awaiting: dict[str, Delivered] = {}  # acknowledgement sent, answer not yet in
         self._tokens = itertools.count()
-        self.skipped = 0  # repeats dropped
         self.problem = ""  # what keeps it from following (logged once, not once per retry)
-        self._load(saved or {})
 
-    def _load(self, saved: dict[str, Any]) -> None:
-        for entry in saved.get("unacked", []):
-            try:
-                consumer, seq, key = str(entry[0]), int(entry[1]), str(entry[2])
-            except (TypeError, ValueError, IndexError):
-                continue
-            self._unconfirmed[(consumer, seq)] = Delivered(consumer, seq, key)
-            self._recent.add(key)
+    @property
+    def skipped(self) -> int:
+        """Repeats not counted (redeliveries, a second copy of an alert)."""
+        return self._ledger.skipped
 
     # --- the Source protocol (the daemon's thread) ---------------------------------------
 
@@ -146,52 +99,30 @@ class NatsSource:
         self._follow = self._loop.submit(self._run())
 
     def poll(self, max_lines: int = 10_000) -> list[Line]:
-        lines: list[Line] = []
         ready = self._ready  # deque appends and pops are atomic: the loop appends meanwhile
         taken = [ready.popleft() for _ in range(min(max_lines, len(ready)))]
         if not taken:
-            return lines
+            return []
         now = self._clock.now()
-        polled: list[Delivered] = []
-        repeats: list[Delivered] = []
-        for consumer, msg in taken:
-            delivered, line = self._line(consumer, msg, now)
-            if line is not None:
-                lines.append(line)
-                polled.append(delivered)
-                self._uncommitted.add(delivered.key)
-            elif delivered.key in self._uncommitted:
-                polled.append(delivered)  # its first copy is not committed yet: ack with it
-            else:
-                repeats.append(delivered)  # what it stands for is committed: ack at once
-        with self._lock:
-            self._polled.extend(polled)
-            self._unconfirmed.update(((d.consumer, d.seq), d) for d in repeats)
-        self.skipped += len(taken) - len(lines)
-        if repeats:
-            self._loop.call_soon(self._start_acks, repeats)
+        batch = [self._delivered(consumer, msg, now) for consumer, msg in taken]
+        fresh, at_once = self._ledger.admit([delivered for delivered, _stamp in batch])
+        lines = [
+            self._line(delivered, stamp)
+            for (delivered, stamp), new in zip(batch, fresh, strict=True)
+            if new
+        ]
+        if at_once:
+            self._loop.call_soon(self._start_acks, at_once)
         if self._room is not None:
             self._loop.call_soon(self._room.set)
         return lines
 
     def checkpoint(self) -> dict[str, Any]:
-        with self._lock:
-            self._committing.extend(self._polled)
-            self._polled = []
-            listed = {(d.consumer, d.seq): d for d in self._committing}
-            listed.update(self._unconfirmed)
-        entries = sorted((d.consumer, d.seq, d.key) for d in listed.values())
-        if len(entries) > MAX_UNCONFIRMED:
-            entries = sorted(entries, key=lambda entry: entry[1])[-MAX_UNCONFIRMED:]
-        return {"stream": self._cfg.stream, "unacked": [list(entry) for entry in entries]}
+        return self._ledger.checkpoint(self._cfg.stream)
 
     def committed(self) -> None:
         """The last checkpoint is in the database: acknowledge what it covered."""
-        with self._lock:
-            done, self._committing = self._committing, []
-            for delivered in done:
-                self._unconfirmed[(delivered.consumer, delivered.seq)] = delivered
-        self._uncommitted.difference_update(delivered.key for delivered in done)
+        done = self._ledger.committed()
         if done:
             self._loop.call_soon(self._start_acks, done)
 
@@ -201,20 +132,21 @@ class NatsSource:
             self._loop.run(self._finish(), REQUEST_TIMEOUT + 1.0)
         self._loop.stop()
 
-    def _line(self, consumer: str, msg: Any, now: float) -> tuple[Delivered, Line | None]:
+    def _delivered(self, consumer: str, msg: Any, now: float) -> tuple[Delivered, float]:
         seq, stamp = sequence_and_time(msg.reply, now)
         msg_id = (msg.headers or {}).get("Nats-Msg-Id")
         key = str(msg_id) if msg_id else f"{self._cfg.stream}:{seq}"
-        delivered = Delivered(consumer, seq, key, msg)
-        if not self._recent.add(key):
-            return delivered, None
-        return delivered, Line(
+        return Delivered(consumer, seq, key, msg), stamp
+
+    def _line(self, delivered: Delivered, stamp: float) -> Line:
+        msg = delivered.msg
+        return Line(
             source=self.id,
             raw=msg.data.decode("utf-8", "replace"),
             read_time=stamp,
-            origin=f"nats:{key}",
+            origin=f"nats:{delivered.key}",
             path=msg.subject,
-            lineno=seq,
+            lineno=delivered.seq,
         )
 
     # --- in the loop ---------------------------------------------------------------------
@@ -349,11 +281,7 @@ class NatsSource:
         while True:
             for name in self._consumers.values():
                 info = await js.consumer_info(self._cfg.stream, name)
-                floor = int(info.ack_floor.stream_seq) if info.ack_floor else 0
-                with self._lock:
-                    passed = [k for k in self._unconfirmed if k[0] == name and k[1] <= floor]
-                    for done in passed:
-                        del self._unconfirmed[done]
+                self._ledger.passed(name, int(info.ack_floor.stream_seq) if info.ack_floor else 0)
             await asyncio.sleep(FLOOR_EVERY)
 
     async def _listen_for_acks(self, client: Any) -> None:
@@ -365,8 +293,7 @@ class NatsSource:
         async def confirmed(msg: Any) -> None:
             delivered = self._awaiting.pop(msg.subject.rpartition(".")[2], None)
             if delivered is not None:
-                with self._lock:
-                    self._unconfirmed.pop((delivered.consumer, delivered.seq), None)
+                self._ledger.confirmed(delivered)
 
         await client.subscribe(f"{self._ack_inbox}.*", cb=confirmed)
         self._client = client
