@@ -145,3 +145,20 @@ def test_distinct_host_counts_publishing_daemons_in_a_replay_of_published_alerts
     assert result.returncode == 0, result.stderr
     fired = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(a["key"], a["count"], a["line"]) for a in fired] == [({"ip": "203.0.113.9"}, 2, 4)]
+
+
+def test_status_says_how_many_messages_of_a_nats_source_await_acknowledgement(
+    tmp_path: Path,
+) -> None:
+    from logwatchd.state import StateStore
+
+    store = StateStore.in_dir(str(tmp_path / "state"))
+    unacked = [["agg", 7, "a" * 32], ["agg", 8, "b" * 32]]
+    store.commit(sources={"fleet": {"stream": "LOGWATCHD", "unacked": unacked}})
+    store.close()
+    result = subprocess.run(
+        [sys.executable, "-m", "logwatchd", "status", "--state-dir", str(tmp_path / "state")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "nats stream LOGWATCHD: 2 messages awaiting acknowledgement" in result.stdout
