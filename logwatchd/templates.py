@@ -62,15 +62,16 @@ class HostInfo:
     fqdn: str
 
     @classmethod
-    def local(cls) -> HostInfo:
-        name = socket.gethostname()
-        short = name.split(".")[0]
-        fqdn = socket.getfqdn(name)
+    def local(cls, name: str | None = None) -> HostInfo:
+        """This machine; ``name`` (``daemon.host``) replaces its short host name."""
+        machine = socket.gethostname()
+        short = machine.split(".")[0]
+        fqdn = socket.getfqdn(machine)
         # With "127.0.0.1 localhost web1" in /etc/hosts, getfqdn() answers "localhost": a mail
         # body saying web1 would be signed by localhost. A name that is not this host's is wrong.
         if fqdn.split(".")[0] != short:
-            fqdn = name
-        return cls(name=short, fqdn=fqdn)
+            fqdn = machine
+        return cls(name=name or short, fqdn=fqdn)
 
     def as_dict(self) -> dict[str, str]:
         return {"name": self.name, "fqdn": self.fqdn}
@@ -322,6 +323,8 @@ def handler_template_sources(settings: dict[str, Any], handler_type: str) -> lis
             found.append((f"headers.{header}", source))
         if isinstance(settings.get("body"), str):
             found.append(("body", settings["body"]))
+    elif handler_type == "nats":
+        found.append(("subject", settings["subject"]))
     return found
 
 

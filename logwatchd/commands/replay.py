@@ -52,7 +52,7 @@ def _replay(args: argparse.Namespace, config: Config) -> int:
     for warning in verify(config).warnings:
         print(f"warning: {warning}", file=sys.stderr)
     clock = ReplayClock()
-    engine, parsers = build_engine(config, clock, host=os.uname().nodename)
+    engine, parsers = build_engine(config, clock, host=config.daemon.host or os.uname().nodename)
     pipeline = Pipeline(engine, parsers, replay=clock)
     out = Output(args.json, sys.stdout)
     executor = Executor(config) if args.execute else None
@@ -249,7 +249,7 @@ class Executor:
         from logwatchd.templates import Templates
 
         templates = Templates()
-        host = HostInfo.local()
+        host = HostInfo.local(config.daemon.host)
         self.handlers = {
             name: build_handler(cfg, templates=templates, host=host)
             for name, cfg in config.handlers.items()

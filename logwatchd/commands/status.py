@@ -70,6 +70,9 @@ def render(report: dict[str, Any]) -> str:
 def _describe_source(state: dict[str, Any]) -> list[str]:
     if "cursor" in state:
         return [f"journal cursor {state['cursor']}"]
+    if "unacked" in state:
+        waiting = len(state["unacked"])
+        return [f"nats stream {state.get('stream')}: {waiting} messages awaiting acknowledgement"]
     lines = []
     for record in state.get("files", []):
         path = record.get("path", "?")

@@ -56,7 +56,7 @@ class Wiring:
     def __init__(
         self, config: Config, store: StateStore, clock: Clock, in_flight: InFlight
     ) -> None:
-        host = HostInfo.local()
+        host = HostInfo.local(config.daemon.host)
         self.config = config
         engine, parsers = build_engine(config, clock, host.name)
         digests = {rule.id: rule.digest() for rule in config.rules}
@@ -94,6 +94,16 @@ class Wiring:
 
     def checkpoints(self) -> dict[str, dict[str, Any]]:
         return {source.id: source.checkpoint() for source in self.sources}
+
+    def committed(self) -> None:
+        """Tell the sources that acknowledge upstream (NATS) that their checkpoint is stored."""
+        for source in self.sources:
+            hook = getattr(source, "committed", None)
+            if hook is not None:
+                try:
+                    hook()
+                except Exception:
+                    log.exception("source commit hook failed", source=source.id)
 
     def stop_sources(self) -> None:
         for source in self.sources:
@@ -279,6 +289,7 @@ class Daemon:
             return False
         self._unsaved = None
         self._writes.succeeded()
+        wiring.committed()
         try:
             wiring.stamps.report(store, self.clock.monotonic())
         except Exception:
@@ -379,4 +390,8 @@ def build_source(
         )
     if config.type == "journald":
         return JournalSource(config, saved=saved, clock=clock, max_line_bytes=daemon.max_line_bytes)
+    if config.type == "nats":
+        from logwatchd.sources.nats import NatsSource
+
+        return NatsSource(config, saved=saved, clock=clock, host=daemon.host_name())
     return StdinSource(config, clock=clock, max_line_bytes=daemon.max_line_bytes)
