@@ -18,6 +18,32 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def packs_on_a_journal(tmp_path: Path, packs: list[str], match: list[str] | None = None) -> Path:
+    """A config: the shipped ``packs`` over the journal files in tmp_path/journal, from the
+    beginning, alerts to tmp_path/alerts.jsonl."""
+    (tmp_path / "journal").mkdir()
+    (tmp_path / "rules.d").mkdir()
+    for pack in packs:
+        shutil.copy(REPO / "config" / "rules.d" / pack, tmp_path / "rules.d" / pack)
+    source = {
+        "id": "journal",
+        "type": "journald",
+        "directory": str(tmp_path / "journal"),
+        "parser": "journald",
+        "start_at": "beginning",
+        **({"match": match} if match else {}),
+    }
+    config = {
+        "version": 1,
+        "include": ["rules.d/*.yaml"],
+        "daemon": {"state_dir": str(tmp_path / "state"), "commit_interval": "200ms"},
+        "sources": [source],
+        "defaults": {"handlers": ["sink"]},
+        "handlers": {"sink": {"type": "file", "path": str(tmp_path / "alerts.jsonl")}},
+    }
+    return write_config(tmp_path / "logwatchd.yaml", config)
+
+
 def failures(first: int, count: int, ip: str) -> list[dict[str, str | bytes]]:
     return [
         entry(
@@ -30,29 +56,8 @@ def failures(first: int, count: int, ip: str) -> list[dict[str, str | bytes]]:
 
 
 def test_sshd_pack_on_the_journal_fires_once_and_resumes_from_the_cursor(tmp_path):
-    journal_dir = tmp_path / "journal"
-    journal_dir.mkdir()
-    journal = str(journal_dir / "remote.journal")
-    (tmp_path / "rules.d").mkdir()
-    shutil.copy(REPO / "config" / "rules.d" / "sshd.yaml", tmp_path / "rules.d" / "sshd.yaml")
-    config = {
-        "version": 1,
-        "include": ["rules.d/*.yaml"],
-        "daemon": {"state_dir": str(tmp_path / "state"), "commit_interval": "200ms"},
-        "sources": [
-            {
-                "id": "journal",
-                "type": "journald",
-                "directory": str(journal_dir),
-                "match": ["_SYSTEMD_UNIT=ssh.service"],
-                "parser": "journald",
-                "start_at": "beginning",
-            }
-        ],
-        "defaults": {"handlers": ["sink"]},
-        "handlers": {"sink": {"type": "file", "path": str(tmp_path / "alerts.jsonl")}},
-    }
-    path = write_config(tmp_path / "logwatchd.yaml", config)
+    path = packs_on_a_journal(tmp_path, ["sshd.yaml"], match=["_SYSTEMD_UNIT=ssh.service"])
+    journal = str(tmp_path / "journal" / "remote.journal")
     # an unrelated unit's entry that happens to say the same thing must not count
     append_journal(
         journal,
@@ -97,28 +102,8 @@ def forged(n: int, message: str, ident: str) -> dict[str, str | bytes]:
 def test_forged_journal_entries_do_not_alert_only_genuine_ones_do(tmp_path):
     """Any local user can claim to be sshd or sudo on the journal (SYSLOG_IDENTIFIER); the
     packs also check what journald itself recorded: the process name and its user."""
+    path = packs_on_a_journal(tmp_path, ["sshd.yaml", "sudo.yaml"])
     journal_dir = tmp_path / "journal"
-    journal_dir.mkdir()
-    (tmp_path / "rules.d").mkdir()
-    for pack in ("sshd.yaml", "sudo.yaml"):
-        shutil.copy(REPO / "config" / "rules.d" / pack, tmp_path / "rules.d" / pack)
-    config = {
-        "version": 1,
-        "include": ["rules.d/*.yaml"],
-        "daemon": {"state_dir": str(tmp_path / "state"), "commit_interval": "200ms"},
-        "sources": [
-            {
-                "id": "journal",
-                "type": "journald",
-                "directory": str(journal_dir),
-                "parser": "journald",
-                "start_at": "beginning",
-            }
-        ],
-        "defaults": {"handlers": ["sink"]},
-        "handlers": {"sink": {"type": "file", "path": str(tmp_path / "alerts.jsonl")}},
-    }
-    path = write_config(tmp_path / "logwatchd.yaml", config)
     failed = "Failed password for root from {} port 22 ssh2"
     pam = (
         "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost={}"
