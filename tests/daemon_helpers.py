@@ -37,7 +37,9 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    # a line without its newline is still being written: it is read on the next call
+    complete = path.read_text().rpartition("\n")[0]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 def write_config(path: Path, config: dict[str, Any]) -> Path:
