@@ -256,6 +256,15 @@ class BatchConfig:
 
 
 @dataclass(frozen=True)
+class Increase:
+    """A key acted on again within ``max`` of its last action's end gets ``factor`` x the
+    last duration (at most ``max``)."""
+
+    factor: float
+    max: float
+
+
+@dataclass(frozen=True)
 class HandlerConfig:
     """A declared handler. ``settings`` holds the type-specific keys, validated and typed:
 
@@ -264,7 +273,8 @@ class HandlerConfig:
       verify (bool, default True)), from (str), to (tuple[str]), cc (tuple[str]),
       subject (template str), body (template str), body_file (str|None)
     - command: argv (tuple[str] of templates, argv[0] absolute), stdin ("none"|"json"),
-      concurrency (int), env (dict[str,str] static extras)
+      concurrency (int), env (dict[str,str] static extras), undo (dict: argv (tuple[str] of
+      templates), after (float seconds)) or None
     - webhook: url, method, headers (dict[str, template str]), headers_files (dict[str, path]),
       body (template str|None), format ("json"|"alertmanager")
     - file: path (str), mode (int, file permission bits)

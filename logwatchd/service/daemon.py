@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from logwatchd.actions import ActionBook
 from logwatchd.alerts import Alert
 from logwatchd.clock import Clock, SystemClock
 from logwatchd.config.model import Config, DaemonConfig, SourceConfig
@@ -73,8 +74,12 @@ class Wiring:
         self.dispatcher = Dispatcher(
             store.path, handlers, config.handlers, clock, dry_run=config.daemon.dry_run
         )
+        self.actions = ActionBook(store, handlers, dry_run=config.daemon.dry_run)
+        self._clock = clock
 
     def start(self, wake: threading.Event) -> None:
+        # before the workers: undos that fell due while down, and the active actions again
+        self.actions.start(self._clock.now())
         self.dispatcher.start()
         for source in self.sources:
             source.start(wake.set)
@@ -168,6 +173,7 @@ class Daemon:
             busy = self._read(wiring)
             self._pending.extend(wiring.pipeline.tick(self.clock.now()))
             now = time.monotonic()
+            self._undo_due(wiring, now)
             since = now - last_commit
             read_since = self._counters.lines != committed_lines
             # Idle costs nothing but a commit a minute; a rotation seen without new lines is
@@ -217,7 +223,12 @@ class Daemon:
     def _commit(self, wiring: Wiring, store: StateStore) -> None:
         alerts, self._pending = self._pending, []
         changes = wiring.pipeline.engine.drain_changes()
-        store.commit(sources=wiring.checkpoints(), rules=changes, alerts=alerts)
+        store.commit(
+            sources=wiring.checkpoints(),
+            rules=changes,
+            alerts=alerts,
+            acting=wiring.actions.recorders,
+        )
         if alerts:
             self._counters.alerts += len(alerts)
             for alert in alerts:
@@ -231,6 +242,16 @@ class Daemon:
                 )
             # only the workers with new rows: a worker woken for nothing runs a claim query
             wiring.dispatcher.notify({name for alert in alerts for name in alert.handlers})
+
+    def _undo_due(self, wiring: Wiring, monotonic: float) -> None:
+        """Actions whose time has come (or that ``logwatchd actions revert`` ended) are undone."""
+        try:
+            due = wiring.actions.tick(self.clock.now(), monotonic)
+        except Exception:
+            log.exception("checking for due undos failed")
+            return
+        if due:
+            wiring.dispatcher.notify(due)
 
     def _reload_config(self, wiring: Wiring, store: StateStore) -> Wiring:
         notify.reloading()
