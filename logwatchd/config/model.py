@@ -278,12 +278,16 @@ class HandlerConfig:
     - webhook: url, method, headers (dict[str, template str]), headers_files (dict[str, path]),
       body (template str|None), format ("json"|"alertmanager")
     - file: path (str), mode (int, file permission bits)
+    - nftables: family ("inet"|"ip"|"ip6"), table (str), set (str, the prefix of the set
+      names), field (str), duration (float), increase (Increase|None), prefix6 (int),
+      never (tuple of ip networks or list names), never_networks (tuple of (network, list
+      name or "") with the lists expanded), chain (bool), nft (str, absolute path)
     - log: (nothing)
     ``marks`` maps each key given in YAML (e.g. "subject", "argv[2]") to its Mark.
     """
 
     name: str
-    type: Literal["email", "command", "webhook", "file", "log"]
+    type: Literal["email", "command", "webhook", "file", "log", "nftables"]
     timeout: float = 30.0
     retry: RetryConfig = RetryConfig()
     rate_limit: RateLimit | None = None

@@ -22,6 +22,7 @@ from logwatchd.config.model import (
     RetryConfig,
 )
 from logwatchd.config.nodes import Node, Settings, template
+from logwatchd.config.schema_actions import NFTABLES_KEYS, nftables_settings
 from logwatchd.config.schema_email import email_settings
 
 COMMON_KEYS = ("type", "timeout", "retry", "rate_limit")
@@ -31,6 +32,7 @@ TYPE_KEYS: dict[str, tuple[str, ...]] = {
     "webhook": ("url", "method", "headers", "header_files", "body", "format"),
     "file": ("path", "mode"),
     "log": (),
+    "nftables": NFTABLES_KEYS,
 }
 BATCHING_TYPES = ("email", "webhook")
 TEMPLATE_MARKERS = ("{{", "{%", "{#")
@@ -266,4 +268,5 @@ _TYPE_READERS = {
     "webhook": _webhook,
     "file": _file,
     "log": _log,
+    "nftables": nftables_settings,
 }

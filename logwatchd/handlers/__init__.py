@@ -44,7 +44,7 @@ class Handler(Protocol):
 
 def build_handler(cfg: HandlerConfig, *, templates: Templates, host: HostInfo) -> Handler:
     """Build the handler; template sources are compiled here, once. Raises ConfigError."""
-    from logwatchd.handlers import command, email, file, log, webhook
+    from logwatchd.handlers import command, email, file, log, nftables, webhook
 
     builders: dict[str, Any] = {
         "email": email.EmailHandler,
@@ -52,6 +52,7 @@ def build_handler(cfg: HandlerConfig, *, templates: Templates, host: HostInfo) -
         "webhook": webhook.WebhookHandler,
         "file": file.FileHandler,
         "log": log.LogHandler,
+        "nftables": nftables.NftablesHandler,
     }
     builder = builders.get(cfg.type)
     if builder is None:
