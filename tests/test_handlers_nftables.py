@@ -8,6 +8,9 @@ after a kill -9 and a lost ruleset (a reboot) the active bans come back and expi
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -188,6 +191,22 @@ def active(tmp_path: Path) -> dict[str, dict[str, Any]]:
         store.close()
 
 
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "logwatchd", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def cli_json(*args: str) -> Any:
+    return json.loads(cli(*args, "--json").stdout)
+
+
 def logged(daemon: DaemonProcess, text: str) -> list[dict[str, Any]]:
     return [e for e in daemon.log_events() if text in e.get("event", "")]
 
@@ -217,6 +236,25 @@ def test_a_threshold_bans_within_a_second_and_never_and_ipv6_prefixes_hold(tmp_p
         assert set(active(tmp_path)) == {"203.0.113.9", "2001:db8:1:2::/64"}
         [banned] = logged(daemon, "banned 203.0.113.9 for 1h")
         assert banned["handler"] == "ban"
+
+        listed = {row["key"]: row for row in cli_json("actions", "-c", str(daemon.config))}
+        assert set(listed) == {"203.0.113.9", "2001:db8:1:2::/64"}
+        row = listed["203.0.113.9"]
+        assert (row["handler"], row["rule"], row["times"], row["state"]) == (
+            "ban",
+            "brute",
+            1,
+            "applied",
+        )
+        assert row["duration"] == 3600 and 3590 < row["remaining"] <= 3600
+
+        # revert, from another process while the daemon runs; an address inside the /64 names it
+        began = time.monotonic()
+        done = cli("actions", "-c", str(daemon.config), "revert", "ban", "2001:db8:1:2::77")
+        assert "reverted ban 2001:db8:1:2::/64" in done.stdout
+        wait_for(lambda: not elements(netns, "banned6"), timeout=5)
+        assert time.monotonic() - began < 1.5
+        assert [r["key"] for r in cli_json("actions", "-c", str(daemon.config))] == ["203.0.113.9"]
         assert daemon.terminate() == 0
     # a clean stop leaves the bans in place: they are what the host should keep dropping
     assert set(elements(netns, "banned4")) == {"203.0.113.9"}
