@@ -28,6 +28,7 @@ from typing import Any
 
 import structlog
 
+from logwatchd.config.durations import format_duration
 from logwatchd.config.model import HandlerConfig, Increase, IpNetwork
 from logwatchd.errors import ActionRefused, DeliveryError
 from logwatchd.templates import HostInfo, Templates
@@ -143,7 +144,7 @@ class NftablesHandler:
         script.append(self._elements("add", element, [timed]))
         self._run(script)
         log.info(
-            f"banned {element} for {_human(duration)}",
+            f"banned {element} for {format_duration(duration)}",
             handler=self.name,
             rule=alert.get("rule"),
             alert_id=alert.get("id"),
@@ -309,10 +310,3 @@ def _inside(element: Element, outer: Element) -> bool:
     ):
         return False
     return _overlaps(element, outer)
-
-
-def _human(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size < 1:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:.0f}s"
