@@ -173,6 +173,7 @@ class ActionBook:
         actions (nft sets do not survive a reboot). Call before the workers start."""
         due = queue_due_undos(self._store, now)
         forget_old(self._store, now)
+        self._warn_orphans(now)
         for name, handler in self.handlers.items():
             restore = getattr(handler, "restore", None)
             if restore is None or self._dry_run:
@@ -185,6 +186,17 @@ class ActionBook:
             else:
                 log.info(f"re-applied {len(active)} active actions", handler=name)
         return due
+
+    def _warn_orphans(self, now: float) -> None:
+        """Active actions of a handler that no longer acts cannot be undone until it does."""
+        for row in active_actions(self._store, now):
+            if row["handler"] not in self.handlers:
+                log.warning(
+                    f"{row['key']} is under an action of handler {row['handler']}, which is "
+                    "not configured (or has no undo): it is undone when the handler is back; "
+                    "`logwatchd actions revert` forgets it",
+                    handler=row["handler"],
+                )
 
     def tick(self, now: float, monotonic: float) -> set[str]:
         """Queue due undos (at most every TICK_INTERVAL); returns the handlers to wake."""
@@ -224,10 +236,13 @@ def queue_due_undos(store: StateStore, now: float) -> set[str]:
 
 
 _DUE = "SELECT 1 FROM actions WHERE state = 'active' AND until <= ? LIMIT 1"
+_FORGOTTEN = "SELECT 1 FROM actions WHERE state = 'ended' AND forget <= ? LIMIT 1"
 
 
 def forget_old(store: StateStore, now: float) -> int:
     """Drop ended actions past their memory (``increase.max`` after their end)."""
+    if store.db.execute(_FORGOTTEN, (now,)).fetchone() is None:
+        return 0
     with store.transaction():
         cursor = store.db.execute(
             "DELETE FROM actions WHERE state = 'ended' AND forget <= ?", (now,)

@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS actions (
     since REAL NOT NULL, until REAL NOT NULL, duration REAL NOT NULL, times INTEGER NOT NULL,
     state TEXT NOT NULL, forget REAL NOT NULL, PRIMARY KEY (handler, key));
 CREATE INDEX IF NOT EXISTS actions_due ON actions (state, until);
+CREATE INDEX IF NOT EXISTS actions_forget ON actions (state, forget);
 """
 
 CLAIM_SQL = (

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from logwatchd import actions
 from logwatchd.alerts import Alert, isoformat
@@ -205,3 +206,42 @@ def test_duration_grows_by_factor_and_never_overflows():
     assert actions.action_duration(10.0, increase, 3) == 90.0
     assert actions.action_duration(10.0, increase, 100_000) == 10_000.0
     assert actions.action_duration(10.0, None, 7) == 10.0
+
+
+@dataclass
+class RestoringBan(FakeBan):
+    restored: list[list[dict[str, Any]]] | None = None
+
+    def restore(self, active: list[dict[str, Any]]) -> None:
+        assert self.restored is not None
+        self.restored.append(active)
+
+
+def test_start_undoes_what_fell_due_and_restores_exactly_the_active_actions(store):
+    ban = RestoringBan(restored=[])
+    record(store, ban, make_alert("a1"), T0)
+    record(store, ban, make_alert("a2", ip="192.0.2.2"), T0 + HOUR)
+    book = actions.ActionBook(store, {"ban": ban, "mail": object()}, dry_run=False)
+    assert set(book.recorders) == {"ban"}
+    assert book.start(T0 + HOUR + 1) == {"ban"}
+    [active] = ban.restored
+    assert [row["key"] for row in active] == ["192.0.2.2"]
+    # a1 never ran before its time was up: only its undo is left to deliver
+    due = store.claim_due("ban", now=T0 + HOUR + 1)
+    assert [i.alert_id for i in due] == ["a2", "a1/undo"]
+
+
+def test_active_actions_of_a_handler_no_longer_configured_are_named_at_start(store):
+    record(store, FakeBan(), make_alert("a1"), T0)
+    with capture_logs() as logs:
+        actions.ActionBook(store, {}, dry_run=False).start(T0 + 1)
+    [warning] = [e for e in logs if e["log_level"] == "warning"]
+    assert warning["event"].startswith("192.0.2.1 is under an action of handler ban, which is")
+
+
+def test_tick_checks_for_due_undos_at_most_every_quarter_second(store):
+    book = actions.ActionBook(store, {"ban": FakeBan()}, dry_run=False)
+    record(store, FakeBan(), make_alert("a1"), T0)
+    assert book.tick(T0 + 1, monotonic=100.0) == set()
+    assert book.tick(T0 + HOUR, monotonic=100.1) == set()  # too soon after the last check
+    assert book.tick(T0 + HOUR, monotonic=100.3) == {"ban"}
