@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -251,11 +252,12 @@ def forget_old(store: StateStore, now: float) -> int:
 
 
 def active_actions(
-    store: StateStore, now: float, *, handler: str | None = None
+    store: StateStore, now: float | None = None, *, handler: str | None = None
 ) -> list[dict[str, Any]]:
     """Active actions as plain rows, oldest first: handler, key, since, until, duration,
-    times, rule, alert_id, and state: applied | pending | retrying | failed (how the
-    delivery of the action itself went)."""
+    times, rule, alert_id, state (how the delivery of the action itself went: applied,
+    pending, retrying or failed) and error (its last error, if not applied)."""
+    now = time.time() if now is None else now
     query = (
         "SELECT a.handler, a.key, a.since, a.until, a.duration, a.times, a.alert_id, "
         "json_extract(a.alert, '$.rule'), o.status, o.attempts, o.last_error "

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from logwatchd import actions
 from logwatchd.commands.check import warnings as check_warnings
 from logwatchd.config import load
-from logwatchd.errors import ActionRefused, ConfigError
+from logwatchd.errors import ActionRefused, ConfigError, DeliveryError
 from logwatchd.handlers import build_handler
 from logwatchd.state import StateStore
 from logwatchd.templates import HostInfo, Templates
@@ -169,6 +170,84 @@ def netns() -> Any:
         pytest.skip(reason)
     with nft_helpers.network_namespace() as name:
         yield name
+
+
+def in_namespace(tmp_path: Path, namespace: str, *, drop_cap: bool = False, **ban: Any) -> Any:
+    """The handler, with an ``nft`` that runs the real one inside the test's namespace."""
+    wrapper = tmp_path / "nft"
+    drop = "setpriv --bounding-set=-net_admin --inh-caps=-net_admin " if drop_cap else ""
+    wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {namespace} {drop}nft "$@"\n')
+    wrapper.chmod(0o755)
+    return handler(tmp_path, nft=str(wrapper), **ban)
+
+
+def ban_alert(ip: str, action: dict[str, Any] | None = None) -> dict[str, Any]:
+    alert: dict[str, Any] = {"id": "a1", "rule": "brute", "key": {"ip": ip}, "event": {}}
+    if action is not None:
+        alert["action"] = action
+    return alert
+
+
+def test_without_bookkeeping_a_ban_lasts_duration_and_a_refusal_bans_nothing(tmp_path, netns):
+    """`logwatchd test --execute`: no state database, the nft timeout ends the ban."""
+    ban = in_namespace(tmp_path, netns, duration="10m")
+    with capture_logs() as logs:
+        ban.send([ban_alert("203.0.113.9"), ban_alert("10.0.0.5"), ban_alert("2001:db8::7")])
+    four = elements(netns, "banned4")
+    assert list(four) == ["203.0.113.9"] and four["203.0.113.9"]["timeout"] == 600
+    assert list(elements(netns, "banned6")) == ["2001:db8::/64"]
+    assert any("not acted on: 10.0.0.5 is on the never list" in e["event"] for e in logs)
+
+
+def test_a_flushed_ruleset_comes_back_with_the_next_ban_and_rules_never_double(tmp_path, netns):
+    ban = in_namespace(tmp_path, netns)
+    until = time.time() + 600
+    ban.send(
+        [ban_alert("x", action={"step": "do", "key": "192.0.2.7", "until": until, "duration": 600})]
+    )
+    nft(netns, "flush", "ruleset")
+    for n in (8, 9):
+        key = f"192.0.2.{n}"
+        ban.send(
+            [ban_alert("x", action={"step": "do", "key": key, "until": until, "duration": 600})]
+        )
+    assert set(elements(netns, "banned4")) == {"192.0.2.8", "192.0.2.9"}
+    rules = nft(netns, "-a", "list", "chain", "inet", "logwatchd", "input").stdout
+    assert rules.count(" drop ") == 2
+    ban.send([ban_alert("x", action={"step": "undo", "key": "192.0.2.8"})])
+    ban.send([ban_alert("x", action={"step": "undo", "key": "192.0.2.8"})])  # already gone: fine
+    assert set(elements(netns, "banned4")) == {"192.0.2.9"}
+
+
+def test_restore_leaves_exactly_the_active_bans_with_their_remaining_time(tmp_path, netns):
+    ban = in_namespace(tmp_path, netns, prefix6=48)
+    now = time.time()
+    ban.send([ban_alert("198.51.100.1")])  # stale: not among the active ones
+    ban.restore(
+        [
+            {"key": "192.0.2.7", "until": now + 100},
+            {"key": "2001:db8:1::/48", "until": now + 200},
+            {"key": "2001:db8:1:2::/64", "until": now + 300},  # inside the /48 (prefix6 was 64)
+            {"key": "192.0.2.8", "until": now - 1},  # already over
+        ]
+    )
+    four, six = elements(netns, "banned4"), elements(netns, "banned6")
+    assert list(four) == ["192.0.2.7"] and 95 <= four["192.0.2.7"]["timeout"] <= 100
+    assert list(six) == ["2001:db8:1::/48"] and 195 <= six["2001:db8:1::/48"]["timeout"] <= 200
+
+
+def test_chain_false_makes_the_sets_and_leaves_the_rule_to_the_admin(tmp_path, netns):
+    in_namespace(tmp_path, netns, chain=False, family="ip", table="filter").restore([])
+    listed = nft(netns, "list", "table", "ip", "filter").stdout
+    assert "set banned4" in listed and "banned6" not in listed and "chain" not in listed
+
+
+def test_an_nft_failure_is_a_delivery_error_that_says_what_is_missing(tmp_path, netns):
+    ban = in_namespace(tmp_path, netns, drop_cap=True)
+    with pytest.raises(DeliveryError, match=r"Operation not permitted \(nft needs CAP_NET_ADMIN"):
+        ban.send([ban_alert("203.0.113.9")])
+    with pytest.raises(DeliveryError, match="cannot run /nonexistent/nft: No such file"):
+        handler(tmp_path, nft="/nonexistent/nft").send([ban_alert("203.0.113.9")])
 
 
 def start(path: Path, namespace: str) -> DaemonProcess:
