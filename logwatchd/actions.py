@@ -92,6 +92,11 @@ class Recorder:
         except ActionRefused as refused:
             self._skip(db, alert, payload, now, str(refused), refused=refused)
             return 0
+        except Exception as exc:
+            # a bug must not fail the commit that also holds the offsets and other alerts
+            log.exception("action key failed", handler=self.name, alert_id=alert.id)
+            self._skip(db, alert, payload, now, f"no key: {type(exc).__name__}: {exc}")
+            return 0
         row = db.execute(
             "SELECT alert_id, until, times, state, forget FROM actions "
             "WHERE handler = ? AND key = ?",

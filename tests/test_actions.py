@@ -38,6 +38,8 @@ class FakeBan:
             raise ActionRefused(f"{ip} is in never list trusted", expected=True)
         if not ip[0].isdigit():
             raise ActionRefused(f"not an IP address: {ip!r}")
+        if ip == "0.bug":
+            raise ValueError("a bug")
         return ip
 
 
@@ -108,6 +110,18 @@ def test_a_refused_key_is_recorded_as_skipped_with_the_reason_and_never_acted_on
     }
     assert actions.active_actions(store, T0) == []
     assert store.claim_due("ban", now=T0 + 1) == []
+
+
+def test_a_handler_bug_skips_the_alert_and_the_commit_still_happens(store):
+    with capture_logs() as logs:
+        store.commit(
+            sources={"app": {"offset": 7}},
+            alerts=[make_alert("a1", ip="0.bug")],
+            acting={"ban": actions.Recorder(FakeBan())},
+        )
+    assert store.load_source("app") == {"offset": 7}
+    assert outbox(store)["a1"] == ("skipped", "no key: ValueError: a bug")
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["action key failed"]
 
 
 def test_the_undo_is_queued_once_when_due_and_the_action_is_then_not_listed(store):
