@@ -62,3 +62,14 @@ class ActionRefused(Exception):
     def __init__(self, message: str, *, expected: bool = False) -> None:
         super().__init__(message)
         self.expected = expected
+
+
+class StateError(Exception):
+    """The state directory or its database cannot be used now; one line for a person.
+
+    ``exit_code`` is how the process ends: 75 (EX_TEMPFAIL) when waiting may help (another
+    daemon holds the directory), 78 when an administrator must act first, so systemd's
+    ``RestartPreventExitStatus=78`` stops a restart loop.
+    """
+
+    exit_code = 78

@@ -44,6 +44,7 @@ Element = IpAddress | IpNetwork
 
 class NftablesHandler:
     undoes = True  # an action the outbox undoes (see actions.py)
+    per_alert = True  # a rate limit, if one is set, holds each ban back for a slot of its own
 
     def __init__(self, cfg: HandlerConfig, *, templates: Templates, host: HostInfo) -> None:
         del templates, host
