@@ -142,6 +142,19 @@ def test_bad_nftables_settings_are_config_errors_with_file_and_line(tmp_path, se
         load(str(path))
 
 
+def test_a_ban_handler_gets_no_default_rate_limit_and_a_command_with_undo_the_commands(tmp_path):
+    base = config(tmp_path)
+    base["handlers"]["lock"] = {
+        "type": "command",
+        "argv": ["/bin/true"],
+        "undo": {"argv": ["/bin/true"], "after": "1m"},
+    }
+    handlers = load(str(write_config(tmp_path / "c.yaml", base))).handlers
+    assert handlers["ban"].rate_limit is None
+    limit = handlers["lock"].rate_limit
+    assert limit is not None and (limit.max, limit.per) == (60, 60.0)
+
+
 def test_check_warns_when_a_banning_rule_does_not_group_by_the_address(tmp_path):
     base = config(tmp_path)
     base["rules"][0]["group_by"] = []
