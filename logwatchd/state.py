@@ -364,7 +364,7 @@ class StateStore:
                 entry["oldest_pending_age"] = round(now - oldest, 3)
         for handler, error, updated in self._db.execute(
             "SELECT handler, last_error, max(updated) FROM outbox "
-            "WHERE last_error IS NOT NULL GROUP BY handler"
+            "WHERE last_error IS NOT NULL AND status != 'skipped' GROUP BY handler"
         ):
             entry = handlers.setdefault(handler, _empty_handler_status())
             entry["last_error"] = error

@@ -124,6 +124,12 @@ def test_a_handler_bug_skips_the_alert_and_the_commit_still_happens(store):
     assert [e["event"] for e in logs if e["log_level"] == "error"] == ["action key failed"]
 
 
+def test_a_skipped_alert_is_counted_in_status_and_its_reason_is_no_error(store):
+    record(store, FakeBan(), make_alert("a1", ip="10.1.2.3"), T0)
+    entry = store.status()["outbox"]["ban"]
+    assert (entry["skipped"], entry["pending"], entry["last_error"]) == (1, 0, None)
+
+
 def test_the_undo_is_queued_once_when_due_and_the_action_is_then_not_listed(store):
     record(store, FakeBan(), make_alert("a1"), T0)
     store.mark_done(store.claim_due("ban", now=T0)[0])
