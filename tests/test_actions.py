@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from logwatchd import actions
+from logwatchd import actions, state_recover
 from logwatchd.alerts import Alert, isoformat
 from logwatchd.config.model import Increase
 from logwatchd.errors import ActionRefused
@@ -265,3 +265,18 @@ def test_tick_checks_for_due_undos_at_most_every_quarter_second(store):
     assert book.tick(T0 + 1, monotonic=100.0) == set()
     assert book.tick(T0 + HOUR, monotonic=100.1) == set()  # too soon after the last check
     assert book.tick(T0 + HOUR, monotonic=100.3) == {"ban"}
+
+
+def test_state_recovery_keeps_actions_and_drops_one_whose_record_is_unreadable(tmp_path):
+    store = StateStore.in_dir(str(tmp_path))
+    record(store, FakeBan(), make_alert("a1"), T0)
+    record(store, FakeBan(), make_alert("a2", ip="192.0.2.2"), T0)
+    with store.transaction():
+        store.db.execute("UPDATE actions SET alert = '{broken' WHERE key = '192.0.2.2'")
+    store.close()
+    result = state_recover.recover(str(tmp_path / "state.db"))
+    assert (result.kept["actions"], result.dropped["actions"]) == (1, 1)
+    store = StateStore.in_dir(str(tmp_path))
+    assert [row["key"] for row in actions.active_actions(store, T0)] == ["192.0.2.1"]
+    assert actions.queue_due_undos(store, T0 + HOUR) == {"ban"}  # the kept one still undoes
+    store.close()
