@@ -267,9 +267,6 @@ class StateStore:
         ).fetchone()
         return None if row[0] is None else float(row[0])
 
-    def mark_done(self, item: OutboxItem) -> None:
-        self._set(item, "done", item.attempts + 1, None, None)
-
     def mark_done_many(self, items: Iterable[OutboxItem]) -> None:
         """A whole digest in one transaction (one fsync instead of one per alert)."""
         now = time.time()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +33,13 @@ class HostInfo:
     @classmethod
     def local(cls) -> HostInfo:
         name = socket.gethostname()
-        return cls(name=name.split(".")[0], fqdn=socket.getfqdn(name))
+        short = name.split(".")[0]
+        fqdn = socket.getfqdn(name)
+        # With "127.0.0.1 localhost web1" in /etc/hosts, getfqdn() answers "localhost": a mail
+        # body saying web1 would be signed by localhost. A name that is not this host's is wrong.
+        if fqdn.split(".")[0] != short:
+            fqdn = name
+        return cls(name=short, fqdn=fqdn)
 
     def as_dict(self) -> dict[str, str]:
         return {"name": self.name, "fqdn": self.fqdn}
@@ -73,11 +79,13 @@ class Template:
 class Templates:
     """The sandboxed environment plus a cache, so one source is compiled once."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, finalize: Callable[[Any], Any] | None = None) -> None:
+        """``finalize`` sees every ``{{ expression }}``'s value, never the template's text."""
         env = ImmutableSandboxedEnvironment(
             undefined=jinja2.StrictUndefined,
             autoescape=False,
             keep_trailing_newline=True,
+            finalize=finalize,
         )
         # range, lipsum, cycler, joiner, namespace: nothing but the data is reachable
         env.globals.clear()

@@ -311,3 +311,39 @@ def test_check_warns_about_a_command_that_is_not_executable_but_stays_valid(tmp_
     assert proc.returncode == 0
     assert "handlers.alerts-file.argv[0]: /nonexistent/ban is not executable" in proc.stderr
     assert "sources.app.paths: no file matches yet" in proc.stderr
+
+
+def test_log_options_work_after_the_command_too(tmp_path):
+    config = write_config(tmp_path / "c.yaml", app_config(tmp_path))
+    (tmp_path / "app.log").touch()
+    with DaemonProcess(config, extra_args=("--log-level", "debug", "--log-format", "stderr")) as d:
+        d.wait_ready()
+        assert d.terminate() == 0
+        lines = d.stderr().splitlines()
+    # the helper passes --log-format json before `run`; the later one wins, in one format
+    assert all(line.startswith("<") for line in lines)
+    assert any(line.startswith("<6>started ") for line in lines)
+    assert any(line.startswith("<7>") for line in lines), "debug events are shown"
+    done = logwatchd("check", "-c", str(config), "--log-level", "error")
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_mail_names_one_host_in_its_body_and_its_footer(tmp_path):
+    from tests.smtp_helpers import Mailbox, free_port, smtp_server
+
+    port = free_port()
+    cfg = app_config(tmp_path, handlers=["mail"])
+    cfg["handlers"]["mail"] = {
+        "type": "email",
+        "smtp": {"host": "127.0.0.1", "port": port},
+        "to": ["ops@example.com"],
+    }
+    config = write_config(tmp_path / "c.yaml", cfg)
+    box = Mailbox()
+    with smtp_server(box, port=port):
+        done = logwatchd("test", "-c", str(config), "--execute", "-", stdin=LOG)
+    assert done.returncode == 0, done.stderr
+    body = box.snapshot()[0].message.get_content()
+    host = next(line.split()[1] for line in body.splitlines() if line.startswith("Host:"))
+    footer = next(line for line in body.splitlines() if line.startswith("-- logwatchd on "))
+    assert footer.split()[3].rstrip(",").split(".")[0] == host, body

@@ -234,3 +234,35 @@ def test_no_text_in_a_field_changes_the_header_set(text: str) -> None:
     )  # fmt: skip
     assert parsed["To"] == ", ".join(TO)
     assert "\n" not in str(parsed["Subject"]) and "\r" not in str(parsed["Subject"])
+
+
+def test_a_carriage_return_in_a_field_cannot_forge_lines_of_the_body(tmp_path: Path) -> None:
+    box = Mailbox()
+    template = tmp_path / "body.txt"
+    template.write_bytes(b"Rule: {{ alert.rule }}\r\nLine: {{ alert.event.raw }}\r\nEnd\r\n")
+    forged = "Failed password\rRule: harmless\u2028Count: 0"
+    with smtp_server(box) as port:
+        mail = handler(port)
+        mail.send([make_alert(1, raw=forged)])
+        crlf = HandlerConfig(
+            name="crlf",
+            type="email",
+            timeout=10,
+            settings={**mail_settings(port), "body": None, "body_file": str(template)},
+        )
+        build_handler(crlf, templates=Templates(), host=HOST).send(
+            [make_alert(2, raw="a CRLF file's line\r")]
+        )
+    first, second = (got.message.get_content().splitlines() for got in box.snapshot())
+    assert first == [
+        "5 x ssh-bruteforce; last line: Failed password\\rRule: harmless\\u2028Count: 0"
+    ]
+    assert second == ["Rule: ssh-bruteforce", "Line: a CRLF file's line", "End"]
+
+
+def mail_settings(port: int) -> dict[str, Any]:
+    return {
+        "smtp": {"host": "127.0.0.1", "port": port, "tls": "none"},
+        "from": "logwatchd@example.com",
+        "to": TO,
+    }
