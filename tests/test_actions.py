@@ -83,7 +83,7 @@ def test_an_action_is_recorded_with_its_outbox_row_which_carries_it(store):
         1,
     )
     assert (row["rule"], row["state"]) == ("brute", "pending")
-    store.mark_done(item)
+    store.mark_done_many([item])
     assert actions.active_actions(store, T0)[0]["state"] == "applied"
 
 
@@ -132,7 +132,7 @@ def test_a_skipped_alert_is_counted_in_status_and_its_reason_is_no_error(store):
 
 def test_the_undo_is_queued_once_when_due_and_the_action_is_then_not_listed(store):
     record(store, FakeBan(), make_alert("a1"), T0)
-    store.mark_done(store.claim_due("ban", now=T0)[0])
+    store.mark_done_many([store.claim_due("ban", now=T0)[0]])
     assert actions.queue_due_undos(store, T0 + HOUR - 1) == set()
     assert actions.queue_due_undos(store, T0 + HOUR) == {"ban"}
     assert actions.queue_due_undos(store, T0 + HOUR + 5) == set()
@@ -141,7 +141,7 @@ def test_the_undo_is_queued_once_when_due_and_the_action_is_then_not_listed(stor
     assert undo.alert["action"]["step"] == "undo"
     assert undo.alert["action"]["key"] == "192.0.2.1"
     assert actions.active_actions(store, T0 + HOUR) == []
-    store.mark_done(undo)
+    store.mark_done_many([undo])
     assert actions.queue_due_undos(store, T0 + 2 * HOUR) == set()
     assert store.claim_due("ban", now=T0 + 2 * HOUR) == []
 
@@ -204,7 +204,7 @@ def test_revert_ends_the_action_now_queues_its_undo_and_forgets_the_key(store):
 def test_a_new_action_supersedes_an_undelivered_undo_of_the_previous_one(store):
     ban = FakeBan()
     record(store, ban, make_alert("a1"), T0)
-    store.mark_done(store.claim_due("ban", now=T0)[0])
+    store.mark_done_many([store.claim_due("ban", now=T0)[0]])
     actions.queue_due_undos(store, T0 + HOUR)
     record(store, ban, make_alert("a2"), T0 + HOUR + 1)
     assert outbox(store)["a1/undo"] == ("skipped", "superseded by a new action")
