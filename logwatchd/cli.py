@@ -1,4 +1,4 @@
-"""The command line: run, check, test, explain, status (SPEC section 2)."""
+"""The command line: run, check, test, explain, status, actions (SPEC section 2)."""
 
 from __future__ import annotations
 
@@ -60,6 +60,18 @@ def _parser() -> argparse.ArgumentParser:
     status = command("status", "offsets, journal cursor, outbox depth and last errors")
     status.add_argument("--state-dir", help="override daemon.state_dir")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
+
+    actions = command("actions", "list the active actions (bans) and revert them")
+    actions.add_argument("--state-dir", help="override daemon.state_dir")
+    actions.add_argument("--json", action="store_true", help="print the list as JSON")
+    verbs = actions.add_subparsers(dest="actions_command", metavar="[revert]", required=False)
+    revert = verbs.add_parser("revert", help="undo now: HANDLER KEY, or --all")
+    revert.add_argument("handler", nargs="?", help="handler name, e.g. ban")
+    revert.add_argument("key", nargs="?", help="the key, e.g. an address (one inside a /64 too)")
+    revert.add_argument("--all", action="store_true", help="every active action of every handler")
+    # also accepted after `revert`; SUPPRESS keeps the value given before it
+    revert.add_argument("-c", "--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    revert.add_argument("--state-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     state = commands.add_parser("state", help="the state database: check, recover")
     state_commands = state.add_subparsers(dest="state_command", required=True, metavar="COMMAND")
@@ -126,6 +138,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "test": commands.test,
         "explain": commands.explain,
         "status": commands.status,
+        "actions": commands.actions,
         "state": commands.state,
     }[args.command]
     return handler(args)

@@ -86,7 +86,14 @@ def logwatchd(*args: str, stdin: str | None = None, timeout: float = 60) -> Any:
 class DaemonProcess:
     """``logwatchd run -c CONFIG`` with a private notify socket."""
 
-    def __init__(self, config: Path, *, extra_args: tuple[str, ...] = (), env: dict | None = None):
+    def __init__(
+        self,
+        config: Path,
+        *,
+        extra_args: tuple[str, ...] = (),
+        env: dict | None = None,
+        prefix: tuple[str, ...] = (),  # e.g. ("ip", "netns", "exec", NS): it execs, same pid
+    ):
         self.config = config
         self._dir = tempfile.mkdtemp(prefix="lwd-notify-")
         self.notify_path = os.path.join(self._dir, "notify")
@@ -99,8 +106,8 @@ class DaemonProcess:
         self.stderr_path = Path(self._dir) / "stderr"
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "logwatchd", "--log-format", "json", "run", "-c", str(config),
-             *extra_args],
+            [*prefix, sys.executable, "-m", "logwatchd", "--log-format", "json", "run",
+             "-c", str(config), *extra_args],
             env=full_env,
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,

@@ -1,5 +1,6 @@
 """One module per command of the command line; ``cli`` parses arguments and calls these."""
 
+from logwatchd.commands.actions import actions
 from logwatchd.commands.check import check
 from logwatchd.commands.explain import explain
 from logwatchd.commands.replay import test
@@ -7,4 +8,4 @@ from logwatchd.commands.run import run
 from logwatchd.commands.state import state
 from logwatchd.commands.status import status
 
-__all__ = ["check", "explain", "run", "state", "status", "test"]
+__all__ = ["actions", "check", "explain", "run", "state", "status", "test"]

@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from logwatchd.actions import ActionBook
 from logwatchd.alerts import Alert
 from logwatchd.clock import Clock, SystemClock
 from logwatchd.config.model import Config, DaemonConfig, SourceConfig
@@ -86,8 +87,12 @@ class Wiring:
             dry_run=config.daemon.dry_run,
             in_flight=in_flight,
         )
+        self.actions = ActionBook(store, handlers, dry_run=config.daemon.dry_run)
+        self._clock = clock
 
     def start(self, wake: threading.Event) -> None:
+        # before the workers: undos that fell due while down, and the active actions again
+        self.actions.start(self._clock.now())
         self.dispatcher.start()
         for source in self.sources:
             source.start(wake.set)
@@ -204,6 +209,7 @@ class Daemon:
             if self._unsaved is None:  # else nothing more is read until that commit is in
                 busy = self._read(wiring)
                 self._pending.extend(wiring.pipeline.tick(self.clock.now()))
+                self._undo_due(wiring, self.clock.monotonic())
             now = self.clock.monotonic()
             since = now - last_commit
             read_since = self._counters.lines != committed_lines
@@ -281,7 +287,9 @@ class Daemon:
             self._unsaved = (wiring.checkpoints(), drained, fired)
         sources, changes, alerts = self._unsaved
         try:
-            store.commit(sources=sources, rules=changes, alerts=alerts)
+            store.commit(
+                sources=sources, rules=changes, alerts=alerts, acting=wiring.actions.recorders
+            )
         except sqlite3.OperationalError as exc:
             if not is_unwritable(exc):
                 raise
@@ -308,6 +316,16 @@ class Daemon:
             # only the workers with new rows: a worker woken for nothing runs a claim query
             wiring.dispatcher.notify({name for alert in alerts for name in alert.handlers})
         return True
+
+    def _undo_due(self, wiring: Wiring, monotonic: float) -> None:
+        """Actions whose time has come (or that ``logwatchd actions revert`` ended) are undone."""
+        try:
+            due = wiring.actions.tick(self.clock.now(), monotonic)
+        except Exception:
+            log.exception("checking for due undos failed")
+            return
+        if due:
+            wiring.dispatcher.notify(due)
 
     def _reload_config(self, wiring: Wiring, store: StateStore) -> Wiring:
         notify.reloading()
