@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -116,14 +117,24 @@ handlers:
         self.log = self.logs / "app.log"
 
     def start(self) -> None:
+        """Start the daemon and wait for READY=1 (its sources are open): on a loaded machine
+        its start-up would otherwise race the scenario's first rotation."""
+        notify = self.root / "notify"
+        notify.unlink(missing_ok=True)
         out = open(self.root / "daemon.log", "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "logwatchd", "run", "-c", str(self.conf)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        out.close()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.bind(str(notify))
+            sock.settimeout(30)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "logwatchd", "run", "-c", str(self.conf)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, "NOTIFY_SOCKET": str(notify)},
+            )
+            out.close()
+            while b"READY=1" not in sock.recv(65536):
+                pass
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -505,7 +516,7 @@ def test_fd_baseline_and_no_deleted_file_held(harness: Harness, table: list[Outc
     """After rotations the daemon holds only the live file: nothing deleted, nothing extra."""
     writer = BackgroundWriter(str(harness.log), rate=RATE)
     harness.start()
-    time.sleep(1.0)
+    harness.wait_for({("line", 1)})  # the sink and the state are open too
     assert harness.proc is not None
     pid = harness.proc.pid
     baseline = _fds(pid)

@@ -12,11 +12,13 @@ from logwatchd.sources.identity import (
     MARKER_BYTES,
     family_name,
     fingerprint,
+    holds,
     is_compressed,
     marker_at,
     marker_holds,
     read_head,
     rotated_from,
+    without_compression,
 )
 
 
@@ -120,3 +122,35 @@ def test_compressed_names_are_never_text(name: str) -> None:
 )
 def test_family_name_is_the_live_name_a_rotation_came_from(name: str, family: str) -> None:
     assert family_name(name) == family
+
+
+def test_holds_needs_the_first_bytes_and_the_marker_before_the_offset(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"head of the file\n" + b"body\n" * 100)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fp, marker = fingerprint(read_head(fd)), marker_at(fd, 300)
+        assert holds(fd, fp, 300, marker)
+        assert not holds(fd, fp, 10_000, marker)  # the file is shorter than the offset
+        assert not holds(fd, fingerprint(b"other head"), 300, marker)
+        assert not holds(fd, fp, 301, marker)  # other bytes before that offset
+    finally:
+        os.close(fd)
+
+
+def test_an_empty_fingerprint_identifies_only_the_same_inode(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"written after we saw it empty\n")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        empty = fingerprint(b"")
+        assert not holds(fd, empty, 0, marker_at(fd, 0))
+        assert holds(fd, empty, 0, marker_at(fd, 0), same_inode=True)
+    finally:
+        os.close(fd)
+
+
+def test_without_compression_strips_only_an_archive_suffix() -> None:
+    assert without_compression("app.log.2.gz") == "app.log.2"
+    assert without_compression("app.log.2.XZ") == "app.log.2"
+    assert without_compression("app.log.2") is None

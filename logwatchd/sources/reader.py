@@ -1,9 +1,10 @@
 """One open file of a followed source: large-block reads, one split per block, exact offsets.
 
-The reader never decides anything about rotation; it reads what its descriptor holds and
-keeps the position just after the last line handed out (``offset``), which is what a
-checkpoint stores. Bytes read beyond that (lines not yet handed out, a partial last line)
-stay in memory, bounded by one block plus ``max_line_bytes``.
+The reader never decides anything about rotation, nor knows how a position is stored: it
+reads what its descriptor holds and keeps the position just after the last line handed out
+(``offset``) with the fingerprint and marker that identify it. Bytes read beyond that (lines
+not yet handed out, a partial last line) stay in memory, bounded by one block plus
+``max_line_bytes``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import os
 import secrets
 from itertools import accumulate, repeat
-from typing import TYPE_CHECKING, Any
 
 from logwatchd.events import Line
 from logwatchd.sources.identity import (
@@ -291,7 +291,7 @@ class FileReader:
         self._last_cut = False
         return self._take(1)
 
-    # --- persistence ------------------------------------------------------------------------
+    # --- identity ---------------------------------------------------------------------------
 
     def refresh_fingerprint(self) -> None:
         """Extend a short fingerprint to what the file holds now, if it still starts the same.
@@ -304,40 +304,7 @@ class FileReader:
         if len(head) > self.fp.length and self.fp.matches(head):
             self.head, self.fp = head, fingerprint(head)
 
-    def state(self) -> dict[str, Any]:
-        self.refresh_fingerprint()
-        marker = self.marker()
-        return {
-            "path": self.path,
-            "name": self.name,
-            "dev": self.dev,
-            "ino": self.ino,
-            "fp": self.fp.digest,
-            "fp_len": self.fp.length,
-            "tag": self.tag,
-            "offset": self.offset,
-            "lineno": self.lineno,
-            "skip": self.skipping,
-            "marker": marker.digest,
-            "marker_len": marker.length,
-            "orphan": self.orphan_since is not None,
-        }
-
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-
-
-class FollowerHooks:
-    """What FileFollower's mixins (copies, restore) call on the follower, declared once."""
-
-    if TYPE_CHECKING:
-
-        def _open(self, path: str) -> int | None: ...
-
-        def _register(
-            self, fd: int, path: str, *, followed: bool, tag: str | None = None,
-            offset: int = 0, lineno: int = 0, skipping: bool = False,
-            fp: Fingerprint | None = None,
-        ) -> FileReader | None: ...  # fmt: skip
