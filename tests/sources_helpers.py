@@ -125,9 +125,10 @@ def follow(
     clock: Any = None,
     start: bool = True,
     inotify: bool = True,
+    olddir: str | None = None,
 ) -> Run:
     config = SourceConfig(
-        id="src", type="file", parser="none", paths=tuple(paths), start_at=start_at
+        id="src", type="file", parser="none", paths=tuple(paths), start_at=start_at, olddir=olddir
     )  # type: ignore[arg-type]
     follower = FileFollower(
         config,

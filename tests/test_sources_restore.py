@@ -41,12 +41,13 @@ class Setup:
         files.close_all()
         return saved
 
-    def resume(self, saved: dict[str, Any], patterns: tuple[str, ...] = ()) -> list[str]:
-        unseen = Unseen(self.files, Retired(), source="src")
+    def resume(
+        self, saved: dict[str, Any], patterns: tuple[str, ...] = (), olddir: str | None = None
+    ) -> list[str]:
+        unseen = Unseen(self.files, Retired(), source="src", olddir=olddir)
         patterns = patterns or (str(self.log),)
-        Restorer(self.files, unseen, source="src", patterns=patterns).resume(
-            checkpoint.decode(saved, "src")
-        )
+        restorer = Restorer(self.files, unseen, source="src", patterns=patterns, olddir=olddir)
+        restorer.resume(checkpoint.decode(saved, "src"))
         return [ln.raw for r in self.files.reading_order() for ln in r.read(1000, NOW)]
 
 
@@ -82,6 +83,30 @@ def test_the_same_inode_under_a_rotated_name_is_drained_as_an_orphan(s: Setup) -
     assert reader.path == str(s.root / "app.log.1")
     assert reader.name == str(s.log)  # its rotations are still looked for as app.log's
     assert reader.orphan_since is not None
+
+
+def test_a_rename_to_a_name_no_pattern_knows_is_found_by_inode(s: Setup) -> None:
+    s.log.write_bytes(lines(5))
+    saved = s.saved_after_reading(3)
+    os.rename(s.log, s.root / "app.log.k1.old")
+    with open(s.root / "app.log.k1.old", "ab") as fh:
+        fh.write(lines(2, start=6))
+    s.log.write_bytes(lines(2, start=100))
+    assert s.resume(saved) == texts(lines(7))[3:]
+    (reader,) = list(s.files)
+    assert (reader.path, reader.orphan_since is not None) == (str(s.root / "app.log.k1.old"), True)
+
+
+@pytest.mark.parametrize("olddir", ["old", "ABS"])
+def test_a_file_moved_to_the_olddir_is_found_there(s: Setup, olddir: str) -> None:
+    (s.root / "old").mkdir()
+    olddir = str(s.root / "old") if olddir == "ABS" else olddir
+    s.log.write_bytes(lines(5))
+    saved = s.saved_after_reading(3)
+    os.rename(s.log, s.root / "old" / "app.log-20261126")
+    assert s.resume(saved) == []  # without the olddir it is gone
+    s.files.close_all()
+    assert s.resume(saved, olddir=olddir) == texts(lines(5))[3:]
 
 
 def test_a_copy_under_a_rotated_name_continues_from_the_offset(s: Setup) -> None:

@@ -62,6 +62,7 @@ class SourceConfig:
     parser: str  # a builtin parser name or an id under ``parsers``
     paths: tuple[str, ...] = ()  # file: absolute globs
     start_at: Literal["end", "beginning"] = "end"
+    olddir: str | None = None  # file: logrotate's olddir (relative: to each file's directory)
     match: tuple[str, ...] = ()  # journald: FIELD=value terms, OR'ed
     journal_directory: str | None = None  # journald: this directory, not the system journal
     journal_files: tuple[str, ...] = ()  # journald: read these journal files

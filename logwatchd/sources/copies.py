@@ -27,9 +27,17 @@ log = structlog.get_logger()
 
 class Copies:
     def __init__(
-        self, files: OpenFiles, retired: Retired, *, source: str, clock: Clock, grace: float
+        self,
+        files: OpenFiles,
+        retired: Retired,
+        *,
+        source: str,
+        clock: Clock,
+        grace: float,
+        olddir: str | None = None,
     ) -> None:
         self._files = files
+        self._olddir = olddir
         self._retired = retired
         self._source = source
         self._clock = clock
@@ -128,7 +136,7 @@ class Copies:
                 continue
             if holds(cand.fd, reader.fp, reader.read_pos, marker):
                 return cand
-        for path in discovery.rotated_siblings(reader.name):
+        for path in discovery.rotated_siblings(reader.name, self._olddir):
             found = discovery.regular_key(path)
             if found is None or found in self._files:
                 continue
@@ -142,7 +150,7 @@ class Copies:
             else:
                 os.close(fd)
         # The copy may already be compressed (copytruncate + compress, seen late).
-        for path in discovery.compressed_siblings(reader.name):
+        for path in discovery.compressed_siblings(reader.name, self._olddir):
             fd = unread_rest(path, reader.fp, reader.offset, reader.read_pos, marker)
             if fd is not None:
                 return self._files.add(fd, path, followed=False, fp=reader.fp)

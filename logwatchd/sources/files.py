@@ -58,6 +58,7 @@ class FileFollower:
     ) -> None:
         self.id = config.id
         self._patterns = config.paths
+        self._olddir = config.olddir
         self._start_at = config.start_at
         self._first_run = saved is None
         restored = checkpoint.decode(saved, self.id)
@@ -72,9 +73,14 @@ class FileFollower:
         self._retired = Retired(restored.retired)
         self._files = OpenFiles(self.id, max_line_bytes=max_line_bytes, clock=clock)
         self._copies = Copies(
-            self._files, self._retired, source=self.id, clock=clock, grace=orphan_grace
+            self._files,
+            self._retired,
+            source=self.id,
+            clock=clock,
+            grace=orphan_grace,
+            olddir=config.olddir,
         )
-        self._unseen = Unseen(self._files, self._retired, source=self.id)
+        self._unseen = Unseen(self._files, self._retired, source=self.id, olddir=config.olddir)
         self._woken = threading.Event()
         self._structural = False
         self._rescan_due = False
@@ -92,9 +98,14 @@ class FileFollower:
         if self._inotify:
             self._watcher.start()  # before the first scan, so nothing created meanwhile is missed
         if self._saved is not None:
-            Restorer(self._files, self._unseen, source=self.id, patterns=self._patterns).resume(
-                self._saved
+            restorer = Restorer(
+                self._files,
+                self._unseen,
+                source=self.id,
+                patterns=self._patterns,
+                olddir=self._olddir,
             )
+            restorer.resume(self._saved)
             self._saved = None
         self._rescan(initial=True)
 
@@ -210,13 +221,14 @@ class FileFollower:
                 reader.path_followed, reader.orphan_since = True, None
                 seen.add(reader)
         mono = self._clock.monotonic()
+        listing = discovery.Listing(self._olddir)
         for reader in self._files:
             if reader in seen:
                 continue
             reader.path_followed = False
             if reader.orphan_since is None:
                 reader.orphan_since = mono
-                reader.path = self._current_name(reader) or reader.path
+                reader.path = self._current_name(reader, listing) or reader.path
         names = {r.name for r in self._files if r.name}
         self._catch_missed_rotations(names, set(matched), initial)
 
@@ -249,14 +261,16 @@ class FileFollower:
             reader.start_at_end()
         return reader
 
-    def _current_name(self, reader: FileReader) -> str | None:
-        """The rotated name an orphan now has (for Line.path), if it is still in its directory."""
+    def _current_name(self, reader: FileReader, listing: discovery.Listing) -> str | None:
+        """The name an orphan has now (for Line.path), if it is still in its directory or the
+        olddir: a rotated name is tried first (cheap), then any name."""
         if reader.name is None:
             return None
-        for path in discovery.rotated_siblings(reader.name):
-            if discovery.regular_key(path) == (reader.dev, reader.ino):
+        key = (reader.dev, reader.ino)
+        for path in discovery.rotated_siblings(reader.name, self._olddir):
+            if discovery.regular_key(path) == key:
                 return path
-        return None
+        return listing.find([reader.name], key)
 
     # --- checkpoint ---------------------------------------------------------------------------
 

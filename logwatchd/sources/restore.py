@@ -10,6 +10,7 @@ that was current for a while.
 from __future__ import annotations
 
 import os
+from itertools import chain
 
 import structlog
 
@@ -28,15 +29,33 @@ MIN_COPY_FINGERPRINT = 64  # bytes; shorter fingerprints identify only under rot
 
 class Restorer:
     def __init__(
-        self, files: OpenFiles, unseen: Unseen, *, source: str, patterns: tuple[str, ...]
+        self,
+        files: OpenFiles,
+        unseen: Unseen,
+        *,
+        source: str,
+        patterns: tuple[str, ...],
+        olddir: str | None = None,
     ) -> None:
         self._files = files
         self._unseen = unseen
         self._source = source
         self._patterns = patterns
+        self._olddir = olddir
+        # Taken once per resume: with many saved files, a glob or listing per file would
+        # make the start quadratic.
+        self._followed: list[str] = []
+        self._followed_set: set[str] = set()
+        self._keys: dict[str, tuple[int, int] | None] = {}
+        self._by_key: dict[tuple[int, int], str] = {}  # followed paths by identity
+        self._listing = discovery.Listing(olddir)
 
     def resume(self, saved: Saved) -> None:
         """Find each saved identity by dev/ino + fingerprint, or as a renamed copy."""
+        self._followed = discovery.expand(self._patterns)
+        self._followed_set = set(self._followed)
+        self._keys, self._by_key = {}, {}
+        self._listing = discovery.Listing(self._olddir)
         unresolved = []
         # Exact finds first, so no fallback takes another's file; the longest fingerprints
         # first, since a reused inode must go to the identity whose bytes it holds.
@@ -51,21 +70,25 @@ class Restorer:
             self._unseen.read_rotated_since(
                 saved.names,
                 saved.time,
-                followed=set(discovery.expand(self._patterns)),
+                followed=self._followed_set,
                 known=saved.known + saved.retired,
                 heads=[],
             )
 
+    def _key(self, path: str) -> tuple[int, int] | None:
+        if path not in self._keys:
+            self._keys[path] = discovery.regular_key(path)
+        return self._keys[path]
+
     def _resume_one(self, entry: SavedFile, *, archives: bool) -> FileReader | None:
         want = (entry.dev, entry.ino)
-        followed = set(discovery.expand(self._patterns))
-        plain, packed = discovery.rotations(entry.name)
-        rotated = set(plain) | set(discovery.rotations(entry.path)[0])
-        candidates = [entry.path, *sorted(followed), *sorted(rotated)]
+        plain, packed = self._listing.rotations(entry.name)
+        rotated = set(plain) | set(self._listing.rotations(entry.path)[0])
         # Same inode first; then any inode holding the same bytes (a copy, or a move).
-        ordered = sorted(dict.fromkeys(candidates), key=lambda p: discovery.regular_key(p) != want)
-        for cand in ordered:
-            key = discovery.regular_key(cand)
+        same = self._same_inode(entry, want, sorted(rotated))
+        others = (p for p in [entry.path, *self._followed, *sorted(rotated)] if p not in same)
+        for cand in chain(same, others):
+            key = self._key(cand)
             if key is None or key in self._files or is_compressed(cand):
                 continue
             elsewhere = cand == entry.path or not _trusted_elsewhere(entry.fp, cand, rotated)
@@ -75,7 +98,7 @@ class Restorer:
             if fd is None:
                 continue
             if holds(fd, entry.fp, entry.offset, entry.marker, same_inode=key == want):
-                return self._resumed(fd, cand, entry, followed=cand in followed)
+                return self._resumed(fd, cand, entry, followed=cand in self._followed_set)
             os.close(fd)
         if not archives:
             return None
@@ -91,6 +114,20 @@ class Restorer:
         )
         return None
 
+    def _same_inode(self, entry: SavedFile, want: tuple[int, int], rotated: list[str]) -> list[str]:
+        """The names the saved inode has now: its own, a followed or a rotated one, or else
+        any name in its directory or olddir (a rename no pattern knows)."""
+        if not self._by_key:
+            for path in self._followed:
+                key = self._key(path)
+                if key is not None:
+                    self._by_key.setdefault(key, path)
+        found = [entry.path, *filter(None, [self._by_key.get(want)]), *rotated]
+        same = [p for p in dict.fromkeys(found) if self._key(p) == want]
+        if not same:
+            same = list(filter(None, [self._listing.find([entry.path, entry.name], want)]))
+        return same
+
     def _resumed(
         self, fd: int, path: str, entry: SavedFile, *, followed: bool, fp: Fingerprint | None = None
     ) -> FileReader | None:
@@ -100,6 +137,8 @@ class Restorer:
         )  # fmt: skip
         if reader is not None and not followed:
             reader.name = entry.name  # rotations are named after the followed name
+        if reader is not None and path != entry.path and not followed and fp is None:
+            log.info("draining a file renamed while down", source=self._source, path=path)
         return reader
 
 

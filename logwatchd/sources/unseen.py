@@ -26,8 +26,11 @@ MTIME_MARGIN = 1.0  # seconds: file times are coarse (a clock tick)
 
 
 class Unseen:
-    def __init__(self, files: OpenFiles, retired: Retired, *, source: str) -> None:
+    def __init__(
+        self, files: OpenFiles, retired: Retired, *, source: str, olddir: str | None = None
+    ) -> None:
         self._files = files
+        self._olddir = olddir
         self._retired = retired
         self._source = source
 
@@ -46,7 +49,7 @@ class Unseen:
         of content seen; ``heads``: first bytes seen (a copy still being written is a prefix
         of them)."""
         fps = [fp for fp in known if fp.length >= MIN_KNOWN_FINGERPRINT]
-        listing = discovery.Listing()
+        listing = discovery.Listing(self._olddir)
         for family in sorted({discovery.family(n) for n in names}):
             newer = []
             plain, packed = listing.rotations(family)
