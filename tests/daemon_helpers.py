@@ -47,7 +47,14 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
 class DaemonProcess:
     """``logwatchd run -c CONFIG`` with a private notify socket."""
 
-    def __init__(self, config: Path, *, extra_args: tuple[str, ...] = (), env: dict | None = None):
+    def __init__(
+        self,
+        config: Path,
+        *,
+        extra_args: tuple[str, ...] = (),
+        env: dict | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ):
         self.config = config
         self._dir = tempfile.mkdtemp(prefix="lwd-notify-")
         self.notify_path = os.path.join(self._dir, "notify")
@@ -65,6 +72,7 @@ class DaemonProcess:
             env=full_env,
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,
+            preexec_fn=preexec_fn,  # noqa: PLW1509 - resource limits, set before exec
         )  # fmt: skip
 
     def _drain(self) -> None:

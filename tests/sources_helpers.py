@@ -126,6 +126,7 @@ def follow(
     start: bool = True,
     inotify: bool = True,
     olddir: str | None = None,
+    max_open_files: int | None = None,
 ) -> Run:
     config = SourceConfig(
         id="src", type="file", parser="none", paths=tuple(paths), start_at=start_at, olddir=olddir
@@ -139,6 +140,7 @@ def follow(
         clock=clock or SystemClock(),
         orphan_grace=orphan_grace,
         inotify=inotify,
+        max_open_files=max_open_files,
     )
     run = Run(follower)
     if start:

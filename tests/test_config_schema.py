@@ -880,3 +880,11 @@ def test_a_file_source_may_name_logrotates_olddir(tmp_path: Path) -> None:
     )
     journal = "version: 1\nsources:\n  - id: j\n    type: journald\n    olddir: old\n"
     assert error(tmp_path, base=journal).startswith("c.yaml:5: sources[0].olddir: unknown key")
+
+
+def test_max_open_files_is_a_positive_count(tmp_path: Path) -> None:
+    assert config(tmp_path).daemon.max_open_files == 1024
+    assert config(tmp_path, "daemon:\n  max_open_files: 64\n").daemon.max_open_files == 64
+    assert error(tmp_path, "daemon:\n  max_open_files: 0\n") == (
+        "c.yaml:8: daemon.max_open_files: must be at least 1, got 0"
+    )

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from logwatchd.sources.identity import (
     FINGERPRINT_BYTES,
@@ -18,6 +20,7 @@ from logwatchd.sources.identity import (
     marker_holds,
     read_head,
     rotated_from,
+    rotation_bases,
     without_compression,
 )
 
@@ -154,3 +157,17 @@ def test_without_compression_strips_only_an_archive_suffix() -> None:
     assert without_compression("app.log.2.gz") == "app.log.2"
     assert without_compression("app.log.2.XZ") == "app.log.2"
     assert without_compression("app.log.2") is None
+
+
+@given(
+    name=st.text("ab.-1_0ol", min_size=1, max_size=12),
+    base=st.text("ab.-1_0ol", min_size=1, max_size=8),
+)
+def test_rotation_bases_holds_every_base_a_name_is_rotated_from(name: str, base: str) -> None:
+    if rotated_from(name, base):
+        assert base in rotation_bases(name)
+
+
+def test_rotation_bases_of_common_names() -> None:
+    assert {"app.log", "app"} <= rotation_bases("app.log.1")
+    assert "app.log" in rotation_bases("app-20261126.log")

@@ -35,6 +35,7 @@ class DaemonConfig:
     commit_interval: float = 1.0
     stat_interval: float = 1.0  # re-stat open files
     rescan_interval: float = 10.0  # re-expand globs
+    max_open_files: int = 1024  # followed files held open at once (all file sources together)
     shutdown_timeout: float = 10.0  # bound on draining in-flight handler work at SIGTERM
     mark: Mark = NOWHERE
 

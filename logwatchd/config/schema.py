@@ -51,6 +51,7 @@ DAEMON_KEYS = (
     "stat_interval",
     "rescan_interval",
     "shutdown_timeout",
+    "max_open_files",
 )
 SOURCE_KEYS = {
     "file": ("id", "type", "parser", "paths", "start_at", "olddir"),
@@ -200,6 +201,8 @@ def _daemon(node: Node | None) -> DaemonConfig:
             values[key] = nodes.duration(item, positive=True)
     if (item := entries.get("shutdown_timeout")) is not None:
         values["shutdown_timeout"] = nodes.duration(item)
+    if (item := entries.get("max_open_files")) is not None:
+        values["max_open_files"] = nodes.integer(item, minimum=1, maximum=1_000_000)
     return DaemonConfig(**values)  # type: ignore[arg-type]
 
 

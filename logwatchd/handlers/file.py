@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -118,7 +119,9 @@ def tail_ids(path: str) -> list[str]:
     try:
         # non-blocking, and regular files only: reading a FIFO would wait for a writer
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
-    except OSError:
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):  # not "no ids": try the send again later
+            raise DeliveryError(f"cannot open {path}: {exc.strerror}") from None
         return []  # no file yet (or unreadable: the send will say so)
     try:
         st = os.fstat(fd)

@@ -81,11 +81,17 @@ def _names(parent: str) -> list[str]:
 
 def regular_key(path: str) -> tuple[int, int] | None:
     """(dev, ino) of a regular file at ``path``, or None."""
+    st = regular_stat(path)
+    return (st.st_dev, st.st_ino) if st is not None else None
+
+
+def regular_stat(path: str) -> os.stat_result | None:
+    """The stat of a regular file at ``path``, or None."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+    return st if stat.S_ISREG(st.st_mode) else None
 
 
 def family(path: str) -> str:

@@ -21,6 +21,7 @@ at start; ``Unseen`` (unseen.py) rotated files never seen under their name; ``Re
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from logwatchd.config.model import SourceConfig
 from logwatchd.events import Line
 from logwatchd.sources import checkpoint, discovery
 from logwatchd.sources.copies import Copies
+from logwatchd.sources.identity import holds
 from logwatchd.sources.openfiles import OpenFiles
 from logwatchd.sources.reader import FileReader
 from logwatchd.sources.restore import Restorer
@@ -55,6 +57,7 @@ class FileFollower:
         clock: Clock,
         orphan_grace: float = 3.0,
         inotify: bool = True,
+        max_open_files: int | None = None,
     ) -> None:
         self.id = config.id
         self._patterns = config.paths
@@ -71,7 +74,13 @@ class FileFollower:
         # Identities drained and closed lately: after a restart, a rotated file holding one of
         # them is not new.
         self._retired = Retired(restored.retired)
-        self._files = OpenFiles(self.id, max_line_bytes=max_line_bytes, clock=clock)
+        self._files = OpenFiles(
+            self.id,
+            max_line_bytes=max_line_bytes,
+            clock=clock,
+            cap=max_open_files,
+            keep_open=self._keep_open,
+        )
         self._copies = Copies(
             self._files,
             self._retired,
@@ -82,6 +91,10 @@ class FileFollower:
         )
         self._unseen = Unseen(self._files, self._retired, source=self.id, olddir=config.olddir)
         self._woken = threading.Event()
+        self._touched: set[str] = set()  # paths events named since the last poll
+        # Files a scan found while the cap left no room, opened as room frees: the size at
+        # first sight, when what was there before the first start is to be skipped.
+        self._waiting: dict[str, tuple[tuple[int, int], int] | None] = {}
         self._structural = False
         self._rescan_due = False
         self._again = False  # more to do at once: ask the daemon to poll again
@@ -114,11 +127,15 @@ class FileFollower:
         self._files.close_all()
         self._copies.clear()
 
-    def _on_event(self, structural: bool) -> None:
+    def _on_event(self, structural: bool, paths: tuple[str, ...]) -> None:
         if structural:
             self._structural = True
+        self._touched.update(paths)
         self._woken.set()
         self._wake()
+
+    def _keep_open(self, reader: FileReader) -> bool:
+        return self._copies.involved(reader)
 
     # --- polling ------------------------------------------------------------------------------
 
@@ -139,6 +156,13 @@ class FileFollower:
         if self._structural or self._rescan_due or mono >= self._next_rescan:
             self._structural = False
             self._rescan()
+        self._files.recount()
+        touched, self._touched = self._touched, set()
+        for path in touched:
+            parked = self._files.parked_at(path)
+            if parked is not None:
+                self._files.want(parked)
+        opened = self._open_wanted(mono) + self._open_waiting()
         out: list[Line] = []
         for reader in self._files.reading_order():
             if len(out) >= max_lines:
@@ -153,8 +177,10 @@ class FileFollower:
                         reader.last_data = mono
             except OSError as exc:  # EIO on a network filesystem, say: try again next time
                 log.warning("cannot read file", source=self.id, path=reader.path, error=str(exc))
-        if check:
-            self._retire_quiet(mono, now, out, max_lines)
+        closed = self._retire_quiet(mono, now, out, max_lines) if check else 0
+        self._files.settle()
+        # more files wait for a descriptor: come back at once while some could be opened
+        self._again |= bool(opened + closed) and bool(self._waiting or self._files.wanted())
         if self._rescan_due or self._again:
             self._again = False
             self._wake()  # a name changed or a copy waits: come back soon
@@ -181,11 +207,12 @@ class FileFollower:
             self._rescan_due |= discovery.regular_key(reader.path or "") != (reader.dev, reader.ino)
         return size > reader.read_pos
 
-    def _retire_quiet(self, mono: float, now: float, out: list[Line], max_lines: int) -> None:
-        """Close orphans read to the end and quiet for the grace period."""
+    def _retire_quiet(self, mono: float, now: float, out: list[Line], max_lines: int) -> int:
+        """Close orphans read to the end and quiet for the grace period; how many."""
+        closed = 0
         for reader in self._files:
             since = reader.orphan_since
-            if since is None or len(out) >= max_lines:
+            if since is None or reader.parked or len(out) >= max_lines:
                 continue
             if reader.has_ready() or mono - max(since, reader.last_data) < self._grace:
                 continue
@@ -202,6 +229,8 @@ class FileFollower:
             self._retired.closing(reader.fd)
             self._files.close(reader)
             self._copies.original_closed(reader)
+            closed += 1
+        return closed
 
     # --- discovery ----------------------------------------------------------------------------
 
@@ -209,13 +238,22 @@ class FileFollower:
         self._rescan_due = False
         self._next_rescan = self._clock.monotonic() + self._rescan_interval
         self._watcher.update(discovery.watch_dirs(self._patterns))
+        self._copies.forget_names()
         seen: set[FileReader] = set()
+        followed_names = {r.name for r in self._files if r.name}
         matched = discovery.expand(self._patterns)
         for path in matched:
-            key = discovery.regular_key(path)
-            reader = self._files.get(key)
-            if reader is None and key is not None:
-                reader = self._discover(path, initial=initial)
+            st = discovery.regular_stat(path)
+            if st is None:
+                continue
+            reader = self._files.get((st.st_dev, st.st_ino))
+            if reader is None:
+                # a rotated name of a followed file: maybe a copy, to be compared at once
+                family = discovery.family(path)
+                urgent = family != path and family in followed_names
+                reader = self._discover(path, st, initial=initial, urgent=urgent)
+            elif reader.parked and (st.st_size, st.st_mtime_ns) != reader.parked_stat:
+                self._files.want(reader)  # written to (or replaced) since it was closed
             if reader is not None:
                 reader.path, reader.name = path, path
                 reader.path_followed, reader.orphan_since = True, None
@@ -226,6 +264,8 @@ class FileFollower:
             if reader in seen:
                 continue
             reader.path_followed = False
+            if reader.parked:
+                self._files.want(reader)  # found (renamed) and drained, or gone
             if reader.orphan_since is None:
                 reader.orphan_since = mono
                 reader.path = self._current_name(reader, listing) or reader.path
@@ -248,8 +288,23 @@ class FileFollower:
             heads=[r.head for r in readers] + list(self._retired.heads),
         )
 
-    def _discover(self, path: str, *, initial: bool) -> FileReader | None:
-        fd = self._files.open(path)
+    def _discover(
+        self, path: str, st: os.stat_result, *, initial: bool, urgent: bool
+    ) -> FileReader | None:
+        skip = initial and self._first_run and self._start_at == "end"
+        if not urgent and (path in self._waiting or not self._files.room()):
+            # what was there at the first start is skipped even if it is opened later
+            self._waiting.setdefault(path, ((st.st_dev, st.st_ino), st.st_size) if skip else None)
+            return None
+        skip_to = ((st.st_dev, st.st_ino), st.st_size) if skip else None
+        return self._follow_new(path, skip_to, urgent=urgent)
+
+    def _follow_new(
+        self, path: str, skip: tuple[tuple[int, int], int] | None, *, urgent: bool = False
+    ) -> FileReader | None:
+        """``skip``: identity and size at the first start, to be skipped up to there."""
+        self._waiting.pop(path, None)
+        fd = self._files.open(path, urgent=urgent)
         if fd is None:
             return None
         reader = self._files.add(fd, path, followed=True)
@@ -257,9 +312,72 @@ class FileFollower:
             return None
         if self._copies.suspect(reader):
             return reader  # held unread for now
-        if initial and self._first_run and self._start_at == "end":
-            reader.start_at_end()
+        if skip is not None and skip[0] == (reader.dev, reader.ino):
+            reader.start_at_end(skip[1])
         return reader
+
+    def _open_waiting(self) -> int:
+        """Open files the scan found while the cap left no room, as room frees."""
+        opened = 0
+        for path, skip in list(self._waiting.items()):
+            if not self._files.room():
+                break
+            del self._waiting[path]  # gone or unreadable: the next scan says again
+            opened += self._follow_new(path, skip) is not None
+        return opened
+
+    def _open_wanted(self, mono: float) -> int:
+        """Re-open parked files that changed, those that cannot wait first."""
+        opened = 0
+        listing = discovery.Listing(self._olddir)
+        for reader in self._files.wanted():
+            # rotated while parked, or the original of a suspected copy: these go first
+            urgent = reader.orphan_since is not None or self._copies.involved(reader)
+            if not self._files.room(urgent=urgent):
+                break
+            opened += self._reopen(reader, listing, mono)
+        return opened
+
+    def _reopen(self, reader: FileReader, listing: discovery.Listing, mono: float) -> bool:
+        """Re-open a parked file by identity: at its name, else wherever it went (renamed
+        away: then it is an orphan, drained before the new file)."""
+        key = (reader.dev, reader.ino)
+        path = reader.path if reader.path and discovery.regular_key(reader.path) == key else None
+        moved = path is None
+        path = path or listing.find([reader.name or ""], key)
+        if path is not None:
+            fd = self._files.open(path, urgent=True)
+            if fd is None:
+                return False  # not now (out of descriptors, say): it stays wanted
+            if self._take_back(reader, path, fd):
+                if moved:
+                    reader.path, reader.path_followed = path, False
+                    reader.orphan_since = reader.orphan_since or mono
+                return True
+        self._rescan_due = True  # what has its name (or its inode number) now is a new file
+        if not self._copies.gone(reader):
+            log.info(
+                "a file closed to stay under max_open_files is gone; "
+                "what was written to it after it was closed is lost",
+                source=self.id,
+                path=reader.path,
+            )
+        self._files.close(reader)
+        return False
+
+    def _take_back(self, reader: FileReader, path: str, fd: int) -> bool:
+        """Give a parked reader the descriptor ``fd`` of its inode at ``path``. Under the name
+        it was parked with, the content is checked by the next size check (a truncation there
+        is a truncation). Under another name, the inode number may be a reused one (the file
+        was deleted meanwhile): it must hold the first bytes and the marker before the offset."""
+        renamed = path != self._files.parked_name(reader)
+        if (renamed and not holds(fd, reader.fp, reader.offset, reader.marker())) or not (
+            reader.unpark(fd)
+        ):
+            os.close(fd)
+            return False
+        self._files.reopened(reader)
+        return True
 
     def _current_name(self, reader: FileReader, listing: discovery.Listing) -> str | None:
         """The name an orphan has now (for Line.path), if it is still in its directory or the

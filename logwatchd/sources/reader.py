@@ -17,6 +17,7 @@ from logwatchd.events import Line
 from logwatchd.sources.identity import (
     FINGERPRINT_BYTES,
     MARKER_BYTES,
+    NO_MARKER,
     Fingerprint,
     Marker,
     fingerprint,
@@ -76,6 +77,11 @@ class FileReader:
         self.last_data = 0.0  # monotonic time of the last read that got bytes (set by the caller)
         self.watched_size = -1  # for a suspected copy that is not read: its size when last seen
         self._seen: tuple[int, int, int] = (-1, 0, 0)  # size, mtime, ctime at the last size()
+        # Closed to stay under the open-file cap: the position stays, the descriptor does not.
+        self.parked = False
+        self.parked_stat: tuple[int, int] = (-1, 0)  # size and mtime when it was closed
+        self._parked_marker = NO_MARKER
+        self._verify_start = False  # re-opened: compare the first bytes at the next check
         self._start_reading_at(offset, skipping)
 
     # --- position ---------------------------------------------------------------------------
@@ -113,9 +119,9 @@ class FileReader:
         self.skipping = False
         self._start_reading_at(offset, False)
 
-    def start_at_end(self) -> None:
-        """Skip what is there, up to the last complete line."""
-        size = os.fstat(self.fd).st_size
+    def start_at_end(self, size: int | None = None) -> None:
+        """Skip what is there (or was, at ``size``), up to the last complete line."""
+        size = os.fstat(self.fd).st_size if size is None else size
         look = min(size, self.max_line_bytes + 1)
         tail = os.pread(self.fd, look, size - look)
         nl = tail.rfind(b"\n")
@@ -137,6 +143,10 @@ class FileReader:
         the file changed since they last compared equal: a quiet file costs one fstat."""
         if size < self.read_pos:
             return True
+        if self._verify_start:  # re-opened by name: the inode may be a reused one
+            self._verify_start = False
+            if self.fp.length and not self.fp.matches(read_head(self.fd)):
+                return True
         tail = self._tail
         if not tail:
             return False
@@ -163,6 +173,8 @@ class FileReader:
         return self._next < len(self._ready)
 
     def marker(self) -> Marker:
+        if self.parked:
+            return self._parked_marker
         if self.offset == self.read_pos:
             return marker_of(self._tail)
         return marker_at(self.fd, self.offset)
@@ -298,11 +310,34 @@ class FileReader:
 
         Taken at checkpoints, so a file rotated by copy before we read it is still recognised.
         """
-        if self.fixed_fp or self.fp.length >= FINGERPRINT_BYTES:
+        if self.fixed_fp or self.parked or self.fp.length >= FINGERPRINT_BYTES:
             return
         head = read_head(self.fd)
         if len(head) > self.fp.length and self.fp.matches(head):
             self.head, self.fp = head, fingerprint(head)
+
+    def park(self) -> None:
+        """Close the descriptor, keeping the position and what identifies the content."""
+        self.refresh_fingerprint()
+        self._parked_marker = self.marker()
+        st = os.fstat(self.fd)
+        self.parked_stat = (st.st_size, st.st_mtime_ns)
+        self.close()
+        self.parked = True
+
+    def unpark(self, fd: int) -> bool:
+        """Take ``fd`` back if it is the same inode (else the caller keeps it). Whether the
+        content is still the same (first bytes, bytes before the position) is asked by the
+        next ``replaced()``, as after a truncation."""
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (self.dev, self.ino):
+            return False
+        self.fd = fd
+        self.parked = False
+        self.eof = True  # read on only after a size check
+        self._checked = None
+        self._verify_start = True
+        return True
 
     def close(self) -> None:
         if self.fd >= 0:

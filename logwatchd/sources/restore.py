@@ -94,7 +94,7 @@ class Restorer:
             elsewhere = cand == entry.path or not _trusted_elsewhere(entry.fp, cand, rotated)
             if key != want and elsewhere:
                 continue  # another inode at the same name, or a fingerprint too weak to trust
-            fd = self._files.open(cand)
+            fd = self._files.open(cand, urgent=True)
             if fd is None:
                 continue
             if holds(fd, entry.fp, entry.offset, entry.marker, same_inode=key == want):
@@ -135,6 +135,8 @@ class Restorer:
             fd, path, followed=followed, tag=entry.tag, offset=entry.offset,
             lineno=entry.lineno, skipping=entry.skipping, fp=fp,
         )  # fmt: skip
+        if reader is not None and followed and self._files.over_cap():
+            self._files.park(reader)  # re-opened by identity when there is room
         if reader is not None and not followed:
             reader.name = entry.name  # rotations are named after the followed name
         if reader is not None and path != entry.path and not followed and fp is None:

@@ -77,7 +77,7 @@ class Unseen:
         key = discovery.regular_key(path)
         if key is None or key in self._files:
             return
-        fd = self._files.open(path)
+        fd = self._files.open(path, urgent=True)  # an orphan: never waits for room
         if fd is None:
             return
         done = self._retired.was_closed(fd)
