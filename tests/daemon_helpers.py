@@ -93,6 +93,7 @@ class DaemonProcess:
         extra_args: tuple[str, ...] = (),
         env: dict | None = None,
         prefix: tuple[str, ...] = (),  # e.g. ("ip", "netns", "exec", NS): it execs, same pid
+        preexec_fn: Callable[[], None] | None = None,
     ):
         self.config = config
         self._dir = tempfile.mkdtemp(prefix="lwd-notify-")
@@ -111,6 +112,7 @@ class DaemonProcess:
             env=full_env,
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,
+            preexec_fn=preexec_fn,  # noqa: PLW1509 - resource limits, set before exec
         )  # fmt: skip
 
     def _drain(self) -> None:

@@ -529,7 +529,7 @@ def test_fd_baseline_and_no_deleted_file_held(harness: Harness, table: list[Outc
     """After rotations the daemon holds only the live file: nothing deleted, nothing extra."""
     writer = BackgroundWriter(str(harness.log), rate=RATE)
     harness.start()
-    time.sleep(1.0)
+    harness.wait_for({("line", 1)})  # the sink and the state are open too
     assert harness.proc is not None
     pid = harness.proc.pid
     baseline = _fds(pid)

@@ -863,3 +863,28 @@ def test_context_is_for_match_rules_only(tmp_path: Path) -> None:
     assert error(tmp_path, extra) == (
         "c.yaml:14: rules[0].context: 'context' applies to 'match' rules, not to sequences"
     )
+
+
+def test_a_file_source_may_name_logrotates_olddir(tmp_path: Path) -> None:
+    """Kept as logrotate reads it: relative to each followed file's directory."""
+    assert config(tmp_path, base=BASE + "    olddir: old/\n").sources[0].olddir == "old"
+    assert config(tmp_path, base=BASE + "    olddir: /var/log/old\n").sources[0].olddir == (
+        "/var/log/old"
+    )
+    assert error(tmp_path, base=BASE + "    olddir: 'old/*'\n") == (
+        'c.yaml:7: sources[0].olddir: olddir "old/*" must be one directory, as in logrotate '
+        "(no glob)"
+    )
+    assert error(tmp_path, base=BASE + "    olddir: [old]\n").startswith(
+        "c.yaml:7: sources[0].olddir: expected a string"
+    )
+    journal = "version: 1\nsources:\n  - id: j\n    type: journald\n    olddir: old\n"
+    assert error(tmp_path, base=journal).startswith("c.yaml:5: sources[0].olddir: unknown key")
+
+
+def test_max_open_files_is_a_positive_count(tmp_path: Path) -> None:
+    assert config(tmp_path).daemon.max_open_files == 1024
+    assert config(tmp_path, "daemon:\n  max_open_files: 64\n").daemon.max_open_files == 64
+    assert error(tmp_path, "daemon:\n  max_open_files: 0\n") == (
+        "c.yaml:8: daemon.max_open_files: must be at least 1, got 0"
+    )

@@ -18,6 +18,7 @@ from logwatchd.config.model import HandlerConfig
 from logwatchd.errors import ConfigError, DeliveryError, Mark
 from logwatchd.handlers import build_handler
 from logwatchd.templates import HostInfo, Templates
+from tests.fd_helpers import out_of_descriptors
 from tests.smtp_helpers import make_alert
 
 HOST = HostInfo(name="web1", fqdn="web1.example.com")
@@ -201,3 +202,14 @@ def test_any_text_renders_to_exactly_one_argument(text: str) -> None:
     clean = text.replace("\x00", "\ufffd")
     assert argv == ["/bin/true", "--", clean, f"x{clean}x"]
     assert all("\x00" not in arg for arg in argv)
+
+
+def test_out_of_descriptors_is_retried_not_permanent(recorder: tuple[Path, Path]) -> None:
+    script, out = recorder
+    handler = command([sys.executable, str(script), str(out), "x"])
+    with out_of_descriptors(), pytest.raises(DeliveryError) as info:
+        handler.send([make_alert()])
+    assert not info.value.permanent
+    assert "Too many open files" in str(info.value)
+    handler.send([make_alert()])  # descriptors back: it runs
+    assert recorded(out)["argv"] == ["x"]

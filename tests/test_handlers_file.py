@@ -17,6 +17,7 @@ from logwatchd.errors import ConfigError, DeliveryError
 from logwatchd.handlers import build_handler
 from logwatchd.handlers.file import tail_ids
 from logwatchd.templates import HostInfo, Templates
+from tests.fd_helpers import out_of_descriptors
 from tests.smtp_helpers import make_alert
 
 HOST = HostInfo(name="web1", fqdn="web1.example.com")
@@ -161,3 +162,17 @@ def test_log_handler_writes_alert_with_priority(severity: str, level: str, prior
     assert entry["key"] == {"ip": "203.0.113.1"}
     assert entry["count"] == 5
     assert entry["source"] == "auth"
+
+
+def test_out_of_descriptors_is_retried_and_forgets_no_written_id(tmp_path: Path) -> None:
+    """Reading back the ids written before must not come out empty for lack of descriptors:
+    the alerts already in the file would be written again."""
+    path = tmp_path / "alerts.jsonl"
+    alert = make_alert()
+    file_handler(str(path)).send([alert])
+    handler = file_handler(str(path))  # a restarted daemon: reads the ids back first
+    with out_of_descriptors(), pytest.raises(DeliveryError) as info:
+        handler.send([alert])
+    assert not info.value.permanent
+    handler.send([alert])
+    assert ids_in(path) == [alert["id"]]

@@ -120,3 +120,13 @@ def test_the_ban_drop_in_is_valid_and_keeps_the_bar(tmp_path: Path) -> None:
     report = analyze("security", "--offline=true", "--no-pager", str(unit)).stdout
     assert re.search(r"✗ CapabilityBoundingSet=~CAP_NET_ADMIN", report), "the drop-in was read"
     assert exposure(unit) <= MAX_EXPOSURE
+
+
+def test_the_descriptor_limit_leaves_room_above_the_files_held_open() -> None:
+    """The daemon holds at most half its descriptor limit in followed files: the unit's
+    limit must not cut the default max_open_files down."""
+    from logwatchd.config.model import DaemonConfig
+
+    limits = [ln for ln in UNIT.read_text().splitlines() if ln.startswith("LimitNOFILE=")]
+    assert len(limits) == 1
+    assert int(limits[0].partition("=")[2]) >= 2 * DaemonConfig().max_open_files

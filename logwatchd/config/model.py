@@ -36,6 +36,7 @@ class DaemonConfig:
     commit_interval: float = 1.0
     stat_interval: float = 1.0  # re-stat open files
     rescan_interval: float = 10.0  # re-expand globs
+    max_open_files: int = 1024  # followed files held open at once (all file sources together)
     shutdown_timeout: float = 10.0  # bound on draining in-flight handler work at SIGTERM
     host: str | None = None  # names this host in alerts; None: the machine's short host name
     mark: Mark = NOWHERE
@@ -91,6 +92,7 @@ class SourceConfig:
     parser: str  # a builtin parser name or an id under ``parsers``
     paths: tuple[str, ...] = ()  # file: absolute globs
     start_at: Literal["end", "beginning"] = "end"
+    olddir: str | None = None  # file: logrotate's olddir (relative: to each file's directory)
     match: tuple[str, ...] = ()  # journald: FIELD=value terms, OR'ed
     journal_directory: str | None = None  # journald: this directory, not the system journal
     journal_files: tuple[str, ...] = ()  # journald: read these journal files

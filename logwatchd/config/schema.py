@@ -6,7 +6,9 @@ name them) so every cross reference is checked against what is actually declared
 
 from __future__ import annotations
 
+import glob
 import ipaddress
+import os
 import re
 import zoneinfo
 from collections.abc import Collection, Iterable
@@ -52,9 +54,10 @@ DAEMON_KEYS = (
     "rescan_interval",
     "shutdown_timeout",
     "host",
+    "max_open_files",
 )
 SOURCE_KEYS = {
-    "file": ("id", "type", "parser", "paths", "start_at"),
+    "file": ("id", "type", "parser", "paths", "start_at", "olddir"),
     "journald": ("id", "type", "parser", "match", "directory", "files", "start_at"),
     "stdin": ("id", "type", "parser"),
     "nats": schema_nats.SOURCE_KEYS,
@@ -207,6 +210,8 @@ def _daemon(node: Node | None) -> DaemonConfig:
         values["shutdown_timeout"] = nodes.duration(item)
     if (item := entries.get("host")) is not None:
         values["host"] = _host(item)
+    if (item := entries.get("max_open_files")) is not None:
+        values["max_open_files"] = nodes.integer(item, minimum=1, maximum=1_000_000)
     return DaemonConfig(**values)  # type: ignore[arg-type]
 
 
@@ -311,6 +316,8 @@ def _source(node: Node, known_parsers: frozenset[str] | set[str], host: str) -> 
     values: dict[str, object] = {}
     if kind == "file":
         values["paths"] = tuple(_resolved(entries.need("paths")))
+        if (item := entries.get("olddir")) is not None:
+            values["olddir"] = _olddir(item)
     elif kind == "journald":
         values.update(_journald(entries))
     elif kind == "nats":
@@ -338,6 +345,14 @@ def _resolved(node: Node) -> list[str]:
     values = nodes.strings(node)
     entries = node.value if isinstance(node.value, list) else [node]
     return [nodes.path(entry) for entry, _ in zip(entries, values, strict=True)]
+
+
+def _olddir(node: Node) -> str:
+    """Kept as written: logrotate reads a relative olddir against each log file's directory."""
+    text = nodes.string(node)
+    if glob.has_magic(text):
+        raise node.error(f'olddir "{text}" must be one directory, as in logrotate (no glob)')
+    return os.path.normpath(text)
 
 
 def _journald(entries: nodes.Mapping) -> dict[str, object]:

@@ -13,6 +13,7 @@ handler runs one program at a time, so an undo never overtakes the action it und
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -145,8 +146,12 @@ class CommandHandler:
                 start_new_session=True,
             )
         except OSError as exc:
-            # E2BIG (a huge argument) or a missing program: retrying will not help either
-            raise DeliveryError(f"cannot run {argv[0]}: {exc.strerror}", permanent=True) from None
+            # Out of descriptors or processes passes; E2BIG (a huge argument) or a missing
+            # program does not, and retrying will not help.
+            transient = exc.errno in (errno.EMFILE, errno.ENFILE, errno.EAGAIN)
+            raise DeliveryError(
+                f"cannot run {argv[0]}: {exc.strerror}", permanent=not transient
+            ) from None
         tail = _Tail(proc.stderr)
         timed_out = False
         try:

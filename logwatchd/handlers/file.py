@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections import deque
@@ -117,7 +118,9 @@ def tail_ids(path: str) -> list[str]:
     try:
         # non-blocking, and regular files only: reading a FIFO would wait for a writer
         fd = open_own(path, os.O_RDONLY)
-    except OSError:
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):  # not "no ids": try the send again later
+            raise DeliveryError(f"cannot open {path}: {exc.strerror}") from None
         return []  # no file yet (or one the send refuses, and says why)
     try:
         start = max(0, os.fstat(fd).st_size - TAIL_BYTES)

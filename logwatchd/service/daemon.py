@@ -31,6 +31,7 @@ from logwatchd.service.stamps import StampWatch
 from logwatchd.sources import FileFollower, StdinSource
 from logwatchd.sources.base import Source
 from logwatchd.sources.journal import JournalSource
+from logwatchd.sources.openfiles import descriptor_budget
 from logwatchd.state import RuleChanges, StateStore
 from logwatchd.state_health import WriteRetry, damaged, is_unwritable, state_error
 from logwatchd.templates import Templates
@@ -65,12 +66,14 @@ class Wiring:
         engine.load_state(store.load_rule_state())
         self.pipeline = Pipeline(engine, parsers)
         self.stamps = StampWatch(parsers)
+        share = open_files_share(config)
         self.sources = [
             build_source(
                 src,
                 saved=store.load_source(src.id),
                 daemon=config.daemon,
                 clock=clock,
+                max_open_files=share,
             )
             for src in config.sources
         ]
@@ -393,8 +396,23 @@ class Daemon:
         )
 
 
+def open_files_share(config: Config) -> int:
+    """Each file source's share of ``daemon.max_open_files``, itself bounded by half the
+    process's descriptor limit (the state database and handlers need descriptors too)."""
+    files = sum(1 for src in config.sources if src.type == "file")
+    budget = descriptor_budget(config.daemon.max_open_files)
+    if budget < config.daemon.max_open_files and files:
+        log.info("descriptor limit: fewer files held open", max_open_files=budget)
+    return max(1, budget // max(1, files))
+
+
 def build_source(
-    config: SourceConfig, *, saved: dict[str, Any] | None, daemon: DaemonConfig, clock: Clock
+    config: SourceConfig,
+    *,
+    saved: dict[str, Any] | None,
+    daemon: DaemonConfig,
+    clock: Clock,
+    max_open_files: int | None = None,
 ) -> Source:
     """``saved`` is None the first time a source runs: then its ``start_at`` applies."""
     if config.type == "file":
@@ -405,6 +423,7 @@ def build_source(
             stat_interval=daemon.stat_interval,
             rescan_interval=daemon.rescan_interval,
             clock=clock,
+            max_open_files=max_open_files,
         )
     if config.type == "journald":
         return JournalSource(config, saved=saved, clock=clock, max_line_bytes=daemon.max_line_bytes)
