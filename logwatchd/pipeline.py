@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+import structlog
 
 from logwatchd.alerts import Alert
 from logwatchd.clock import Clock
@@ -12,6 +15,9 @@ from logwatchd.config.model import Config
 from logwatchd.events import Event, Line
 from logwatchd.parsers import build_parser
 from logwatchd.rules import Engine
+from logwatchd.timelimit import LineTimeLimit, LineTimeout
+
+log = structlog.get_logger("logwatchd")
 
 MAX_UNPARSED_SAMPLES = 5
 
@@ -23,8 +29,10 @@ class Stats:
     parsed: int = 0
     unparsed: int = 0
     truncated: int = 0
+    timed_out: int = 0  # lines given up after the time limit (see timelimit.py)
     matches: Counter[str] = field(default_factory=Counter)
     alerts: Counter[str] = field(default_factory=Counter)
+    slow: Counter[str] = field(default_factory=Counter)  # timed-out lines per rule or parser
     unparsed_samples: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -34,6 +42,7 @@ class Stats:
             "parsed": self.parsed,
             "unparsed": self.unparsed,
             "truncated": self.truncated,
+            "timed_out": self.timed_out,
             "matches": dict(self.matches),
             "alerts": dict(self.alerts),
         }
@@ -77,12 +86,15 @@ class Pipeline:
         *,
         replay: ReplayClock | None = None,
         prefilter: bool = True,
+        limit: LineTimeLimit | None = None,
     ) -> None:
         self.engine = engine
         self.parsers = parsers
         self.stats = Stats()
         self._replay = replay
         self._prefilter = prefilter
+        # the time limit per line; inert unless the command installed it
+        self.limit = limit or LineTimeLimit()
         self._stamp: Any = None  # the last timestamp converted, and what it came to
         self._when = 0.0
 
@@ -97,10 +109,53 @@ class Pipeline:
             self._stamp, self._when = stamp, stamp.timestamp()
         return Event(line, fields, self._when)
 
+    def handle_batch(self, lines: Iterable[Line]) -> list[Alert]:
+        """Every line in turn, under the time limit (one timer for the batch)."""
+        alerts: list[Alert] = []
+        with self.limit:
+            for line in lines:
+                try:
+                    alerts.extend(self._handle(line, None, prefiltered=False))
+                except Exception:
+                    # a line the pipeline chokes on is a bug to report, not a reason to stop
+                    log.exception("line failed", source=line.source, line=line.raw[:200])
+        return alerts
+
     def handle(
         self, line: Line, matches: list[Any] | None = None, *, prefiltered: bool = False
     ) -> list[Alert]:
-        """``prefiltered``: the caller already asked ``engine.wants`` about this line."""
+        """``prefiltered``: the caller already asked ``engine.wants`` about this line. A
+        caller with many lines arms the time limit once: ``with pipeline.limit:`` around them."""
+        if self.limit.active:
+            return self._handle(line, matches, prefiltered=prefiltered)
+        with self.limit:
+            return self._handle(line, matches, prefiltered=prefiltered)
+
+    def _handle(self, line: Line, matches: list[Any] | None, *, prefiltered: bool) -> list[Alert]:
+        self.limit.lines += 1
+        try:
+            return self._evaluate(line, matches, prefiltered)
+        except LineTimeout as exc:
+            where = exc.where or f"parser {self.parsers[line.source].name}"
+            self._timed_out(line, where)
+            return self._counted(exc.alerts)
+
+    def _timed_out(self, line: Line, where: str) -> None:
+        """Counted, and logged the first time for each rule or parser: a flood of such lines
+        must not become a flood of log lines."""
+        stats = self.stats
+        stats.timed_out += 1
+        stats.slow[where] += 1
+        if stats.slow[where] == 1:
+            log.warning(
+                "line skipped: it took longer than the time limit (a regex that backtracks)",
+                where=where,
+                source=line.source,
+                limit=self.limit.seconds,
+                line=line.raw[:200],
+            )
+
+    def _evaluate(self, line: Line, matches: list[Any] | None, prefiltered: bool) -> list[Alert]:
         stats = self.stats
         stats.lines += 1
         if line.truncated:
@@ -118,16 +173,18 @@ class Pipeline:
         if self._replay is not None:
             self._replay.at = event.time
         before = len(matches) if matches is not None else 0
-        alerts = self.engine.process(event, matches)
-        if matches is not None:
-            for match in matches[before:]:
-                stats.matches[match.rule] += 1
-        for alert in alerts:
-            stats.alerts[alert.rule] += 1
-        return alerts
+        try:
+            alerts = self.engine.process(event, matches)
+        finally:
+            if matches is not None:
+                for match in matches[before:]:
+                    stats.matches[match.rule] += 1
+        return self._counted(alerts)
 
-    def tick(self, now: float) -> list[Alert]:
-        alerts = self.engine.tick(now)
+    def _counted(self, alerts: list[Alert]) -> list[Alert]:
         for alert in alerts:
             self.stats.alerts[alert.rule] += 1
         return alerts
+
+    def tick(self, now: float) -> list[Alert]:
+        return self._counted(self.engine.tick(now))

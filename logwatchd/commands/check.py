@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import re
 import sys
 
 from logwatchd.config import load
-from logwatchd.config.model import Config, HandlerConfig
+from logwatchd.config.model import Config, HandlerConfig, Leaf, Not, Predicate
 from logwatchd.errors import ConfigError
 from logwatchd.handlers import HostInfo, build_handler
+from logwatchd.rules.syntax import nests_quantifiers
 from logwatchd.templates import Templates, check_templates
 
 FILE_SETTINGS = ("password_file", "body_file")
@@ -90,4 +92,36 @@ def warnings(config: Config) -> list[str]:
                 f"{source.mark}: sources.{source.id}.paths: no file matches yet "
                 f"({', '.join(source.paths)}); it is followed once it appears"
             )
+    found.extend(_backtracking(config))
     return found
+
+
+def _backtracking(config: Config) -> list[str]:
+    """Regexes shaped to backtrack for minutes on a line that almost matches: the daemon
+    gives up on such a line after ``daemon.line_timeout``, but the rule then misses it."""
+    found = []
+    regexes = [(p.mark, f"parsers.{p.id}.regex", p.regex) for p in config.parsers.values()]
+    for rule in config.rules:
+        conditions = [rule.match] if rule.match is not None else []
+        conditions += [step.match for step in rule.sequence.steps] if rule.sequence else []
+        if rule.context is not None:
+            conditions += [c for c in (rule.context.learn, rule.context.forget) if c is not None]
+        for condition in conditions:
+            regexes += [(leaf.mark, f"rules.{rule.id}", leaf.value) for leaf in _leaves(condition)]
+    for mark, where, pattern in regexes:
+        if isinstance(pattern, re.Pattern) and nests_quantifiers(pattern):
+            found.append(
+                f"{mark}: {where}: the regex {pattern.pattern!r} nests quantifiers and can "
+                "backtrack for minutes on a line that almost matches; such a line is skipped "
+                "after daemon.line_timeout (write it so that each character can be matched "
+                "one way only, e.g. (a+)+ as a+)"
+            )
+    return found
+
+
+def _leaves(pred: Predicate) -> list[Leaf]:
+    if isinstance(pred, Leaf):
+        return [pred] if pred.op == "regex" else []
+    if isinstance(pred, Not):
+        return _leaves(pred.item)
+    return [leaf for item in pred.items for leaf in _leaves(item)]

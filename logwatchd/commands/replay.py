@@ -24,6 +24,7 @@ from logwatchd.events import Line
 from logwatchd.parsers.journald import record_line
 from logwatchd.pipeline import Pipeline, ReplayClock, build_engine
 from logwatchd.sources.journal import MAX_RECORD_BYTES
+from logwatchd.timelimit import LineTimeLimit
 
 READ_SIZE = 1 << 20
 PROGRESS_EVERY = 0.25
@@ -33,7 +34,9 @@ def test(args: argparse.Namespace) -> int:
     config = load(args.config)
     clock = ReplayClock()
     engine, parsers = build_engine(config, clock, host=os.uname().nodename)
-    pipeline = Pipeline(engine, parsers, replay=clock)
+    limit = LineTimeLimit(config.daemon.line_timeout)
+    limit.install()
+    pipeline = Pipeline(engine, parsers, replay=clock, limit=limit)
     out = Output(args.json, sys.stdout)
     executor = Executor(config) if args.execute else None
     started = time.monotonic()
@@ -109,20 +112,25 @@ def _replay_file(
             stats.skipped += skipped
             if cut:  # a cut line is counted as such even when no rule wants it
                 stats.truncated += len(cut.difference(candidates))
-        for index in candidates:
-            lineno = first + index
-            line = Line(
-                source.id, lines[index], reference, f"{name}:{lineno}", name, lineno,
-                index in cut,
-            )  # fmt: skip
-            if journal_text:
-                # `journalctl -o json` text: hand the rules the record, as the journal source does
-                line = record_line(line) or line
-            alerts = pipeline.handle(line, matches, prefiltered=not journal_text)
-            if matches:
-                for match in matches:
-                    out.match(match, source.id, lineno)
-                matches.clear()
+        results = []
+        with pipeline.limit:  # one timer for the block; output and handlers run after it
+            for index in candidates:
+                lineno = first + index
+                line = Line(
+                    source.id, lines[index], reference, f"{name}:{lineno}", name, lineno,
+                    index in cut,
+                )  # fmt: skip
+                if journal_text:
+                    # `journalctl -o json` text: the rules get the record, as from the journal
+                    line = record_line(line) or line
+                alerts = pipeline.handle(line, matches, prefiltered=not journal_text)
+                if alerts or matches:
+                    results.append((lineno, list(matches or ()), alerts))
+                    if matches:
+                        matches.clear()
+        for lineno, found, alerts in results:
+            for match in found:
+                out.match(match, source.id, lineno)
             for alert in alerts:
                 out.alert(alert, lineno)
                 if executor is not None:
@@ -291,4 +299,7 @@ def summarize(pipeline: Pipeline, elapsed: float, stream: IO[str]) -> None:
         stream.write("Unparsed samples:\n")
         for sample in stats.unparsed_samples:
             stream.write(f"  {sample}\n")
+    if stats.timed_out:
+        slow = ", ".join(f"{where}: {count}" for where, count in sorted(stats.slow.items()))
+        stream.write(f"Skipped after the time limit per line: {stats.timed_out} ({slow})\n")
     stream.write(f"Rate: {rate:,.0f} lines/s ({elapsed:.2f} s)\n")

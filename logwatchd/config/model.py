@@ -36,6 +36,7 @@ class DaemonConfig:
     stat_interval: float = 1.0  # re-stat open files
     rescan_interval: float = 10.0  # re-expand globs
     shutdown_timeout: float = 10.0  # bound on draining in-flight handler work at SIGTERM
+    line_timeout: float = 0.5  # CPU seconds one line may take through parser and rules
     mark: Mark = NOWHERE
 
 

@@ -49,6 +49,7 @@ DAEMON_KEYS = (
     "stat_interval",
     "rescan_interval",
     "shutdown_timeout",
+    "line_timeout",
 )
 SOURCE_KEYS = {
     "file": ("id", "type", "parser", "paths", "start_at"),
@@ -198,6 +199,8 @@ def _daemon(node: Node | None) -> DaemonConfig:
             values[key] = nodes.duration(item, positive=True)
     if (item := entries.get("shutdown_timeout")) is not None:
         values["shutdown_timeout"] = nodes.duration(item)
+    if (item := entries.get("line_timeout")) is not None:
+        values["line_timeout"] = nodes.duration(item, positive=True)
     return DaemonConfig(**values)  # type: ignore[arg-type]
 
 

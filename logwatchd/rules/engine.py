@@ -55,6 +55,7 @@ from logwatchd.rules.windows import (
     key_from_json,
     key_json,
 )
+from logwatchd.timelimit import LineTimeout
 
 Plan = tuple[CompiledRule, tuple[LineCheck, ...]]  # a rule and its raw-line checks
 
@@ -149,15 +150,20 @@ class Engine:
             dispatch = self._dispatch[source] = self._dispatch_for(source)
         raw = event.line.raw
         for rule, checks in dispatch.select(event.fields):
-            if rule.is_sequence:
-                seen = self._sequences.process(rule, event, alerts, checks)
-                if seen is not None and matches is not None:
-                    line = event.line
-                    matches.append(Match(rule.id, line.source, line.lineno, seen))
-            elif rule.context is not None:
-                self._in_context(rule, event, matches, alerts, checks)
-            elif checks[0](raw):  # a line without the rule's literals cannot match it
-                self._single(rule, event, matches, alerts)
+            try:
+                if rule.is_sequence:
+                    seen = self._sequences.process(rule, event, alerts, checks)
+                    if seen is not None and matches is not None:
+                        line = event.line
+                        matches.append(Match(rule.id, line.source, line.lineno, seen))
+                elif rule.context is not None:
+                    self._in_context(rule, event, matches, alerts, checks)
+                elif checks[0](raw):  # a line without the rule's literals cannot match it
+                    self._single(rule, event, matches, alerts)
+            except LineTimeout as exc:
+                # the rest of the line is skipped; what earlier rules made of it stands
+                exc.where, exc.alerts = f"rule {rule.id}", alerts
+                raise
         return alerts
 
     def _dispatch_for(self, source_id: str) -> Dispatch[Plan]:

@@ -29,6 +29,7 @@ from logwatchd.sources.base import Source
 from logwatchd.sources.journal import JournalSource
 from logwatchd.state import StateStore
 from logwatchd.templates import Templates
+from logwatchd.timelimit import Interrupted, LineTimeLimit
 
 log = structlog.get_logger("logwatchd")
 
@@ -48,14 +49,17 @@ class Counters:
 class Wiring:
     """Everything built from one config: sources, pipeline, handlers, dispatcher."""
 
-    def __init__(self, config: Config, store: StateStore, clock: Clock) -> None:
+    def __init__(
+        self, config: Config, store: StateStore, clock: Clock, limit: LineTimeLimit
+    ) -> None:
         host = HostInfo.local()
         self.config = config
         engine, parsers = build_engine(config, clock, host.name)
         digests = {rule.id: rule.digest() for rule in config.rules}
         store.prune_rules(digests)
         engine.load_state(store.load_rule_state())
-        self.pipeline = Pipeline(engine, parsers)
+        limit.seconds = config.daemon.line_timeout
+        self.pipeline = Pipeline(engine, parsers, limit=limit)
         self.sources = [
             build_source(
                 src,
@@ -110,6 +114,8 @@ class Daemon:
         self._reload = False
         self._counters = Counters()
         self._pending: list[Alert] = []
+        self._limit = LineTimeLimit()  # no line may hold up the loop (installed with signals)
+        self._interrupted = False  # stopped inside a batch: its lines are read again next start
 
     # --- signals ----------------------------------------------------------------------
 
@@ -117,10 +123,12 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
+        self._limit.install()
 
     def _on_stop(self, signum: int, frame: object) -> None:
         self._stop = True
         self._wake.set()
+        self._limit.interrupt()  # a line in evaluation (a slow regex, say) stops at once
 
     def _on_reload(self, signum: int, frame: object) -> None:
         self._reload = True
@@ -137,7 +145,7 @@ class Daemon:
         state_dir = self.state_dir or config.daemon.state_dir
         store = StateStore.in_dir(state_dir)
         first_run = store.is_new()
-        wiring = Wiring(config, store, self.clock)
+        wiring = Wiring(config, store, self.clock, self._limit)
         wiring.start(self._wake)
         log.info(
             "started",
@@ -165,7 +173,11 @@ class Daemon:
         while not self._stop:
             self._wake.wait(wait)
             self._wake.clear()
-            busy = self._read(wiring)
+            try:
+                busy = self._read(wiring)
+            except Interrupted:
+                self._interrupted = True
+                break
             self._pending.extend(wiring.pipeline.tick(self.clock.now()))
             now = time.monotonic()
             since = now - last_commit
@@ -196,20 +208,13 @@ class Daemon:
     def _read(self, wiring: Wiring) -> bool:
         """One pass over the sources; True when some source had more than a batch ready."""
         busy = False
-        handle = wiring.pipeline.handle
-        pending = self._pending
         for source in wiring.sources:
             try:
                 lines = source.poll(MAX_BATCH)
             except Exception:
                 log.exception("source poll failed", source=source.id)
                 continue
-            for line in lines:
-                try:
-                    pending.extend(handle(line))
-                except Exception:
-                    # A line the pipeline chokes on is a bug to report, not a reason to stop.
-                    log.exception("line failed", source=source.id, line=line.raw[:200])
+            self._pending.extend(wiring.pipeline.handle_batch(lines))
             self._counters.lines += len(lines)
             busy = busy or len(lines) >= MAX_BATCH
         return busy
@@ -250,21 +255,25 @@ class Daemon:
         wiring.stop_sources()
         wiring.dispatcher.stop(wiring.config.daemon.shutdown_timeout)
         try:
-            fresh = Wiring(config, store, self.clock)
+            fresh = Wiring(config, store, self.clock, self._limit)
             fresh.start(self._wake)
         except Exception as exc:
             log.exception("reload failed while starting, restarting the old config", error=str(exc))
-            fresh = Wiring(wiring.config, store, self.clock)
+            fresh = Wiring(wiring.config, store, self.clock, self._limit)
             fresh.start(self._wake)
         log.info("reloaded", config=self.config_path, rules=len(fresh.config.rules))
         notify.ready(self._status_text(store))
         return fresh
 
     def _shutdown(self, wiring: Wiring, store: StateStore) -> None:
-        try:
-            self._commit(wiring, store)
-        except Exception:
-            log.exception("final commit failed")
+        if self._interrupted:
+            # what the last commit holds is consistent: the batch is read again next start
+            log.info("stopped while reading a batch; its lines are read again at the next start")
+        else:
+            try:
+                self._commit(wiring, store)
+            except Exception:
+                log.exception("final commit failed")
         wiring.stop_sources()
         wiring.dispatcher.stop(wiring.config.daemon.shutdown_timeout)
         store.close()
