@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -14,6 +14,7 @@ from logwatchd.clock import Clock
 from logwatchd.config.model import Config
 from logwatchd.events import Event, Line
 from logwatchd.parsers import build_parser
+from logwatchd.parsers.repeated import MAX_REPEATED, REPEATED
 from logwatchd.rules import Engine
 from logwatchd.timelimit import LineTimeLimit, LineTimeout
 
@@ -174,12 +175,26 @@ class Pipeline:
             self._replay.at = event.time
         before = len(matches) if matches is not None else 0
         try:
-            alerts = self.engine.process(event, matches)
+            times = event.fields.get(REPEATED)
+            if times.__class__ is int and times > 1:
+                alerts = self._repeated(event, min(times, MAX_REPEATED), matches)
+            else:
+                alerts = self.engine.process(event, matches)
         finally:
             if matches is not None:
                 for match in matches[before:]:
                     stats.matches[match.rule] += 1
         return self._counted(alerts)
+
+    def _repeated(self, event: Event, times: int, matches: list[Any] | None) -> list[Alert]:
+        """A line that stands for several events (rsyslog's "message repeated N times")
+        counts as that many, each with its own origin so their alerts differ in id."""
+        alerts = self.engine.process(event, matches)
+        line = event.line
+        for number in range(2, times + 1):
+            again = replace(line, origin=f"{line.origin}#{number}")
+            alerts += self.engine.process(Event(again, event.fields, event.time), matches)
+        return alerts
 
     def _counted(self, alerts: list[Alert]) -> list[Alert]:
         for alert in alerts:

@@ -4,7 +4,8 @@ Debian 12's rsyslog writes ``2026-11-26T10:00:01.123456+01:00 host prog[pid]: ms
 classic form has no year, which is inferred from the time the line was read. The host is
 optional (some BSD and embedded syslogs omit it) and the tag may be ``prog[pid]:``,
 ``prog:``, or ``[prog]`` with or without a colon. A stamped line whose tag cannot be found
-still parses: its message is everything after the stamp.
+still parses: its message is everything after the stamp. rsyslog's "message repeated N
+times: [...]" is unfolded (``repeated.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import datetime, tzinfo
 
 from logwatchd.events import Line
 from logwatchd.parsers.base import ALL_STRINGS, Fields
+from logwatchd.parsers.repeated import unfold
 from logwatchd.parsers.timeutil import MONTHS, YearGuesser
 
 # A host never holds brackets and never ends with a colon, which tells "host prog:" from a
@@ -56,6 +58,8 @@ class SyslogParser:
         if stamp is None:
             return None
         fields: Fields = {"timestamp": stamp, "raw": raw, "message": raw[found.end() :]}
+        if raw.startswith("message repeated ", found.end()):
+            unfold(fields)
         if host is not None:
             fields["host"] = host
         if bprog is not None:
