@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from logwatchd import __version__
-from logwatchd.errors import ConfigError
+from logwatchd.errors import ConfigError, StateError
 
 DEFAULT_CONFIG = "/etc/logwatchd/logwatchd.yaml"
 EX_CONFIG = 78  # sysexits.h: the daemon refuses to start on a bad config
@@ -67,6 +67,21 @@ def _parser() -> argparse.ArgumentParser:
     status = command("status", "offsets, journal cursor, outbox depth and last errors")
     status.add_argument("--state-dir", help="override daemon.state_dir")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
+
+    state = commands.add_parser("state", help="the state database: check, recover")
+    state_commands = state.add_subparsers(dest="state_command", required=True, metavar="COMMAND")
+    state_check = state_commands.add_parser(
+        "check", help="check the state database; with --recover, rebuild a damaged one"
+    )
+    state_check.add_argument(
+        "-c", "--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})"
+    )
+    state_check.add_argument("--state-dir", help="override daemon.state_dir")
+    state_check.add_argument(
+        "--recover",
+        action="store_true",
+        help="keep every readable row in a fresh database; the damaged one is moved aside",
+    )
     return parser
 
 
@@ -83,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"logwatchd: {exc}", file=sys.stderr)
         return EX_CONFIG if args.command == "run" else EXIT_INVALID
+    except StateError as exc:
+        print(f"logwatchd: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -98,6 +116,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "test": commands.test,
         "explain": commands.explain,
         "status": commands.status,
+        "state": commands.state,
     }[args.command]
     return handler(args)
 

@@ -4,6 +4,7 @@ from logwatchd.commands.check import check
 from logwatchd.commands.explain import explain
 from logwatchd.commands.replay import test
 from logwatchd.commands.run import run
+from logwatchd.commands.state import state
 from logwatchd.commands.status import status
 
-__all__ = ["check", "explain", "run", "status", "test"]
+__all__ = ["check", "explain", "run", "state", "status", "test"]

@@ -7,7 +7,9 @@ slow handler never holds up reading.
 
 from __future__ import annotations
 
+import os
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -24,10 +26,12 @@ from logwatchd.handlers import HostInfo, build_handler
 from logwatchd.outbox import Dispatcher
 from logwatchd.pipeline import Pipeline, build_engine
 from logwatchd.service import notify
+from logwatchd.service.stamps import StampWatch
 from logwatchd.sources import FileFollower, StdinSource
 from logwatchd.sources.base import Source
 from logwatchd.sources.journal import JournalSource
-from logwatchd.state import StateStore
+from logwatchd.state import RuleChanges, StateStore
+from logwatchd.state_health import WriteRetry, damaged, is_unwritable, state_error
 from logwatchd.templates import Templates
 from logwatchd.timelimit import Interrupted, LineTimeLimit
 
@@ -60,6 +64,7 @@ class Wiring:
         engine.load_state(store.load_rule_state())
         limit.seconds = config.daemon.line_timeout
         self.pipeline = Pipeline(engine, parsers, limit=limit)
+        self.stamps = StampWatch(parsers)
         self.sources = [
             build_source(
                 src,
@@ -116,6 +121,10 @@ class Daemon:
         self._pending: list[Alert] = []
         self._limit = LineTimeLimit()  # no line may hold up the loop (installed with signals)
         self._interrupted = False  # stopped inside a batch: its lines are read again next start
+        # what the last commit could not write (disk full): retried before anything is read
+        self._unsaved: tuple[dict[str, dict[str, Any]], RuleChanges, list[Alert]] | None = None
+        self._retry_at = 0.0
+        self._writes = WriteRetry("state database commit", self.clock)
 
     # --- signals ----------------------------------------------------------------------
 
@@ -143,7 +152,17 @@ class Daemon:
     def run(self) -> int:
         config = self._initial or self._load()
         state_dir = self.state_dir or config.daemon.state_dir
+        try:
+            return self._run(config, state_dir)
+        except sqlite3.Error as exc:
+            raise state_error(os.path.join(state_dir, "state.db"), exc) from None
+
+    def _run(self, config: Config, state_dir: str) -> int:
         store = StateStore.in_dir(state_dir)
+        # a damaged page found now is a clear refusal; found later, a failure mid-delivery
+        if problems := store.problems():
+            store.close()
+            raise damaged(store.path, problems[0])
         first_run = store.is_new()
         wiring = Wiring(config, store, self.clock, self._limit)
         wiring.start(self._wake)
@@ -164,7 +183,7 @@ class Daemon:
         return 0
 
     def _loop(self, wiring: Wiring, store: StateStore) -> Wiring:
-        last_commit = last_status = last_ping = time.monotonic()
+        last_commit = last_status = last_ping = self.clock.monotonic()
         last_prune = last_commit - PRUNE_INTERVAL
         committed_lines = self._counters.lines
         ping_every = notify.watchdog_interval()
@@ -173,21 +192,26 @@ class Daemon:
         while not self._stop:
             self._wake.wait(wait)
             self._wake.clear()
-            try:
-                busy = self._read(wiring)
-            except Interrupted:
-                self._interrupted = True
-                break
-            self._pending.extend(wiring.pipeline.tick(self.clock.now()))
-            now = time.monotonic()
+            busy = False
+            if self._unsaved is None:  # else nothing more is read until that commit is in
+                try:
+                    busy = self._read(wiring)
+                except Interrupted:
+                    self._interrupted = True
+                    break
+                self._pending.extend(wiring.pipeline.tick(self.clock.now()))
+            now = self.clock.monotonic()
             since = now - last_commit
             read_since = self._counters.lines != committed_lines
             # Idle costs nothing but a commit a minute; a rotation seen without new lines is
             # found again from the older checkpoint after a restart anyway.
-            if self._pending or (read_since and since >= commit_every) or since >= IDLE_COMMIT:
-                self._commit(wiring, store)
+            if self._commit_due(now, since, read_since, commit_every) and self._commit(
+                wiring, store
+            ):
                 last_commit = now
                 committed_lines = self._counters.lines
+            if damage := wiring.dispatcher.damage():
+                raise damaged(store.path, damage)
             if busy:
                 self._wake.set()
             if ping_every and now - last_ping >= ping_every:
@@ -199,7 +223,7 @@ class Daemon:
             if now - last_prune >= PRUNE_INTERVAL:
                 self._prune(store)
                 last_prune = now
-            if self._reload:
+            if self._reload and self._unsaved is None:
                 self._reload = False
                 wiring = self._reload_config(wiring, store)
                 commit_every = wiring.config.daemon.commit_interval
@@ -219,10 +243,32 @@ class Daemon:
             busy = busy or len(lines) >= MAX_BATCH
         return busy
 
-    def _commit(self, wiring: Wiring, store: StateStore) -> None:
-        alerts, self._pending = self._pending, []
-        changes = wiring.pipeline.engine.drain_changes()
-        store.commit(sources=wiring.checkpoints(), rules=changes, alerts=alerts)
+    def _commit_due(self, now: float, since: float, read_since: bool, every: float) -> bool:
+        if self._unsaved is not None:
+            return now >= self._retry_at
+        return bool(self._pending) or (read_since and since >= every) or since >= IDLE_COMMIT
+
+    def _commit(self, wiring: Wiring, store: StateStore) -> bool:
+        """Commit what was read since the last commit; False when the disk refused it (then
+        the very same commit is retried later, and nothing more is read meanwhile)."""
+        if self._unsaved is None:
+            fired, self._pending = self._pending, []
+            drained = wiring.pipeline.engine.drain_changes()
+            self._unsaved = (wiring.checkpoints(), drained, fired)
+        sources, changes, alerts = self._unsaved
+        try:
+            store.commit(sources=sources, rules=changes, alerts=alerts)
+        except sqlite3.OperationalError as exc:
+            if not is_unwritable(exc):
+                raise
+            self._retry_at = self.clock.monotonic() + self._writes.failed(exc, path=store.path)
+            return False
+        self._unsaved = None
+        self._writes.succeeded()
+        try:
+            wiring.stamps.report(store, self.clock.monotonic())
+        except Exception:
+            log.exception("counting unparsed timestamps failed")
         if alerts:
             self._counters.alerts += len(alerts)
             for alert in alerts:
@@ -236,6 +282,7 @@ class Daemon:
                 )
             # only the workers with new rows: a worker woken for nothing runs a claim query
             wiring.dispatcher.notify({name for alert in alerts for name in alert.handlers})
+        return True
 
     def _reload_config(self, wiring: Wiring, store: StateStore) -> Wiring:
         notify.reloading()
@@ -251,7 +298,11 @@ class Daemon:
             return wiring
         # Commit first: the new wiring is built from what the database now holds, so
         # offsets and the state of unchanged rules carry over exactly.
-        self._commit(wiring, store)
+        if not self._commit(wiring, store):
+            log.error("reload postponed until the state database can be written again")
+            self._reload = True
+            notify.ready(self._status_text(store))
+            return wiring
         wiring.stop_sources()
         wiring.dispatcher.stop(wiring.config.daemon.shutdown_timeout)
         try:
@@ -271,7 +322,10 @@ class Daemon:
             log.info("stopped while reading a batch; its lines are read again at the next start")
         else:
             try:
-                self._commit(wiring, store)
+                if not self._commit(wiring, store):
+                    log.error("final commit failed: lines since the last commit are read again")
+            except sqlite3.DatabaseError as exc:
+                log.error("final commit failed", error=str(exc))
             except Exception:
                 log.exception("final commit failed")
         wiring.stop_sources()
