@@ -38,6 +38,7 @@ def explain(args: argparse.Namespace) -> int:
     print("fields:")
     for key, value in event.fields.items():
         print(f"  {key} = {json.dumps(jsonable(value), ensure_ascii=False)}")
-    print(f"prefilter: {'passes' if engine.wants(source.id, line.raw) else 'rejects'} this line")
+    wanted = engine.wants(source.id, line.raw)
+    print(f"scan: {'selects' if wanted else 'passes over'} this line (whether a rule may match it)")
     print(format_explanation(engine.explain(event)))
     return 0
