@@ -311,3 +311,27 @@ def test_check_warns_about_a_command_that_is_not_executable_but_stays_valid(tmp_
     assert proc.returncode == 0
     assert "handlers.alerts-file.argv[0]: /nonexistent/ban is not executable" in proc.stderr
     assert "sources.app.paths: no file matches yet" in proc.stderr
+
+
+def test_test_shows_progress_with_an_eta_on_a_terminal(tmp_path):
+    import io
+
+    from logwatchd.commands.replay import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    log = tmp_path / "big.log"
+    log.write_bytes(b"x" * (40 << 20))  # 40 MiB
+    now = [100.0]
+    shown = Terminal()
+    progress = Progress(str(log), shown, lambda: now[0])
+    now[0] += 2
+    progress.update(10 << 20)  # a quarter in two seconds: six more to go
+    assert f"{log}:  25.0% of 40.0 MiB, 5.0 MiB/s, 0:06 left" in shown.getvalue()
+    progress.done()
+    assert shown.getvalue().endswith("\r\x1b[K")
+    quiet = io.StringIO()  # not a terminal: nothing
+    Progress(str(log), quiet).update(10 << 20)
+    assert quiet.getvalue() == ""

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
 
@@ -247,8 +247,9 @@ def read_blocks(name: str, progress: Progress, limit: int) -> Iterator[Block]:
         lineno = 1
         rest = b""
         skipping = False  # inside a line already cut: drop up to its newline
+        stored = getattr(handle, "fileobj", handle)  # a .gz: how much of the file on disk
         while block := handle.read(READ_SIZE):
-            progress.advance(len(block))
+            progress.update(stored.tell() if stored.seekable() else 0)
             if skipping:
                 newline = block.find(b"\n")
                 if newline < 0:
@@ -350,29 +351,56 @@ class Executor:
 
 
 class Progress:
-    """A progress line on a terminal for large files; silent otherwise."""
+    """A progress line on a terminal for a large file: how far, how fast, how long still.
+    Silent when stderr is not a terminal, and for standard input."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        stream: IO[str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.name = name
-        self.enabled = sys.stderr.isatty() and name != "-"
+        self.stream = sys.stderr if stream is None else stream
+        self.clock = clock
+        self.enabled = self.stream.isatty() and name != "-"
         self.total = os.stat(name).st_size if self.enabled else 0
-        self.seen = 0
-        self.last = 0.0
+        self.started = self.last = clock()
+        self.shown = False
 
-    def advance(self, size: int) -> None:
-        if not self.enabled:
+    def update(self, done: int) -> None:
+        """``done``: bytes of the file (as stored: a .gz counts compressed) read so far."""
+        if not self.enabled or not self.total:
             return
-        self.seen += size
-        now = time.monotonic()
-        if now - self.last >= PROGRESS_EVERY and self.total:
-            self.last = now
-            share = min(100.0, 100.0 * self.seen / self.total)
-            sys.stderr.write(f"\r{self.name}: {share:5.1f}%")
-            sys.stderr.flush()
+        now = self.clock()
+        if now - self.last < PROGRESS_EVERY:
+            return
+        self.last = now
+        share = min(1.0, done / self.total)
+        spent = now - self.started
+        rate = done / spent if spent > 0 else 0.0
+        left = (self.total - done) / rate if rate > 0 else 0.0
+        self.stream.write(
+            f"\r{self.name}: {100 * share:5.1f}% of {_size(self.total)}, "
+            f"{_size(rate)}/s, {_clock(left)} left\x1b[K"
+        )
+        self.stream.flush()
+        self.shown = True
 
     def done(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\r\x1b[K")
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def _size(size: float) -> str:
+    return f"{size / (1 << 20):.1f} MiB" if size >= 1 << 20 else f"{size / 1024:.0f} KiB"
+
+
+def _clock(seconds: float) -> str:
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
 def summarize(pipeline: Pipeline, elapsed: float, stream: IO[str]) -> None:

@@ -101,7 +101,7 @@ class _Compiler:
         if isinstance(pred, Not):
             return self._not(pred.item)
         if isinstance(pred, All):
-            return _all([self.compile(item) for item in pred.items])
+            return _all([self.compile(item) for item in pred.items], self.gates(pred))
         # a leaf writes ext only when it holds; another branch that extracts may write and
         # then fail, so it works on a scratch copy
         return _any(
@@ -131,14 +131,21 @@ def _extracts(pred: Predicate) -> bool:
     return bool(extracted_names(pred))
 
 
-def _all(tests: list[Test]) -> Test:
+def _all(tests: list[Test], gate: int) -> Test:
+    """Every test holds; none runs when the line does not show what they need together."""
     if len(tests) == 1:
         return tests[0]
     if len(tests) == 2:
         first, second = tests
+        if gate:
+            return lambda fields, ext, hits: (
+                hits & gate != 0 and first(fields, ext, hits) and second(fields, ext, hits)
+            )
         return lambda fields, ext, hits: first(fields, ext, hits) and second(fields, ext, hits)
 
     def every(fields: dict[str, Any], ext: dict[str, Any] | None, hits: int) -> bool:
+        if gate and not hits & gate:
+            return False
         for test in tests:  # noqa: SIM110 - a plain loop beats a generator on the hot path
             if not test(fields, ext, hits):
                 return False
