@@ -247,6 +247,7 @@ def test_explain_shows_fields_and_each_condition(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert 'event_type = "LoginFailed"' in proc.stdout
+    assert "scan: selects this line" in proc.stdout
     assert "failed-logins" in proc.stdout
     assert "LoginFailed" in proc.stdout.split("failed-logins", 1)[1]
     proc = logwatchd("explain", "-c", str(config), "--source", "app", "garbage")
