@@ -112,14 +112,16 @@ class Pipeline:
 
     def parse(self, line: Line) -> Event | None:
         fields = self.parsers[line.source].parse(line)
-        if fields is None:
-            return None
+        return None if fields is None else Event(line, fields, self._time(line, fields))
+
+    def _time(self, line: Line, fields: dict[str, Any]) -> float:
+        """The event time: the parsed stamp as epoch seconds, else the time of reading."""
         stamp = fields.get("timestamp")
         if stamp is None:
-            return Event(line, fields, line.read_time)
+            return line.read_time
         if stamp is not self._stamp:  # parsers hand out one object per second of stamps
             self._stamp, self._when = stamp, stamp.timestamp()
-        return Event(line, fields, self._when)
+        return self._when
 
     def handle_batch(self, lines: Sequence[Line]) -> list[Alert]:
         """Lines as a source returned them: each run of one source's lines scanned at once,
@@ -162,13 +164,14 @@ class Pipeline:
         """A line the caller has counted and scanned (``hits``; None: scan it here, and
         count it as skipped if no rule can match it). A caller with many lines arms the time
         limit once: ``with pipeline.limit:`` around them."""
-        if self.limit.active:
-            return self._guarded(line, hits, matches)
-        with self.limit:
-            return self._guarded(line, hits, matches)
+        if not self.limit.active:
+            with self.limit:
+                return self._guarded(line, hits, matches)
+        return self._guarded(line, hits, matches)
 
     def _guarded(self, line: Line, hits: int | None, matches: list[Any] | None) -> list[Alert]:
         self.limit.lines += 1
+        before = 0 if matches is None else len(matches)
         try:
             if hits is None:
                 scan = self.engine.scan(line.source)
@@ -176,11 +179,35 @@ class Pipeline:
                 if not (scan.everything or hits & scan.scanned):
                     self.stats.skipped += 1
                     return []
-            return self._evaluate(line, hits, matches)
+            fields = self.parsers[line.source].parse(line)
+            if fields is None:
+                self._unparsed(line)
+                return []
+            self.stats.parsed += 1
+            event = Event(line, fields, self._time(line, fields))
+            if self._replay is not None:
+                self._replay.at = event.time
+            times = fields.get(REPEATED)
+            if times.__class__ is int and times > 1:
+                alerts = self._repeated(event, min(times, MAX_REPEATED), hits, matches)
+            else:
+                alerts = self.engine.process(event, matches, hits)
         except LineTimeout as exc:
             where = exc.where or f"parser {self.parsers[line.source].name}"
             self._timed_out(line, where)
-            return self._counted(exc.alerts)
+            alerts = exc.alerts
+        if matches:
+            for match in matches[before:]:
+                self.stats.matches[match.rule] += 1
+        if alerts:
+            self._counted(alerts)
+        return alerts
+
+    def _unparsed(self, line: Line) -> None:
+        stats = self.stats
+        stats.unparsed += 1
+        if len(stats.unparsed_samples) < MAX_UNPARSED_SAMPLES:
+            stats.unparsed_samples.append(line.raw[:300])
 
     def _timed_out(self, line: Line, where: str) -> None:
         """Counted, and logged the first time for each rule or parser: a flood of such lines
@@ -196,30 +223,6 @@ class Pipeline:
                 limit=self.limit.seconds,
                 line=line.raw[:200],
             )
-
-    def _evaluate(self, line: Line, hits: int, matches: list[Any] | None) -> list[Alert]:
-        stats = self.stats
-        event = self.parse(line)
-        if event is None:
-            stats.unparsed += 1
-            if len(stats.unparsed_samples) < MAX_UNPARSED_SAMPLES:
-                stats.unparsed_samples.append(line.raw[:300])
-            return []
-        stats.parsed += 1
-        if self._replay is not None:
-            self._replay.at = event.time
-        before = len(matches) if matches is not None else 0
-        try:
-            times = event.fields.get(REPEATED)
-            if times.__class__ is int and times > 1:
-                alerts = self._repeated(event, min(times, MAX_REPEATED), hits, matches)
-            else:
-                alerts = self.engine.process(event, matches, hits)
-        finally:
-            if matches is not None:
-                for match in matches[before:]:
-                    stats.matches[match.rule] += 1
-        return self._counted(alerts)
 
     def _repeated(
         self, event: Event, times: int, hits: int, matches: list[Any] | None

@@ -173,8 +173,9 @@ class _FileReplay:
     ) -> None:
         """Lines of a block the native scan went through: only the selected ones are decoded."""
         body = block.body
-        self.stats.lines += body.count(b"\n")
-        self.stats.skipped += body.count(b"\n") - len(found)
+        count = body.count(b"\n")
+        self.stats.lines += count
+        self.stats.skipped += count - len(found)
         for index, end, hits in found:
             chunk = body[body.rfind(b"\n", 0, end) + 1 : end]
             # a line with other bytes than ASCII (or a carriage return) is scanned again as text

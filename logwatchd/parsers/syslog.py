@@ -42,13 +42,22 @@ class SyslogParser:
         self._years = YearGuesser(tz)
         # stamps repeat (many lines per second): convert each text once per hour of reading
         self._stamps: dict[tuple[str, int], datetime | None] = {}
+        self._last_text, self._last_read = "", -1.0
+        self._last_stamp: datetime | None = None
 
     def parse(self, line: Line) -> Fields | None:
         raw = line.raw
         found = _BSD_LINE.match(raw)
         if found is not None:
             groups = found.groups()
-            stamp = self._bsd_stamp(groups, line.read_time)
+            # lines come in runs of the same second: the last stamp is the likeliest
+            if groups[0] == self._last_text and line.read_time == self._last_read:
+                stamp = self._last_stamp
+            else:
+                stamp = self._bsd_stamp(groups, line.read_time)
+                self._last_text, self._last_read, self._last_stamp = (
+                    groups[0], line.read_time, stamp
+                )  # fmt: skip
             host, bprog, program, pid = groups[7:]
         else:
             found = _ISO_LINE.match(raw)

@@ -92,6 +92,10 @@ class CompiledRule:
 
     def key_of(self, fields: Mapping[str, Any]) -> Key | None:
         """The group_by values as strings, or None when one is missing."""
+        if len(self.group_by) == 1:  # the common case, written out: it runs per match
+            value = fields.get(self.group_by[0])
+            text = value if value.__class__ is str else as_key(value)
+            return None if text is None else (text,)
         values = []
         for name in self.group_by:
             value = fields.get(name)

@@ -35,6 +35,7 @@ from logwatchd.rules.predicates import (
     GateMaker,
     compile_predicate,
     extracted_names,
+    field_names,
     no_gate_maker,
 )
 from logwatchd.rules.values import as_key
@@ -131,6 +132,7 @@ class Visit:
     own: dict[str, Any]  # the event's fields and what learn extracted
     view: dict[str, Any]  # own, plus filled-in fields and distinct counts: what the rule sees
     learned: bool  # learn matched
+    stored: Connection | None  # the connection as stored when the visit began (maybe expired)
 
 
 class Context:
@@ -161,6 +163,9 @@ class Context:
         )
         self.learn = _compiled(self.learn_condition, lists, gates)
         self.forget = _compiled(self.forget_condition, lists, gates)
+        # whether forget looks at what memory fills in (else it can test the line as it is)
+        memory = frozenset(cfg.remember) | {name for name, _ in cfg.distinct}
+        self.forget_reads_memory = cfg.forget is not None and bool(field_names(cfg.forget) & memory)
         self.table = ConnectionTable(limit)
         self.newest = float("-inf")
 
@@ -189,12 +194,19 @@ class Context:
         return connection is not None and bool(connection.held)
 
     def enter(
-        self, fields: dict[str, Any], time: float, *, learn: bool = True, hits: int = ALL_HITS
+        self,
+        fields: dict[str, Any],
+        time: float,
+        *,
+        learn: bool = True,
+        hits: int = ALL_HITS,
+        view: bool = True,
     ) -> Visit | None:
         """The view of the event the rule should test, or None if it has no connection.
 
         ``learn=False``: the caller knows ``learn`` cannot hold (the line lacks its text);
-        ``hits``: what the scan found on the line.
+        ``hits``: what the scan found on the line; ``view=False``: nothing will look at the
+        filled-in fields (the rule cannot match, and forget does not read memory).
         """
         key = self.key_of(fields)
         if key is None:
@@ -206,21 +218,21 @@ class Context:
             learned = self.learn.test(fields, ext, hits)
             if learned and ext:
                 own = {**fields, **ext}
-        connection = self.table.get(key)
+        stored = connection = self.table.states.get(key)
         if connection is not None and time - connection.seen > self.ttl:
             connection = None  # expired: dropped at the next write
-        if connection is None and not self.distinct:
-            return Visit(key, own, own, learned)
-        view = dict(own)
+        if not view or (connection is None and not self.distinct):
+            return Visit(key, own, own, learned, stored)
+        view_fields = dict(own)
         if connection is not None:
             for name in self.remember:
-                if view.get(name) is None and name in connection.fields:
-                    view[name] = connection.fields[name]
+                if view_fields.get(name) is None and name in connection.fields:
+                    view_fields[name] = connection.fields[name]
         for name, counted in self.distinct:
             seen = connection.distinct.get(name, []) if connection is not None else []
             value = _distinct_value(own.get(counted))
-            view[name] = len(seen) + (value is not None and value not in seen)
-        return Visit(key, own, view, learned)
+            view_fields[name] = len(seen) + (value is not None and value not in seen)
+        return Visit(key, own, view_fields, learned, stored)
 
     def leave(
         self,
@@ -244,7 +256,7 @@ class Context:
         caller knows ``forget`` cannot hold.
         """
         own = {**visit.own, **extracted} if extracted else visit.own
-        released = self._release(visit.key, own, group_by, time)
+        released = self._release(visit, own, group_by, time)
         if hold is not None:
             self._hold(visit.key, hold, time)
         if forget and self.forget is not None and self.forget.test(visit.view, None, hits):
@@ -255,9 +267,9 @@ class Context:
         return released
 
     def _release(
-        self, key: Key, own: Mapping[str, Any], group_by: tuple[str, ...], time: float
+        self, visit: Visit, own: Mapping[str, Any], group_by: tuple[str, ...], time: float
     ) -> list[dict[str, Any]]:
-        connection = self.table.get(key)
+        connection = visit.stored  # nothing has written since the visit began
         if connection is None or not connection.held or time - connection.seen > self.ttl:
             return []
         values = {name: own.get(name) for name in group_by}
@@ -265,7 +277,7 @@ class Context:
             return []
         released = [{**held, **values} for held in connection.held]
         connection.held.clear()
-        self.table.dirty.add(key)
+        self.table.dirty.add(visit.key)
         return released
 
     def _hold(self, key: Key, fields: Mapping[str, Any], time: float) -> None:

@@ -159,7 +159,8 @@ class Engine:
         """The alerts the event fires; ``hits``: what the scan found on its line (the
         default, everything, runs every rule of the source)."""
         alerts: list[Alert] = []
-        for plan in self._source(event.line.source).select(hits):
+        source = self._sources.get(event.line.source) or self._source(event.line.source)
+        for plan in source.select(hits):
             rule = plan.rule
             try:
                 if plan.__class__ is MatchPlan:
@@ -215,13 +216,14 @@ class Engine:
         rule = plan.rule
         context, compiled = rule.context, rule.match
         assert context is not None and compiled is not None
-        can_match = bool(hits & plan.match)
-        can_learn = bool(hits & plan.learn)
-        can_forget = bool(hits & plan.forget)
+        can_match = hits & plan.match != 0
+        can_learn = hits & plan.learn != 0
+        can_forget = hits & plan.forget != 0
         if not (can_match or can_learn or can_forget) and not context.may_release(event.fields):
             return  # neither matches, learns nor forgets, and no held match to complete
         ext: dict[str, Any] | None = {} if compiled.extracts else None
-        visit = context.enter(event.fields, event.time, learn=can_learn, hits=hits)
+        view = can_match or (can_forget and context.forget_reads_memory)
+        visit = context.enter(event.fields, event.time, learn=can_learn, hits=hits, view=view)
         fields = event.fields if visit is None else visit.view
         matched = can_match and compiled.test(fields, ext, hits)
         if matched and ext:
@@ -257,8 +259,10 @@ class Engine:
         matches: list[Match] | None,
         alerts: list[Alert],
     ) -> None:
-        self._record(rule, event, fields, matches)
+        rule.matched += 1
         line = event.line
+        if matches is not None:
+            matches.append(Match(rule.id, line.source, line.lineno, fields))
         key = rule.key_of(fields)
         if key is None:
             return

@@ -75,6 +75,15 @@ def compile_predicate(
     return CompiledPredicate(_Compiler(lists, produced, gates).compile(pred), produced)
 
 
+def field_names(pred: Predicate) -> frozenset[str]:
+    """The fields the conditions of the tree look at."""
+    if isinstance(pred, Leaf):
+        return frozenset({pred.field})
+    if isinstance(pred, Not):
+        return field_names(pred.item)
+    return frozenset().union(*(field_names(item) for item in pred.items))
+
+
 def extracted_names(pred: Predicate) -> frozenset[str]:
     """Names of the regex groups anywhere in the tree (the fields a match may add)."""
     if isinstance(pred, Leaf):

@@ -105,6 +105,8 @@ class LineScan:
         """(index, hits) of the lines to evaluate, in order; hits None: the caller scans that
         line with ``hits()`` (and drops it if it shows nothing of ``scanned``)."""
         count = len(raws)
+        if not (self.scanned or self.everything):
+            return []  # no rule of the source has anything to do with any line
         if self.native is not None and count:
             data = "\n".join(raws).encode("utf-8", "replace")
             if data.count(b"\n") == count - 1:  # no line holds a newline of its own
@@ -121,6 +123,8 @@ class LineScan:
         """For a block of a file's bytes (whole lines): (index, end offset, hits) of the lines
         to evaluate, hits None as in ``select``; None when only ``select`` can do it (no
         native scan, or every line is wanted)."""
+        if not (self.scanned or self.everything):
+            return []
         if self.native is None or self.everything:
             return None
         return self.native.lines(data)
@@ -135,7 +139,7 @@ class _NativeScan:
 
     def __init__(self, database: Any, ids: dict[int, int], assumed: Hits) -> None:
         self._database = database
-        self._bits = ids  # pattern id -> its bit
+        self._bits = [ids.get(pid, 0) for pid in range(max(ids) + 1)]  # pattern id -> its bit
         self.assumed = assumed  # ALWAYS, and patterns Hyperscan would not take
 
     @classmethod
@@ -160,7 +164,7 @@ class _NativeScan:
         get = found.get
 
         def on_match(pid: int, start: int, end: int, flags: int, context: object) -> None:
-            found[end] = get(end, 0) | bits.get(pid, 0)
+            found[end] = get(end, 0) | bits[pid]
 
         self._database.scan(data, match_event_handler=on_match)
         chosen: list[tuple[int, int, Hits | None]] = []

@@ -8,6 +8,7 @@ not have the shape it expects.
 
 from __future__ import annotations
 
+import functools
 import re
 from re import _constants as sre  # type: ignore[attr-defined]
 from re import _parser as sre_parse  # type: ignore[attr-defined]
@@ -75,7 +76,8 @@ def relaxed(pattern: re.Pattern[str], *, native: bool) -> str:
     """A pattern that finds, anywhere in a line, every text ``pattern`` can match: the same
     regex with its zero-width assertions (``^``, ``$``, ``\\b``, lookarounds) dropped and
     back-references widened, so whatever field of the line the pattern ran on, the line
-    matches this one wherever that field sits in it.
+    matches this one wherever that field sits in it, without the optional items at its ends
+    (``core``), which rule out no line.
 
     ``native=False``: Python syntax, for ``re`` (sound on any text). ``native=True``: for
     Hyperscan in byte mode, exact on ASCII lines without a newline (each single-character
@@ -85,7 +87,24 @@ def relaxed(pattern: re.Pattern[str], *, native: bool) -> str:
     """
     tree = parse(pattern)
     flags = tree.state.flags & _CHAR_FLAGS
-    return _Emitter(native).sequence(list(tree), flags)
+    return _Emitter(native).sequence(core(list(tree)), flags)
+
+
+def core(items: list[Any]) -> list[Any]:
+    """The top-level sequence without its optional and zero-width items at either end: in
+    an unanchored search for a line, ``(?:error: )?Failed x(?: port \\d+)?`` finds exactly the
+    lines ``Failed x`` finds, and the shorter pattern costs the scan less."""
+    start, end = 0, len(items)
+    while start < end and _optional(items[start]):
+        start += 1
+    while end > start and _optional(items[end - 1]):
+        end -= 1
+    return items[start:end]
+
+
+def _optional(item: Any) -> bool:
+    op, av = item
+    return op is sre.AT or op in (sre.ASSERT, sre.ASSERT_NOT) or (op in _REPEATS and av[0] == 0)
 
 
 _CHAR_FLAGS = re.IGNORECASE | re.ASCII | re.DOTALL  # what changes a single character's meaning
@@ -182,23 +201,20 @@ def _escaped(code: int) -> str:
     return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
-_ASCII_SETS: dict[tuple[str, int], str] = {}
-
-
 def native_class(text: str, flags: int) -> str:
     """The ASCII characters (but newline) that Python matches with one single-character
     item, as a Hyperscan byte class: asked of ``re`` itself, so case folding and classes
     mean exactly what they mean to Python."""
-    key = (text, flags)
-    found = _ASCII_SETS.get(key)
-    if found is None:
-        single = re.compile(text, flags)
-        codes = [code for code in range(128) if code != 10 and single.fullmatch(chr(code))]
-        found = _ASCII_SETS[key] = _byte_class(codes)
-    return found
+    return _byte_class(_ascii_codes(text, flags))
 
 
-def _byte_class(codes: list[int]) -> str:
+@functools.lru_cache(maxsize=1024)
+def _ascii_codes(text: str, flags: int) -> tuple[int, ...]:
+    single = re.compile(text, flags)
+    return tuple(code for code in range(128) if code != 10 and single.fullmatch(chr(code)))
+
+
+def _byte_class(codes: tuple[int, ...]) -> str:
     if not codes:
         return NATIVE_NEVER
     runs: list[list[int]] = []
