@@ -247,6 +247,7 @@ def test_explain_shows_fields_and_each_condition(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert 'event_type = "LoginFailed"' in proc.stdout
+    assert "scan: selects this line" in proc.stdout
     assert "failed-logins" in proc.stdout
     assert "LoginFailed" in proc.stdout.split("failed-logins", 1)[1]
     proc = logwatchd("explain", "-c", str(config), "--source", "app", "garbage")
@@ -485,3 +486,27 @@ def test_test_and_run_agree_on_lines_older_than_the_last_one(tmp_path):
         ("breach", 1, 1),
         ("failed-logins", 3, 0),
     ]
+
+
+def test_test_shows_progress_with_an_eta_on_a_terminal(tmp_path):
+    import io
+
+    from logwatchd.commands.replay import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    log = tmp_path / "big.log"
+    log.write_bytes(b"x" * (40 << 20))  # 40 MiB
+    now = [100.0]
+    shown = Terminal()
+    progress = Progress(str(log), shown, lambda: now[0])
+    now[0] += 2
+    progress.update(10 << 20)  # a quarter in two seconds: six more to go
+    assert f"{log}:  25.0% of 40.0 MiB, 5.0 MiB/s, 0:06 left" in shown.getvalue()
+    progress.done()
+    assert shown.getvalue().endswith("\r\x1b[K")
+    quiet = io.StringIO()  # not a terminal: nothing
+    Progress(str(log), quiet).update(10 << 20)
+    assert quiet.getvalue() == ""

@@ -550,16 +550,17 @@ def test_a_key_that_fires_without_cooldown_is_deleted() -> None:
 
 
 def test_reload_keeps_state_of_unchanged_rules_only() -> None:
+    # a reload is a new engine over what the old one committed (as the daemon does it)
     kept = rule(threshold=Threshold(3, 60), rule_id="kept")
     changed = rule(threshold=Threshold(3, 60), rule_id="changed")
     feed = Feed(kept, changed)
     feed.send(failed(), 0)
     feed.send(failed(), 1)
-    feed.engine.drain_changes()
-    reloaded = feed.engine.with_rules([kept, rule(threshold=Threshold(3, 30), rule_id="changed")])
-    feed.engine = reloaded
+    saved = rows(feed.engine)
+    feed.engine = feed.new_engine((kept, rule(threshold=Threshold(3, 30), rule_id="changed")))
+    feed.engine.load_state(saved)
     assert [a.rule for a in feed.send(failed(), 2)] == ["kept"]
-    changes = reloaded.drain_changes()
+    changes = feed.engine.drain_changes()
     assert ("changed", '["203.0.113.9"]') not in changes.deletes  # re-created in this drain
     assert {r for r, _k, _s in changes.upserts} == {"changed"}
 
@@ -567,6 +568,7 @@ def test_reload_keeps_state_of_unchanged_rules_only() -> None:
 def test_reload_deletes_state_of_removed_rules() -> None:
     feed = Feed(rule(threshold=Threshold(3, 60)))
     feed.send(failed(), 0)
-    feed.engine.drain_changes()
-    reloaded = feed.engine.with_rules([rule(All((FAILED,)), rule_id="other")])
+    saved = rows(feed.engine)
+    reloaded = feed.new_engine((rule(All((FAILED,)), rule_id="other"),))
+    reloaded.load_state(saved)
     assert reloaded.drain_changes().deletes == [("ssh", '["203.0.113.9"]')]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -14,13 +15,22 @@ from typing import Any
 from logwatchd import natsconn
 from logwatchd.config import load
 from logwatchd.config.durations import format_duration
-from logwatchd.config.model import Config, HandlerConfig, NatsConnection, ParserConfig
+from logwatchd.config.model import (
+    Config,
+    HandlerConfig,
+    Leaf,
+    NatsConnection,
+    Not,
+    ParserConfig,
+    Predicate,
+)
 from logwatchd.errors import ConfigError, DeliveryError
 from logwatchd.events import Line
 from logwatchd.fields import check_fields, template_shape
 from logwatchd.handlers import HostInfo, build_handler
 from logwatchd.parsers import build_parser
 from logwatchd.parsers.timeutil import parse_iso8601
+from logwatchd.rules.syntax import nests_quantifiers
 from logwatchd.templates import RuleShape, Templates, check_templates, sample_for
 
 FILE_SETTINGS = ("password_file", "body_file")
@@ -208,6 +218,7 @@ def warnings(config: Config) -> list[str]:
                 f"{source.mark}: sources.{source.id}.paths: no file matches yet "
                 f"({', '.join(source.paths)}); it is followed once it appears"
             )
+    found.extend(_backtracking(config))
     return found
 
 
@@ -238,3 +249,34 @@ def _ban_key_warnings(config: Config) -> list[str]:
                     f"'{field}', which is not in group_by (add group_by: [{field}])"
                 )
     return found
+
+
+def _backtracking(config: Config) -> list[str]:
+    """Regexes shaped to backtrack for minutes on a line that almost matches: the daemon
+    gives up on such a line after ``daemon.line_timeout``, but the rule then misses it."""
+    found = []
+    regexes = [(p.mark, f"parsers.{p.id}.regex", p.regex) for p in config.parsers.values()]
+    for rule in config.rules:
+        conditions = [rule.match] if rule.match is not None else []
+        conditions += [step.match for step in rule.sequence.steps] if rule.sequence else []
+        if rule.context is not None:
+            conditions += [c for c in (rule.context.learn, rule.context.forget) if c is not None]
+        for condition in conditions:
+            regexes += [(leaf.mark, f"rules.{rule.id}", leaf.value) for leaf in _leaves(condition)]
+    for mark, where, pattern in regexes:
+        if isinstance(pattern, re.Pattern) and nests_quantifiers(pattern):
+            found.append(
+                f"{mark}: {where}: the regex {pattern.pattern!r} nests quantifiers and can "
+                "backtrack for minutes on a line that almost matches; such a line is skipped "
+                "after daemon.line_timeout (write it so that each character can be matched "
+                "one way only, e.g. (a+)+ as a+)"
+            )
+    return found
+
+
+def _leaves(pred: Predicate) -> list[Leaf]:
+    if isinstance(pred, Leaf):
+        return [pred] if pred.op == "regex" else []
+    if isinstance(pred, Not):
+        return _leaves(pred.item)
+    return [leaf for item in pred.items for leaf in _leaves(item)]

@@ -33,7 +33,13 @@ def explain(args: argparse.Namespace) -> int:
     print("fields:")
     for key, value in event.fields.items():
         print(f"  {key} = {json.dumps(jsonable(value), ensure_ascii=False)}")
-    print(f"prefilter: {'passes' if engine.wants(source.id, line.raw) else 'rejects'} this line")
+    wanted = engine.wants(source.id, line.raw)
+    print(f"scan: {'selects' if wanted else 'passes over'} this line (whether a rule may match it)")
+    if every := engine.rules_on_every_line(source.id):
+        print(
+            f"  (every line of this source is parsed for {', '.join(every)}: no condition on "
+            "text the parser copies from the line tells which lines they need)"
+        )
     print(format_explanation(engine.explain(event)))
     return 0
 

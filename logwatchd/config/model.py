@@ -39,6 +39,7 @@ class DaemonConfig:
     max_open_files: int = 1024  # followed files held open at once (all file sources together)
     shutdown_timeout: float = 10.0  # bound on draining in-flight handler work at SIGTERM
     host: str | None = None  # names this host in alerts; None: the machine's short host name
+    line_timeout: float = 0.5  # CPU seconds one line may take through parser and rules
     mark: Mark = NOWHERE
 
     def host_name(self) -> str:

@@ -55,6 +55,7 @@ DAEMON_KEYS = (
     "shutdown_timeout",
     "host",
     "max_open_files",
+    "line_timeout",
 )
 SOURCE_KEYS = {
     "file": ("id", "type", "parser", "paths", "start_at", "olddir"),
@@ -212,6 +213,8 @@ def _daemon(node: Node | None) -> DaemonConfig:
         values["host"] = _host(item)
     if (item := entries.get("max_open_files")) is not None:
         values["max_open_files"] = nodes.integer(item, minimum=1, maximum=1_000_000)
+    if (item := entries.get("line_timeout")) is not None:
+        values["line_timeout"] = nodes.duration(item, positive=True)
     return DaemonConfig(**values)  # type: ignore[arg-type]
 
 

@@ -23,7 +23,7 @@ class Parser(Protocol):
     format. It never raises, whatever the line holds.
 
     ``verbatim_fields`` names the fields whose string values always appear unchanged in
-    ``line.raw`` (``"*"``: all string fields). The rule engine's literal prefilter relies on
+    ``line.raw`` (``"*"``: all string fields). The rule engine's scan of raw lines relies on
     it to skip lines without parsing them, so it must never over-promise.
     """
 

@@ -23,10 +23,10 @@ values (journalctl's null for values over 4 KiB without ``-a``) are left out.
 ``verbatim_fields`` is ``message`` and ``raw``: the journal source puts MESSAGE in
 ``line.raw``. JSON text (``journalctl -o json`` replayed by ``test`` or read from stdin) is
 also accepted when ``line.fields`` is None, but there MESSAGE is JSON-encoded inside
-``raw`` (quotes and backslashes escaped, non-UTF-8 bytes as a list of numbers), so a
-literal prefilter run on that raw text could wrongly skip the line. Whoever feeds such text
-should first turn each line into a record line with ``record_line`` (as the journal source
-does), then prefilter and parse that.
+``raw`` (quotes and backslashes escaped, non-UTF-8 bytes as a list of numbers), so the
+rules' scan of that raw text could wrongly skip the line. Whoever feeds such text should
+first turn each line into a record line with ``record_line`` (as the journal source does),
+then scan and parse that.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class JournaldParser:
         if not isinstance(record, dict):
             return None
         # raw is the source's MESSAGE (cut to max_line_bytes when long): the message must be
-        # exactly that text for the prefilter's sake
+        # exactly that text for the scan's sake
         return _fields(record, line.raw, line.raw)
 
     def _from_json(self, line: Line) -> Fields | None:

@@ -35,6 +35,7 @@ from logwatchd.sources.openfiles import descriptor_budget
 from logwatchd.state import RuleChanges, StateStore
 from logwatchd.state_health import WriteRetry, damaged, is_unwritable, state_error
 from logwatchd.templates import Templates
+from logwatchd.timelimit import Interrupted, LineTimeLimit
 
 log = structlog.get_logger("logwatchd")
 
@@ -56,7 +57,12 @@ class Wiring:
     """Everything built from one config: sources, pipeline, handlers, dispatcher."""
 
     def __init__(
-        self, config: Config, store: StateStore, clock: Clock, in_flight: InFlight
+        self,
+        config: Config,
+        store: StateStore,
+        clock: Clock,
+        in_flight: InFlight,
+        limit: LineTimeLimit,
     ) -> None:
         host = HostInfo.local(config.daemon.host)
         self.config = config
@@ -64,7 +70,8 @@ class Wiring:
         digests = {rule.id: rule.digest() for rule in config.rules}
         store.prune_rules(digests)
         engine.load_state(store.load_rule_state())
-        self.pipeline = Pipeline(engine, parsers)
+        limit.seconds = config.daemon.line_timeout
+        self.pipeline = Pipeline(engine, parsers, limit=limit)
         self.stamps = StampWatch(parsers)
         share = open_files_share(config)
         self.sources = [
@@ -142,6 +149,8 @@ class Daemon:
         self._reload = False
         self._counters = Counters()
         self._pending: list[Alert] = []
+        self._limit = LineTimeLimit()  # no line may hold up the loop (installed with signals)
+        self._interrupted = False  # stopped inside a batch: its lines are read again next start
         # what the last commit could not write (disk full): retried before anything is read
         self._unsaved: tuple[dict[str, dict[str, Any]], RuleChanges, list[Alert]] | None = None
         self._retry_at = 0.0
@@ -154,10 +163,12 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
+        self._limit.install()
 
     def _on_stop(self, signum: int, frame: object) -> None:
         self._stop = True
         self._wake.set()
+        self._limit.interrupt()  # a line in evaluation (a slow regex, say) stops at once
 
     def _on_reload(self, signum: int, frame: object) -> None:
         self._reload = True
@@ -180,7 +191,7 @@ class Daemon:
             store.close()
             raise damaged(store.path, problems[0])
         first_run = store.is_new()
-        wiring = Wiring(config, store, self.clock, self._in_flight)
+        wiring = Wiring(config, store, self.clock, self._in_flight, self._limit)
         wiring.start(self._wake)
         log.info(
             "started",
@@ -210,7 +221,11 @@ class Daemon:
             self._wake.clear()
             busy = False
             if self._unsaved is None:  # else nothing more is read until that commit is in
-                busy = self._read(wiring)
+                try:
+                    busy = self._read(wiring)
+                except Interrupted:
+                    self._interrupted = True
+                    break
                 self._pending.extend(wiring.pipeline.tick(self.clock.now()))
                 self._undo_due(wiring, self.clock.monotonic())
             now = self.clock.monotonic()
@@ -258,20 +273,13 @@ class Daemon:
     def _read(self, wiring: Wiring) -> bool:
         """One pass over the sources; True when some source had more than a batch ready."""
         busy = False
-        handle = wiring.pipeline.handle
-        pending = self._pending
         for source in wiring.sources:
             try:
                 lines = source.poll(MAX_BATCH)
             except Exception:
                 log.exception("source poll failed", source=source.id)
                 continue
-            for line in lines:
-                try:
-                    pending.extend(handle(line))
-                except Exception:
-                    # A line the pipeline chokes on is a bug to report, not a reason to stop.
-                    log.exception("line failed", source=source.id, line=line.raw[:200])
+            self._pending.extend(wiring.pipeline.handle_batch(lines))
             self._counters.lines += len(lines)
             busy = busy or len(lines) >= MAX_BATCH
         return busy
@@ -352,24 +360,28 @@ class Daemon:
         wiring.stop_sources()
         wiring.dispatcher.stop(wiring.config.daemon.shutdown_timeout)
         try:
-            fresh = Wiring(config, store, self.clock, self._in_flight)
+            fresh = Wiring(config, store, self.clock, self._in_flight, self._limit)
             fresh.start(self._wake)
         except Exception as exc:
             log.exception("reload failed while starting, restarting the old config", error=str(exc))
-            fresh = Wiring(wiring.config, store, self.clock, self._in_flight)
+            fresh = Wiring(wiring.config, store, self.clock, self._in_flight, self._limit)
             fresh.start(self._wake)
         log.info("reloaded", config=self.config_path, rules=len(fresh.config.rules))
         notify.ready(self._status_text(store))
         return fresh
 
     def _shutdown(self, wiring: Wiring, store: StateStore) -> None:
-        try:
-            if not self._commit(wiring, store):
-                log.error("final commit failed: lines since the last commit are read again")
-        except sqlite3.DatabaseError as exc:
-            log.error("final commit failed", error=str(exc))
-        except Exception:
-            log.exception("final commit failed")
+        if self._interrupted:
+            # what the last commit holds is consistent: the batch is read again next start
+            log.info("stopped while reading a batch; its lines are read again at the next start")
+        else:
+            try:
+                if not self._commit(wiring, store):
+                    log.error("final commit failed: lines since the last commit are read again")
+            except sqlite3.DatabaseError as exc:
+                log.error("final commit failed", error=str(exc))
+            except Exception:
+                log.exception("final commit failed")
         wiring.stop_sources()
         wiring.dispatcher.stop(wiring.config.daemon.shutdown_timeout)
         store.close()
