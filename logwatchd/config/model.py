@@ -26,6 +26,20 @@ NOWHERE = Mark("<builtin>")
 
 
 @dataclass(frozen=True)
+class ListenAddress:
+    """Where ``/metrics`` is served: ``host:port`` (``[::1]:9101`` for IPv6) or a unix socket."""
+
+    host: str = ""
+    port: int = 0
+    unix_path: str | None = None
+
+    def __str__(self) -> str:
+        if self.unix_path is not None:
+            return f"unix:{self.unix_path}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     state_dir: str = "/var/lib/logwatchd"
     timezone: str = "local"  # "local", "UTC" or an IANA name, for timestamps without offset
@@ -36,6 +50,8 @@ class DaemonConfig:
     stat_interval: float = 1.0  # re-stat open files
     rescan_interval: float = 10.0  # re-expand globs
     shutdown_timeout: float = 10.0  # bound on draining in-flight handler work at SIGTERM
+    metrics_listen: ListenAddress | None = None  # off unless ``metrics: {listen: ...}``
+    history: float = 30 * 86400.0  # alert and delivery history kept for ``report``
     mark: Mark = NOWHERE
 
 
