@@ -124,6 +124,13 @@ class StateView:
         rows = self._rows(sql)
         return {row[0]: HandlerHealth(*row[1:]) for row in rows}
 
+    def active_actions(self) -> dict[str, int]:
+        """Per handler, the actions (such as bans) in force now.
+
+        None are recorded yet: once actions that undo themselves are kept in the store,
+        this counts its ``active_actions()`` per handler."""
+        return {}
+
     def failed(self, limit: int = 20) -> list[dict[str, Any]]:
         sql = (
             "SELECT alert_id, handler, rule, attempts, last_error, updated FROM outbox "

@@ -69,6 +69,7 @@ class CompiledRule:
         self.table = KeyTable(limit)
         self.deadlines: list[tuple[float, int, Key]] = []  # absent sequences, a heap
         self.newest = -math.inf  # latest event time the rule has seen
+        self.matched = 0  # matches so far, for /metrics and status
         self.ops = 0  # counted events, to sweep quiet keys every SWEEP_EVERY of them
 
     def _context_starts(self) -> tuple[Texts, Texts, Texts]:

@@ -151,6 +151,8 @@ class Engine:
         for rule, checks in dispatch.select(event.fields):
             if rule.is_sequence:
                 seen = self._sequences.process(rule, event, alerts, checks)
+                if seen is not None:
+                    rule.matched += 1
                 if seen is not None and matches is not None:
                     line = event.line
                     matches.append(Match(rule.id, line.source, line.lineno, seen))
@@ -257,6 +259,7 @@ class Engine:
         alerts: list[Alert],
     ) -> None:
         line = event.line
+        rule.matched += 1
         if matches is not None:
             matches.append(Match(rule.id, line.source, line.lineno, fields))
         key = rule.key_of(fields)
@@ -465,6 +468,11 @@ class Engine:
         return [
             explain_rule(rule, event, self._lists) for rule in self.rules_for(event.line.source)
         ]
+
+    def match_counts(self) -> dict[str, int]:
+        """Per rule, its matches so far (before thresholds), counted whether or not the
+        caller asked for the match records."""
+        return {rule.id: rule.matched for rule in self.rules}
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Per rule: keys held now and keys evicted to stay under the bound (and the same for

@@ -7,28 +7,34 @@ slow handler never holds up reading.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from logwatchd import state_lock
 from logwatchd.alerts import Alert
 from logwatchd.clock import Clock, SystemClock
-from logwatchd.config.model import Config, DaemonConfig, SourceConfig
+from logwatchd.config.model import Config, DaemonConfig, ListenAddress, SourceConfig
 from logwatchd.errors import ConfigError
 from logwatchd.handlers import HostInfo, build_handler
 from logwatchd.outbox import Dispatcher
 from logwatchd.pipeline import Pipeline, build_engine
 from logwatchd.service import notify
+from logwatchd.service.tally import Tally, line_counts
 from logwatchd.sources import FileFollower, StdinSource
 from logwatchd.sources.base import Source
 from logwatchd.sources.journal import JournalSource
 from logwatchd.state import StateStore
 from logwatchd.templates import Templates
+
+if TYPE_CHECKING:
+    from logwatchd.metrics import MetricsServer
 
 log = structlog.get_logger("logwatchd")
 
@@ -74,10 +80,11 @@ class Wiring:
             store.path, handlers, config.handlers, clock, dry_run=config.daemon.dry_run
         )
 
-    def start(self, wake: threading.Event) -> None:
+    def start(self, wake: threading.Event, tally: Tally) -> None:
         self.dispatcher.start()
         for source in self.sources:
             source.start(wake.set)
+        tally.attach(self.pipeline, self.dispatcher, self.checkpoints())
 
     def checkpoints(self) -> dict[str, dict[str, Any]]:
         return {source.id: source.checkpoint() for source in self.sources}
@@ -110,6 +117,9 @@ class Daemon:
         self._reload = False
         self._counters = Counters()
         self._pending: list[Alert] = []
+        self._tally = Tally(name)  # per source, rule and handler; kept across reloads
+        self._metrics: MetricsServer | None = None
+        self._pruner: threading.Thread | None = None
 
     # --- signals ----------------------------------------------------------------------
 
@@ -135,10 +145,13 @@ class Daemon:
     def run(self) -> int:
         config = self._initial or self._load()
         state_dir = self.state_dir or config.daemon.state_dir
+        lock = state_lock.hold(state_dir)
         store = StateStore.in_dir(state_dir)
         first_run = store.is_new()
         wiring = Wiring(config, store, self.clock)
-        wiring.start(self._wake)
+        wiring.start(self._wake, self._tally)
+        store.commit(status=self._tally.for_commit(force=True)[0])  # status: running since now
+        self._serve_metrics(config.daemon.metrics_listen, store.path)
         log.info(
             "started",
             config=self.config_path,
@@ -153,6 +166,8 @@ class Daemon:
         finally:
             notify.stopping()
             self._shutdown(wiring, store)
+            if lock is not None:
+                os.close(lock)
         return 0
 
     def _loop(self, wiring: Wiring, store: StateStore) -> Wiring:
@@ -172,7 +187,12 @@ class Daemon:
             read_since = self._counters.lines != committed_lines
             # Idle costs nothing but a commit a minute; a rotation seen without new lines is
             # found again from the older checkpoint after a restart anyway.
-            if self._pending or (read_since and since >= commit_every) or since >= IDLE_COMMIT:
+            if (
+                self._pending
+                or (read_since and since >= commit_every)
+                or since >= IDLE_COMMIT
+                or self._tally.due()
+            ):
                 self._commit(wiring, store)
                 last_commit = now
                 committed_lines = self._counters.lines
@@ -185,7 +205,7 @@ class Daemon:
                 notify.status(self._status_text(store))
                 last_status = now
             if now - last_prune >= PRUNE_INTERVAL:
-                self._prune(store)
+                self._prune(store, wiring.config.daemon.history)
                 last_prune = now
             if self._reload:
                 self._reload = False
@@ -198,12 +218,14 @@ class Daemon:
         busy = False
         handle = wiring.pipeline.handle
         pending = self._pending
+        now = time.time()
         for source in wiring.sources:
             try:
                 lines = source.poll(MAX_BATCH)
             except Exception:
                 log.exception("source poll failed", source=source.id)
                 continue
+            before = line_counts(wiring.pipeline)
             for line in lines:
                 try:
                     pending.extend(handle(line))
@@ -211,13 +233,20 @@ class Daemon:
                     # A line the pipeline chokes on is a bug to report, not a reason to stop.
                     log.exception("line failed", source=source.id, line=line.raw[:200])
             self._counters.lines += len(lines)
-            busy = busy or len(lines) >= MAX_BATCH
+            more = len(lines) >= MAX_BATCH
+            self._tally.read(source.id, len(lines), before, more=more, now=now)
+            busy = busy or more
         return busy
 
-    def _commit(self, wiring: Wiring, store: StateStore) -> None:
+    def _commit(self, wiring: Wiring, store: StateStore, *, final: bool = False) -> None:
         alerts, self._pending = self._pending, []
         changes = wiring.pipeline.engine.drain_changes()
-        store.commit(sources=wiring.checkpoints(), rules=changes, alerts=alerts)
+        checkpoints = wiring.checkpoints()
+        status, activity = self._tally.for_commit(force=final)
+        store.commit(
+            sources=checkpoints, rules=changes, alerts=alerts, status=status, activity=activity
+        )
+        self._tally.committed(checkpoints)
         if alerts:
             self._counters.alerts += len(alerts)
             for alert in alerts:
@@ -238,10 +267,12 @@ class Daemon:
             config = self._load()
         except ConfigError as exc:
             log.error("reload failed, keeping the running config", error=str(exc))
+            self._tally.reloads["failed"] += 1
             notify.ready(self._status_text(store))
             return wiring
         except Exception as exc:
             log.exception("reload failed, keeping the running config", error=str(exc))
+            self._tally.reloads["failed"] += 1
             notify.ready(self._status_text(store))
             return wiring
         # Commit first: the new wiring is built from what the database now holds, so
@@ -249,28 +280,39 @@ class Daemon:
         self._commit(wiring, store)
         wiring.stop_sources()
         wiring.dispatcher.stop(wiring.config.daemon.shutdown_timeout)
+        self._tally.retire()
         try:
             fresh = Wiring(config, store, self.clock)
-            fresh.start(self._wake)
+            fresh.start(self._wake, self._tally)
+            self._tally.reloads["ok"] += 1
         except Exception as exc:
             log.exception("reload failed while starting, restarting the old config", error=str(exc))
+            self._tally.reloads["failed"] += 1
             fresh = Wiring(wiring.config, store, self.clock)
-            fresh.start(self._wake)
+            fresh.start(self._wake, self._tally)
+        self._serve_metrics(fresh.config.daemon.metrics_listen, store.path)
         log.info("reloaded", config=self.config_path, rules=len(fresh.config.rules))
         notify.ready(self._status_text(store))
         return fresh
 
     def _shutdown(self, wiring: Wiring, store: StateStore) -> None:
+        self._serve_metrics(None, store.path)
         try:
             self._commit(wiring, store)
         except Exception:
             log.exception("final commit failed")
         wiring.stop_sources()
         wiring.dispatcher.stop(wiring.config.daemon.shutdown_timeout)
+        try:  # the workers' last deliveries are in the status too
+            store.commit(status=self._tally.for_commit(force=True)[0])
+        except Exception:
+            log.exception("final status commit failed")
+        if self._pruner is not None:
+            self._pruner.join()
         store.close()
         log.info("stopped", lines=self._counters.lines, alerts=self._counters.alerts)
 
-    def _prune(self, store: StateStore) -> None:
+    def _prune(self, store: StateStore, history: float) -> None:
         try:
             removed = store.prune_delivered()
         except Exception:
@@ -278,6 +320,32 @@ class Daemon:
             return
         if removed:
             log.info("pruned delivered alerts", count=removed)
+        if self._pruner is None or not self._pruner.is_alive():
+            self._pruner = threading.Thread(
+                target=_prune_history, args=(store.path, history), name="prune", daemon=True
+            )
+            self._pruner.start()
+
+    def _serve_metrics(self, address: ListenAddress | None, state_path: str) -> None:
+        """Serve /metrics at ``address`` (None: not at all), moving the listener if it
+        changed. A listener that cannot start is logged; reading logs matters more."""
+        current = self._metrics
+        if current is not None and current.address == address:
+            return
+        if current is not None:
+            current.stop()
+            self._metrics = None
+        if address is None:
+            return
+        from logwatchd.metrics import DaemonCollector, MetricsServer, build_registry
+
+        registry = build_registry(DaemonCollector(self._tally.snapshot, state_path))
+        try:
+            self._metrics = MetricsServer(address, registry).start()
+        except OSError as exc:
+            log.error("cannot serve metrics", listen=str(address), error=str(exc))
+            return
+        log.info("serving metrics", listen=str(address))
 
     def _status_text(self, store: StateStore) -> str:
         depth = 0
@@ -289,6 +357,21 @@ class Daemon:
             f"{self._counters.lines} lines read, {self._counters.alerts} alerts, "
             f"outbox {depth} pending"
         )
+
+
+def _prune_history(state_path: str, history: float) -> None:
+    """In its own thread and connection: a month of history can take a while to delete."""
+    try:
+        store = StateStore(state_path)
+        try:
+            removed = store.prune_history(history)
+        finally:
+            store.close()
+    except Exception:
+        log.exception("pruning the history failed")
+        return
+    if removed:
+        log.info("pruned history", rows=removed)
 
 
 def build_source(

@@ -1,0 +1,175 @@
+"""/metrics of a real daemon, scraped over HTTP and parsed with prometheus_client's parser:
+the counters are the lines written, the lines that did not parse, the alerts fired, and the
+outbox depth while the SMTP server is down."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.daemon_helpers import DaemonProcess, read_jsonl, wait_for, write_config
+from tests.observe_helpers import (
+    ATTACKERS,
+    attack_log,
+    samples,
+    scrape,
+    scrape_unix,
+    value,
+    watch_config,
+)
+from tests.smtp_helpers import Mailbox, free_port, smtp_server
+
+START = dt.datetime.now(dt.UTC).replace(microsecond=0, tzinfo=None) - dt.timedelta(hours=1)
+
+
+def metrics_of(port: int) -> dict:
+    status, text = scrape(port)
+    assert status == 200
+    return samples(text)
+
+
+def test_counters_equal_what_was_written_and_the_outbox_holds_mail_while_smtp_is_down(tmp_path):
+    smtp_port, metrics_port = free_port(), free_port()
+    config = watch_config(tmp_path, smtp_port=smtp_port, metrics=f"127.0.0.1:{metrics_port}")
+    (tmp_path / "logs").mkdir()
+    attack = attack_log(START)
+    with DaemonProcess(write_config(tmp_path / "c.yaml", config)) as daemon:
+        daemon.wait_ready()
+        attack.write(tmp_path / "logs" / "app.log")
+        wait_for(lambda: len(read_jsonl(tmp_path / "alerts.jsonl")) == attack.alerts())
+
+        def outbox_full() -> dict | None:
+            got = metrics_of(metrics_port)
+            waiting = value(got, "logwatchd_outbox_pending", handler="mail")
+            written = value(got, "logwatchd_deliveries_total", handler="alerts-file",
+                            result="delivered")  # fmt: skip
+            return got if waiting and written == attack.alerts() else None
+
+        got = wait_for(outbox_full)
+        assert value(got, "logwatchd_lines_total", source="app") == len(attack.lines)
+        assert value(got, "logwatchd_lines_unparsed_total", source="app") == attack.unparsed
+        assert value(got, "logwatchd_alerts_total", rule="brute-force") == sum(
+            attack.brute_force_alerts().values()
+        )
+        assert value(got, "logwatchd_alerts_total", rule="security-breach") == 3
+        assert value(got, "logwatchd_matches_total", rule="brute-force") == sum(
+            attack.failures.values()
+        )
+        assert value(got, "logwatchd_matches_total", rule="security-breach") == 3
+        # the SMTP server is down: every alert waits for the mail handler
+        assert value(got, "logwatchd_outbox_pending", handler="mail") == attack.alerts()
+        assert value(got, "logwatchd_outbox_pending", handler="alerts-file") == 0
+        assert value(got, "logwatchd_outbox_oldest_seconds", handler="mail") > 0
+        assert value(got, "logwatchd_source_lag_bytes", source="app") == 0
+        assert value(got, "logwatchd_rule_keys", rule="brute-force") > 0
+        assert value(got, "logwatchd_actions_active", handler="mail") == 0
+        assert value(got, "process_cpu_seconds_total") > 0
+        assert value(got, "process_resident_memory_bytes") > 0
+
+        mailbox = Mailbox()
+        with smtp_server(mailbox, port=smtp_port):
+            wait_for(lambda: len(mailbox.snapshot()) == attack.alerts(), timeout=20)
+
+            def drained() -> dict | None:
+                got = metrics_of(metrics_port)
+                waiting = value(got, "logwatchd_outbox_pending", handler="mail")
+                sent = value(got, "logwatchd_deliveries_total", handler="mail", result="delivered")
+                return got if waiting == 0 and sent == attack.alerts() else None
+
+            got = wait_for(drained)
+        assert value(got, "logwatchd_outbox_oldest_seconds", handler="mail") == 0
+        assert value(got, "logwatchd_deliveries_total", handler="mail", result="retried") > 0
+        assert value(got, "logwatchd_deliveries_total", handler="mail", result="failed") == 0
+        assert daemon.terminate() == 0
+
+
+def test_no_label_carries_a_value_from_a_log_line(tmp_path):
+    """Cardinality stays bounded by the config: addresses are never labels."""
+    metrics_port = free_port()
+    config = watch_config(tmp_path, metrics=f"127.0.0.1:{metrics_port}")
+    (tmp_path / "logs").mkdir()
+    attack = attack_log(START)
+    with DaemonProcess(write_config(tmp_path / "c.yaml", config)) as daemon:
+        daemon.wait_ready()
+        attack.write(tmp_path / "logs" / "app.log")
+        wait_for(lambda: len(read_jsonl(tmp_path / "alerts.jsonl")) == attack.alerts())
+        status, text = scrape(metrics_port)
+    assert status == 200
+    labels = {
+        label for (name, pairs) in samples(text) if name.startswith("logwatchd_") for label in pairs
+    }
+    assert {name for name, _ in labels} <= {"source", "rule", "handler", "result", "version"}
+    for ip in ATTACKERS:
+        assert ip not in text
+
+
+def test_counters_survive_a_reload_and_the_listener_moves_to_a_unix_socket(tmp_path):
+    metrics_port = free_port()
+    config = watch_config(tmp_path, metrics=f"127.0.0.1:{metrics_port}")
+    (tmp_path / "logs").mkdir()
+    log = tmp_path / "logs" / "app.log"
+    attack = attack_log(START)
+    path = write_config(tmp_path / "c.yaml", config)
+    with DaemonProcess(path) as daemon:
+        daemon.wait_ready()
+        attack.write(log)
+        wait_for(lambda: len(read_jsonl(tmp_path / "alerts.jsonl")) == attack.alerts())
+        wait_for(
+            lambda: (
+                value(metrics_of(metrics_port), "logwatchd_lines_total", source="app")
+                == len(attack.lines)
+            )
+        )
+        socket_path = str(tmp_path / "metrics.sock")
+        config["daemon"]["metrics"] = {"listen": f"unix:{socket_path}"}
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: os.path.exists(socket_path))
+        attack.write(log)  # the same lines again: the same ids, so no new alerts
+        got = wait_for(
+            lambda: (
+                (parsed := samples(scrape_unix(socket_path)))
+                and value(parsed, "logwatchd_lines_total", source="app") == 2 * len(attack.lines)
+                and parsed
+            )
+        )
+        assert value(got, "logwatchd_reloads_total", result="ok") == 1
+        assert value(got, "logwatchd_lines_unparsed_total", source="app") == 2 * attack.unparsed
+        assert value(got, "logwatchd_matches_total", rule="security-breach") == 6
+        assert oct(os.stat(socket_path).st_mode & 0o777) == oct(0o660)
+        with pytest.raises(OSError):
+            scrape(metrics_port)  # the old address is closed
+        assert daemon.terminate() == 0
+    assert not Path(socket_path).exists()
+
+
+def test_only_metrics_is_served(tmp_path):
+    metrics_port = free_port()
+    config = watch_config(tmp_path, metrics=f"127.0.0.1:{metrics_port}")
+    with DaemonProcess(write_config(tmp_path / "c.yaml", config)) as daemon:
+        daemon.wait_ready()
+        assert scrape(metrics_port, "/")[0] == 404
+        assert scrape(metrics_port, "/metrics?name[]=logwatchd_lines_total")[0] == 200
+
+
+def test_a_port_in_use_is_logged_and_the_daemon_still_watches(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = watch_config(tmp_path, metrics=f"127.0.0.1:{port}")
+        (tmp_path / "logs").mkdir()
+        attack = attack_log(START)
+        with DaemonProcess(write_config(tmp_path / "c.yaml", config)) as daemon:
+            daemon.wait_ready()
+            attack.write(tmp_path / "logs" / "app.log")
+            wait_for(lambda: len(read_jsonl(tmp_path / "alerts.jsonl")) == attack.alerts())
+            events = [e for e in daemon.log_events() if e.get("event") == "cannot serve metrics"]
+            assert events and events[0]["listen"] == f"127.0.0.1:{port}"
