@@ -67,6 +67,16 @@ def _parser() -> argparse.ArgumentParser:
     status = command("status", "offsets, journal cursor, outbox depth and last errors")
     status.add_argument("--state-dir", help="override daemon.state_dir")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
+
+    report = command("report", "alerts, events, top keys and sources over time: HTML or text")
+    report.add_argument(
+        "files", nargs="*", metavar="FILE", help="replay these logs (.gz too; - for stdin) "
+        "instead of reading the state database's history",
+    )  # fmt: skip
+    report.add_argument("-o", "--output", default="-", help="an .html file, or - for text")
+    report.add_argument("--since", help="with no FILE: how far back (default 7d)")
+    report.add_argument("--state-dir", help="override daemon.state_dir")
+    report.add_argument("--source", help="with FILEs: the source whose parser and rules apply")
     return parser
 
 
@@ -98,6 +108,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "test": commands.test,
         "explain": commands.explain,
         "status": commands.status,
+        "report": commands.report,
     }[args.command]
     return handler(args)
 

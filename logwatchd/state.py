@@ -10,6 +10,7 @@ main loop commits.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import time
@@ -65,6 +66,7 @@ HISTORY_TABLES = {
     "activity": "bucket",
 }
 PRUNE_CHUNK = 5000  # rows per transaction, so delivery workers get the write lock in between
+SUCCESS_EVERY = 10.0  # seconds: how fresh a handler's stored "last success" is kept
 
 CLAIM_SQL = (
     "SELECT alert_id, handler, alert, attempts, created, last_error FROM outbox "
@@ -100,6 +102,7 @@ class StateStore:
         parent = os.path.dirname(os.path.abspath(path))
         os.makedirs(parent, mode=0o750, exist_ok=True)
         self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
+        self._success_written: dict[str, float] = {}  # per handler, when last_success was
         self._use_wal()
         # NORMAL under WAL: a commit survives a crash or kill -9 of the daemon (it is in the
         # kernel's page cache); only a power loss can roll back the last commits, which then
@@ -323,12 +326,18 @@ class StateStore:
         """The handler's last success and last error, and the delivery history."""
         for handler in {item.handler for item in items}:
             if error is None:
+                # a success is written at once after an error (it clears it), else only
+                # every SUCCESS_EVERY seconds: "last success" need not cost a write each
+                if now - self._success_written.get(handler, -math.inf) < SUCCESS_EVERY:
+                    continue
+                self._success_written[handler] = now
                 self._db.execute(
                     "INSERT INTO handler_status (handler, last_success) VALUES (?, ?) "
                     "ON CONFLICT (handler) DO UPDATE SET last_success = excluded.last_success",
                     (handler, now),
                 )
             else:
+                self._success_written.pop(handler, None)
                 self._db.execute(
                     "INSERT INTO handler_status (handler, last_error, last_error_at) "
                     "VALUES (?, ?, ?) ON CONFLICT (handler) DO UPDATE SET "

@@ -3,7 +3,8 @@
 from logwatchd.commands.check import check
 from logwatchd.commands.explain import explain
 from logwatchd.commands.replay import test
+from logwatchd.commands.report import report
 from logwatchd.commands.run import run
 from logwatchd.commands.status import status
 
-__all__ = ["check", "explain", "run", "status", "test"]
+__all__ = ["check", "explain", "report", "run", "status", "test"]

@@ -39,7 +39,7 @@ def test(args: argparse.Namespace) -> int:
     started = time.monotonic()
     for name in args.files:
         source = pick_source(config, args.source, name)
-        _replay_file(
+        replay_file(
             name, source, pipeline, out, executor,
             want_matches=args.matches, limit=line_limit(config, source),
         )  # fmt: skip
@@ -82,7 +82,7 @@ def pick_source(config: Config, wanted: str | None, path: str) -> SourceConfig:
     )
 
 
-def _replay_file(
+def replay_file(
     name: str,
     source: SourceConfig,
     pipeline: Pipeline,

@@ -150,7 +150,7 @@ class Daemon:
         first_run = store.is_new()
         wiring = Wiring(config, store, self.clock)
         wiring.start(self._wake, self._tally)
-        store.commit(status=self._tally.for_commit(force=True)[0])  # status: running since now
+        self._commit_status(store)  # status: running since now
         self._serve_metrics(config.daemon.metrics_listen, store.path)
         log.info(
             "started",
@@ -261,6 +261,11 @@ class Daemon:
             # only the workers with new rows: a worker woken for nothing runs a claim query
             wiring.dispatcher.notify({name for alert in alerts for name in alert.handlers})
 
+    def _commit_status(self, store: StateStore) -> None:
+        """The status row and the activity counts now, alone in a commit."""
+        status, activity = self._tally.for_commit(force=True)
+        store.commit(status=status, activity=activity)
+
     def _reload_config(self, wiring: Wiring, store: StateStore) -> Wiring:
         notify.reloading()
         try:
@@ -304,7 +309,7 @@ class Daemon:
         wiring.stop_sources()
         wiring.dispatcher.stop(wiring.config.daemon.shutdown_timeout)
         try:  # the workers' last deliveries are in the status too
-            store.commit(status=self._tally.for_commit(force=True)[0])
+            self._commit_status(store)
         except Exception:
             log.exception("final status commit failed")
         if self._pruner is not None:

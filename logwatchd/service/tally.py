@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from logwatchd import __version__
 from logwatchd.outbox import Dispatcher
@@ -30,10 +30,16 @@ PERSIST_EVERY = 1.0  # seconds between two status rows (each rides on a commit)
 RESULTS = ("delivered", "retried", "failed")
 
 
-def line_counts(pipeline: Pipeline) -> tuple[int, int]:
-    """(lines that did not parse, lines the prefilter skipped) so far."""
+class LineCounts(NamedTuple):
+    lines: int
+    unparsed: int  # lines the parser could not read
+    skipped: int  # lines the prefilter skipped unparsed: no rule could match them
+
+
+def line_counts(pipeline: Pipeline) -> LineCounts:
+    """The pipeline's line counts so far."""
     stats = pipeline.stats
-    return stats.unparsed, stats.skipped
+    return LineCounts(stats.lines, stats.unparsed, stats.skipped)
 
 
 def rule_counts(pipeline: Pipeline) -> dict[str, tuple[int, int, int]]:
@@ -143,17 +149,17 @@ class Tally:
     # --- the main loop's additions --------------------------------------------------------
 
     def read(
-        self, source_id: str, lines: int, before: tuple[int, int], *, more: bool, now: float
+        self, source_id: str, lines: int, before: LineCounts, *, more: bool, now: float
     ) -> None:
         """A batch of ``lines`` from one source went through the pipeline; ``before`` is
         ``line_counts`` from just before it; ``more``: the source had more ready."""
         source = self._sources[source_id]  # attach() made it
         if lines and self._pipeline is not None:
-            unparsed, skipped = line_counts(self._pipeline)
+            after = line_counts(self._pipeline)
             with self._lock:
                 source.lines += lines
-                source.unparsed += unparsed - before[0]
-                source.skipped += skipped - before[1]
+                source.unparsed += after.unparsed - before.unparsed
+                source.skipped += after.skipped - before.skipped
             source.last_line_at = now
             source.rate.add(time.monotonic(), lines)
             self._counted = True
