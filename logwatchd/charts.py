@@ -34,9 +34,9 @@ def _figure(width: float, height: float) -> Any:
         from matplotlib.figure import Figure
     except ImportError as exc:
         raise ChartsUnavailable(
-            "the HTML report draws its charts with matplotlib, which is not installed: "
-            "pip install 'logwatchd[report]' (into logwatchd's own environment, e.g. "
-            "/opt/logwatchd/bin/pip install 'logwatchd[report]'), or use -o - for the text report"
+            "the HTML report draws its charts with matplotlib, which is not installed here: "
+            "pip install 'logwatchd[report]' (for the service's own environment: "
+            "/opt/logwatchd/bin/pip install matplotlib), or use -o - for the text report"
         ) from exc
     matplotlib.rcParams["text.parse_math"] = False  # "$x$" in a user name is text
     logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its font cache notes
