@@ -173,3 +173,60 @@ def test_a_port_in_use_is_logged_and_the_daemon_still_watches(tmp_path):
             wait_for(lambda: len(read_jsonl(tmp_path / "alerts.jsonl")) == attack.alerts())
             events = [e for e in daemon.log_events() if e.get("event") == "cannot serve metrics"]
             assert events and events[0]["listen"] == f"127.0.0.1:{port}"
+
+
+def exported_names(tmp_path: Path) -> set[str]:
+    """Every metric name a daemon's /metrics can show, from its collectors in this process."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from logwatchd.clock import SystemClock
+    from logwatchd.config import load
+    from logwatchd.events import Line
+    from logwatchd.metrics import DaemonCollector, build_registry
+    from logwatchd.outbox import Dispatcher
+    from logwatchd.pipeline import Pipeline, build_engine
+    from logwatchd.service.tally import Tally, line_counts
+    from logwatchd.state import StateStore
+
+    config = load(str(write_config(tmp_path / "c.yaml", watch_config(tmp_path))))
+    engine, parsers = build_engine(config, SystemClock(), "h")
+    pipeline = Pipeline(engine, parsers)
+    store = StateStore.in_dir(str(tmp_path / "state"))
+    tally = Tally()
+    tally.attach(pipeline, Dispatcher(store.path, {}, {}, SystemClock()), {"app": {"files": []}})
+    before = line_counts(pipeline)
+    pipeline.handle(Line("app", "2026-12-01 10:00:00 LoginFailed - IP: 192.0.2.1", 0.0, "x:1"))
+    tally.read("app", 1, before, more=False, now=1.0)
+    text = generate_latest(build_registry(DaemonCollector(tally.snapshot, store.path))).decode()
+    store.close()
+    names = set()
+    for family in text_string_to_metric_families(text):
+        names.add(family.name)
+        names.update(sample.name for sample in family.samples)
+        if family.type == "counter":
+            names.add(family.name + "_total")
+    return names
+
+
+def test_the_shipped_alert_rules_and_dashboard_use_only_exported_metrics(tmp_path):
+    import json
+    import re
+
+    repo = Path(__file__).resolve().parent.parent
+    rules = yaml.safe_load((repo / "config/prometheus/logwatchd-alerts.yml").read_text())
+    dashboard = json.loads((repo / "config/grafana/logwatchd-dashboard.json").read_text())
+    exprs = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    exprs += [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    used = {
+        name for expr in exprs for name in re.findall(r"\b((?:logwatchd|process)_[a-z_]+)\b", expr)
+    }
+    exported = exported_names(tmp_path)
+    assert used, "no metric found in the shipped files"
+    assert used <= exported, used - exported
+    alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
+    assert {
+        "LogwatchdOutboxBackingUp",
+        "LogwatchdSourceSilent",
+        "LogwatchdParseFailuresRising",
+    } <= alerts
