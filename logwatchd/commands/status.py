@@ -150,7 +150,7 @@ def _source_counts(entry: dict[str, Any]) -> str:
         return "no counts yet"
     text = (
         f"{entry['lines']} lines ({entry['unparsed']} unparsed, {entry['skipped']} skipped "
-        f"by the prefilter), {entry['lines_per_second']:g} lines/s over the last minute"
+        f"by the prefilter), {entry['lines_per_second']:.1f} lines/s over the last minute"
     )
     if entry.get("timestamp_unparsed"):
         text += f", {entry['timestamp_unparsed']} timestamps not understood"
