@@ -96,6 +96,7 @@ def test_the_html_report_of_a_replayed_attack_is_self_contained(tmp_path):
     assert all(src.startswith("data:image/png;base64,") for src in page.images)
     assert page.links == []
     assert "http://" not in out.read_text() and "https://" not in out.read_text()
+    assert out.stat().st_mode & 0o007 == 0  # addresses and user names: not for everyone
 
 
 def test_hostile_keys_are_text_in_the_page_and_the_charts(tmp_path):

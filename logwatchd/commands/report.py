@@ -37,6 +37,7 @@ from logwatchd.state_view import StateView
 
 DEFAULT_SINCE = "7d"
 TEXT_ROWS = 10
+REPORT_MODE = 0o640
 
 
 def report(args: argparse.Namespace) -> int:
@@ -56,7 +57,9 @@ def report(args: argparse.Namespace) -> int:
         page = render_html(data)
     except charts.ChartsUnavailable as exc:
         raise ConfigError(str(exc), None, "") from None
-    with open(args.output, "w", encoding="utf-8") as handle:
+    # it holds keys and lines from logs: not for every local user to read
+    fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, REPORT_MODE)
+    with open(fd, "w", encoding="utf-8") as handle:
         handle.write(page)
     print(f"wrote {args.output}", file=sys.stderr)
     return 0

@@ -312,8 +312,8 @@ class Daemon:
             self._commit_status(store)
         except Exception:
             log.exception("final status commit failed")
-        if self._pruner is not None:
-            self._pruner.join()
+        if self._pruner is not None:  # an unfinished chunk is rolled back, and done next time
+            self._pruner.join(wiring.config.daemon.shutdown_timeout)
         store.close()
         log.info("stopped", lines=self._counters.lines, alerts=self._counters.alerts)
 
