@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from logwatchd import __version__
-from logwatchd.errors import ConfigError
+from logwatchd.errors import ConfigError, StateError
 
 DEFAULT_CONFIG = "/etc/logwatchd/logwatchd.yaml"
 EX_CONFIG = 78  # sysexits.h: the daemon refuses to start on a bad config
@@ -77,6 +77,21 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--since", help="with no FILE: how far back (default 7d)")
     report.add_argument("--state-dir", help="override daemon.state_dir")
     report.add_argument("--source", help="with FILEs: the source whose parser and rules apply")
+
+    state = commands.add_parser("state", help="the state database: check, recover")
+    state_commands = state.add_subparsers(dest="state_command", required=True, metavar="COMMAND")
+    state_check = state_commands.add_parser(
+        "check", help="check the state database; with --recover, rebuild a damaged one"
+    )
+    state_check.add_argument(
+        "-c", "--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})"
+    )
+    state_check.add_argument("--state-dir", help="override daemon.state_dir")
+    state_check.add_argument(
+        "--recover",
+        action="store_true",
+        help="keep every readable row in a fresh database; the damaged one is moved aside",
+    )
     return parser
 
 
@@ -93,6 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"logwatchd: {exc}", file=sys.stderr)
         return EX_CONFIG if args.command == "run" else EXIT_INVALID
+    except StateError as exc:
+        print(f"logwatchd: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -109,6 +127,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "explain": commands.explain,
         "status": commands.status,
         "report": commands.report,
+        "state": commands.state,
     }[args.command]
     return handler(args)
 

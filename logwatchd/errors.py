@@ -49,3 +49,14 @@ class DeliveryError(Exception):
         super().__init__(message)
         self.permanent = permanent
         self.retry_after = retry_after
+
+
+class StateError(Exception):
+    """The state directory or its database cannot be used now; one line for a person.
+
+    ``exit_code`` is how the process ends: 75 (EX_TEMPFAIL) when waiting may help (another
+    daemon holds the directory), 78 when an administrator must act first, so systemd's
+    ``RestartPreventExitStatus=78`` stops a restart loop.
+    """
+
+    exit_code = 78

@@ -108,6 +108,11 @@ def _source_metrics(sources: dict[str, dict[str, Any]]) -> Iterable[Metric]:
         "Lines the prefilter skipped unparsed: no rule could match them",
         labels=["source"],
     )
+    stamps = CounterMetricFamily(
+        "logwatchd_timestamps_unparsed",
+        "Lines whose timestamp did not parse (timed when they were read instead)",
+        labels=["source"],
+    )
     lag = GaugeMetricFamily(
         "logwatchd_source_lag_bytes",
         "Bytes written to a followed file and not yet read (file sources)",
@@ -127,12 +132,13 @@ def _source_metrics(sources: dict[str, dict[str, Any]]) -> Iterable[Metric]:
         lines.add_metric([source], entry["lines"])
         unparsed.add_metric([source], entry["unparsed"])
         skipped.add_metric([source], entry["skipped"])
+        stamps.add_metric([source], entry["unparsed_timestamps"])
         if entry["lag_bytes"] is not None:
             lag.add_metric([source], entry["lag_bytes"])
         lag_seconds.add_metric([source], entry["lag_seconds"])
         if entry["last_line_at"] is not None:
             last.add_metric([source], entry["last_line_at"])
-    return (lines, unparsed, skipped, lag, lag_seconds, last)
+    return (lines, unparsed, skipped, stamps, lag, lag_seconds, last)
 
 
 def _rule_metrics(rules: dict[str, dict[str, Any]]) -> Iterable[Metric]:

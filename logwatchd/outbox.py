@@ -10,8 +10,10 @@ its own thread: a slow or dead handler never holds up the reader or another hand
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import random
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -27,6 +29,7 @@ from logwatchd.config.model import HandlerConfig
 from logwatchd.errors import DeliveryError
 from logwatchd.handlers import Handler
 from logwatchd.state import OutboxItem, StateStore
+from logwatchd.state_health import WriteRetry, detail, is_damaged, is_unwritable
 
 log = structlog.get_logger("logwatchd.outbox")
 
@@ -158,6 +161,10 @@ class Dispatcher:
                 log.exception("handler close failed", handler=name)
         return clean
 
+    def damage(self) -> str | None:
+        """What a worker found damaged in the state database (the daemon must stop), or None."""
+        return next((worker.damage for worker in self._workers if worker.damage), None)
+
     def stats(self) -> dict[str, WorkerStats]:
         return {worker.handler.name: worker.stats for worker in self._workers}
 
@@ -197,9 +204,16 @@ class Worker(threading.Thread):
             self._dry_run if dry_run else handler.send
         )
         self._sends: deque[float] = deque()  # times of recent sends, for the rate limit
-        self._deferred = False  # the rate limit held alerts back: they go out as one digest
+        self._deferred = False  # the rate limit held alerts back: they go out as digests
+        # a command runs once per alert of a digest: its overflow waits, one run per slot
+        self._digests = not getattr(handler, "per_alert", False)
+        self._held_since: float | None = None  # the rate limit has held alerts back since
+        self._held = 0
+        self._sent_at_hold = 0
         self._window_start: float | None = None
         self._parallel = max(1, int(getattr(handler, "concurrency", 1)))
+        self._writes = WriteRetry("recording a delivery", clock)
+        self.damage: str | None = None  # the database is damaged: this worker stopped
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -211,7 +225,10 @@ class Worker(threading.Thread):
             try:
                 store = store or StateStore(self._store_path)
                 delay = self._cycle(store)
-            except Exception:
+            except Exception as exc:
+                if is_damaged(exc):
+                    self.damage = detail(exc)  # the daemon stops and says so
+                    break
                 # the store or the handler broke in a way nobody planned for: keep the worker
                 log.exception("delivery worker error", handler=self.handler.name)
             if delay > 0:
@@ -230,6 +247,8 @@ class Worker(threading.Thread):
         )
         if not items:
             self._window_start = None
+            self._deferred = False
+            self._release(store)
             return self._until_next_due(store, now)
         if batch is not None:
             if self._window_start is None:
@@ -240,16 +259,17 @@ class Worker(threading.Thread):
                 return window_left
         wait = self._rate_wait(now)
         if wait > 0:
-            self._deferred = True
+            self._deferred = self._digests
+            self._hold(store, now, wait)
             return wait
         if batch is not None or self._deferred:
-            self._deferred = False
+            # after a hold, the backlog goes out as digests until it is drained
             self._send(store, items[: batch.max if batch else DIGEST_MAX])
         elif self.cfg.rate_limit is None and getattr(self.handler, "idempotent", False):
             # the handler never repeats an id it wrote: all claimed alerts in one send
             self._send(store, items)
-        elif self._parallel > 1 and self.cfg.rate_limit is None:
-            self._send_parallel(store, items)
+        elif self._parallel > 1:
+            self._send_parallel(store, items[: self._room(now)])
         else:
             self._send_each(store, items)
         return 0.0
@@ -262,8 +282,7 @@ class Worker(threading.Thread):
                 if self._stopping.is_set():
                     break
                 if self._rate_wait(self._clock.now()) > 0:
-                    self._deferred = True  # the next cycle waits, then sends the rest as one
-                    break
+                    break  # the next cycle holds the rest back (see _hold)
                 self._sends.append(self._clock.now())
                 self._record(store, [item], *self._attempt([item.alert]))
 
@@ -280,6 +299,50 @@ class Worker(threading.Thread):
         if len(self._sends) < limit.max:
             return 0.0
         return self._sends[0] + limit.per - now
+
+    def _room(self, now: float) -> int:
+        """How many sends the rate limit allows now (after ``_rate_wait`` said some)."""
+        limit = self.cfg.rate_limit
+        if limit is None:
+            return CLAIM_LIMIT
+        self._rate_wait(now)
+        return max(0, limit.max - len(self._sends))
+
+    def _hold(self, store: StateStore, now: float, wait: float) -> None:
+        """The rate limit holds due alerts back: say so once, and keep the count for status."""
+        held = store.due_count(self.handler.name, now)
+        if held == self._held:
+            return
+        first = self._held_since is None
+        if first:
+            self._held_since = time.time()
+            self._sent_at_hold = self.stats.sent
+        self._held = held
+        store.record_held_back(self.handler.name, held, self._held_since)
+        if first:
+            limit = self.cfg.rate_limit
+            assert limit is not None  # only a rate limit makes a wait
+            log.warning(
+                "rate limit reached, alerts held back",
+                handler=self.handler.name,
+                held=held,
+                limit=f"{limit.max} per {limit.per:g}s",
+                then="one digest per send" if self._digests else "one run per free slot",
+                resumes_in=round(wait, 1),
+            )
+
+    def _release(self, store: StateStore) -> None:
+        """The backlog the rate limit held is delivered (or in retry): clear the count."""
+        if self._held_since is None:
+            return
+        store.record_held_back(self.handler.name, 0, None)
+        log.info(
+            "rate-limited backlog delivered",
+            handler=self.handler.name,
+            delivered=self.stats.sent - self._sent_at_hold,
+            held_for=round(time.time() - self._held_since, 1),
+        )
+        self._held_since, self._held = None, 0
 
     # --- delivering ----------------------------------------------------------------------
 
@@ -299,6 +362,7 @@ class Worker(threading.Thread):
                 return False, (None, 0.0)  # skipped at shutdown: stays pending
             return True, self._attempt([item.alert])
 
+        self._sends.extend([self._clock.now()] * len(items))
         with IN_FLIGHT.holding(self.handler.name, items):
             with ThreadPoolExecutor(self._parallel) as pool:
                 results = list(pool.map(attempt, items))
@@ -328,7 +392,7 @@ class Worker(threading.Thread):
     ) -> None:
         self.stats.seconds += seconds
         if error is None:
-            store.mark_done_many(items, seconds=seconds)
+            self._durably(functools.partial(store.mark_done_many, items, seconds=seconds))
             self.stats.sent += len(items)
             self.stats.sends += 1
             return
@@ -336,7 +400,7 @@ class Worker(threading.Thread):
         retry = self.cfg.retry
         exhausted = [i for i in items if error.permanent or i.attempts + 1 >= retry.max_attempts]
         for item in exhausted:
-            store.mark_failed(item, str(error), seconds=seconds)
+            self._durably(functools.partial(store.mark_failed, item, str(error), seconds=seconds))
             self.stats.failed += 1
             log.error(
                 "delivery failed",
@@ -355,7 +419,9 @@ class Worker(threading.Thread):
         delay = backoff(attempts, retry.backoff, retry.max_backoff, error.retry_after)
         next_attempt = self._clock.now() + delay
         for item in again:
-            store.mark_retry(item, next_attempt, str(error), seconds=seconds)
+            self._durably(
+                functools.partial(store.mark_retry, item, next_attempt, str(error), seconds=seconds)
+            )
         self.stats.retried += len(again)
         log.warning(
             "delivery failed, will retry",
@@ -366,6 +432,20 @@ class Worker(threading.Thread):
             retry_in=round(delay, 3),
             error=str(error),
         )
+
+    def _durably(self, write: Callable[[], None]) -> None:
+        """Record an outcome, waiting out a full disk: a delivery that is not recorded would
+        be repeated. Gives up only at shutdown (the row stays pending, sent once more later)."""
+        while True:
+            try:
+                write()
+            except sqlite3.OperationalError as exc:
+                if not is_unwritable(exc) or self._stopping.is_set():
+                    raise
+                self._stopping.wait(self._writes.failed(exc, handler=self.handler.name))
+                continue
+            self._writes.succeeded()
+            return
 
     def _dry_run(self, alerts: list[dict[str, Any]]) -> None:
         preview = self.handler.preview(alerts)

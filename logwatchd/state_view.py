@@ -105,6 +105,16 @@ class StateView:
         rows = self._rows("SELECT source, state, updated FROM sources ORDER BY source")
         return {source: (json.loads(state), updated) for source, state, updated in rows}
 
+    def source_counts(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Per source, counters kept across restarts (``timestamp_unparsed``...): count, the
+        latest sample, when it was last added to."""
+        rows = self._rows("SELECT source, name, count, sample, updated FROM source_counts")
+        counts: dict[str, dict[str, dict[str, Any]]] = {}
+        for source, name, count, sample, updated in rows:
+            entry = {"count": count, "sample": sample, "updated": updated}
+            counts.setdefault(source, {})[name] = entry
+        return counts
+
     # --- the outbox ----------------------------------------------------------------------
 
     def outbox(self) -> dict[str, OutboxDepth]:
@@ -123,6 +133,15 @@ class StateView:
         sql = "SELECT handler, last_success, last_error, last_error_at FROM handler_status"
         rows = self._rows(sql)
         return {row[0]: HandlerHealth(*row[1:]) for row in rows}
+
+    def held_back(self) -> dict[str, tuple[int, float | None]]:
+        """Per handler, the alerts its rate limit holds back now, and since when."""
+        rows = self._rows("SELECT key, value FROM meta WHERE substr(key, 1, 10) = 'held_back.'")
+        held = {}
+        for key, value in rows:
+            entry = json.loads(value)
+            held[key.partition(".")[2]] = (int(entry["held"]), entry.get("since"))
+        return held
 
     def active_actions(self) -> dict[str, int]:
         """Per handler, the actions (such as bans) in force now.

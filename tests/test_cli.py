@@ -269,7 +269,7 @@ def test_status_reports_offsets_and_outbox_after_a_run(tmp_path):
     assert "alerts-file: 0 pending" in proc.stdout
     assert "1 delivered" in proc.stdout
     report = json.loads(logwatchd("status", "-c", str(config), "--json").stdout)
-    assert report["handlers"]["alerts-file"]["delivered"] == 1
+    assert report["outbox"]["alerts-file"]["delivered"] == 1
     assert report["running"] is False
 
 

@@ -230,3 +230,28 @@ def test_the_shipped_alert_rules_and_dashboard_use_only_exported_metrics(tmp_pat
         "LogwatchdSourceSilent",
         "LogwatchdParseFailuresRising",
     } <= alerts
+
+
+def test_timestamps_that_do_not_parse_are_counted_per_source(tmp_path):
+    metrics_port = free_port()
+    config = watch_config(tmp_path, metrics=f"127.0.0.1:{metrics_port}")
+    (tmp_path / "logs").mkdir()
+    log = tmp_path / "logs" / "app.log"
+    good = START.strftime("%Y-%m-%d %H:%M:%S")
+    with DaemonProcess(write_config(tmp_path / "c.yaml", config)) as daemon:
+        daemon.wait_ready()
+        log.write_text(
+            f"{good} LoginFailed - IP: 192.0.2.1\n"
+            "2026-13-45 99:99:99 LoginFailed - IP: 192.0.2.2\n"  # fits the regex, not the format
+            "2026-02-30 10:00:00 LoginFailed - IP: 192.0.2.3\n"
+        )
+        got = wait_for(
+            lambda: (
+                (parsed := metrics_of(metrics_port))
+                and value(parsed, "logwatchd_lines_total", source="app") == 3
+                and parsed
+            )
+        )
+    assert value(got, "logwatchd_timestamps_unparsed_total", source="app") == 2
+    assert value(got, "logwatchd_lines_unparsed_total", source="app") == 0  # timed when read
+    assert value(got, "logwatchd_matches_total", rule="brute-force") == 3

@@ -34,7 +34,7 @@ def test_status_of_a_running_daemon_and_an_error_that_clears_after_a_success(tmp
 
         def counted() -> dict[str, Any] | None:
             report = status_json(config)
-            mail = report["handlers"].get("mail", {})
+            mail = report["outbox"].get("mail", {})
             done = report["sources"]["app"].get("lines") == len(attack.lines)
             return report if done and mail.get("pending") == attack.alerts() else None
 
@@ -48,7 +48,7 @@ def test_status_of_a_running_daemon_and_an_error_that_clears_after_a_success(tmp
         assert app["lines_per_second"] > 0
         assert report["rules"]["security-breach"]["alerts"] == 3
         assert report["rules"]["brute-force"]["matches"] == sum(attack.failures.values())
-        mail = report["handlers"]["mail"]
+        mail = report["outbox"]["mail"]
         assert "Connection refused" in mail["last_error"]
         assert mail["oldest_seconds"] > 0 and mail["last_success"] is None
         text = logwatchd("status", "-c", str(config)).stdout
@@ -59,9 +59,9 @@ def test_status_of_a_running_daemon_and_an_error_that_clears_after_a_success(tmp
         with smtp_server(mailbox, port=smtp_port):
             wait_for(lambda: len(mailbox.snapshot()) == attack.alerts(), timeout=20)
             report = wait_for(
-                lambda: (r := status_json(config))["handlers"]["mail"]["pending"] == 0 and r
+                lambda: (r := status_json(config))["outbox"]["mail"]["pending"] == 0 and r
             )
-        mail = report["handlers"]["mail"]
+        mail = report["outbox"]["mail"]
         assert mail["last_error"] is None and mail["last_success"] is not None
         assert "error (" not in logwatchd("status", "-c", str(config)).stdout
         assert daemon.terminate() == 0
@@ -71,7 +71,7 @@ def test_status_of_a_running_daemon_and_an_error_that_clears_after_a_success(tmp
     assert stopped["pid"] == daemon.proc.pid  # of the last run
     assert stopped["sources"]["app"]["lines"] == len(attack.lines)
     assert stopped["sources"]["app"]["lines_per_second"] == 0
-    assert stopped["handlers"]["mail"]["delivered"] == attack.alerts()
+    assert stopped["outbox"]["mail"]["delivered"] == attack.alerts()
     text = logwatchd("status", "-c", str(config)).stdout
     assert text.startswith(f"logwatchd is not running (last run: pid {daemon.proc.pid}, ")
 
@@ -94,3 +94,23 @@ def test_a_killed_daemon_is_not_running_and_what_it_left_unread_is_lag(tmp_path)
     assert app["lag_bytes"] == log.stat().st_size - before
     assert app["lag_seconds"] > 0
     assert app["files"] == [{"path": str(log), "offset": before, "lag_bytes": app["lag_bytes"]}]
+
+
+def test_status_shows_what_other_parts_keep_for_it(tmp_path):
+    """Timestamps that did not parse, per source, and alerts a rate limit holds back."""
+    from logwatchd.state import StateStore
+
+    config = write_config(tmp_path / "c.yaml", watch_config(tmp_path))
+    store = StateStore.in_dir(str(tmp_path / "state"))
+    try:
+        store.commit(sources={"app": {"files": []}})
+        store.add_source_count("app", "timestamp_unparsed", 4, "2026-13-45 99:99:99")
+        store.record_held_back("mail", 7, time.time() - 60)
+    finally:
+        store.close()
+    report = status_json(config)
+    assert report["sources"]["app"]["timestamp_unparsed"]["count"] == 4
+    assert (report["outbox"]["mail"]["held_back"], report["running"]) == (7, False)
+    text = logwatchd("status", "-c", str(config)).stdout
+    assert "4 timestamps did not parse (read time used instead), latest '2026-13-45" in text
+    assert "7 held back by its rate limit since" in text

@@ -5,6 +5,7 @@ from logwatchd.commands.explain import explain
 from logwatchd.commands.replay import test
 from logwatchd.commands.report import report
 from logwatchd.commands.run import run
+from logwatchd.commands.state import state
 from logwatchd.commands.status import status
 
-__all__ = ["check", "explain", "report", "run", "status", "test"]
+__all__ = ["check", "explain", "report", "run", "state", "status", "test"]

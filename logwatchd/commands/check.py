@@ -6,11 +6,18 @@ import argparse
 import glob
 import os
 import sys
+import time
+from datetime import UTC
 
 from logwatchd.config import load
-from logwatchd.config.model import Config, HandlerConfig
+from logwatchd.config.durations import format_duration
+from logwatchd.config.model import Config, HandlerConfig, ParserConfig
 from logwatchd.errors import ConfigError
+from logwatchd.events import Line
+from logwatchd.fields import check_fields
 from logwatchd.handlers import HostInfo, build_handler
+from logwatchd.parsers import build_parser
+from logwatchd.parsers.timeutil import parse_iso8601
 from logwatchd.templates import Templates, check_templates
 
 FILE_SETTINGS = ("password_file", "body_file")
@@ -19,7 +26,7 @@ FILE_SETTINGS = ("password_file", "body_file")
 def check(args: argparse.Namespace) -> int:
     config = load(args.config)
     rendered = validate(config)
-    for warning in warnings(config):
+    for warning in verify(config) + warnings(config):
         print(f"warning: {warning}", file=sys.stderr)
     sys.stderr.flush()
     print(
@@ -27,7 +34,58 @@ def check(args: argparse.Namespace) -> int:
         f"{len(config.handlers)} handlers, {rendered} templates rendered, "
         f"{len(config.files)} files read"
     )
+    print(f"rate limits: {rate_limits(config)}")
     return 0
+
+
+def rate_limits(config: Config) -> str:
+    """The limit each handler delivers under, and which are defaults."""
+    limited, unlimited = [], []
+    for name, handler in sorted(config.handlers.items()):
+        limit = handler.rate_limit
+        if limit is None:
+            unlimited.append(name)
+            continue
+        given = "" if "rate_limit" in handler.marks else " (default)"
+        limited.append(f"{name} {limit.max} per {format_duration(limit.per)}{given}")
+    parts = [", ".join(limited)] if limited else []
+    if unlimited:
+        parts.append(f"none for {', '.join(unlimited)}")
+    return "; ".join(parts)
+
+
+def verify(config: Config) -> list[str]:
+    """What the daemon, ``test`` and ``explain`` check too: each parser's example line parses
+    (timestamp included), rules name only fields their sources can produce. Raises
+    ConfigError; returns warnings."""
+    _check_examples(config)
+    return check_fields(config)
+
+
+def _check_examples(config: Config) -> None:
+    for parser_id, parser_config in config.parsers.items():
+        example = parser_config.example
+        if example is None:
+            continue
+        mark = parser_config.marks.get("example", parser_config.mark)
+        key = f"parsers.{parser_id}.example"
+        parser = build_parser(parser_id, config.parsers, timezone=config.daemon.timezone)
+        fields = parser.parse(Line("check", example, time.time(), "check:example"))
+        if fields is None:
+            raise ConfigError("the parser's regex does not match its own example", mark, key)
+        failures = getattr(parser, "stamp_failures", None)
+        if failures is not None and failures.count:
+            raise ConfigError(_stamp_problem(parser_config, failures.last), mark, key)
+
+
+def _stamp_problem(parser: ParserConfig, stamp: str) -> str:
+    fmt = parser.time_format
+    if fmt is None:
+        return f"the example's timestamp {stamp!r} is not ISO 8601; give a time_format"
+    hint = ""
+    if parse_iso8601(stamp, UTC) is not None:
+        hint = " (it is ISO 8601: leave time_format out)"
+    return f"time_format {fmt!r} does not fit the example's timestamp {stamp!r}{hint}"
 
 
 def validate(config: Config) -> int:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 from logwatchd.alerts import jsonable
+from logwatchd.commands.check import verify
 from logwatchd.config import load
 from logwatchd.errors import ConfigError
 from logwatchd.events import Line
@@ -16,6 +18,8 @@ from logwatchd.rules import format_explanation
 
 def explain(args: argparse.Namespace) -> int:
     config = load(args.config)
+    for warning in verify(config):
+        print(f"warning: {warning}", file=sys.stderr)
     try:
         source = config.source(args.source)
     except KeyError:

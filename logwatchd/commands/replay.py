@@ -7,6 +7,7 @@ Handlers do not run unless ``--execute``. Output: with ``--json`` one object per
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fnmatch
 import gzip
 import json
@@ -16,7 +17,9 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import IO, Any, BinaryIO
 
+from logwatchd import state_lock
 from logwatchd.alerts import Alert, jsonable
+from logwatchd.commands.check import verify
 from logwatchd.config import load
 from logwatchd.config.model import Config, SourceConfig
 from logwatchd.errors import ConfigError, DeliveryError
@@ -31,6 +34,23 @@ PROGRESS_EVERY = 0.25
 
 def test(args: argparse.Namespace) -> int:
     config = load(args.config)
+    if not args.execute:
+        return _replay(args, config)
+    with _lock_state(config.daemon.state_dir):
+        return _replay(args, config)
+
+
+def _lock_state(state_dir: str) -> contextlib.AbstractContextManager[object]:
+    """``--execute`` runs the handlers: refused while a daemon delivers from the same state.
+    A state directory that does not exist has no daemon, and is not created for a replay."""
+    if not os.path.isdir(state_dir):
+        return contextlib.nullcontext()
+    return state_lock.acquire(state_dir)
+
+
+def _replay(args: argparse.Namespace, config: Config) -> int:
+    for warning in verify(config):
+        print(f"warning: {warning}", file=sys.stderr)
     clock = ReplayClock()
     engine, parsers = build_engine(config, clock, host=os.uname().nodename)
     pipeline = Pipeline(engine, parsers, replay=clock)
@@ -291,4 +311,22 @@ def summarize(pipeline: Pipeline, elapsed: float, stream: IO[str]) -> None:
         stream.write("Unparsed samples:\n")
         for sample in stats.unparsed_samples:
             stream.write(f"  {sample}\n")
+    for source, parser in pipeline.parsers.items():
+        stream.write(stamp_report(source, parser))
     stream.write(f"Rate: {rate:,.0f} lines/s ({elapsed:.2f} s)\n")
+
+
+def stamp_report(source: str, parser: Any) -> str:
+    """Lines whose timestamp did not parse: they count at their read time, so say it loudly."""
+    failures = getattr(parser, "stamp_failures", None)
+    if failures is None or not failures.count:
+        return ""
+    fmt = getattr(parser, "time_format", None)
+    how = f"time_format {fmt!r}" if fmt else "ISO 8601 (no time_format)"
+    lines = [
+        f"timestamp_unparsed: {failures.count} lines of source {source} have a timestamp that "
+        f"does not fit {how}; they were timed at the moment they were read, so windows and "
+        "thresholds on them are not what the log says. Samples (timestamp, line):"
+    ]
+    lines.extend(f"  {stamp!r}  {raw}" for stamp, raw in failures.samples)
+    return "\n".join(lines) + "\n"

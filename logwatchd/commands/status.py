@@ -49,7 +49,7 @@ def gather(view: StateView, pid: int | None, now: float) -> dict[str, Any]:
         "counted_at": row.get("at"),
         "sources": _sources(view, row.get("sources", {}), running=running, now=now),
         "rules": row.get("rules", {}),
-        "handlers": _handlers(view, row.get("handlers", {}), now),
+        "outbox": _handlers(view, row.get("handlers", {}), now),
         "actions": view.active_actions(),
         "failed": view.failed(),
     }
@@ -60,8 +60,10 @@ def _sources(
     view: StateView, counted: dict[str, Any], *, running: bool, now: float
 ) -> dict[str, Any]:
     sources: dict[str, Any] = {}
+    kept = view.source_counts()  # counts the daemon keeps across restarts
     for source_id, (checkpoint, committed) in view.sources().items():
         entry = dict(counted.get(source_id, {}))
+        entry.update(kept.get(source_id, {}))
         entry["committed"] = committed
         lag = lag_bytes(checkpoint)
         entry["lag_bytes"] = lag
@@ -83,11 +85,12 @@ def _sources(
 
 
 def _handlers(view: StateView, counted: dict[str, Any], now: float) -> dict[str, Any]:
-    depth, health = view.outbox(), view.handler_health()
+    depth, health, held = view.outbox(), view.handler_health(), view.held_back()
     handlers: dict[str, Any] = {}
-    for name in sorted(set(counted) | set(depth) | set(health)):
+    for name in sorted(set(counted) | set(depth) | set(health) | set(held)):
         queue = depth.get(name)
         state = health.get(name)
+        held_back, held_since = held.get(name, (0, None))
         handlers[name] = {
             "pending": queue.pending if queue else 0,
             "oldest_seconds": round(now - queue.oldest, 3) if queue and queue.oldest else None,
@@ -96,6 +99,8 @@ def _handlers(view: StateView, counted: dict[str, Any], now: float) -> dict[str,
             "last_success": state.last_success if state else None,
             "last_error": state.current_error if state else None,
             "last_error_at": state.last_error_at if state and state.current_error else None,
+            "held_back": held_back,  # due, but held back by the handler's rate limit
+            "held_back_since": held_since,
         }
     return handlers
 
@@ -113,12 +118,21 @@ def render(report: dict[str, Any]) -> str:
             out.append(f"    {record['path']}: offset {record['offset']}, {where}")
         if "cursor" in entry:
             out.append(f"    journal cursor {entry['cursor']}")
+        stamps = entry.get("timestamp_unparsed")
+        if stamps:
+            out.append(
+                f"    {stamps['count']} timestamps did not parse (read time used instead), "
+                f"latest {stamps['sample']!r}"
+            )
     if not report["sources"]:
         out.append("  (nothing committed yet)")
     out.extend(_rules(report["rules"]))
     out.append("Handlers:")
-    for name, entry in report["handlers"].items():
+    for name, entry in report["outbox"].items():
         out.append(f"  {name}: {_handler_line(entry)}")
+        if entry["held_back"]:
+            since = _when(entry["held_back_since"])
+            out.append(f"    {entry['held_back']} held back by its rate limit since {since}")
         if entry["last_error"]:
             out.append(f"    error ({_when(entry['last_error_at'])}): {entry['last_error']}")
     if report["actions"]:
@@ -152,8 +166,7 @@ def _source_counts(entry: dict[str, Any]) -> str:
         f"{entry['lines']} lines ({entry['unparsed']} unparsed, {entry['skipped']} skipped "
         f"by the prefilter), {entry['lines_per_second']:.1f} lines/s over the last minute"
     )
-    if entry.get("timestamp_unparsed"):
-        text += f", {entry['timestamp_unparsed']} timestamps not understood"
+
     if entry["lag_bytes"] is not None or entry.get("lag_seconds"):
         text += f", lag {entry['lag_bytes'] or 0} bytes / {entry.get('lag_seconds', 0):g} s"
     return text

@@ -93,6 +93,8 @@ class ParserConfig:
     time_format: str | None = None  # strptime format of the ``timestamp`` group
     types: dict[str, Literal["str", "int", "float", "ip"]] = field(default_factory=dict)
     mark: Mark = NOWHERE
+    example: str | None = None  # a line of the log, for `check` to parse (time_format too)
+    marks: dict[str, Mark] = field(default_factory=dict, compare=False)  # key -> its Mark
 
 
 # --- predicates ---------------------------------------------------------------------------
@@ -206,6 +208,10 @@ class RuleConfig:
     description: str = ""
     mark: Mark = NOWHERE
     context: ContextConfig | None = None  # per-connection memory (match rules only)
+    # where each key was written ("group_by", "threshold.distinct", "context.by", ...) and
+    # the rule's key path ("rules[2]" in its file), for checks that run after loading
+    marks: dict[str, Mark] = field(default_factory=dict, compare=False)
+    path: str = ""
 
     def digest(self) -> str:
         """Changes when anything that shapes the rule's state changes (state survives reload).

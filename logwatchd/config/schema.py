@@ -60,7 +60,7 @@ SOURCE_KEYS = {
     "journald": ("id", "type", "parser", "match", "directory", "files", "start_at"),
     "stdin": ("id", "type", "parser"),
 }
-PARSER_KEYS = ("regex", "time_format", "types")
+PARSER_KEYS = ("regex", "time_format", "types", "example")
 FIELD_TYPES = ("str", "int", "float", "ip")
 JOURNAL_MATCH_RE = re.compile(r"[A-Z_][A-Z0-9_]*=.*", re.DOTALL)  # as journalctl takes them
 
@@ -281,7 +281,22 @@ def _parser(parser_id: str, node: Node) -> ParserConfig:
                 known = ", ".join(regex.groupindex) or "none"
                 raise type_node.error(f"the regex has no group '{group}' (groups: {known})")
             types[group] = nodes.choice(type_node, FIELD_TYPES)
-    return ParserConfig(parser_id, regex, time_format, types, node.mark)  # type: ignore[arg-type]
+    example = None
+    if (item := entries.get("example")) is not None:
+        example = nodes.string(item)
+        if "\n" in example.rstrip("\n"):
+            raise item.error("an example is one line of the log")
+        example = example.rstrip("\n")
+    marks = {key: entry.mark for key, entry in entries.entries.items()}
+    return ParserConfig(
+        parser_id,
+        regex,
+        time_format,
+        types,  # type: ignore[arg-type]
+        node.mark,
+        example,
+        marks,
+    )
 
 
 # --- sources ------------------------------------------------------------------------------

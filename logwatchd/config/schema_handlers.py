@@ -33,6 +33,13 @@ TYPE_KEYS: dict[str, tuple[str, ...]] = {
     "log": (),
 }
 BATCHING_TYPES = ("email", "webhook")
+# A flood of log lines must not become a flood of mails or commands: the limits that apply
+# when a handler names none (``rate_limit: none`` opts out). Local handlers (file, log) have none.
+DEFAULT_RATE_LIMITS = {
+    "email": RateLimit(20, 3600.0),  # the overflow goes out as digests
+    "webhook": RateLimit(20, 3600.0),
+    "command": RateLimit(60, 60.0),  # the overflow waits in the outbox, one run per free slot
+}
 TEMPLATE_MARKERS = ("{{", "{%", "{#")
 
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -57,7 +64,7 @@ def handler(name: str, node: Node) -> HandlerConfig:
         raise batch.error(f"batch applies to {' and '.join(BATCHING_TYPES)} handlers only")
     allowed = COMMON_KEYS + (("batch",) if kind in BATCHING_TYPES else ()) + TYPE_KEYS[kind]
     entries = nodes.mapping(node, allowed, required=("type",))
-    common = _common(entries)
+    common = _common(entries, kind)
     settings = Settings()
     settings.marks.update((key, entry.mark) for key, entry in entries.entries.items())
     _TYPE_READERS[kind](entries, settings, common.get("timeout", 30.0))
@@ -71,7 +78,7 @@ def handler(name: str, node: Node) -> HandlerConfig:
     )
 
 
-def _common(entries: nodes.Mapping) -> dict[str, Any]:
+def _common(entries: nodes.Mapping, kind: str) -> dict[str, Any]:
     """The keys every handler type takes, as HandlerConfig keyword arguments."""
     common: dict[str, Any] = {}
     if (item := entries.get("timeout")) is not None:
@@ -80,6 +87,8 @@ def _common(entries: nodes.Mapping) -> dict[str, Any]:
         common["retry"] = _retry(item)
     if (item := entries.get("rate_limit")) is not None:
         common["rate_limit"] = _rate_limit(item)
+    elif kind in DEFAULT_RATE_LIMITS:
+        common["rate_limit"] = DEFAULT_RATE_LIMITS[kind]
     if (item := entries.get("batch")) is not None:
         common["batch"] = _batch(item)
     return common
@@ -104,7 +113,11 @@ def _retry(node: Node) -> RetryConfig:
     return RetryConfig(**values)  # type: ignore[arg-type]
 
 
-def _rate_limit(node: Node) -> RateLimit:
+def _rate_limit(node: Node) -> RateLimit | None:
+    if node.value == "none":
+        return None
+    if not isinstance(node.value, dict):
+        raise nodes.wrong_type(node, "{max: N, per: DURATION} or none")
     entries = nodes.mapping(node, ("max", "per"), required=("max", "per"))
     return RateLimit(
         nodes.integer(entries.need("max"), minimum=1),

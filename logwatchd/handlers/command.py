@@ -36,6 +36,10 @@ _NOT_NAME = re.compile(r"[^A-Z0-9_]")
 
 
 class CommandHandler:
+    # send() of several alerts runs the program once for each: a rate limit must hold the
+    # overflow back rather than pack it into one send
+    per_alert = True
+
     def __init__(self, cfg: HandlerConfig, *, templates: Templates, host: HostInfo) -> None:
         settings = cfg.settings
         argv = [str(arg) for arg in settings.get("argv") or ()]

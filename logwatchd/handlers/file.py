@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from collections import deque
 from typing import Any
 
@@ -12,6 +11,7 @@ import structlog
 
 from logwatchd.config.model import HandlerConfig
 from logwatchd.errors import ConfigError, DeliveryError
+from logwatchd.own_files import open_own
 from logwatchd.templates import HostInfo, Templates
 
 log = structlog.get_logger("logwatchd.handlers")
@@ -91,9 +91,8 @@ class FileHandler:
 
     def _append(self, data: bytes) -> None:
         # opened per send so logrotate can move the file away between alerts
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOCTTY
         try:
-            fd = os.open(self.path, flags, self._mode)
+            fd = open_own(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, self._mode)
         except OSError as exc:
             raise DeliveryError(f"cannot open {self.path}: {exc.strerror}") from None
         try:
@@ -117,14 +116,11 @@ def tail_ids(path: str) -> list[str]:
     string value there, never a top-level "id"."""
     try:
         # non-blocking, and regular files only: reading a FIFO would wait for a writer
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        fd = open_own(path, os.O_RDONLY)
     except OSError:
-        return []  # no file yet (or unreadable: the send will say so)
+        return []  # no file yet (or one the send refuses, and says why)
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return []
-        start = max(0, st.st_size - TAIL_BYTES)
+        start = max(0, os.fstat(fd).st_size - TAIL_BYTES)
         data = os.pread(fd, TAIL_BYTES, start)
     except OSError:
         return []

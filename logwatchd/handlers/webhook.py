@@ -22,6 +22,7 @@ from logwatchd import __version__
 from logwatchd.config.model import HandlerConfig
 from logwatchd.errors import ConfigError, DeliveryError
 from logwatchd.handlers import clean_header, compile_setting, read_secret, render_or_fail
+from logwatchd.handlers.redact import Scrubber, redact_url, url_secrets
 from logwatchd.templates import HostInfo, Template, Templates
 
 log = structlog.get_logger("logwatchd.handlers")
@@ -52,6 +53,8 @@ class WebhookHandler:
                 cfg.marks.get("url", cfg.mark),
                 f"handlers.{cfg.name}.url",
             )
+        self._shown_url = redact_url(self._url)  # the only form of the URL that is ever shown
+        self._scrub = Scrubber(url_secrets(self._url), url=self._url)
         self._method = str(settings.get("method") or "POST").upper()
         self._format = settings.get("format") or "json"
         self._headers: dict[str, Template] = {
@@ -85,13 +88,25 @@ class WebhookHandler:
             headers[name] = _latin1(clean_header(value))
         for name, path in self._header_files.items():
             headers[name] = _latin1(clean_header(read_secret(path)))
+            self._scrub.add_header_value(headers[name])
         return headers
 
     def preview(self, alerts: list[dict[str, Any]]) -> dict[str, Any]:
         body, _ = self.payload(alerts)
-        return {"url": self._url, "method": self._method, "body": body.decode()[:2000]}
+        return {"url": self._shown_url, "method": self._method, "body": body.decode()[:2000]}
 
     def send(self, alerts: list[dict[str, Any]]) -> None:
+        """POST; every error is said without the URL's or the headers' secrets."""
+        try:
+            self._post(alerts)
+        except DeliveryError as exc:
+            raise DeliveryError(
+                self._scrub(str(exc)), permanent=exc.permanent, retry_after=exc.retry_after
+            ) from None
+        except Exception as exc:  # a library's message (and traceback) may quote a secret
+            raise DeliveryError(self._scrub(f"unexpected {type(exc).__name__}: {exc}")) from None
+
+    def _post(self, alerts: list[dict[str, Any]]) -> None:
         body, content_type = self.payload(alerts)
         # the scheme was checked to be http(s) when the handler was built
         request = urllib.request.Request(  # noqa: S310
@@ -104,7 +119,7 @@ class WebhookHandler:
             raise _http_failure(exc) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise DeliveryError(f"{self._url}: {reason}") from None
+            raise DeliveryError(f"{self._shown_url}: {reason}") from None
 
     def close(self) -> None:
         return None

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from logwatchd.events import Line
-from logwatchd.parsers.base import Fields
+from logwatchd.parsers.base import Fields, field_set
 
 _MAX_JSON_CHARS = 1 << 20
 
@@ -58,6 +58,10 @@ def _json_record(text: str) -> dict[str, Any] | None:
 class JournaldParser:
     name = "journald"
     verbatim_fields = frozenset({"message", "raw"})
+    fields = field_set(
+        "timestamp", "program", "unit", "host", "pid", "priority",
+        more=r"[A-Z_][A-Z0-9_]*", more_text="any journal field (UPPER_CASE)",
+    )  # fmt: skip
 
     def parse(self, line: Line) -> Fields | None:
         record = line.fields

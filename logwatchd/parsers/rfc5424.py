@@ -12,7 +12,7 @@ import re
 from datetime import tzinfo
 
 from logwatchd.events import Line
-from logwatchd.parsers.base import ALL_STRINGS, Fields
+from logwatchd.parsers.base import ALL_STRINGS, Fields, field_set
 from logwatchd.parsers.timeutil import parse_iso8601
 
 _SD_ELEMENT = r'\[[^\]"\s]+(?:\s+[^=\]\s]+="(?:[^"\\]|\\.)*")*\s*\]'
@@ -27,6 +27,10 @@ _LINE = re.compile(
 class Rfc5424Parser:
     name = "rfc5424"
     verbatim_fields = ALL_STRINGS
+    fields = field_set(
+        "timestamp", "facility", "severity", "host", "program", "pid", "procid", "msgid",
+        "structured_data",
+    )  # fmt: skip
 
     def __init__(self, tz: tzinfo) -> None:
         self._tz = tz

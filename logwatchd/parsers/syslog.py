@@ -13,7 +13,7 @@ import re
 from datetime import datetime, tzinfo
 
 from logwatchd.events import Line
-from logwatchd.parsers.base import ALL_STRINGS, Fields
+from logwatchd.parsers.base import ALL_STRINGS, Fields, field_set
 from logwatchd.parsers.timeutil import MONTHS, YearGuesser
 
 # A host never holds brackets and never ends with a colon, which tells "host prog:" from a
@@ -33,6 +33,7 @@ _CACHE_SIZE = 4096
 class SyslogParser:
     name = "syslog"
     verbatim_fields = ALL_STRINGS
+    fields = field_set("timestamp", "host", "program", "pid")
 
     def __init__(self, tz: tzinfo) -> None:
         self._tz = tz

@@ -24,7 +24,7 @@ import re
 from datetime import datetime, tzinfo
 
 from logwatchd.events import Line
-from logwatchd.parsers.base import ALL_STRINGS, Fields
+from logwatchd.parsers.base import ALL_STRINGS, Fields, field_set
 from logwatchd.parsers.timeutil import MONTHS, fixed_offset
 
 _QUOTED = r'"([^"\\]*(?:\\.[^"\\]*)*)"'
@@ -42,6 +42,10 @@ _REQUEST = re.compile(r"([A-Za-z_-]+) (\S+)(?: (\S+))?")
 
 class AccessLogParser:
     verbatim_fields = ALL_STRINGS
+    fields = field_set(
+        "timestamp", "client_ip", "ident", "user", "request", "method", "path", "protocol",
+        "status", "bytes", "referer", "user_agent",
+    )  # fmt: skip
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -118,6 +122,7 @@ _TRAILER_NAMES = ("client_ip", "server", "request", "upstream", "host", "referre
 class NginxErrorParser:
     name = "nginx_error"
     verbatim_fields = ALL_STRINGS
+    fields = field_set("timestamp", "level", "pid", "tid", "cid", *_TRAILER_NAMES)
 
     def __init__(self, tz: tzinfo) -> None:
         self._tz = tz
@@ -177,6 +182,9 @@ _APACHE = re.compile(
 class ApacheErrorParser:
     name = "apache_error"
     verbatim_fields = ALL_STRINGS
+    fields = field_set(
+        "timestamp", "level", "module", "pid", "tid", "client_ip", "client_port", "code"
+    )
 
     def __init__(self, tz: tzinfo) -> None:
         self._tz = tz

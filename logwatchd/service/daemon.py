@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from logwatchd import state_lock
 from logwatchd.alerts import Alert
 from logwatchd.clock import Clock, SystemClock
 from logwatchd.config.model import Config, DaemonConfig, ListenAddress, SourceConfig
@@ -26,11 +26,13 @@ from logwatchd.handlers import HostInfo, build_handler
 from logwatchd.outbox import Dispatcher
 from logwatchd.pipeline import Pipeline, build_engine
 from logwatchd.service import notify
+from logwatchd.service.stamps import StampWatch
 from logwatchd.service.tally import Tally, line_counts
 from logwatchd.sources import FileFollower, StdinSource
 from logwatchd.sources.base import Source
 from logwatchd.sources.journal import JournalSource
-from logwatchd.state import StateStore
+from logwatchd.state import RuleChanges, StateStore
+from logwatchd.state_health import WriteRetry, damaged, is_unwritable, state_error
 from logwatchd.templates import Templates
 
 if TYPE_CHECKING:
@@ -62,6 +64,7 @@ class Wiring:
         store.prune_rules(digests)
         engine.load_state(store.load_rule_state())
         self.pipeline = Pipeline(engine, parsers)
+        self.stamps = StampWatch(parsers)
         self.sources = [
             build_source(
                 src,
@@ -120,6 +123,10 @@ class Daemon:
         self._tally = Tally(name)  # per source, rule and handler; kept across reloads
         self._metrics: MetricsServer | None = None
         self._pruner: threading.Thread | None = None
+        # what the last commit could not write (disk full): retried before anything is read
+        self._unsaved: tuple[dict[str, dict[str, Any]], RuleChanges, list[Alert]] | None = None
+        self._retry_at = 0.0
+        self._writes = WriteRetry("state database commit", self.clock)
 
     # --- signals ----------------------------------------------------------------------
 
@@ -145,8 +152,17 @@ class Daemon:
     def run(self) -> int:
         config = self._initial or self._load()
         state_dir = self.state_dir or config.daemon.state_dir
-        lock = state_lock.hold(state_dir)
+        try:
+            return self._run(config, state_dir)
+        except sqlite3.Error as exc:
+            raise state_error(os.path.join(state_dir, "state.db"), exc) from None
+
+    def _run(self, config: Config, state_dir: str) -> int:
         store = StateStore.in_dir(state_dir)
+        # a damaged page found now is a clear refusal; found later, a failure mid-delivery
+        if problems := store.problems():
+            store.close()
+            raise damaged(store.path, problems[0])
         first_run = store.is_new()
         wiring = Wiring(config, store, self.clock)
         wiring.start(self._wake, self._tally)
@@ -166,12 +182,10 @@ class Daemon:
         finally:
             notify.stopping()
             self._shutdown(wiring, store)
-            if lock is not None:
-                os.close(lock)
         return 0
 
     def _loop(self, wiring: Wiring, store: StateStore) -> Wiring:
-        last_commit = last_status = last_ping = time.monotonic()
+        last_commit = last_status = last_ping = self.clock.monotonic()
         last_prune = last_commit - PRUNE_INTERVAL
         committed_lines = self._counters.lines
         ping_every = notify.watchdog_interval()
@@ -180,22 +194,22 @@ class Daemon:
         while not self._stop:
             self._wake.wait(wait)
             self._wake.clear()
-            busy = self._read(wiring)
-            self._pending.extend(wiring.pipeline.tick(self.clock.now()))
-            now = time.monotonic()
+            busy = False
+            if self._unsaved is None:  # else nothing more is read until that commit is in
+                busy = self._read(wiring)
+                self._pending.extend(wiring.pipeline.tick(self.clock.now()))
+            now = self.clock.monotonic()
             since = now - last_commit
             read_since = self._counters.lines != committed_lines
             # Idle costs nothing but a commit a minute; a rotation seen without new lines is
             # found again from the older checkpoint after a restart anyway.
-            if (
-                self._pending
-                or (read_since and since >= commit_every)
-                or since >= IDLE_COMMIT
-                or self._tally.due()
+            if self._commit_due(now, since, read_since, commit_every) and self._commit(
+                wiring, store
             ):
-                self._commit(wiring, store)
                 last_commit = now
                 committed_lines = self._counters.lines
+            if damage := wiring.dispatcher.damage():
+                raise damaged(store.path, damage)
             if busy:
                 self._wake.set()
             if ping_every and now - last_ping >= ping_every:
@@ -207,7 +221,7 @@ class Daemon:
             if now - last_prune >= PRUNE_INTERVAL:
                 self._prune(store, wiring.config.daemon.history)
                 last_prune = now
-            if self._reload:
+            if self._reload and self._unsaved is None:
                 self._reload = False
                 wiring = self._reload_config(wiring, store)
                 commit_every = wiring.config.daemon.commit_interval
@@ -238,15 +252,42 @@ class Daemon:
             busy = busy or more
         return busy
 
-    def _commit(self, wiring: Wiring, store: StateStore, *, final: bool = False) -> None:
-        alerts, self._pending = self._pending, []
-        changes = wiring.pipeline.engine.drain_changes()
-        checkpoints = wiring.checkpoints()
-        status, activity = self._tally.for_commit(force=final)
-        store.commit(
-            sources=checkpoints, rules=changes, alerts=alerts, status=status, activity=activity
+    def _commit_due(self, now: float, since: float, read_since: bool, every: float) -> bool:
+        if self._unsaved is not None:
+            return now >= self._retry_at
+        return (
+            bool(self._pending)
+            or (read_since and since >= every)
+            or since >= IDLE_COMMIT
+            or self._tally.due()  # the status row shows what was counted within a second
         )
-        self._tally.committed(checkpoints)
+
+    def _commit(self, wiring: Wiring, store: StateStore) -> bool:
+        """Commit what was read since the last commit; False when the disk refused it (then
+        the very same commit is retried later, and nothing more is read meanwhile)."""
+        if self._unsaved is None:
+            fired, self._pending = self._pending, []
+            drained = wiring.pipeline.engine.drain_changes()
+            self._unsaved = (wiring.checkpoints(), drained, fired)
+        sources, changes, alerts = self._unsaved
+        status, activity = self._tally.for_commit()
+        try:
+            store.commit(
+                sources=sources, rules=changes, alerts=alerts, status=status, activity=activity
+            )
+        except sqlite3.OperationalError as exc:
+            self._tally.not_saved(activity)
+            if not is_unwritable(exc):
+                raise
+            self._retry_at = self.clock.monotonic() + self._writes.failed(exc, path=store.path)
+            return False
+        self._unsaved = None
+        self._writes.succeeded()
+        self._tally.committed(sources)
+        try:
+            wiring.stamps.report(store, self.clock.monotonic())
+        except Exception:
+            log.exception("counting unparsed timestamps failed")
         if alerts:
             self._counters.alerts += len(alerts)
             for alert in alerts:
@@ -260,6 +301,7 @@ class Daemon:
                 )
             # only the workers with new rows: a worker woken for nothing runs a claim query
             wiring.dispatcher.notify({name for alert in alerts for name in alert.handlers})
+        return True
 
     def _commit_status(self, store: StateStore) -> None:
         """The status row and the activity counts now, alone in a commit."""
@@ -282,7 +324,11 @@ class Daemon:
             return wiring
         # Commit first: the new wiring is built from what the database now holds, so
         # offsets and the state of unchanged rules carry over exactly.
-        self._commit(wiring, store)
+        if not self._commit(wiring, store):
+            log.error("reload postponed until the state database can be written again")
+            self._reload = True
+            notify.ready(self._status_text(store))
+            return wiring
         wiring.stop_sources()
         wiring.dispatcher.stop(wiring.config.daemon.shutdown_timeout)
         self._tally.retire()
@@ -303,7 +349,10 @@ class Daemon:
     def _shutdown(self, wiring: Wiring, store: StateStore) -> None:
         self._serve_metrics(None, store.path)
         try:
-            self._commit(wiring, store)
+            if not self._commit(wiring, store):
+                log.error("final commit failed: lines since the last commit are read again")
+        except sqlite3.DatabaseError as exc:
+            log.error("final commit failed", error=str(exc))
         except Exception:
             log.exception("final commit failed")
         wiring.stop_sources()

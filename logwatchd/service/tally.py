@@ -42,6 +42,12 @@ def line_counts(pipeline: Pipeline) -> LineCounts:
     return LineCounts(stats.lines, stats.unparsed, stats.skipped)
 
 
+def stamp_failures(pipeline: Pipeline, source_id: str) -> int:
+    """Lines of the source whose timestamp did not parse (timed when read), so far."""
+    failures = getattr(pipeline.parsers.get(source_id), "stamp_failures", None)
+    return int(failures.count) if failures is not None else 0
+
+
 def rule_counts(pipeline: Pipeline) -> dict[str, tuple[int, int, int]]:
     """Per rule of the running config: (matches, alerts, keys held) so far."""
     engine = pipeline.engine
@@ -93,6 +99,8 @@ class SourceTally:
     lines: int = 0
     unparsed: int = 0
     skipped: int = 0
+    stamps: int = 0  # lines whose timestamp did not parse
+    stamps_seen: int = 0  # the running parser's own count when last read
     last_line_at: float | None = None  # wall time
     behind_since: float | None = None  # wall time a read first left lines for the next pass
     checkpoint: dict[str, Any] = field(default_factory=dict)  # the last one committed
@@ -130,6 +138,7 @@ class Tally:
             for source_id in checkpoints:
                 if source_id not in self._sources:
                     self._sources[source_id] = SourceTally(RateWindow(time.monotonic()))
+                self._sources[source_id].stamps_seen = stamp_failures(pipeline, source_id)
         self.committed(checkpoints)
 
     def retire(self) -> None:
@@ -156,10 +165,13 @@ class Tally:
         source = self._sources[source_id]  # attach() made it
         if lines and self._pipeline is not None:
             after = line_counts(self._pipeline)
+            stamps = stamp_failures(self._pipeline, source_id)
             with self._lock:
                 source.lines += lines
                 source.unparsed += after.unparsed - before.unparsed
                 source.skipped += after.skipped - before.skipped
+                source.stamps += stamps - source.stamps_seen
+            source.stamps_seen = stamps
             source.last_line_at = now
             source.rate.add(time.monotonic(), lines)
             self._counted = True
@@ -236,6 +248,12 @@ class Tally:
             self._persisted[kind, name] = total
         return json.dumps(snapshot, separators=(",", ":")), activity
 
+    def not_saved(self, activity: list[tuple[str, int, str, int]]) -> None:
+        """The commit that carried ``activity`` failed: count it into the next one."""
+        for kind, _bucket, name, delta in activity:
+            self._persisted[kind, name] -= delta
+        self._counted = True
+
 
 def _source_view(source: SourceTally, now: float, mono: float) -> dict[str, Any]:
     behind = source.behind_since
@@ -243,6 +261,7 @@ def _source_view(source: SourceTally, now: float, mono: float) -> dict[str, Any]
         "lines": source.lines,
         "unparsed": source.unparsed,
         "skipped": source.skipped,
+        "unparsed_timestamps": source.stamps,
         "lines_per_second": round(source.rate.rate(mono), 3),
         "lag_bytes": lag_bytes(source.checkpoint),
         "lag_seconds": 0.0 if behind is None else round(now - behind, 3),
