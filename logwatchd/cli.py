@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--source", required=True, help="source id")
     explain.add_argument("line", metavar="LINE", help="one log line")
 
-    status = command("status", "offsets, journal cursor, outbox depth and last errors")
+    status = command("status", "whether the daemon runs, and what it read, matched and delivered")
     status.add_argument("--state-dir", help="override daemon.state_dir")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
 

@@ -13,6 +13,7 @@ import contextlib
 import os
 import socket
 import socketserver
+import sqlite3
 import stat
 import threading
 import time
@@ -65,7 +66,7 @@ class DaemonCollector(Collector):
             reloads.add_metric([result], snap["reloads"].get(result, 0))
         yield reloads
 
-    def _outbox_metrics(self, handlers: list[str]) -> Iterable[Metric]:
+    def _outbox_metrics(self, handlers: list[str]) -> tuple[Metric, ...]:
         pending = GaugeMetricFamily(
             "logwatchd_outbox_pending", "Alerts waiting for delivery", labels=["handler"]
         )
@@ -83,9 +84,14 @@ class DaemonCollector(Collector):
             "logwatchd_actions_active", "Actions (such as bans) in force", labels=["handler"]
         )
         now = time.time()
-        with StateView(self._state_path) as view:
-            depth = view.outbox()
-            active = view.active_actions()
+        try:
+            with StateView(self._state_path) as view:
+                depth = view.outbox()
+                active = view.active_actions()
+        except (sqlite3.Error, OSError) as exc:
+            # the counts from memory are still worth a scrape: leave the outbox out this time
+            log.warning("metrics: cannot read the outbox", error=str(exc))
+            return ()
         for name in sorted(set(handlers) | set(depth)):
             entry = depth.get(name)
             pending.add_metric([name], entry.pending if entry else 0)
@@ -93,7 +99,7 @@ class DaemonCollector(Collector):
             oldest.add_metric([name], max(0.0, age))
             failed.add_metric([name], entry.failed if entry else 0)
             actions.add_metric([name], active.get(name, 0))
-        yield from (pending, oldest, failed, actions)
+        return (pending, oldest, failed, actions)
 
 
 def _source_metrics(sources: dict[str, dict[str, Any]]) -> Iterable[Metric]:

@@ -255,3 +255,17 @@ def test_timestamps_that_do_not_parse_are_counted_per_source(tmp_path):
     assert value(got, "logwatchd_timestamps_unparsed_total", source="app") == 2
     assert value(got, "logwatchd_lines_unparsed_total", source="app") == 0  # timed when read
     assert value(got, "logwatchd_matches_total", rule="brute-force") == 3
+
+
+def test_a_scrape_without_the_state_database_still_has_the_counts(tmp_path):
+    from prometheus_client import generate_latest
+    from structlog.testing import capture_logs
+
+    from logwatchd.metrics import DaemonCollector, build_registry
+    from logwatchd.service.tally import Tally
+
+    collector = DaemonCollector(Tally().snapshot, str(tmp_path / "gone" / "state.db"))
+    with capture_logs() as logs:
+        text = generate_latest(build_registry(collector)).decode()
+    assert "logwatchd_build_info" in text and "logwatchd_outbox_pending" not in text
+    assert [e["event"] for e in logs] == ["metrics: cannot read the outbox"]
