@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from logwatchd import __version__
 from logwatchd.errors import ConfigError, StateError
@@ -117,18 +118,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-def _dispatch(args: argparse.Namespace) -> int:
-    from logwatchd import commands
+# command -> the module under logwatchd.commands that runs it (a function of the same name);
+# only that module is imported, so the daemon's start does not load report or status code
+COMMANDS = {
+    "run": "run",
+    "check": "check",
+    "test": "replay",
+    "explain": "explain",
+    "status": "status",
+    "report": "report",
+    "state": "state",
+}
 
-    handler = {
-        "run": commands.run,
-        "check": commands.check,
-        "test": commands.test,
-        "explain": commands.explain,
-        "status": commands.status,
-        "report": commands.report,
-        "state": commands.state,
-    }[args.command]
+
+def _dispatch(args: argparse.Namespace) -> int:
+    module = importlib.import_module(f"logwatchd.commands.{COMMANDS[args.command]}")
+    handler: Callable[[argparse.Namespace], int] = getattr(module, args.command)
     return handler(args)
 
 

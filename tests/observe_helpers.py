@@ -3,6 +3,7 @@ it, and a scrape of ``/metrics``: shared by the metrics, status and report tests
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import http.client
 import random
@@ -10,11 +11,14 @@ import socket
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.daemon_helpers import DaemonProcess, read_jsonl, wait_for, write_config
 
 APP_REGEX = (
     r"^(?P<timestamp>\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) (?P<event_type>\w+) - IP: (?P<ip>\S+)"
@@ -136,6 +140,20 @@ def watch_config(
         "defaults": {"handlers": sorted(handlers)},
         "handlers": handlers,
     }
+
+
+@contextlib.contextmanager
+def attacked(tmp_path: Path, config: dict[str, Any], start: dt.datetime,
+             ) -> Iterator[tuple[DaemonProcess, AttackLog]]:  # fmt: skip
+    """A daemon on ``config`` that has read the attack written to ``logs/app.log`` and put
+    every alert into the alerts file."""
+    (tmp_path / "logs").mkdir()
+    attack = attack_log(start)
+    with DaemonProcess(write_config(tmp_path / "c.yaml", config)) as daemon:
+        daemon.wait_ready()
+        attack.write(tmp_path / "logs" / "app.log")
+        wait_for(lambda: len(read_jsonl(tmp_path / "alerts.jsonl")) == attack.alerts())
+        yield daemon, attack
 
 
 # --- /metrics -----------------------------------------------------------------------------

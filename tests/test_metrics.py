@@ -16,6 +16,7 @@ from tests.daemon_helpers import DaemonProcess, read_jsonl, wait_for, write_conf
 from tests.observe_helpers import (
     ATTACKERS,
     attack_log,
+    attacked,
     samples,
     scrape,
     scrape_unix,
@@ -92,12 +93,7 @@ def test_no_label_carries_a_value_from_a_log_line(tmp_path):
     """Cardinality stays bounded by the config: addresses are never labels."""
     metrics_port = free_port()
     config = watch_config(tmp_path, metrics=f"127.0.0.1:{metrics_port}")
-    (tmp_path / "logs").mkdir()
-    attack = attack_log(START)
-    with DaemonProcess(write_config(tmp_path / "c.yaml", config)) as daemon:
-        daemon.wait_ready()
-        attack.write(tmp_path / "logs" / "app.log")
-        wait_for(lambda: len(read_jsonl(tmp_path / "alerts.jsonl")) == attack.alerts())
+    with attacked(tmp_path, config, START):
         status, text = scrape(metrics_port)
     assert status == 200
     labels = {
@@ -165,12 +161,7 @@ def test_a_port_in_use_is_logged_and_the_daemon_still_watches(tmp_path):
         taken.listen()
         port = taken.getsockname()[1]
         config = watch_config(tmp_path, metrics=f"127.0.0.1:{port}")
-        (tmp_path / "logs").mkdir()
-        attack = attack_log(START)
-        with DaemonProcess(write_config(tmp_path / "c.yaml", config)) as daemon:
-            daemon.wait_ready()
-            attack.write(tmp_path / "logs" / "app.log")
-            wait_for(lambda: len(read_jsonl(tmp_path / "alerts.jsonl")) == attack.alerts())
+        with attacked(tmp_path, config, START) as (daemon, _):
             events = [e for e in daemon.log_events() if e.get("event") == "cannot serve metrics"]
             assert events and events[0]["listen"] == f"127.0.0.1:{port}"
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_helpers import DaemonProcess, read_jsonl, wait_for, write_config
-from tests.observe_helpers import attack_log, logwatchd, watch_config
+from tests.daemon_helpers import write_config
+from tests.observe_helpers import attack_log, attacked, logwatchd, watch_config
 
 START = dt.datetime(2026, 12, 1, 10, 0, 0)
 CHROMIUM = "/usr/bin/chromium"
@@ -136,14 +136,9 @@ def test_hostile_keys_are_text_in_the_page_and_the_charts(tmp_path):
 
 def test_the_report_from_the_state_database(tmp_path):
     now = dt.datetime.now(dt.UTC).replace(microsecond=0, tzinfo=None) - dt.timedelta(hours=1)
-    attack = attack_log(now)
-    config = write_config(tmp_path / "c.yaml", watch_config(tmp_path))
-    (tmp_path / "logs").mkdir()
-    with DaemonProcess(config) as daemon:
-        daemon.wait_ready()
-        attack.write(tmp_path / "logs" / "app.log")
-        wait_for(lambda: len(read_jsonl(tmp_path / "alerts.jsonl")) == attack.alerts())
+    with attacked(tmp_path, watch_config(tmp_path), now) as (daemon, attack):
         assert daemon.terminate() == 0
+    config = tmp_path / "c.yaml"
     text = logwatchd("report", "-c", str(config), "--since", "1d").stdout
     assert "state database" in text and "last 1d" in text
     assert f"{len(attack.lines)} lines read, {attack.unparsed} not parsed" in text
