@@ -152,7 +152,7 @@ def attacked(tmp_path: Path, config: dict[str, Any], start: dt.datetime,
     with DaemonProcess(write_config(tmp_path / "c.yaml", config)) as daemon:
         daemon.wait_ready()
         attack.write(tmp_path / "logs" / "app.log")
-        wait_for(lambda: len(read_jsonl(tmp_path / "alerts.jsonl")) == attack.alerts())
+        wait_for(lambda: len(read_jsonl(tmp_path / "alerts.jsonl")) == attack.alerts(), timeout=30)
         yield daemon, attack
 
 

@@ -162,8 +162,10 @@ def test_a_port_in_use_is_logged_and_the_daemon_still_watches(tmp_path):
         port = taken.getsockname()[1]
         config = watch_config(tmp_path, metrics=f"127.0.0.1:{port}")
         with attacked(tmp_path, config, START) as (daemon, _):
-            events = [e for e in daemon.log_events() if e.get("event") == "cannot serve metrics"]
-            assert events and events[0]["listen"] == f"127.0.0.1:{port}"
+            events = wait_for(
+                lambda: [e for e in daemon.log_events() if e.get("event") == "cannot serve metrics"]
+            )
+            assert events[0]["listen"] == f"127.0.0.1:{port}"
 
 
 def exported_names(tmp_path: Path) -> set[str]:
