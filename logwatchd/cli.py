@@ -21,15 +21,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Follow logs and the journal, match YAML rules, deliver alerts.",
     )
     parser.add_argument("--version", action="version", version=f"logwatchd {__version__}")
-    parser.add_argument(
-        "--log-format",
-        choices=["auto", "console", "json", "journal", "stderr"],
-        default="auto",
-        help="the daemon's own log: auto picks the journal under systemd, console on a terminal",
-    )
-    parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
-    )
+    _log_options(parser, "auto", "info")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -37,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "-c", "--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})"
         )
+        _log_options(sub)
         return sub
 
     run = command("run", "run the daemon in the foreground (systemd Type=notify)")
@@ -62,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("--execute", action="store_true", help="run the handlers for each alert")
 
     explain = command("explain", "show parsed fields and, rule by rule, what matched or failed")
-    explain.add_argument("--source", required=True, help="source id")
+    explain.add_argument("--source", help="source id (may be left out when there is one)")
     explain.add_argument("line", metavar="LINE", help="one log line")
 
     status = command("status", "whether the daemon runs, and what it read, matched and delivered")
@@ -88,12 +81,29 @@ def _parser() -> argparse.ArgumentParser:
         "-c", "--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})"
     )
     state_check.add_argument("--state-dir", help="override daemon.state_dir")
+    _log_options(state_check)
     state_check.add_argument(
         "--recover",
         action="store_true",
         help="keep every readable row in a fresh database; the damaged one is moved aside",
     )
     return parser
+
+
+def _log_options(
+    parser: argparse.ArgumentParser,
+    fmt: object = argparse.SUPPRESS,
+    level: object = argparse.SUPPRESS,
+) -> None:
+    """``--log-format``/``--log-level`` go before or after the command (``run --log-level
+    debug``); a subcommand's copy has no default, so it never undoes one given before it."""
+    parser.add_argument(
+        "--log-format",
+        choices=["auto", "console", "json", "journal", "stderr"],
+        default=fmt,
+        help="the daemon's own log: auto picks the journal under systemd, console on a terminal",
+    )
+    parser.add_argument("--log-level", default=level, choices=["debug", "info", "warning", "error"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

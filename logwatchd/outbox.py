@@ -40,10 +40,11 @@ JITTER = 0.1
 
 
 class InFlight:
-    """Alert ids being sent right now, per handler, for every Dispatcher in this process.
+    """Alert ids being sent right now, per handler, shared by the Dispatchers of one daemon.
 
     After a reload the old Dispatcher may still be finishing a send when the new one starts:
-    the new worker must not pick up the same rows, or the alert would go out twice.
+    the new worker must not pick up the same rows, or the alert would go out twice. The
+    daemon passes one InFlight to every Dispatcher it builds.
     """
 
     def __init__(self) -> None:
@@ -83,7 +84,6 @@ class InFlight:
             return lock
 
 
-IN_FLIGHT = InFlight()
 IDLE_WAIT = 60.0  # seconds a worker with an empty outbox sleeps unless notified
 
 
@@ -107,8 +107,10 @@ class Dispatcher:
         *,
         dry_run: bool = False,
         poll_interval: float = POLL_INTERVAL,
+        in_flight: InFlight | None = None,
     ) -> None:
         self.store_path = store_path
+        in_flight = in_flight or InFlight()
         self._handlers = handlers
         self._stopping = threading.Event()
         self._workers = [
@@ -120,6 +122,7 @@ class Dispatcher:
                 self._stopping,
                 dry_run=dry_run,
                 poll_interval=poll_interval,
+                in_flight=in_flight,
             )
             for name, handler in handlers.items()
         ]
@@ -190,8 +193,10 @@ class Worker(threading.Thread):
         *,
         dry_run: bool,
         poll_interval: float,
+        in_flight: InFlight,
     ) -> None:
         super().__init__(name=f"outbox-{handler.name}", daemon=True)
+        self._in_flight = in_flight
         self.handler = handler
         self.cfg = cfg
         self.stats = WorkerStats()
@@ -242,7 +247,7 @@ class Worker(threading.Thread):
         now = self._clock.now()
         batch = self.cfg.batch
         limit = batch.max if batch else CLAIM_LIMIT
-        items = IN_FLIGHT.claim(
+        items = self._in_flight.claim(
             self.handler.name, lambda: store.claim_due(self.handler.name, now, limit)
         )
         if not items:
@@ -277,7 +282,7 @@ class Worker(threading.Thread):
     def _send_each(self, store: StateStore, items: list[OutboxItem]) -> None:
         """One send per alert, each recorded at once: a kill -9 may repeat only the delivery
         that was in flight (SPEC 4), never a batch of already delivered ones."""
-        with IN_FLIGHT.holding(self.handler.name, items):
+        with self._in_flight.holding(self.handler.name, items):
             for item in items:
                 if self._stopping.is_set():
                     break
@@ -315,7 +320,7 @@ class Worker(threading.Thread):
             return
         first = self._held_since is None
         if first:
-            self._held_since = time.time()
+            self._held_since = self._clock.now()
             self._sent_at_hold = self.stats.sent
         self._held = held
         store.record_held_back(self.handler.name, held, self._held_since)
@@ -340,7 +345,7 @@ class Worker(threading.Thread):
             "rate-limited backlog delivered",
             handler=self.handler.name,
             delivered=self.stats.sent - self._sent_at_hold,
-            held_for=round(time.time() - self._held_since, 1),
+            held_for=round(self._clock.now() - self._held_since, 1),
         )
         self._held_since, self._held = None, 0
 
@@ -350,7 +355,7 @@ class Worker(threading.Thread):
         if self._stopping.is_set():
             return
         self._sends.append(self._clock.now())
-        with IN_FLIGHT.holding(self.handler.name, items):
+        with self._in_flight.holding(self.handler.name, items):
             error, seconds = self._attempt([item.alert for item in items])
             self._record(store, items, error, seconds)
 
@@ -363,7 +368,7 @@ class Worker(threading.Thread):
             return True, self._attempt([item.alert])
 
         self._sends.extend([self._clock.now()] * len(items))
-        with IN_FLIGHT.holding(self.handler.name, items):
+        with self._in_flight.holding(self.handler.name, items):
             with ThreadPoolExecutor(self._parallel) as pool:
                 results = list(pool.map(attempt, items))
             for item, (tried, outcome) in zip(items, results, strict=True):

@@ -299,9 +299,6 @@ class StateStore:
         ).fetchone()
         return None if row[0] is None else float(row[0])
 
-    def mark_done(self, item: OutboxItem, seconds: float | None = None) -> None:
-        self._set(item, "done", item.attempts + 1, None, None, seconds=seconds)
-
     def mark_done_many(self, items: Iterable[OutboxItem], seconds: float | None = None) -> None:
         """A whole digest in one transaction (one fsync instead of one per alert).
 

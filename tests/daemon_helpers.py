@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -44,6 +45,42 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
     return path
 
 
+APP_REGEX = r"^(?P<timestamp>\S+ \S+) (?P<event_type>\w+) - IP: (?P<ip>\S+)"
+BREACH = {"id": "breach", "match": {"field": "event_type", "equals": "Breach"}, "group_by": ["ip"]}
+
+
+def app_config(
+    tmp_path: Path,
+    *,
+    rules: list[dict[str, Any]] | None = None,
+    state: Path | None = None,
+    handler: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A daemon following ``tmp_path/app.log`` ("2026-11-26 10:00:00 Breach - IP: 1.2.3.4"
+    lines) with ``rules`` (every Breach, per ip), sending to the handler ``sink`` (a JSON-lines
+    file ``tmp_path/alerts.jsonl``), its state in ``state`` (``tmp_path/state``)."""
+    return {
+        "version": 1,
+        "daemon": {"state_dir": str(state or tmp_path / "state"), "commit_interval": "200ms"},
+        "sources": [
+            {"id": "app", "type": "file", "paths": [str(tmp_path / "app.log")], "parser": "app"}
+        ],
+        "parsers": {"app": {"regex": APP_REGEX, "time_format": "%Y-%m-%d %H:%M:%S"}},
+        "rules": rules or [BREACH],
+        "defaults": {"handlers": ["sink"]},
+        "handlers": {"sink": handler or {"type": "file", "path": str(tmp_path / "alerts.jsonl")}},
+    }
+
+
+def logwatchd(*args: str, stdin: str | None = None, timeout: float = 60) -> Any:
+    """``python -m logwatchd ARGS`` as a launcher outside systemd runs it; its outcome."""
+    env = {k: v for k, v in os.environ.items() if k not in ("INVOCATION_ID", "NOTIFY_SOCKET")}
+    return subprocess.run(
+        [sys.executable, "-m", "logwatchd", *args],
+        capture_output=True, text=True, input=stdin, timeout=timeout, env=env, check=False,
+    )  # fmt: skip
+
+
 class DaemonProcess:
     """``logwatchd run -c CONFIG`` with a private notify socket."""
 
@@ -78,6 +115,21 @@ class DaemonProcess:
     def has_message(self, text: str) -> bool:
         self._drain()
         return text in self.messages
+
+    def status(self) -> str:
+        """The daemon's latest notify STATUS text ("N lines read, ...")."""
+        self._drain()
+        return next((m[7:] for m in reversed(self.messages) if m.startswith("STATUS=")), "")
+
+    def wait_lines_read(self, count: int, timeout: float = 10.0) -> int:
+        """Until the STATUS says at least ``count`` lines were read; returns how many."""
+
+        def lines() -> int:
+            found = re.match(r"(\d+) lines read", self.status())
+            number = int(found.group(1)) if found else 0
+            return number if number >= count else 0
+
+        return int(wait_for(lines, timeout)) if count else 0
 
     def wait_ready(self, timeout: float = 15.0) -> None:
         def ready() -> bool:

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -116,14 +117,37 @@ handlers:
         self.log = self.logs / "app.log"
 
     def start(self) -> None:
+        """Start the daemon and return once it said READY=1 (its sources are open): a
+        scenario's first rotation must not come before the daemon follows the file, however
+        slowly it starts on a loaded machine."""
+        notify_path = self.root / f"notify-{self.kills}-{time.monotonic_ns()}"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(str(notify_path))
+        sock.settimeout(0.2)
         out = open(self.root / "daemon.log", "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "logwatchd", "run", "-c", str(self.conf)],
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env={**os.environ, "NOTIFY_SOCKET": str(notify_path)},
         )
         out.close()
+        try:
+            self._wait_ready(sock)
+        finally:
+            sock.close()
+
+    def _wait_ready(self, sock: socket.socket) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                if b"READY=1" in sock.recv(65536).split(b"\n"):
+                    return
+            except TimeoutError:
+                continue
+        raise AssertionError(f"daemon not ready (exit {self.proc.poll()})")
 
     def kill9(self) -> None:
         assert self.proc is not None

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from logwatchd.config.model import HandlerConfig
 from logwatchd.errors import ConfigError, DeliveryError, Mark
@@ -206,15 +207,29 @@ def test_template_error_names_the_handler_key() -> None:
     assert caught.value.key == "handlers.m.subject"
 
 
+def test_a_value_one_alert_lacks_renders_empty_and_is_logged_once() -> None:
+    box = Mailbox()
+    with smtp_server(box) as port, capture_logs() as logs:
+        mail = handler(port, marks={"subject": Mark("conf.yaml", 9)})
+        for n in range(3):  # the subject wants key.ip
+            mail.send([make_alert(n, key={"user": "root"})])
+    assert [m.message["Subject"] for m in box.snapshot()] == ["[high] ssh-bruteforce"] * 3
+    missing = [entry for entry in logs if entry["event"].startswith("a template value")]
+    assert [(e["handler"], e["field"], e["template"]) for e in missing] == [
+        ("mail-admin", "ip", "conf.yaml:9: handlers.mail-admin.subject")
+    ]
+
+
 def test_template_failing_on_one_alert_falls_back_and_still_delivers() -> None:
     box = Mailbox()
     with smtp_server(box) as port:
         mail = handler(port, marks={"subject": Mark("conf.yaml", 9)})
-        mail.send([make_alert(1, key={"user": "root"})])  # the subject wants key.ip
+        mail._subject = mail._templates.compile("{{ alert.count + 'x' }}", "conf.yaml:9: subj")
+        mail.send([make_alert(1, key={"user": "root"})])
     [got] = box.snapshot()
     assert got.message["Subject"] == "[high] ssh-bruteforce on web1"
     body = got.message.get_content()
-    note = "(the configured template failed: conf.yaml:9: handlers.mail-admin.subject: undefined"
+    note = "(the configured template failed: conf.yaml:9: subj: TypeError"
     assert body.startswith(note)
     assert "root" in body
 
@@ -234,3 +249,35 @@ def test_no_text_in_a_field_changes_the_header_set(text: str) -> None:
     )  # fmt: skip
     assert parsed["To"] == ", ".join(TO)
     assert "\n" not in str(parsed["Subject"]) and "\r" not in str(parsed["Subject"])
+
+
+def test_a_carriage_return_in_a_field_cannot_forge_lines_of_the_body(tmp_path: Path) -> None:
+    box = Mailbox()
+    template = tmp_path / "body.txt"
+    template.write_bytes(b"Rule: {{ alert.rule }}\r\nLine: {{ alert.event.raw }}\r\nEnd\r\n")
+    forged = "Failed password\rRule: harmless\u2028Count: 0"
+    with smtp_server(box) as port:
+        mail = handler(port)
+        mail.send([make_alert(1, raw=forged)])
+        crlf = HandlerConfig(
+            name="crlf",
+            type="email",
+            timeout=10,
+            settings={**mail_settings(port), "body": None, "body_file": str(template)},
+        )
+        build_handler(crlf, templates=Templates(), host=HOST).send(
+            [make_alert(2, raw="a CRLF file's line\r")]
+        )
+    first, second = (got.message.get_content().splitlines() for got in box.snapshot())
+    assert first == [
+        "5 x ssh-bruteforce; last line: Failed password\\rRule: harmless\\u2028Count: 0"
+    ]
+    assert second == ["Rule: ssh-bruteforce", "Line: a CRLF file's line", "End"]
+
+
+def mail_settings(port: int) -> dict[str, Any]:
+    return {
+        "smtp": {"host": "127.0.0.1", "port": port, "tls": "none"},
+        "from": "logwatchd@example.com",
+        "to": TO,
+    }

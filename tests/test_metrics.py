@@ -51,7 +51,7 @@ def test_counters_equal_what_was_written_and_the_outbox_holds_mail_while_smtp_is
                             result="delivered")  # fmt: skip
             return got if waiting and written == attack.alerts() else None
 
-        got = wait_for(outbox_full)
+        got = wait_for(outbox_full, timeout=30)
         assert value(got, "logwatchd_lines_total", source="app") == len(attack.lines)
         assert value(got, "logwatchd_lines_unparsed_total", source="app") == attack.unparsed
         assert value(got, "logwatchd_alerts_total", rule="brute-force") == sum(
@@ -74,7 +74,7 @@ def test_counters_equal_what_was_written_and_the_outbox_holds_mail_while_smtp_is
 
         mailbox = Mailbox()
         with smtp_server(mailbox, port=smtp_port):
-            wait_for(lambda: len(mailbox.snapshot()) == attack.alerts(), timeout=20)
+            wait_for(lambda: len(mailbox.snapshot()) == attack.alerts(), timeout=30)
 
             def drained() -> dict | None:
                 got = metrics_of(metrics_port)
@@ -82,7 +82,7 @@ def test_counters_equal_what_was_written_and_the_outbox_holds_mail_while_smtp_is
                 sent = value(got, "logwatchd_deliveries_total", handler="mail", result="delivered")
                 return got if waiting == 0 and sent == attack.alerts() else None
 
-            got = wait_for(drained)
+            got = wait_for(drained, timeout=30)
         assert value(got, "logwatchd_outbox_oldest_seconds", handler="mail") == 0
         assert value(got, "logwatchd_deliveries_total", handler="mail", result="retried") > 0
         assert value(got, "logwatchd_deliveries_total", handler="mail", result="failed") == 0

@@ -20,7 +20,7 @@ from logwatchd.clock import ManualClock, SystemClock
 from logwatchd.config.model import BatchConfig, HandlerConfig, RateLimit, RetryConfig
 from logwatchd.errors import DeliveryError
 from logwatchd.handlers import build_handler
-from logwatchd.outbox import CLAIM_LIMIT, Dispatcher, backoff
+from logwatchd.outbox import CLAIM_LIMIT, Dispatcher, InFlight, backoff
 from logwatchd.state import StateStore
 from logwatchd.templates import HostInfo, Templates
 from tests.smtp_helpers import PASSWORD, USER, Mailbox, free_port, make_certificate, smtp_server
@@ -474,11 +474,12 @@ def test_reload_while_a_send_is_in_flight_sends_it_once(tmp_path: Path) -> None:
 
     cfg = HandlerConfig(name="rec", type="log")
     old = Recording("rec", fail=blocking)
-    first = run_recording(db, old, cfg)
+    in_flight = InFlight()  # one per daemon, handed to every dispatcher it builds
+    first = run_recording(db, old, cfg, in_flight=in_flight)
     assert entered.wait(10)
     assert first.stop(0.1) is False  # the old send is still running when the new config starts
     new = Recording("rec")
-    second = run_recording(db, new, cfg)
+    second = run_recording(db, new, cfg, in_flight=in_flight)
     time.sleep(0.3)
     assert new.sends == []
     release.set()

@@ -50,7 +50,7 @@ def test_the_last_error_is_shown_until_a_later_delivery_succeeds(store, view):
     first, second = store.claim_due("mail", now=1e12)
     store.mark_retry(first, next_attempt=0, error="421 try later", seconds=0.5)
     assert view.handler_health()["mail"].current_error == "421 try later"
-    store.mark_done(second, seconds=0.25)
+    store.mark_done_many([second], seconds=0.25)
     health = view.handler_health()["mail"]
     assert health.current_error is None
     assert health.last_error == "421 try later"  # still known, only not current
@@ -65,7 +65,7 @@ def test_outbox_depth_counts_pending_and_the_oldest_per_handler(store, view):
     store.commit(alerts=[make_alert("a2")])
     depth = view.outbox()
     assert depth["mail"].pending == 2 and depth["log"].pending == 2
-    store.mark_done(store.claim_due("mail", now=1e12, limit=1)[0])
+    store.mark_done_many(store.claim_due("mail", now=1e12, limit=1))
     depth = view.outbox()
     assert depth["mail"].pending == 1 and depth["log"].pending == 2
     assert depth["mail"].oldest is not None and depth["log"].oldest is not None

@@ -38,7 +38,7 @@ def test_status_of_a_running_daemon_and_an_error_that_clears_after_a_success(tmp
             done = report["sources"]["app"].get("lines") == len(attack.lines)
             return report if done and mail.get("pending") == attack.alerts() else None
 
-        report = wait_for(counted, timeout=20)
+        report = wait_for(counted, timeout=30)
         assert report["running"] is True
         assert report["pid"] == daemon.proc.pid
         assert started - 15 < report["since"] <= started
@@ -57,7 +57,7 @@ def test_status_of_a_running_daemon_and_an_error_that_clears_after_a_success(tmp
 
         mailbox = Mailbox()
         with smtp_server(mailbox, port=smtp_port):
-            wait_for(lambda: len(mailbox.snapshot()) == attack.alerts(), timeout=20)
+            wait_for(lambda: len(mailbox.snapshot()) == attack.alerts(), timeout=30)
             report = wait_for(
                 lambda: (r := status_json(config))["outbox"]["mail"]["pending"] == 0 and r
             )

@@ -7,31 +7,34 @@ import glob
 import os
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC
+from typing import Any
 
+from logwatchd import natsconn
 from logwatchd.config import load
 from logwatchd.config.durations import format_duration
-from logwatchd.config.model import Config, HandlerConfig, ParserConfig
-from logwatchd.errors import ConfigError
+from logwatchd.config.model import Config, HandlerConfig, NatsConnection, ParserConfig
+from logwatchd.errors import ConfigError, DeliveryError
 from logwatchd.events import Line
-from logwatchd.fields import check_fields
+from logwatchd.fields import check_fields, template_shape
 from logwatchd.handlers import HostInfo, build_handler
 from logwatchd.parsers import build_parser
 from logwatchd.parsers.timeutil import parse_iso8601
-from logwatchd.templates import Templates, check_templates
+from logwatchd.templates import RuleShape, Templates, check_templates, sample_for
 
 FILE_SETTINGS = ("password_file", "body_file")
 
 
 def check(args: argparse.Namespace) -> int:
     config = load(args.config)
-    rendered = validate(config)
-    for warning in verify(config) + warnings(config):
+    verified = validate(config)
+    for warning in verified.warnings + warnings(config):
         print(f"warning: {warning}", file=sys.stderr)
     sys.stderr.flush()
     print(
         f"OK: {args.config}: {len(config.sources)} sources, {len(config.rules)} rules, "
-        f"{len(config.handlers)} handlers, {rendered} templates rendered, "
+        f"{len(config.handlers)} handlers, {verified.rendered} templates rendered, "
         f"{len(config.files)} files read"
     )
     print(f"rate limits: {rate_limits(config)}")
@@ -54,12 +57,22 @@ def rate_limits(config: Config) -> str:
     return "; ".join(parts)
 
 
-def verify(config: Config) -> list[str]:
-    """What the daemon, ``test`` and ``explain`` check too: each parser's example line parses
-    (timestamp included), rules name only fields their sources can produce. Raises
-    ConfigError; returns warnings."""
+@dataclass
+class Verified:
+    rendered: int  # templates rendered against sample alerts
+    warnings: list[str]
+
+
+def verify(config: Config) -> Verified:
+    """What the daemon (at start and reload), ``test`` and ``explain`` check too: each
+    parser's example line parses (timestamp included), rules and templates name only fields
+    their sources can produce, every template renders. Raises ConfigError."""
+    for index, source in enumerate(config.sources):
+        if source.type == "nats":
+            natsconn.require(source.mark, f"sources[{index}]")
     _check_examples(config)
-    return check_fields(config)
+    warnings = check_fields(config)
+    return Verified(_render_templates(config), warnings)
 
 
 def _check_examples(config: Config) -> None:
@@ -88,26 +101,62 @@ def _stamp_problem(parser: ParserConfig, stamp: str) -> str:
     return f"time_format {fmt!r} does not fit the example's timestamp {stamp!r}{hint}"
 
 
-def validate(config: Config) -> int:
-    """Everything ``load`` cannot know: templates against sample alerts, readable files."""
+def validate(config: Config) -> Verified:
+    """Everything ``load`` cannot know: ``verify``, and every file a handler reads is
+    readable and every handler builds."""
+    verified = verify(config)
     templates = Templates()
-    host = HostInfo.local()
-    rendered = 0
+    host = HostInfo.local(config.daemon.host)
     for handler in config.handlers.values():
         _check_files(handler)
-        for key_fields in _key_shapes(config, handler.name):
+        built = build_handler(handler, templates=templates, host=host)
+        if handler.type == "nats":
+            _check_subjects(handler, built, _key_shapes(config, handler.name))
+    return verified
+
+
+def _render_templates(config: Config) -> int:
+    """Every template of every handler, against a sample alert of each rule sending to it."""
+    templates = Templates()
+    host = HostInfo.local(config.daemon.host)
+    rendered = 0
+    for handler in config.handlers.values():
+        for shape in _rule_shapes(config, handler.name):
             rendered += check_templates(
                 handler.name,
                 handler.type,
                 handler.settings,
                 templates=templates,
                 host=host,
-                key_fields=key_fields,
+                key_fields=("ip",),
                 marks=handler.marks,
                 mark=handler.mark,
+                shape=shape,
             )
-        build_handler(handler, templates=templates, host=host)
     return rendered
+
+
+def _rule_shapes(config: Config, handler: str) -> list[RuleShape | None]:
+    """What the alerts of each rule that sends to this handler hold: each must render (the
+    rules of one shape once). None: no rule sends to it, render a generic sample."""
+    shapes: dict[tuple[object, ...], RuleShape] = {}
+    for rule in config.rules:
+        if handler in rule.handlers:
+            shape = template_shape(config, rule)
+            same = (rule.group_by, shape.event_fields, rule.sources)
+            shapes.setdefault(same, shape)
+    return list(shapes.values()) or [None]
+
+
+def _check_subjects(handler: HandlerConfig, built: Any, shapes: list[tuple[str, ...]]) -> None:
+    """A rendered subject must be one subject under logwatchd.> (it depends on the alert,
+    so this catches a template that is wrong for every alert, not a hostile key value)."""
+    for key_fields in shapes:
+        try:
+            built.subject(sample_for(key_fields))
+        except DeliveryError as exc:
+            mark = handler.marks.get("subject", handler.mark)
+            raise ConfigError(str(exc), mark, f"handlers.{handler.name}.subject") from None
 
 
 def _key_shapes(config: Config, handler: str) -> list[tuple[str, ...]]:
@@ -124,6 +173,9 @@ def _check_files(handler: HandlerConfig) -> None:
         (f"header_files.{name}", path)
         for name, path in (handler.settings.get("header_files") or {}).items()
     )
+    connection = handler.settings.get("connection")
+    if isinstance(connection, NatsConnection):
+        paths.extend(connection_files(connection))
     for key, path in paths:
         if path and not os.access(path, os.R_OK):
             raise ConfigError(
@@ -149,3 +201,14 @@ def warnings(config: Config) -> list[str]:
                 f"({', '.join(source.paths)}); it is followed once it appears"
             )
     return found
+
+
+def connection_files(conn: NatsConnection) -> list[tuple[str, str | None]]:
+    """(key, path) of the files a NATS connection reads: credentials and TLS."""
+    return [
+        ("creds_file", conn.creds_file),
+        ("nkey_file", conn.nkey_file),
+        ("tls.ca_file", conn.tls_ca_file),
+        ("tls.cert_file", conn.tls_cert_file),
+        ("tls.key_file", conn.tls_key_file),
+    ]

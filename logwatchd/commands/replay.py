@@ -49,10 +49,10 @@ def _lock_state(state_dir: str) -> contextlib.AbstractContextManager[object]:
 
 
 def _replay(args: argparse.Namespace, config: Config) -> int:
-    for warning in verify(config):
+    for warning in verify(config).warnings:
         print(f"warning: {warning}", file=sys.stderr)
     clock = ReplayClock()
-    engine, parsers = build_engine(config, clock, host=os.uname().nodename)
+    engine, parsers = build_engine(config, clock, host=config.daemon.host or os.uname().nodename)
     pipeline = Pipeline(engine, parsers, replay=clock)
     out = Output(args.json, sys.stdout)
     executor = Executor(config) if args.execute else None
@@ -112,7 +112,7 @@ def replay_file(
     want_matches: bool,
     limit: int,
 ) -> None:
-    matches: list[Any] | None = [] if want_matches else None
+    matches: list[Any] = []  # always collected: the summary counts them per rule
     reference = time.time() if name == "-" else os.stat(name).st_mtime
     progress = Progress(name)
     journal_text = source.parser == "journald"
@@ -140,8 +140,9 @@ def replay_file(
                 line = record_line(line) or line
             alerts = pipeline.handle(line, matches, prefiltered=not journal_text)
             if matches:
-                for match in matches:
-                    out.match(match, source.id, lineno)
+                if want_matches:
+                    for match in matches:
+                        out.match(match, source.id, lineno)
                 matches.clear()
             for alert in alerts:
                 out.alert(alert, lineno)
@@ -248,7 +249,7 @@ class Executor:
         from logwatchd.templates import Templates
 
         templates = Templates()
-        host = HostInfo.local()
+        host = HostInfo.local(config.daemon.host)
         self.handlers = {
             name: build_handler(cfg, templates=templates, host=host)
             for name, cfg in config.handlers.items()

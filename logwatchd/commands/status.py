@@ -64,7 +64,7 @@ def _sources(
     for source_id, (checkpoint, committed) in view.sources().items():
         entry = dict(counted.get(source_id, {}))
         entry.update(kept.get(source_id, {}))
-        entry["committed"] = committed
+        entry["state"], entry["updated"] = checkpoint, committed  # as committed, and when
         lag = lag_bytes(checkpoint)
         entry["lag_bytes"] = lag
         if not running:
@@ -72,6 +72,9 @@ def _sources(
             entry["lag_seconds"] = round(now - committed, 3) if lag else 0.0
         if "cursor" in checkpoint:
             entry["cursor"] = checkpoint["cursor"]
+        if "unacked" in checkpoint:  # a nats source: messages read, not yet acknowledged
+            entry["stream"] = checkpoint.get("stream")
+            entry["unacked"] = len(checkpoint["unacked"])
         entry["files"] = [
             {
                 "path": record.get("path"),
@@ -118,6 +121,9 @@ def render(report: dict[str, Any]) -> str:
             out.append(f"    {record['path']}: offset {record['offset']}, {where}")
         if "cursor" in entry:
             out.append(f"    journal cursor {entry['cursor']}")
+        if "unacked" in entry:
+            waiting = f"{entry['unacked']} messages awaiting acknowledgement"
+            out.append(f"    nats stream {entry['stream']}: {waiting}")
         stamps = entry.get("timestamp_unparsed")
         if stamps:
             out.append(
@@ -166,7 +172,6 @@ def _source_counts(entry: dict[str, Any]) -> str:
         f"{entry['lines']} lines ({entry['unparsed']} unparsed, {entry['skipped']} skipped "
         f"by the prefilter), {entry['lines_per_second']:.1f} lines/s over the last minute"
     )
-
     if entry["lag_bytes"] is not None or entry.get("lag_seconds"):
         text += f", lag {entry['lag_bytes'] or 0} bytes / {entry.get('lag_seconds', 0):g} s"
     return text

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
+import socket
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -50,9 +51,13 @@ class DaemonConfig:
     stat_interval: float = 1.0  # re-stat open files
     rescan_interval: float = 10.0  # re-expand globs
     shutdown_timeout: float = 10.0  # bound on draining in-flight handler work at SIGTERM
+    host: str | None = None  # names this host in alerts; None: the machine's short host name
     metrics_listen: ListenAddress | None = None  # off unless ``metrics: {listen: ...}``
     history: float = 30 * 86400.0  # alert and delivery history kept for ``report``
     mark: Mark = NOWHERE
+
+    def host_name(self) -> str:
+        return self.host or socket.gethostname().split(".")[0]
 
 
 # --- lists --------------------------------------------------------------------------------
@@ -72,15 +77,40 @@ class ListConfig:
 
 
 @dataclass(frozen=True)
+class NatsConnection:
+    """How to reach a NATS server or cluster (``nats`` handlers and sources)."""
+
+    servers: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+    creds_file: str | None = None  # a .creds file (user JWT and nkey seed)
+    nkey_file: str | None = None  # a file holding an nkey seed (SU...)
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None  # a client certificate (with tls_key_file)
+    tls_key_file: str | None = None
+
+
+@dataclass(frozen=True)
+class NatsSourceConfig:
+    """``type: nats``: durable pull consumers on a JetStream stream, one per subject."""
+
+    connection: NatsConnection
+    stream: str
+    subjects: tuple[str, ...]
+    durable: str
+    batch: int = 256  # messages per fetch
+    ack_wait: float = 30.0  # a message not acknowledged this long after delivery comes again
+
+
+@dataclass(frozen=True)
 class SourceConfig:
     id: str
-    type: Literal["file", "journald", "stdin"]
+    type: Literal["file", "journald", "stdin", "nats"]
     parser: str  # a builtin parser name or an id under ``parsers``
     paths: tuple[str, ...] = ()  # file: absolute globs
     start_at: Literal["end", "beginning"] = "end"
     match: tuple[str, ...] = ()  # journald: FIELD=value terms, OR'ed
     journal_directory: str | None = None  # journald: this directory, not the system journal
     journal_files: tuple[str, ...] = ()  # journald: read these journal files
+    nats: NatsSourceConfig | None = None  # nats: the stream, subjects and consumer
     mark: Mark = NOWHERE
 
 
@@ -291,11 +321,13 @@ class HandlerConfig:
       body (template str|None), format ("json"|"alertmanager")
     - file: path (str), mode (int, file permission bits)
     - log: (nothing)
+    - nats: connection (NatsConnection), stream (str), subject (template str),
+      duplicate_window, max_age (seconds), replicas (int)
     ``marks`` maps each key given in YAML (e.g. "subject", "argv[2]") to its Mark.
     """
 
     name: str
-    type: Literal["email", "command", "webhook", "file", "log"]
+    type: Literal["email", "command", "webhook", "file", "log", "nats"]
     timeout: float = 30.0
     retry: RetryConfig = RetryConfig()
     rate_limit: RateLimit | None = None

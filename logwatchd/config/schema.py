@@ -12,7 +12,7 @@ import re
 import zoneinfo
 from collections.abc import Collection, Iterable
 
-from logwatchd.config import nodes
+from logwatchd.config import nodes, schema_nats
 from logwatchd.config.loader import Layer
 from logwatchd.config.model import (
     Config,
@@ -28,6 +28,7 @@ from logwatchd.config.schema_handlers import handlers_section
 from logwatchd.config.schema_rules import RuleContext, names, rules_section
 
 ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
+HOST_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 
 MAIN_KEYS = (
     "version",
@@ -51,6 +52,7 @@ DAEMON_KEYS = (
     "stat_interval",
     "rescan_interval",
     "shutdown_timeout",
+    "host",
     "metrics",
     "history",
 )
@@ -59,6 +61,7 @@ SOURCE_KEYS = {
     "file": ("id", "type", "parser", "paths", "start_at"),
     "journald": ("id", "type", "parser", "match", "directory", "files", "start_at"),
     "stdin": ("id", "type", "parser"),
+    "nats": schema_nats.SOURCE_KEYS,
 }
 PARSER_KEYS = ("regex", "time_format", "types", "example")
 FIELD_TYPES = ("str", "int", "float", "ip")
@@ -81,7 +84,9 @@ def build_config(layers: list[Layer]) -> Config:
     parsers = {pid: _parser(pid, node) for pid, node in named_entries(top, "parsers", "parser")}
     handlers = handlers_section(named_entries(top, "handlers", "handler"))
     defaults = _default_handlers(top[0].get("defaults"), handlers)
-    sources = _sources(listed_entries(top, "sources", "source"), parsers, top[0].node)
+    sources = _sources(
+        listed_entries(top, "sources", "source"), parsers, top[0].node, daemon.host_name()
+    )
     context = RuleContext(
         lists=lists,
         sources={src.id for src in sources},
@@ -203,6 +208,8 @@ def _daemon(node: Node | None) -> DaemonConfig:
             values[key] = nodes.duration(item, positive=True)
     if (item := entries.get("shutdown_timeout")) is not None:
         values["shutdown_timeout"] = nodes.duration(item)
+    if (item := entries.get("host")) is not None:
+        values["host"] = _host(item)
     if (item := entries.get("metrics")) is not None:
         values["metrics_listen"] = _metrics_listen(item)
     if (item := entries.get("history")) is not None:
@@ -228,6 +235,17 @@ def _metrics_listen(node: Node) -> ListenAddress | None:
             "(use 127.0.0.1:9101, [::1]:9101 or unix:/run/logwatchd/metrics.sock)"
         )
     return ListenAddress(host=host, port=int(port))
+
+
+def _host(node: Node) -> str:
+    """One token of a NATS subject and of alert ids: no dots, spaces or wildcards."""
+    name = nodes.string(node)
+    if not HOST_RE.fullmatch(name):
+        raise node.error(
+            f"\"{name}\" is not a host name here: letters, digits, '-' and '_', "
+            "at most 63 (the short name, without the domain)"
+        )
+    return name
 
 
 def _timezone(node: Node) -> str:
@@ -303,15 +321,15 @@ def _parser(parser_id: str, node: Node) -> ParserConfig:
 
 
 def _sources(
-    entries: list[Node], parsers: dict[str, ParserConfig], main: Node
+    entries: list[Node], parsers: dict[str, ParserConfig], main: Node, host: str
 ) -> list[SourceConfig]:
     if not entries:
         raise main.error("no sources: declare at least one under 'sources'")
     known = builtin_parsers() | set(parsers)
-    return [_source(entry, known) for entry in entries]
+    return [_source(entry, known, host) for entry in entries]
 
 
-def _source(node: Node, known_parsers: frozenset[str] | set[str]) -> SourceConfig:
+def _source(node: Node, known_parsers: frozenset[str] | set[str], host: str) -> SourceConfig:
     type_node = nodes.Mapping(node, node.value).need("type")
     kind = nodes.choice(type_node, tuple(SOURCE_KEYS))
     entries = nodes.mapping(node, SOURCE_KEYS[kind], required=("id", "type"))
@@ -322,6 +340,8 @@ def _source(node: Node, known_parsers: frozenset[str] | set[str]) -> SourceConfi
         values["paths"] = tuple(_resolved(entries.need("paths")))
     elif kind == "journald":
         values.update(_journald(entries))
+    elif kind == "nats":
+        values["nats"] = schema_nats.source_settings(entries, source_id, host)
     if (item := entries.get("start_at")) is not None:
         values["start_at"] = nodes.choice(item, ("end", "beginning"))
     return SourceConfig(source_id, kind, parser, mark=node.mark, **values)  # type: ignore[arg-type]
@@ -332,6 +352,8 @@ def _source_parser(entries: nodes.Mapping, kind: str, known: frozenset[str] | se
     if item is None:
         if kind == "journald":
             return "journald"
+        if kind == "nats":
+            return "alert"
         raise entries.node.error("missing required key 'parser' (a builtin or a parsers id)")
     name = nodes.string(item)
     if name not in known:

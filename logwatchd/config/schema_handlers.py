@@ -23,6 +23,8 @@ from logwatchd.config.model import (
 )
 from logwatchd.config.nodes import Node, Settings, template
 from logwatchd.config.schema_email import email_settings
+from logwatchd.config.schema_nats import HANDLER_KEYS as NATS_KEYS
+from logwatchd.config.schema_nats import handler_settings as nats_settings
 
 COMMON_KEYS = ("type", "timeout", "retry", "rate_limit")
 TYPE_KEYS: dict[str, tuple[str, ...]] = {
@@ -31,6 +33,7 @@ TYPE_KEYS: dict[str, tuple[str, ...]] = {
     "webhook": ("url", "method", "headers", "header_files", "body", "format"),
     "file": ("path", "mode"),
     "log": (),
+    "nats": NATS_KEYS,
 }
 BATCHING_TYPES = ("email", "webhook")
 # A flood of log lines must not become a flood of mails or commands: the limits that apply
@@ -41,6 +44,8 @@ DEFAULT_RATE_LIMITS = {
     "command": RateLimit(60, 60.0),  # the overflow waits in the outbox, one run per free slot
 }
 TEMPLATE_MARKERS = ("{{", "{%", "{#")
+# A NATS outage is routine for a fleet: keep retrying for about a week, at most a minute apart.
+NATS_RETRY = RetryConfig(max_attempts=10_080, backoff=1.0, max_backoff=60.0)
 
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -65,6 +70,8 @@ def handler(name: str, node: Node) -> HandlerConfig:
     allowed = COMMON_KEYS + (("batch",) if kind in BATCHING_TYPES else ()) + TYPE_KEYS[kind]
     entries = nodes.mapping(node, allowed, required=("type",))
     common = _common(entries, kind)
+    if kind == "nats":
+        common.setdefault("retry", NATS_RETRY)
     settings = Settings()
     settings.marks.update((key, entry.mark) for key, entry in entries.entries.items())
     _TYPE_READERS[kind](entries, settings, common.get("timeout", 30.0))
@@ -262,4 +269,5 @@ _TYPE_READERS = {
     "webhook": _webhook,
     "file": _file,
     "log": _log,
+    "nats": nats_settings,
 }

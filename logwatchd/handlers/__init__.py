@@ -44,7 +44,7 @@ class Handler(Protocol):
 
 def build_handler(cfg: HandlerConfig, *, templates: Templates, host: HostInfo) -> Handler:
     """Build the handler; template sources are compiled here, once. Raises ConfigError."""
-    from logwatchd.handlers import command, email, file, log, webhook
+    from logwatchd.handlers import command, email, file, log, nats, webhook
 
     builders: dict[str, Any] = {
         "email": email.EmailHandler,
@@ -52,6 +52,7 @@ def build_handler(cfg: HandlerConfig, *, templates: Templates, host: HostInfo) -
         "webhook": webhook.WebhookHandler,
         "file": file.FileHandler,
         "log": log.LogHandler,
+        "nats": nats.NatsHandler,
     }
     builder = builders.get(cfg.type)
     if builder is None:
@@ -60,13 +61,19 @@ def build_handler(cfg: HandlerConfig, *, templates: Templates, host: HostInfo) -
     return handler
 
 
-def compile_setting(cfg: HandlerConfig, templates: Templates, key: str, source: str) -> Template:
-    """Compile one template of a handler, turning a syntax error into a ConfigError."""
+def compile_setting(
+    cfg: HandlerConfig, templates: Templates, key: str, source: str, *, lenient: bool = False
+) -> Template:
+    """Compile one template of a handler, turning a syntax error into a ConfigError.
+
+    ``lenient``: a value one alert lacks renders as nothing (logged once per field) instead
+    of failing: for text a person reads, never for a command's arguments.
+    """
     path = f"handlers.{cfg.name}.{key}"
     mark = cfg.marks.get(key, cfg.mark)
     try:
         # the label carries the Mark, so a render failure at run time names file and line
-        return templates.compile(source, f"{mark}: {path}")
+        return templates.compile(source, f"{mark}: {path}", owner=cfg.name if lenient else None)
     except TemplateError as exc:
         raise ConfigError(exc.message, mark, path) from None
 

@@ -8,6 +8,7 @@ nothing rendered from log data can add one. Rendered header values lose control 
 from __future__ import annotations
 
 import hashlib
+import re
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -40,6 +41,21 @@ DEFAULT_BODY = (
 )
 SUBJECT_LIMIT = 250
 _CONTROL_IN_BODY = str.maketrans(dict.fromkeys([*range(0, 9), 11, 12, *range(14, 32), 127], " "))
+_BREAKS_IN_VALUE = re.compile("[\r\x85\u2028\u2029]")
+
+
+def one_line_value(value: object) -> object:
+    """Jinja ``finalize`` for bodies: a value from the alert cannot start a line of the mail.
+
+    The mail is sent with CRLF line ends, and a bare CR in a field would end a line there, so
+    a log line could forge lines of its own ("Rule: harmless"). A CR that ends a value (a line
+    from a CRLF file) is dropped; any other is shown as ``\\r``. A newline inside a value is
+    kept (a JSON log's multi-line message; ``tojson(indent=2)``), and the template's own text
+    is not touched.
+    """
+    if not isinstance(value, str):
+        return value
+    return _BREAKS_IN_VALUE.sub(lambda m: repr(m[0])[1:-1], value.removesuffix("\r"))
 
 
 class EmailHandler:
@@ -69,12 +85,13 @@ class EmailHandler:
                     cfg.marks.get("body_file", cfg.mark),
                     f"handlers.{cfg.name}.body_file",
                 ) from None
-        self._subject = compile_setting(
-            cfg, templates, "subject", settings.get("subject") or DEFAULT_SUBJECT
-        )
-        self._body = compile_setting(cfg, templates, "body", body_source or DEFAULT_BODY)
+        subject = settings.get("subject") or DEFAULT_SUBJECT
+        self._subject = compile_setting(cfg, templates, "subject", subject, lenient=True)
+        bodies = Templates(finalize=one_line_value)
+        body = body_source or DEFAULT_BODY
+        self._body = compile_setting(cfg, bodies, "body", body, lenient=True)
         self._fallback_subject = templates.compile(DEFAULT_SUBJECT, "builtin subject")
-        self._fallback_body = templates.compile(DEFAULT_BODY, "builtin body")
+        self._fallback_body = bodies.compile(DEFAULT_BODY, "builtin body")
         self._context = self._tls_context()
 
     # --- building the message ------------------------------------------------------------

@@ -58,14 +58,14 @@ class WebhookHandler:
         self._method = str(settings.get("method") or "POST").upper()
         self._format = settings.get("format") or "json"
         self._headers: dict[str, Template] = {
-            str(name): compile_setting(cfg, templates, f"headers.{name}", str(source))
+            str(name): compile_setting(cfg, templates, f"headers.{name}", str(source), lenient=True)
             for name, source in (settings.get("headers") or {}).items()
         }
         self._header_files = {
             str(k): str(v) for k, v in (settings.get("headers_files") or {}).items()
         }
         body = settings.get("body")
-        self._body = compile_setting(cfg, templates, "body", body) if body else None
+        self._body = compile_setting(cfg, templates, "body", body, lenient=True) if body else None
         self._opener = urllib.request.build_opener(_NoRedirect)
 
     def payload(self, alerts: list[dict[str, Any]]) -> tuple[bytes, str]:

@@ -347,7 +347,7 @@ class Engine:
         first_seen, first_origin = firing.first
         cfg = rule.cfg
         return Alert(
-            id=alert_id(rule.id, keyed, first_origin),
+            id=alert_id(rule.id, keyed, first_origin, self._host),
             rule=rule.id,
             severity=cfg.severity,
             tags=list(cfg.tags),

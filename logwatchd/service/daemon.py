@@ -23,7 +23,7 @@ from logwatchd.clock import Clock, SystemClock
 from logwatchd.config.model import Config, DaemonConfig, ListenAddress, SourceConfig
 from logwatchd.errors import ConfigError
 from logwatchd.handlers import HostInfo, build_handler
-from logwatchd.outbox import Dispatcher
+from logwatchd.outbox import Dispatcher, InFlight
 from logwatchd.pipeline import Pipeline, build_engine
 from logwatchd.service import notify
 from logwatchd.service.stamps import StampWatch
@@ -42,6 +42,7 @@ log = structlog.get_logger("logwatchd")
 
 MAX_BATCH = 20_000  # lines per source per pass, so one busy file cannot starve the others
 STATUS_INTERVAL = 5.0
+STATUS_SOON = 0.25  # committed lines are reported this soon (tests and `systemctl status` wait)
 IDLE_COMMIT = 60.0
 PRUNE_INTERVAL = 3600.0  # delivered outbox rows older than the retention are dropped hourly
 
@@ -56,8 +57,10 @@ class Counters:
 class Wiring:
     """Everything built from one config: sources, pipeline, handlers, dispatcher."""
 
-    def __init__(self, config: Config, store: StateStore, clock: Clock) -> None:
-        host = HostInfo.local()
+    def __init__(
+        self, config: Config, store: StateStore, clock: Clock, in_flight: InFlight
+    ) -> None:
+        host = HostInfo.local(config.daemon.host)
         self.config = config
         engine, parsers = build_engine(config, clock, host.name)
         digests = {rule.id: rule.digest() for rule in config.rules}
@@ -80,7 +83,12 @@ class Wiring:
             for name, cfg in config.handlers.items()
         }
         self.dispatcher = Dispatcher(
-            store.path, handlers, config.handlers, clock, dry_run=config.daemon.dry_run
+            store.path,
+            handlers,
+            config.handlers,
+            clock,
+            dry_run=config.daemon.dry_run,
+            in_flight=in_flight,
         )
 
     def start(self, wake: threading.Event, tally: Tally) -> None:
@@ -91,6 +99,16 @@ class Wiring:
 
     def checkpoints(self) -> dict[str, dict[str, Any]]:
         return {source.id: source.checkpoint() for source in self.sources}
+
+    def committed(self) -> None:
+        """Tell the sources that acknowledge upstream (NATS) that their checkpoint is stored."""
+        for source in self.sources:
+            hook = getattr(source, "committed", None)
+            if hook is not None:
+                try:
+                    hook()
+                except Exception:
+                    log.exception("source commit hook failed", source=source.id)
 
     def stop_sources(self) -> None:
         for source in self.sources:
@@ -116,6 +134,7 @@ class Daemon:
         self.clock = clock or SystemClock()
         self._initial = config
         self._wake = threading.Event()
+        self._in_flight = InFlight()  # sends of the old dispatcher a reload must not repeat
         self._stop = False
         self._reload = False
         self._counters = Counters()
@@ -126,6 +145,7 @@ class Daemon:
         # what the last commit could not write (disk full): retried before anything is read
         self._unsaved: tuple[dict[str, dict[str, Any]], RuleChanges, list[Alert]] | None = None
         self._retry_at = 0.0
+        self._report_due = False  # lines were committed that no STATUS reported yet
         self._writes = WriteRetry("state database commit", self.clock)
 
     # --- signals ----------------------------------------------------------------------
@@ -141,10 +161,6 @@ class Daemon:
 
     def _on_reload(self, signum: int, frame: object) -> None:
         self._reload = True
-        self._wake.set()
-
-    def request_stop(self) -> None:
-        self._stop = True
         self._wake.set()
 
     # --- life cycle -------------------------------------------------------------------
@@ -164,7 +180,7 @@ class Daemon:
             store.close()
             raise damaged(store.path, problems[0])
         first_run = store.is_new()
-        wiring = Wiring(config, store, self.clock)
+        wiring = Wiring(config, store, self.clock, self._in_flight)
         wiring.start(self._wake, self._tally)
         self._commit_status(store)  # status: running since now
         self._serve_metrics(config.daemon.metrics_listen, store.path)
@@ -187,12 +203,12 @@ class Daemon:
     def _loop(self, wiring: Wiring, store: StateStore) -> Wiring:
         last_commit = last_status = last_ping = self.clock.monotonic()
         last_prune = last_commit - PRUNE_INTERVAL
-        committed_lines = self._counters.lines
+        committed_lines = reported_lines = self._counters.lines
         ping_every = notify.watchdog_interval()
         commit_every = wiring.config.daemon.commit_interval
         wait = min(wiring.config.daemon.stat_interval, 1.0)
         while not self._stop:
-            self._wake.wait(wait)
+            self._wake.wait(self._timeout(wait, last_commit + commit_every, committed_lines))
             self._wake.clear()
             busy = False
             if self._unsaved is None:  # else nothing more is read until that commit is in
@@ -215,9 +231,11 @@ class Daemon:
             if ping_every and now - last_ping >= ping_every:
                 notify.watchdog_ping()
                 last_ping = now
-            if now - last_status >= STATUS_INTERVAL:
+            fresh = committed_lines != reported_lines and now - last_status >= STATUS_SOON
+            if fresh or now - last_status >= STATUS_INTERVAL:
                 notify.status(self._status_text(store))
-                last_status = now
+                last_status, reported_lines = now, committed_lines
+            self._report_due = committed_lines != reported_lines
             if now - last_prune >= PRUNE_INTERVAL:
                 self._prune(store, wiring.config.daemon.history)
                 last_prune = now
@@ -226,6 +244,17 @@ class Daemon:
                 wiring = self._reload_config(wiring, store)
                 commit_every = wiring.config.daemon.commit_interval
         return wiring
+
+    def _timeout(self, wait: float, commit_at: float, committed_lines: int) -> float:
+        """How long the loop may sleep: lines read are committed on time, and reported soon."""
+        now = self.clock.monotonic()
+        if self._unsaved is not None:
+            return max(0.0, min(wait, self._retry_at - now))
+        if self._counters.lines != committed_lines:
+            wait = min(wait, commit_at - now)
+        if self._report_due:
+            wait = min(wait, STATUS_SOON)
+        return max(0.0, wait)
 
     def _read(self, wiring: Wiring) -> bool:
         """One pass over the sources; True when some source had more than a batch ready."""
@@ -283,6 +312,7 @@ class Daemon:
             return False
         self._unsaved = None
         self._writes.succeeded()
+        wiring.committed()
         self._tally.committed(sources)
         try:
             wiring.stamps.report(store, self.clock.monotonic())
@@ -333,13 +363,13 @@ class Daemon:
         wiring.dispatcher.stop(wiring.config.daemon.shutdown_timeout)
         self._tally.retire()
         try:
-            fresh = Wiring(config, store, self.clock)
+            fresh = Wiring(config, store, self.clock, self._in_flight)
             fresh.start(self._wake, self._tally)
             self._tally.reloads["ok"] += 1
         except Exception as exc:
             log.exception("reload failed while starting, restarting the old config", error=str(exc))
             self._tally.reloads["failed"] += 1
-            fresh = Wiring(wiring.config, store, self.clock)
+            fresh = Wiring(wiring.config, store, self.clock, self._in_flight)
             fresh.start(self._wake, self._tally)
         self._serve_metrics(fresh.config.daemon.metrics_listen, store.path)
         log.info("reloaded", config=self.config_path, rules=len(fresh.config.rules))
@@ -443,4 +473,8 @@ def build_source(
         )
     if config.type == "journald":
         return JournalSource(config, saved=saved, clock=clock, max_line_bytes=daemon.max_line_bytes)
+    if config.type == "nats":
+        from logwatchd.sources.nats import NatsSource
+
+        return NatsSource(config, saved=saved, clock=clock, host=daemon.host_name())
     return StdinSource(config, clock=clock, max_line_bytes=daemon.max_line_bytes)
