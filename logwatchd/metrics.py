@@ -29,6 +29,7 @@ from prometheus_client.exposition import MetricsHandler
 from prometheus_client.registry import Collector
 
 from logwatchd.config.model import ListenAddress
+from logwatchd.errors import StateError
 from logwatchd.state_view import StateView
 
 log = structlog.get_logger("logwatchd.metrics")
@@ -88,7 +89,7 @@ class DaemonCollector(Collector):
             with StateView(self._state_path) as view:
                 depth = view.outbox()
                 active = view.active_actions()
-        except (sqlite3.Error, OSError) as exc:
+        except (StateError, sqlite3.Error, OSError) as exc:
             # the counts from memory are still worth a scrape: leave the outbox out this time
             log.warning("metrics: cannot read the outbox", error=str(exc))
             return ()

@@ -14,6 +14,8 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
+from logwatchd.state_health import state_error
+
 BUSY_TIMEOUT = 5.0
 
 
@@ -69,6 +71,7 @@ class StateView:
     def __init__(self, path: str) -> None:
         if not os.path.exists(path):
             raise FileNotFoundError(path)
+        self.path = path
         uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro"
         self._db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT)
 
@@ -89,9 +92,11 @@ class StateView:
         try:
             return self._db.execute(sql, args).fetchall()
         except sqlite3.OperationalError as exc:
-            if "no such table" not in str(exc):
-                raise
-            return []
+            if "no such table" in str(exc):
+                return []
+            raise state_error(self.path, exc) from None
+        except sqlite3.DatabaseError as exc:  # a damaged file: one line, not a traceback
+            raise state_error(self.path, exc) from None
 
     # --- what the daemon wrote about itself ---------------------------------------------
 
