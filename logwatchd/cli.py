@@ -1,4 +1,4 @@
-"""The command line: run, check, test, explain, status (SPEC section 2)."""
+"""The command line: run, check, test, explain, status, actions (SPEC section 2)."""
 
 from __future__ import annotations
 
@@ -72,6 +72,18 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--state-dir", help="override daemon.state_dir")
     report.add_argument("--source", help="with FILEs: the source whose parser and rules apply")
 
+    actions = command("actions", "list the active actions (bans) and revert them")
+    actions.add_argument("--state-dir", help="override daemon.state_dir")
+    actions.add_argument("--json", action="store_true", help="print the list as JSON")
+    verbs = actions.add_subparsers(dest="actions_command", metavar="[revert]", required=False)
+    revert = verbs.add_parser("revert", help="undo now: HANDLER KEY, or --all")
+    revert.add_argument("handler", nargs="?", help="handler name, e.g. ban")
+    revert.add_argument("key", nargs="?", help="the key, e.g. an address (one inside a /64 too)")
+    revert.add_argument("--all", action="store_true", help="every active action of every handler")
+    # also accepted after `revert`; SUPPRESS keeps the value given before it
+    revert.add_argument("-c", "--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    revert.add_argument("--state-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
     state = commands.add_parser("state", help="the state database: check, recover")
     state_commands = state.add_subparsers(dest="state_command", required=True, metavar="COMMAND")
     state_check = state_commands.add_parser(
@@ -137,6 +149,7 @@ COMMANDS = {
     "explain": "explain",
     "status": "status",
     "report": "report",
+    "actions": "actions",
     "state": "state",
 }
 

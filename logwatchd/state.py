@@ -48,6 +48,12 @@ CREATE TABLE IF NOT EXISTS source_counts (
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (handler, status, next_attempt);
 CREATE INDEX IF NOT EXISTS outbox_status ON outbox (status, updated);
 CREATE INDEX IF NOT EXISTS outbox_order ON outbox (handler, status, created);
+CREATE TABLE IF NOT EXISTS actions (
+    handler TEXT NOT NULL, key TEXT NOT NULL, alert_id TEXT NOT NULL, alert TEXT NOT NULL,
+    since REAL NOT NULL, until REAL NOT NULL, duration REAL NOT NULL, times INTEGER NOT NULL,
+    state TEXT NOT NULL, forget REAL NOT NULL, PRIMARY KEY (handler, key));
+CREATE INDEX IF NOT EXISTS actions_due ON actions (state, until);
+CREATE INDEX IF NOT EXISTS actions_forget ON actions (state, forget);
 CREATE TABLE IF NOT EXISTS alert_history (
     alert_id TEXT PRIMARY KEY, rule TEXT NOT NULL, source TEXT NOT NULL, severity TEXT NOT NULL,
     key TEXT NOT NULL, count INTEGER NOT NULL, suppressed INTEGER NOT NULL,
@@ -91,6 +97,13 @@ class RuleChanges(Protocol):
 
     upserts: list[tuple[str, str, str]]  # (rule, key_json, state_json)
     deletes: list[tuple[str, str]]  # (rule, key_json)
+
+
+class ActionRecorder(Protocol):
+    """Queues the rows of a handler that acts and undoes (``actions.Recorder``), inside the
+    commit's transaction, so an action is recorded together with its outbox row."""
+
+    def queue(self, db: sqlite3.Connection, alert: Alert, now: float) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +175,14 @@ class StateStore:
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
 
+    # For modules that keep their own tables in this database (actions.py).
+    @property
+    def db(self) -> sqlite3.Connection:
+        return self._db
+
+    def transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
     # --- sources ----------------------------------------------------------------------
 
     def is_new(self) -> bool:
@@ -211,6 +232,7 @@ class StateStore:
         sources: Mapping[str, dict[str, Any]] | None = None,
         rules: RuleChanges | None = None,
         alerts: Iterable[Alert] = (),
+        acting: Mapping[str, ActionRecorder] | None = None,
         *,
         status: str | None = None,
         activity: Iterable[tuple[str, int, str, int]] = (),
@@ -235,7 +257,7 @@ class StateStore:
             if rules is not None:
                 self._write_rules(rules)
             for alert in alerts:
-                queued += self._queue(alert, now)
+                queued += self._queue(alert, now, acting or {})
             if status is not None:
                 self._db.execute(
                     "INSERT INTO meta (key, value) VALUES ('status', ?) "
@@ -258,16 +280,14 @@ class StateStore:
         )
         self._db.executemany("DELETE FROM rule_keys WHERE rule = ? AND key = ?", rules.deletes)
 
-    def _queue(self, alert: Alert, now: float) -> int:
+    def _queue(self, alert: Alert, now: float, acting: Mapping[str, ActionRecorder]) -> int:
         payload = json.dumps(alert.to_dict(), separators=(",", ":"))
         queued = 0
         for handler in alert.handlers:
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO outbox (alert_id, handler, rule, alert, created, "
-                "next_attempt, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (alert.id, handler, alert.rule, payload, now, now, now),
-            )
-            queued += cursor.rowcount
+            if handler in acting:
+                queued += acting[handler].queue(self._db, alert, now)
+            else:
+                queued += insert_outbox(self._db, alert.id, handler, alert.rule, payload, now=now)
         self._db.execute(
             "INSERT OR IGNORE INTO alert_history (alert_id, rule, source, severity, key, count, "
             "suppressed, first_seen, last_seen, fired_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -411,7 +431,7 @@ class StateStore:
     def prune_delivered(self, older_than: float = DONE_RETENTION) -> int:
         with self._transaction():
             cursor = self._db.execute(
-                "DELETE FROM outbox WHERE status = 'done' AND updated < ?",
+                "DELETE FROM outbox WHERE status IN ('done', 'skipped') AND updated < ?",
                 (time.time() - older_than,),
             )
         return cursor.rowcount
@@ -463,7 +483,7 @@ class StateStore:
                 entry["oldest_pending_age"] = round(now - oldest, 3)
         for handler, error, updated in self._db.execute(
             "SELECT handler, last_error, max(updated) FROM outbox "
-            "WHERE last_error IS NOT NULL GROUP BY handler"
+            "WHERE last_error IS NOT NULL AND status != 'skipped' GROUP BY handler"
         ):
             entry = handlers.setdefault(handler, _empty_handler_status())
             entry["last_error"] = error
@@ -495,6 +515,30 @@ class StateStore:
         ]
 
 
+def insert_outbox(
+    db: sqlite3.Connection,
+    alert_id: str,
+    handler: str,
+    rule: str,
+    payload: str,
+    *,
+    now: float,
+    status: str = "pending",
+    error: str | None = None,
+) -> int:
+    """One outbox row, unless (alert_id, handler) is already there: returns 1 or 0.
+
+    ``status='skipped'`` records an alert a handler decided not to act on (with the reason
+    as ``last_error``): it is never claimed, and a replay of the alert is still recognised.
+    """
+    cursor = db.execute(
+        "INSERT OR IGNORE INTO outbox (alert_id, handler, rule, alert, created, next_attempt, "
+        "status, last_error, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (alert_id, handler, rule, payload, now, now, status, error, now),
+    )
+    return cursor.rowcount
+
+
 def _key_json(alert: Alert) -> str:
     return json.dumps(jsonable(alert.key), separators=(",", ":"), sort_keys=True)
 
@@ -517,6 +561,7 @@ def _empty_handler_status() -> dict[str, Any]:
         "pending": 0,
         "done": 0,
         "failed": 0,
+        "skipped": 0,
         "oldest_pending_age": None,
         "last_error": None,
         "last_error_at": None,

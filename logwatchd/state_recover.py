@@ -27,7 +27,9 @@ __all__ = ["Recovery", "problems", "recover"]
 
 MIN_ROWID = -(2**63)
 MAX_ROWID = 2**63 - 1
-JSON_COLUMNS = {("sources", "state"), ("rule_keys", "state"), ("outbox", "alert")}
+JSON_COLUMNS = {
+    ("sources", "state"), ("rule_keys", "state"), ("outbox", "alert"), ("actions", "alert"),
+}  # fmt: skip
 SIDE_FILES = ("-wal", "-shm")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
@@ -149,11 +150,13 @@ class StateView:
         return held
 
     def active_actions(self) -> dict[str, int]:
-        """Per handler, the actions (such as bans) in force now.
-
-        None are recorded yet: once actions that undo themselves are kept in the store,
-        this counts its ``active_actions()`` per handler."""
-        return {}
+        """Per handler, the actions (such as bans) in force now: what
+        ``actions.active_actions`` lists, counted."""
+        sql = (
+            "SELECT handler, count(*) FROM actions WHERE state = 'active' AND until > ? "
+            "GROUP BY handler"
+        )
+        return {handler: int(count) for handler, count in self._rows(sql, (time.time(),))}
 
     def failed(self, limit: int = 20) -> list[dict[str, Any]]:
         sql = (

@@ -318,6 +318,8 @@ def handler_template_sources(settings: dict[str, Any], handler_type: str) -> lis
     elif handler_type == "command":
         # argv[0] is a literal path, never a template
         found.extend((f"argv[{i}]", arg) for i, arg in enumerate(settings.get("argv", ())) if i)
+        undo = settings.get("undo") or {}
+        found.extend((f"undo.argv[{i}]", arg) for i, arg in enumerate(undo.get("argv", ())) if i)
     elif handler_type == "webhook":
         for header, source in (settings.get("headers") or {}).items():
             found.append((f"headers.{header}", source))

@@ -37,7 +37,9 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    # a line without its newline is still being written: it is read on the next call
+    complete = path.read_text().rpartition("\n")[0]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 def write_config(path: Path, config: dict[str, Any]) -> Path:
@@ -84,7 +86,14 @@ def logwatchd(*args: str, stdin: str | None = None, timeout: float = 60) -> Any:
 class DaemonProcess:
     """``logwatchd run -c CONFIG`` with a private notify socket."""
 
-    def __init__(self, config: Path, *, extra_args: tuple[str, ...] = (), env: dict | None = None):
+    def __init__(
+        self,
+        config: Path,
+        *,
+        extra_args: tuple[str, ...] = (),
+        env: dict | None = None,
+        prefix: tuple[str, ...] = (),  # e.g. ("ip", "netns", "exec", NS): it execs, same pid
+    ):
         self.config = config
         self._dir = tempfile.mkdtemp(prefix="lwd-notify-")
         self.notify_path = os.path.join(self._dir, "notify")
@@ -97,8 +106,8 @@ class DaemonProcess:
         self.stderr_path = Path(self._dir) / "stderr"
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "logwatchd", "--log-format", "json", "run", "-c", str(config),
-             *extra_args],
+            [*prefix, sys.executable, "-m", "logwatchd", "--log-format", "json", "run",
+             "-c", str(config), *extra_args],
             env=full_env,
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,

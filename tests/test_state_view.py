@@ -117,3 +117,21 @@ def test_a_view_of_a_database_from_before_the_history_reads_empty(tmp_path):
 def test_a_view_never_writes(store, view):
     with pytest.raises(sqlite3.OperationalError, match="readonly"):
         view._db.execute("DELETE FROM outbox")
+
+
+def test_actions_in_force_are_counted_per_handler(store, view):
+    now = time.time()
+    rows = [
+        ("ban", "203.0.113.9", now + 3600, "active"),
+        ("ban", "203.0.113.10", now + 60, "active"),
+        ("ban", "203.0.113.11", now - 1, "active"),  # its undo is due: no longer in force
+        ("ban", "203.0.113.12", now + 3600, "reverted"),
+        ("lock-user", "mallory", now + 600, "active"),
+    ]
+    for handler, key, until, state in rows:
+        store._db.execute(
+            "INSERT INTO actions (handler, key, alert_id, alert, since, until, duration, times, "
+            "state, forget) VALUES (?, ?, 'a', '{}', ?, ?, 3600, 1, ?, ?)",
+            (handler, key, now - 10, until, state, until + 86400),
+        )
+    assert view.active_actions() == {"ban": 2, "lock-user": 1}

@@ -194,6 +194,14 @@ def warnings(config: Config) -> list[str]:
         if handler.type == "command" and argv and not os.access(argv[0], os.X_OK):
             where = handler.marks.get("argv[0]", handler.mark)
             found.append(f"{where}: handlers.{handler.name}.argv[0]: {argv[0]} is not executable")
+        nft = handler.settings.get("nft")
+        if handler.type == "nftables" and nft and not os.access(nft, os.X_OK):
+            where = handler.marks.get("nft", handler.mark)
+            found.append(
+                f"{where}: handlers.{handler.name}: {nft} is not executable (apt-get install "
+                "nftables)"
+            )
+    found.extend(_ban_key_warnings(config))
     for source in config.sources:
         if source.type == "file" and not any(glob.glob(pattern) for pattern in source.paths):
             found.append(
@@ -212,3 +220,21 @@ def connection_files(conn: NatsConnection) -> list[tuple[str, str | None]]:
         ("tls.cert_file", conn.tls_cert_file),
         ("tls.key_file", conn.tls_key_file),
     ]
+
+
+def _ban_key_warnings(config: Config) -> list[str]:
+    """A rule that bans should count per address: with the address outside ``group_by``, one
+    threshold counts every address together and the ban goes to whichever came last."""
+    found = []
+    for rule in config.rules:
+        for name in rule.handlers:
+            handler = config.handlers.get(name)
+            field = (
+                handler.settings.get("field") if handler and handler.type == "nftables" else None
+            )
+            if field and field not in rule.group_by:
+                found.append(
+                    f"{rule.mark}: rules.{rule.id}: handler {name} bans the address in "
+                    f"'{field}', which is not in group_by (add group_by: [{field}])"
+                )
+    return found

@@ -308,6 +308,15 @@ class BatchConfig:
 
 
 @dataclass(frozen=True)
+class Increase:
+    """A key acted on again within ``max`` of its last action's end gets ``factor`` x the
+    last duration (at most ``max``)."""
+
+    factor: float
+    max: float
+
+
+@dataclass(frozen=True)
 class HandlerConfig:
     """A declared handler. ``settings`` holds the type-specific keys, validated and typed:
 
@@ -316,10 +325,15 @@ class HandlerConfig:
       verify (bool, default True)), from (str), to (tuple[str]), cc (tuple[str]),
       subject (template str), body (template str), body_file (str|None)
     - command: argv (tuple[str] of templates, argv[0] absolute), stdin ("none"|"json"),
-      concurrency (int), env (dict[str,str] static extras)
+      concurrency (int), env (dict[str,str] static extras), undo (dict: argv (tuple[str] of
+      templates), after (float seconds)) or None
     - webhook: url, method, headers (dict[str, template str]), headers_files (dict[str, path]),
       body (template str|None), format ("json"|"alertmanager")
     - file: path (str), mode (int, file permission bits)
+    - nftables: family ("inet"|"ip"|"ip6"), table (str), set (str, the prefix of the set
+      names), field (str), duration (float), increase (Increase|None), prefix6 (int),
+      never (tuple of ip networks or list names), never_networks (tuple of (network, list
+      name or "") with the lists expanded), chain (bool), nft (str, absolute path)
     - log: (nothing)
     - nats: connection (NatsConnection), stream (str), subject (template str),
       duplicate_window, max_age (seconds), replicas (int)
@@ -327,7 +341,7 @@ class HandlerConfig:
     """
 
     name: str
-    type: Literal["email", "command", "webhook", "file", "log", "nats"]
+    type: Literal["email", "command", "webhook", "file", "log", "nats", "nftables"]
     timeout: float = 30.0
     retry: RetryConfig = RetryConfig()
     rate_limit: RateLimit | None = None

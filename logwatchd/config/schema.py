@@ -24,6 +24,7 @@ from logwatchd.config.model import (
     SourceConfig,
 )
 from logwatchd.config.nodes import Node
+from logwatchd.config.schema_actions import resolve_never_lists
 from logwatchd.config.schema_handlers import handlers_section
 from logwatchd.config.schema_rules import RuleContext, names, rules_section
 
@@ -83,6 +84,7 @@ def build_config(layers: list[Layer]) -> Config:
     lists = {lid: _list(lid, node) for lid, node in named_entries(top, "lists", "list")}
     parsers = {pid: _parser(pid, node) for pid, node in named_entries(top, "parsers", "parser")}
     handlers = handlers_section(named_entries(top, "handlers", "handler"))
+    handlers = resolve_never_lists(handlers, lists)
     defaults = _default_handlers(top[0].get("defaults"), handlers)
     sources = _sources(
         listed_entries(top, "sources", "source"), parsers, top[0].node, daemon.host_name()

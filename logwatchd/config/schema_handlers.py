@@ -22,6 +22,7 @@ from logwatchd.config.model import (
     RetryConfig,
 )
 from logwatchd.config.nodes import Node, Settings, template
+from logwatchd.config.schema_actions import NFTABLES_KEYS, nftables_settings
 from logwatchd.config.schema_email import email_settings
 from logwatchd.config.schema_nats import HANDLER_KEYS as NATS_KEYS
 from logwatchd.config.schema_nats import handler_settings as nats_settings
@@ -29,11 +30,12 @@ from logwatchd.config.schema_nats import handler_settings as nats_settings
 COMMON_KEYS = ("type", "timeout", "retry", "rate_limit")
 TYPE_KEYS: dict[str, tuple[str, ...]] = {
     "email": ("smtp", "from", "to", "cc", "subject", "body", "body_file"),
-    "command": ("argv", "stdin", "concurrency", "env"),
+    "command": ("argv", "stdin", "concurrency", "env", "undo"),
     "webhook": ("url", "method", "headers", "header_files", "body", "format"),
     "file": ("path", "mode"),
     "log": (),
     "nats": NATS_KEYS,
+    "nftables": NFTABLES_KEYS,
 }
 BATCHING_TYPES = ("email", "webhook")
 # A flood of log lines must not become a flood of mails or commands: the limits that apply
@@ -146,6 +148,17 @@ def _batch(node: Node) -> BatchConfig:
 def _command(entries: nodes.Mapping, settings: Settings, timeout: float) -> None:
     del timeout
     argv_node = entries.need("argv")
+    settings.put("argv", argv_setting(argv_node, settings, "argv"), argv_node)
+    settings.put("undo", _undo(entries.get("undo"), settings), entries.get("undo"))
+    stdin = entries.get("stdin")
+    settings.put("stdin", nodes.choice(stdin, ("none", "json")) if stdin else "none", stdin)
+    item = entries.get("concurrency")
+    settings.put("concurrency", nodes.integer(item, minimum=1, maximum=256) if item else 4, item)
+    settings.put("env", _env(entries.get("env"), settings), entries.get("env"))
+
+
+def argv_setting(argv_node: Node, settings: Settings, key: str) -> tuple[str, ...]:
+    """A program and its arguments: argv[0] an absolute path, the rest templates."""
     members = nodes.items(argv_node, "a list of strings (the program and its arguments)")
     if not members:
         raise argv_node.error("must name at least the program to run")
@@ -156,17 +169,23 @@ def _command(entries: nodes.Mapping, settings: Settings, timeout: float) -> None
         raise members[0].error(f'"{program}" must be an absolute path (no shell, no $PATH)')
     argv = [program]
     for index, member in enumerate(members[1:], start=1):
-        settings.marks[f"argv[{index}]"] = member.mark
+        settings.marks[f"{key}[{index}]"] = member.mark
         nodes.scalar_text(member)
         member_text = template(member) if isinstance(member.value, str) else str(member.value)
         argv.append(member_text)
-    settings.marks["argv[0]"] = members[0].mark
-    settings.put("argv", tuple(argv), argv_node)
-    stdin = entries.get("stdin")
-    settings.put("stdin", nodes.choice(stdin, ("none", "json")) if stdin else "none", stdin)
-    item = entries.get("concurrency")
-    settings.put("concurrency", nodes.integer(item, minimum=1, maximum=256) if item else 4, item)
-    settings.put("env", _env(entries.get("env"), settings), entries.get("env"))
+    settings.marks[f"{key}[0]"] = members[0].mark
+    return tuple(argv)
+
+
+def _undo(node: Node | None, settings: Settings) -> dict[str, Any] | None:
+    """``undo: {argv, after}``: the command that reverses the action, run ``after`` later."""
+    if node is None:
+        return None
+    entries = nodes.mapping(node, ("argv", "after"), required=("argv", "after"))
+    return {
+        "argv": argv_setting(entries.need("argv"), settings, "undo.argv"),
+        "after": nodes.duration(entries.need("after"), positive=True),
+    }
 
 
 def _env(node: Node | None, settings: Settings) -> dict[str, str]:
@@ -270,4 +289,5 @@ _TYPE_READERS = {
     "file": _file,
     "log": _log,
     "nats": nats_settings,
+    "nftables": nftables_settings,
 }

@@ -44,7 +44,7 @@ class Handler(Protocol):
 
 def build_handler(cfg: HandlerConfig, *, templates: Templates, host: HostInfo) -> Handler:
     """Build the handler; template sources are compiled here, once. Raises ConfigError."""
-    from logwatchd.handlers import command, email, file, log, nats, webhook
+    from logwatchd.handlers import command, email, file, log, nats, nftables, webhook
 
     builders: dict[str, Any] = {
         "email": email.EmailHandler,
@@ -53,6 +53,7 @@ def build_handler(cfg: HandlerConfig, *, templates: Templates, host: HostInfo) -
         "file": file.FileHandler,
         "log": log.LogHandler,
         "nats": nats.NatsHandler,
+        "nftables": nftables.NftablesHandler,
     }
     builder = builders.get(cfg.type)
     if builder is None:

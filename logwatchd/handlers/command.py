@@ -4,6 +4,10 @@ Each configured argv element renders to exactly one argument, whatever the log l
 The program gets its own session (process group); at the timeout the whole group gets
 SIGTERM, then SIGKILL after a short grace, so forked children die too. The environment is
 scrubbed to PATH, the configured static variables and LOGWATCHD_*.
+
+With ``undo`` the handler acts on the alert's key and undoes it ``after`` later: the outbox
+delivers the undo as an alert whose ``action.step`` is ``undo`` (see actions.py). Such a
+handler runs one program at a time, so an undo never overtakes the action it undoes.
 """
 
 from __future__ import annotations
@@ -57,16 +61,34 @@ class CommandHandler:
         self._args: list[Template] = [
             compile_setting(cfg, templates, f"argv[{i}]", arg) for i, arg in enumerate(argv) if i
         ]
+        undo = settings.get("undo")
+        self.undoes = undo is not None
+        self.duration = float(undo["after"]) if undo else 0.0
+        self.increase = None
+        self._undo_program = str(undo["argv"][0]) if undo else ""
+        self._undo_args: list[Template] = [
+            compile_setting(cfg, templates, f"undo.argv[{i}]", str(arg))
+            for i, arg in enumerate(undo["argv"] if undo else ())
+            if i
+        ]
         self._stdin_json = settings.get("stdin") == "json"
         self._static_env = {str(k): str(v) for k, v in (settings.get("env") or {}).items()}
         self._timeout = cfg.timeout
         self._grace = float(settings.get("kill_grace", KILL_GRACE))
-        self._slots = threading.BoundedSemaphore(max(1, int(settings.get("concurrency", 1))))
-        self.concurrency = max(1, int(settings.get("concurrency", 1)))
+        self.concurrency = 1 if self.undoes else max(1, int(settings.get("concurrency", 1)))
+        self._slots = threading.BoundedSemaphore(self.concurrency)
+
+    def action_key(self, alert: dict[str, Any]) -> str:
+        """The alert's key as one text: the value of a one-field key, else ``f=v,g=w``."""
+        key = alert.get("key") or {}
+        if len(key) == 1:
+            return _env_value(next(iter(key.values())))
+        return ",".join(f"{field}={_env_value(value)}" for field, value in key.items())
 
     def argv(self, alert: dict[str, Any], alerts: list[dict[str, Any]] | None = None) -> list[str]:
-        rendered = [self._program]
-        for template in self._args:
+        undo = _step(alert) == "undo"
+        rendered = [self._undo_program if undo else self._program]
+        for template in self._undo_args if undo else self._args:
             text = render_or_fail(self._templates, template, alert, self._host, alerts)
             # exec() would cut an argument at a NUL: make it visible instead
             rendered.append(text.replace("\x00", "\ufffd"))
@@ -79,6 +101,8 @@ class CommandHandler:
         env["LOGWATCHD_RULE"] = _env_value(alert.get("rule"))
         env["LOGWATCHD_SEVERITY"] = _env_value(alert.get("severity"))
         env["LOGWATCHD_ALERT_ID"] = _env_value(alert.get("id"))
+        if self.undoes:
+            env["LOGWATCHD_ACTION"] = _step(alert) or "do"
         for field, value in (alert.get("key") or {}).items():
             env["LOGWATCHD_KEY_" + _NOT_NAME.sub("_", str(field).upper())] = _env_value(value)
         return env
@@ -96,14 +120,15 @@ class CommandHandler:
         with self._slots, _stdin_file(alert if self._stdin_json else None) as stdin:
             status, tail, timed_out = self._spawn(argv, self.environment(alert), stdin)
         fields = {"handler": self.name, "alert_id": alert.get("id"), "exit_status": status}
+        what = "undo command" if _step(alert) == "undo" else "command"
         if timed_out:
-            log.warning("command timed out", timeout=self._timeout, stderr=tail, **fields)
-            raise DeliveryError(f"{self._program} timed out after {self._timeout:g}s")
+            log.warning(f"{what} timed out", timeout=self._timeout, stderr=tail, **fields)
+            raise DeliveryError(f"{argv[0]} timed out after {self._timeout:g}s")
         if status != 0:
-            log.warning("command failed", stderr=tail, **fields)
+            log.warning(f"{what} failed", stderr=tail, **fields)
             last = tail.strip().splitlines()[-1:] or [""]
-            raise DeliveryError(f"{self._program} exited with status {status}: {last[0][:200]}")
-        log.info("command ran", stderr=tail, **fields)
+            raise DeliveryError(f"{argv[0]} exited with status {status}: {last[0][:200]}")
+        log.info(f"{what} ran", stderr=tail, **fields)
 
     def _spawn(
         self, argv: list[str], env: dict[str, str], stdin: IO[bytes] | int
@@ -208,6 +233,12 @@ class _stdin_file:
     def __exit__(self, *exc: object) -> None:
         if self._file is not None:
             self._file.close()
+
+
+def _step(alert: dict[str, Any]) -> str | None:
+    """``do`` or ``undo`` for a handler with undo (set by the actions bookkeeping)."""
+    action = alert.get("action")
+    return action.get("step") if isinstance(action, dict) else None
 
 
 def _env_value(value: Any) -> str:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from logwatchd.actions import ActionBook
 from logwatchd.alerts import Alert
 from logwatchd.clock import Clock, SystemClock
 from logwatchd.config.model import Config, DaemonConfig, ListenAddress, SourceConfig
@@ -90,8 +91,12 @@ class Wiring:
             dry_run=config.daemon.dry_run,
             in_flight=in_flight,
         )
+        self.actions = ActionBook(store, handlers, dry_run=config.daemon.dry_run)
+        self._clock = clock
 
     def start(self, wake: threading.Event, tally: Tally) -> None:
+        # before the workers: undos that fell due while down, and the active actions again
+        self.actions.start(self._clock.now())
         self.dispatcher.start()
         for source in self.sources:
             source.start(wake.set)
@@ -214,6 +219,7 @@ class Daemon:
             if self._unsaved is None:  # else nothing more is read until that commit is in
                 busy = self._read(wiring)
                 self._pending.extend(wiring.pipeline.tick(self.clock.now()))
+                self._undo_due(wiring, self.clock.monotonic())
             now = self.clock.monotonic()
             since = now - last_commit
             read_since = self._counters.lines != committed_lines
@@ -302,7 +308,12 @@ class Daemon:
         status, activity = self._tally.for_commit()
         try:
             store.commit(
-                sources=sources, rules=changes, alerts=alerts, status=status, activity=activity
+                sources=sources,
+                rules=changes,
+                alerts=alerts,
+                acting=wiring.actions.recorders,
+                status=status,
+                activity=activity,
             )
         except sqlite3.OperationalError as exc:
             self._tally.not_saved(activity)
@@ -337,6 +348,16 @@ class Daemon:
         """The status row and the activity counts now, alone in a commit."""
         status, activity = self._tally.for_commit(force=True)
         store.commit(status=status, activity=activity)
+
+    def _undo_due(self, wiring: Wiring, monotonic: float) -> None:
+        """Actions whose time has come (or that ``logwatchd actions revert`` ended) are undone."""
+        try:
+            due = wiring.actions.tick(self.clock.now(), monotonic)
+        except Exception:
+            log.exception("checking for due undos failed")
+            return
+        if due:
+            wiring.dispatcher.notify(due)
 
     def _reload_config(self, wiring: Wiring, store: StateStore) -> Wiring:
         notify.reloading()

@@ -1,0 +1,154 @@
+"""Validation of the ``nftables`` handler's keys, and of its ``never`` lists against ``lists``.
+
+The handler bans addresses in sets of its own nftables table. Names reach nft as JSON
+strings, never as command text, but they are still checked here so a typo is a config error
+with file and line rather than an nft error at the first ban.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+from collections.abc import Mapping
+
+from logwatchd.config import nodes
+from logwatchd.config.model import HandlerConfig, Increase, IpNetwork, ListConfig
+from logwatchd.config.nodes import Settings
+from logwatchd.errors import ConfigError
+
+NFTABLES_KEYS = (
+    "family",
+    "table",
+    "set",
+    "field",
+    "duration",
+    "increase",
+    "prefix6",
+    "never",
+    "chain",
+    "nft",
+)
+FAMILIES = ("inet", "ip", "ip6")
+DEFAULT_NFT = "/usr/sbin/nft"
+DEFAULT_DURATION = 3600.0
+_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")
+_LIST_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
+
+
+def nftables_settings(entries: nodes.Mapping, settings: Settings, timeout: float) -> None:
+    del timeout
+    values: dict[str, object] = {
+        "family": _given(entries, "family", lambda n: nodes.choice(n, FAMILIES), "inet"),
+        "table": _given(entries, "table", _name, "logwatchd"),
+        "set": _given(entries, "set", _name, "banned"),
+        "field": _given(entries, "field", nodes.string, "ip"),
+        "duration": _given(
+            entries, "duration", lambda n: nodes.duration(n, positive=True), DEFAULT_DURATION
+        ),
+        "prefix6": _given(
+            entries, "prefix6", lambda n: nodes.integer(n, minimum=32, maximum=128), 64
+        ),
+        "chain": _given(entries, "chain", nodes.boolean, True),
+        "nft": _given(entries, "nft", _program, DEFAULT_NFT),
+        "never": _never(entries.get("never"), settings),
+    }
+    increase = entries.get("increase")
+    values["increase"] = _increase(increase, float(values["duration"])) if increase else None  # type: ignore[arg-type]
+    for key, value in values.items():
+        settings.put(key, value, entries.get(key))
+
+
+def _given(entries: nodes.Mapping, key: str, read: object, default: object) -> object:
+    node = entries.get(key)
+    return default if node is None else read(node)  # type: ignore[operator]
+
+
+def _name(node: nodes.Node) -> str:
+    text = nodes.string(node)
+    if not _NAME_RE.fullmatch(text):
+        raise node.error(f'"{text[:40]}" is not an nftables name (letters, digits, _; at most 63)')
+    return text
+
+
+def _program(node: nodes.Node) -> str:
+    text = nodes.string(node)
+    if not text.startswith("/"):
+        raise node.error(f'"{text}" must be an absolute path (no $PATH lookup)')
+    return text
+
+
+def _increase(node: nodes.Node, duration: float) -> Increase:
+    entries = nodes.mapping(node, ("factor", "max"), required=("factor", "max"))
+    factor_node = entries.need("factor")
+    factor = float(nodes.number(factor_node))
+    if factor <= 1:
+        raise factor_node.error(
+            f"must be more than 1 (each repeat lasts factor x the last), got {factor:g}"
+        )
+    max_node = entries.need("max")
+    longest = nodes.duration(max_node, positive=True)
+    if longest < duration:
+        raise max_node.error("must not be shorter than duration")
+    return Increase(factor, longest)
+
+
+def _never(node: nodes.Node | None, settings: Settings) -> tuple[IpNetwork | str, ...]:
+    """Addresses, CIDR networks and list names (checked against ``lists`` once all is read)."""
+    if node is None:
+        return ()
+    entries: list[IpNetwork | str] = []
+    for index, item in enumerate(nodes.items(node, "a list of addresses, networks or list names")):
+        text = nodes.scalar_text(item).strip()
+        settings.marks[f"never[{index}]"] = item.mark
+        try:
+            entries.append(ipaddress.ip_network(text, strict=False))
+            continue
+        except ValueError:
+            pass
+        if not _LIST_NAME_RE.fullmatch(text):
+            raise item.error(f'"{text[:40]}" is neither an address, a network nor a list name')
+        entries.append(text)
+    return tuple(entries)
+
+
+def resolve_never_lists(
+    handlers: dict[str, HandlerConfig], lists: Mapping[str, ListConfig]
+) -> dict[str, HandlerConfig]:
+    """Expand list names in ``never`` into ``never_networks``; one set per handler."""
+    resolved: dict[str, HandlerConfig] = {}
+    owners: dict[tuple[object, ...], str] = {}
+    for name, handler in handlers.items():
+        if handler.type != "nftables":
+            resolved[name] = handler
+            continue
+        settings = handler.settings
+        where = (settings["family"], settings["table"], settings["set"])
+        if where in owners:
+            raise ConfigError(
+                f"handler '{owners[where]}' already bans into table {where[1]} set "
+                f"{where[2]}: each nftables handler needs a set of its own",
+                handler.marks.get("set", handler.mark),
+                f"handlers.{name}.set",
+            )
+        owners[where] = name
+        networks: list[tuple[IpNetwork, str]] = []
+        for index, entry in enumerate(settings["never"]):
+            if not isinstance(entry, str):
+                networks.append((entry, ""))
+                continue
+            mark = handler.marks.get(f"never[{index}]", handler.mark)
+            found = lists.get(entry)
+            if found is None:
+                known = ", ".join(sorted(lists)) or "none declared"
+                raise ConfigError(
+                    f"unknown list '{entry}' (lists: {known})", mark, f"handlers.{name}.never"
+                )
+            if not found.networks:
+                raise ConfigError(
+                    f"list '{entry}' holds no address or network", mark, f"handlers.{name}.never"
+                )
+            networks.extend((network, entry) for network in found.networks)
+        new_settings = {**settings, "never_networks": tuple(networks)}
+        resolved[name] = dataclasses.replace(handler, settings=new_settings)
+    return resolved
