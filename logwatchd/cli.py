@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from logwatchd import __version__
 from logwatchd.errors import ConfigError, StateError
@@ -57,9 +58,19 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--source", help="source id (may be left out when there is one)")
     explain.add_argument("line", metavar="LINE", help="one log line")
 
-    status = command("status", "offsets, journal cursor, outbox depth and last errors")
+    status = command("status", "whether the daemon runs, and what it read, matched and delivered")
     status.add_argument("--state-dir", help="override daemon.state_dir")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
+
+    report = command("report", "alerts, events, top keys and sources over time: HTML or text")
+    report.add_argument(
+        "files", nargs="*", metavar="FILE", help="replay these logs (.gz too; - for stdin) "
+        "instead of reading the state database's history",
+    )  # fmt: skip
+    report.add_argument("-o", "--output", default="-", help="an .html file, or - for text")
+    report.add_argument("--since", help="with no FILE: how far back (default 7d)")
+    report.add_argument("--state-dir", help="override daemon.state_dir")
+    report.add_argument("--source", help="with FILEs: the source whose parser and rules apply")
 
     actions = command("actions", "list the active actions (bans) and revert them")
     actions.add_argument("--state-dir", help="override daemon.state_dir")
@@ -129,18 +140,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-def _dispatch(args: argparse.Namespace) -> int:
-    from logwatchd import commands
+# command -> the module under logwatchd.commands that runs it (a function of the same name);
+# only that module is imported, so the daemon's start does not load report or status code
+COMMANDS = {
+    "run": "run",
+    "check": "check",
+    "test": "replay",
+    "explain": "explain",
+    "status": "status",
+    "report": "report",
+    "actions": "actions",
+    "state": "state",
+}
 
-    handler = {
-        "run": commands.run,
-        "check": commands.check,
-        "test": commands.test,
-        "explain": commands.explain,
-        "status": commands.status,
-        "actions": commands.actions,
-        "state": commands.state,
-    }[args.command]
+
+def _dispatch(args: argparse.Namespace) -> int:
+    module = importlib.import_module(f"logwatchd.commands.{COMMANDS[args.command]}")
+    handler: Callable[[argparse.Namespace], int] = getattr(module, args.command)
     return handler(args)
 
 

@@ -94,6 +94,7 @@ class WorkerStats:
     retried: int = 0
     failed: int = 0
     last_error: str | None = None
+    seconds: float = 0.0  # time spent in send(), successful or not
 
 
 class Dispatcher:
@@ -288,7 +289,7 @@ class Worker(threading.Thread):
                 if self._rate_wait(self._clock.now()) > 0:
                     break  # the next cycle holds the rest back (see _hold)
                 self._sends.append(self._clock.now())
-                self._record(store, [item], self._attempt([item.alert]))
+                self._record(store, [item], *self._attempt([item.alert]))
 
     def _until_next_due(self, store: StateStore, now: float) -> float:
         due = store.next_due(self.handler.name)
@@ -355,40 +356,48 @@ class Worker(threading.Thread):
             return
         self._sends.append(self._clock.now())
         with self._in_flight.holding(self.handler.name, items):
-            error = self._attempt([item.alert for item in items])
-            self._record(store, items, error)
+            error, seconds = self._attempt([item.alert for item in items])
+            self._record(store, items, error, seconds)
 
     def _send_parallel(self, store: StateStore, items: list[OutboxItem]) -> None:
         """For handlers with ``concurrency`` > 1: sends overlap, the store stays in this thread."""
 
-        def attempt(item: OutboxItem) -> tuple[bool, DeliveryError | None]:
+        def attempt(item: OutboxItem) -> tuple[bool, tuple[DeliveryError | None, float]]:
             if self._stopping.is_set():
-                return False, None  # skipped at shutdown: stays pending
+                return False, (None, 0.0)  # skipped at shutdown: stays pending
             return True, self._attempt([item.alert])
 
         self._sends.extend([self._clock.now()] * len(items))
         with self._in_flight.holding(self.handler.name, items):
             with ThreadPoolExecutor(self._parallel) as pool:
                 results = list(pool.map(attempt, items))
-            for item, (tried, error) in zip(items, results, strict=True):
+            for item, (tried, outcome) in zip(items, results, strict=True):
                 if tried:
-                    self._record(store, [item], error)
+                    self._record(store, [item], *outcome)
 
-    def _attempt(self, alerts: list[dict[str, Any]]) -> DeliveryError | None:
+    def _attempt(self, alerts: list[dict[str, Any]]) -> tuple[DeliveryError | None, float]:
+        """The error, if the send failed, and the seconds it took."""
+        started = time.monotonic()
         try:
             self._deliver(alerts)
         except DeliveryError as exc:
-            return exc
+            return exc, time.monotonic() - started
         except Exception as exc:
             log.exception("handler raised", handler=self.handler.name, alert_id=alerts[0]["id"])
-            return DeliveryError(f"unexpected {type(exc).__name__}: {exc}")
-        return None
+            error = DeliveryError(f"unexpected {type(exc).__name__}: {exc}")
+            return error, time.monotonic() - started
+        return None, time.monotonic() - started
 
     def _record(
-        self, store: StateStore, items: list[OutboxItem], error: DeliveryError | None
+        self,
+        store: StateStore,
+        items: list[OutboxItem],
+        error: DeliveryError | None,
+        seconds: float = 0.0,
     ) -> None:
+        self.stats.seconds += seconds
         if error is None:
-            self._durably(functools.partial(store.mark_done_many, items))
+            self._durably(functools.partial(store.mark_done_many, items, seconds=seconds))
             self.stats.sent += len(items)
             self.stats.sends += 1
             return
@@ -396,7 +405,7 @@ class Worker(threading.Thread):
         retry = self.cfg.retry
         exhausted = [i for i in items if error.permanent or i.attempts + 1 >= retry.max_attempts]
         for item in exhausted:
-            self._durably(functools.partial(store.mark_failed, item, str(error)))
+            self._durably(functools.partial(store.mark_failed, item, str(error), seconds=seconds))
             self.stats.failed += 1
             log.error(
                 "delivery failed",
@@ -415,7 +424,9 @@ class Worker(threading.Thread):
         delay = backoff(attempts, retry.backoff, retry.max_backoff, error.retry_after)
         next_attempt = self._clock.now() + delay
         for item in again:
-            self._durably(functools.partial(store.mark_retry, item, next_attempt, str(error)))
+            self._durably(
+                functools.partial(store.mark_retry, item, next_attempt, str(error), seconds=seconds)
+            )
         self.stats.retried += len(again)
         log.warning(
             "delivery failed, will retry",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sqlite3
 import time
@@ -18,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from logwatchd.alerts import Alert
+from logwatchd.alerts import Alert, jsonable
 from logwatchd.errors import StateError
 from logwatchd.own_files import check_existing, open_own
 from logwatchd.state_health import damaged, is_damaged
@@ -53,7 +54,32 @@ CREATE TABLE IF NOT EXISTS actions (
     state TEXT NOT NULL, forget REAL NOT NULL, PRIMARY KEY (handler, key));
 CREATE INDEX IF NOT EXISTS actions_due ON actions (state, until);
 CREATE INDEX IF NOT EXISTS actions_forget ON actions (state, forget);
+CREATE TABLE IF NOT EXISTS alert_history (
+    alert_id TEXT PRIMARY KEY, rule TEXT NOT NULL, source TEXT NOT NULL, severity TEXT NOT NULL,
+    key TEXT NOT NULL, count INTEGER NOT NULL, suppressed INTEGER NOT NULL,
+    first_seen REAL NOT NULL, last_seen REAL NOT NULL, fired_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS alert_history_fired ON alert_history (fired_at);
+CREATE TABLE IF NOT EXISTS delivery_history (
+    alert_id TEXT NOT NULL, handler TEXT NOT NULL, rule TEXT NOT NULL, result TEXT NOT NULL,
+    attempts INTEGER NOT NULL, queued REAL NOT NULL, finished REAL NOT NULL, seconds REAL,
+    PRIMARY KEY (alert_id, handler));
+CREATE INDEX IF NOT EXISTS delivery_history_finished ON delivery_history (finished);
+CREATE TABLE IF NOT EXISTS handler_status (
+    handler TEXT PRIMARY KEY, last_success REAL, last_error TEXT, last_error_at REAL);
+CREATE TABLE IF NOT EXISTS activity (
+    kind TEXT NOT NULL, bucket INTEGER NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL,
+    PRIMARY KEY (kind, bucket, name));
 """
+# The history tables (alerts, deliveries, lines and matches per 10 minutes) are what
+# ``status`` and ``report`` read; they are pruned after ``daemon.history``, apart from the
+# outbox, whose delivered rows only serve to recognise a replayed alert.
+HISTORY_TABLES = {
+    "alert_history": "fired_at",
+    "delivery_history": "finished",
+    "activity": "bucket",
+}
+PRUNE_CHUNK = 5000  # rows per transaction, so delivery workers get the write lock in between
+SUCCESS_EVERY = 10.0  # seconds: how fresh a handler's stored "last success" is kept
 
 CLAIM_SQL = (
     "SELECT alert_id, handler, alert, attempts, created, last_error FROM outbox "
@@ -97,6 +123,7 @@ class StateStore:
         os.makedirs(parent, mode=0o750, exist_ok=True)
         _prepare_file(path)
         self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
+        self._success_written: dict[str, float] = {}  # per handler, when last_success was
         try:
             self._open()
         except sqlite3.DatabaseError as exc:
@@ -206,11 +233,16 @@ class StateStore:
         rules: RuleChanges | None = None,
         alerts: Iterable[Alert] = (),
         acting: Mapping[str, ActionRecorder] | None = None,
+        *,
+        status: str | None = None,
+        activity: Iterable[tuple[str, int, str, int]] = (),
     ) -> int:
         """Commit checkpoints, rule state and new outbox rows atomically.
 
         Returns how many outbox rows were queued; an alert id already queued (or delivered)
         for a handler is ignored, which is what makes a replay after a crash harmless.
+        ``status`` (the daemon's counters as JSON) and ``activity`` ((kind, bucket, name,
+        count) to add) ride along, for ``status`` and ``report``.
         """
         now = time.time()
         queued = 0
@@ -226,6 +258,17 @@ class StateStore:
                 self._write_rules(rules)
             for alert in alerts:
                 queued += self._queue(alert, now, acting or {})
+            if status is not None:
+                self._db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('status', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (status,),
+                )
+            self._db.executemany(
+                "INSERT INTO activity (kind, bucket, name, value) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (kind, bucket, name) DO UPDATE SET value = value + excluded.value",
+                activity,
+            )
         return queued
 
     def _write_rules(self, rules: RuleChanges) -> None:
@@ -245,6 +288,15 @@ class StateStore:
                 queued += acting[handler].queue(self._db, alert, now)
             else:
                 queued += insert_outbox(self._db, alert.id, handler, alert.rule, payload, now=now)
+        self._db.execute(
+            "INSERT OR IGNORE INTO alert_history (alert_id, rule, source, severity, key, count, "
+            "suppressed, first_seen, last_seen, fired_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                alert.id, alert.rule, alert.source, alert.severity,
+                _key_json(alert), alert.count,
+                alert.suppressed, alert.first_seen, alert.last_seen, alert.fired_at,
+            ),
+        )  # fmt: skip
         return queued
 
     # --- the outbox, for delivery workers ---------------------------------------------
@@ -267,21 +319,27 @@ class StateStore:
         ).fetchone()
         return None if row[0] is None else float(row[0])
 
-    def mark_done_many(self, items: Iterable[OutboxItem]) -> None:
-        """A whole digest in one transaction (one fsync instead of one per alert)."""
+    def mark_done_many(self, items: Iterable[OutboxItem], seconds: float | None = None) -> None:
+        """A whole digest in one transaction (one fsync instead of one per alert).
+
+        ``seconds``: how long the send took (kept in the delivery history for ``report``)."""
         now = time.time()
+        items = list(items)
         with self._transaction():
             self._db.executemany(
                 "UPDATE outbox SET status = 'done', attempts = attempts + 1, updated = ? "
                 "WHERE alert_id = ? AND handler = ?",
                 [(now, item.alert_id, item.handler) for item in items],
             )
+            self._outcome(items, "done", None, now, seconds)
 
-    def mark_retry(self, item: OutboxItem, next_attempt: float, error: str) -> None:
-        self._set(item, "pending", item.attempts + 1, next_attempt, error)
+    def mark_retry(
+        self, item: OutboxItem, next_attempt: float, error: str, seconds: float | None = None
+    ) -> None:
+        self._set(item, "pending", item.attempts + 1, next_attempt, error, seconds=seconds)
 
-    def mark_failed(self, item: OutboxItem, error: str) -> None:
-        self._set(item, "failed", item.attempts + 1, None, error)
+    def mark_failed(self, item: OutboxItem, error: str, seconds: float | None = None) -> None:
+        self._set(item, "failed", item.attempts + 1, None, error, seconds=seconds)
 
     def _set(
         self,
@@ -290,6 +348,8 @@ class StateStore:
         attempts: int,
         next_attempt: float | None,
         error: str | None,
+        *,
+        seconds: float | None = None,
     ) -> None:
         now = time.time()
         with self._transaction():
@@ -299,6 +359,51 @@ class StateStore:
                 "updated = ? WHERE alert_id = ? AND handler = ?",
                 (status, attempts, next_attempt, error, now, item.alert_id, item.handler),
             )
+            self._outcome([item], status, error, now, seconds)
+
+    def _outcome(
+        self,
+        items: list[OutboxItem],
+        status: str,
+        error: str | None,
+        now: float,
+        seconds: float | None,
+    ) -> None:
+        """The handler's last success and last error, and the delivery history."""
+        for handler in {item.handler for item in items}:
+            if error is None:
+                # a success is written at once after an error (it clears it), else only
+                # every SUCCESS_EVERY seconds: "last success" need not cost a write each
+                if now - self._success_written.get(handler, -math.inf) < SUCCESS_EVERY:
+                    continue
+                self._success_written[handler] = now
+                self._db.execute(
+                    "INSERT INTO handler_status (handler, last_success) VALUES (?, ?) "
+                    "ON CONFLICT (handler) DO UPDATE SET last_success = excluded.last_success",
+                    (handler, now),
+                )
+            else:
+                self._success_written.pop(handler, None)
+                self._db.execute(
+                    "INSERT INTO handler_status (handler, last_error, last_error_at) "
+                    "VALUES (?, ?, ?) ON CONFLICT (handler) DO UPDATE SET "
+                    "last_error = excluded.last_error, last_error_at = excluded.last_error_at",
+                    (handler, error, now),
+                )
+        if status not in ("done", "failed"):
+            return
+        result = "delivered" if status == "done" else "failed"
+        self._db.executemany(
+            "INSERT OR REPLACE INTO delivery_history (alert_id, handler, rule, result, "
+            "attempts, queued, finished, seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    item.alert_id, item.handler, str(item.alert.get("rule", "")), result,
+                    item.attempts + 1, item.created, now, seconds,
+                )
+                for item in items
+            ],
+        )  # fmt: skip
 
     def due_count(self, handler: str, now: float) -> int:
         """Pending rows of ``handler`` that are due: what a rate limit holds back right now."""
@@ -330,6 +435,23 @@ class StateStore:
                 (time.time() - older_than,),
             )
         return cursor.rowcount
+
+    def prune_history(self, older_than: float) -> int:
+        """Drop history rows older than ``older_than`` seconds, a chunk per transaction."""
+        cutoff = time.time() - older_than
+        removed = 0
+        for table, column in HISTORY_TABLES.items():
+            while True:
+                with self._transaction():
+                    cursor = self._db.execute(
+                        f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} "
+                        f"WHERE {column} < ? LIMIT ?)",
+                        (cutoff, PRUNE_CHUNK),
+                    )
+                removed += cursor.rowcount
+                if cursor.rowcount < PRUNE_CHUNK:
+                    break
+        return removed
 
     # --- status -----------------------------------------------------------------------
 
@@ -415,6 +537,10 @@ def insert_outbox(
         (alert_id, handler, rule, payload, now, now, status, error, now),
     )
     return cursor.rowcount
+
+
+def _key_json(alert: Alert) -> str:
+    return json.dumps(jsonable(alert.key), separators=(",", ":"), sort_keys=True)
 
 
 def _prepare_file(path: str) -> None:

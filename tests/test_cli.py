@@ -270,7 +270,8 @@ def test_status_reports_offsets_and_outbox_after_a_run(tmp_path):
     assert "alerts-file: 0 pending" in proc.stdout
     assert "1 delivered" in proc.stdout
     report = json.loads(logwatchd("status", "-c", str(config), "--json").stdout)
-    assert report["outbox"]["alerts-file"]["done"] == 1
+    assert report["outbox"]["alerts-file"]["delivered"] == 1
+    assert report["running"] is False
 
 
 def test_test_replays_journalctl_json_through_a_journald_source(tmp_path):

@@ -888,3 +888,28 @@ def test_max_open_files_is_a_positive_count(tmp_path: Path) -> None:
     assert error(tmp_path, "daemon:\n  max_open_files: 0\n") == (
         "c.yaml:8: daemon.max_open_files: must be at least 1, got 0"
     )
+
+
+def test_metrics_listen_takes_an_address_or_a_unix_socket(tmp_path: Path) -> None:
+    tcp = config(tmp_path, "daemon:\n  metrics: {listen: '127.0.0.1:9101'}\n").daemon
+    assert tcp.metrics_listen is not None
+    assert (tcp.metrics_listen.host, tcp.metrics_listen.port) == ("127.0.0.1", 9101)
+    six = config(tmp_path, "daemon:\n  metrics: {listen: '[::1]:9101'}\n").daemon
+    assert six.metrics_listen is not None and str(six.metrics_listen) == "[::1]:9101"
+    unix = config(tmp_path, "daemon:\n  metrics: {listen: 'unix:/run/lwd/m.sock'}\n").daemon
+    assert unix.metrics_listen is not None and unix.metrics_listen.unix_path == "/run/lwd/m.sock"
+    assert config(tmp_path).daemon.metrics_listen is None  # off by default
+
+
+def test_a_bad_metrics_address_names_the_forms_that_work(tmp_path: Path) -> None:
+    assert error(tmp_path, "daemon:\n  metrics: {listen: '9101'}\n") == (
+        'c.yaml:8: daemon.metrics.listen: "9101" is not an address to listen on '
+        "(use 127.0.0.1:9101, [::1]:9101 or unix:/run/logwatchd/metrics.sock)"
+    )
+    assert "absolute path" in error(tmp_path, "daemon:\n  metrics: {listen: 'unix:m.sock'}\n")
+    assert "unknown key 'port'" in error(tmp_path, "daemon:\n  metrics: {port: 9101}\n")
+
+
+def test_history_is_a_duration_kept_30_days_by_default(tmp_path: Path) -> None:
+    assert config(tmp_path).daemon.history == 30 * 86400
+    assert config(tmp_path, "daemon:\n  history: 90d\n").daemon.history == 90 * 86400

@@ -63,7 +63,7 @@ def _replay(args: argparse.Namespace, config: Config) -> int:
     started = time.monotonic()
     for name in args.files:
         source = pick_source(config, args.source, name)
-        _replay_file(
+        replay_file(
             name, source, pipeline, out, executor,
             want_matches=args.matches, limit=line_limit(config, source),
         )  # fmt: skip
@@ -106,7 +106,7 @@ def pick_source(config: Config, wanted: str | None, path: str) -> SourceConfig:
     )
 
 
-def _replay_file(
+def replay_file(
     name: str,
     source: SourceConfig,
     pipeline: Pipeline,

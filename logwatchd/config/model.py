@@ -27,6 +27,20 @@ NOWHERE = Mark("<builtin>")
 
 
 @dataclass(frozen=True)
+class ListenAddress:
+    """Where ``/metrics`` is served: ``host:port`` (``[::1]:9101`` for IPv6) or a unix socket."""
+
+    host: str = ""
+    port: int = 0
+    unix_path: str | None = None
+
+    def __str__(self) -> str:
+        if self.unix_path is not None:
+            return f"unix:{self.unix_path}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     state_dir: str = "/var/lib/logwatchd"
     timezone: str = "local"  # "local", "UTC" or an IANA name, for timestamps without offset
@@ -40,6 +54,8 @@ class DaemonConfig:
     shutdown_timeout: float = 10.0  # bound on draining in-flight handler work at SIGTERM
     host: str | None = None  # names this host in alerts; None: the machine's short host name
     line_timeout: float = 0.5  # CPU seconds one line may take through parser and rules
+    metrics_listen: ListenAddress | None = None  # off unless ``metrics: {listen: ...}``
+    history: float = 30 * 86400.0  # alert and delivery history kept for ``report``
     mark: Mark = NOWHERE
 
     def host_name(self) -> str:

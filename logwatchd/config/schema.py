@@ -20,6 +20,7 @@ from logwatchd.config.model import (
     DaemonConfig,
     IpNetwork,
     ListConfig,
+    ListenAddress,
     ParserConfig,
     SourceConfig,
 )
@@ -56,7 +57,10 @@ DAEMON_KEYS = (
     "host",
     "max_open_files",
     "line_timeout",
+    "metrics",
+    "history",
 )
+METRICS_KEYS = ("listen",)
 SOURCE_KEYS = {
     "file": ("id", "type", "parser", "paths", "start_at", "olddir"),
     "journald": ("id", "type", "parser", "match", "directory", "files", "start_at"),
@@ -215,7 +219,31 @@ def _daemon(node: Node | None) -> DaemonConfig:
         values["max_open_files"] = nodes.integer(item, minimum=1, maximum=1_000_000)
     if (item := entries.get("line_timeout")) is not None:
         values["line_timeout"] = nodes.duration(item, positive=True)
+    if (item := entries.get("metrics")) is not None:
+        values["metrics_listen"] = _metrics_listen(item)
+    if (item := entries.get("history")) is not None:
+        values["history"] = nodes.duration(item, positive=True)
     return DaemonConfig(**values)  # type: ignore[arg-type]
+
+
+def _metrics_listen(node: Node) -> ListenAddress | None:
+    entry = nodes.mapping(node, METRICS_KEYS).get("listen")
+    if entry is None:
+        return None
+    text = nodes.string(entry)
+    if text.startswith("unix:"):
+        path = text.removeprefix("unix:")
+        if not os.path.isabs(path):
+            raise entry.error(f'"{text}": a unix socket needs an absolute path (unix:/run/...)')
+        return ListenAddress(unix_path=path)
+    host, _, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise entry.error(
+            f'"{text}" is not an address to listen on '
+            "(use 127.0.0.1:9101, [::1]:9101 or unix:/run/logwatchd/metrics.sock)"
+        )
+    return ListenAddress(host=host, port=int(port))
 
 
 def _host(node: Node) -> str:

@@ -14,20 +14,21 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from logwatchd.actions import ActionBook
 from logwatchd.alerts import Alert
 from logwatchd.clock import Clock, SystemClock
-from logwatchd.config.model import Config, DaemonConfig, SourceConfig
+from logwatchd.config.model import Config, DaemonConfig, ListenAddress, SourceConfig
 from logwatchd.errors import ConfigError
 from logwatchd.handlers import HostInfo, build_handler
 from logwatchd.outbox import Dispatcher, InFlight
 from logwatchd.pipeline import Pipeline, build_engine
 from logwatchd.service import notify
 from logwatchd.service.stamps import StampWatch
+from logwatchd.service.tally import Tally, line_counts
 from logwatchd.sources import FileFollower, StdinSource
 from logwatchd.sources.base import Source
 from logwatchd.sources.journal import JournalSource
@@ -36,6 +37,9 @@ from logwatchd.state import RuleChanges, StateStore
 from logwatchd.state_health import WriteRetry, damaged, is_unwritable, state_error
 from logwatchd.templates import Templates
 from logwatchd.timelimit import Interrupted, LineTimeLimit
+
+if TYPE_CHECKING:
+    from logwatchd.metrics import MetricsServer
 
 log = structlog.get_logger("logwatchd")
 
@@ -100,12 +104,13 @@ class Wiring:
         self.actions = ActionBook(store, handlers, dry_run=config.daemon.dry_run)
         self._clock = clock
 
-    def start(self, wake: threading.Event) -> None:
+    def start(self, wake: threading.Event, tally: Tally) -> None:
         # before the workers: undos that fell due while down, and the active actions again
         self.actions.start(self._clock.now())
         self.dispatcher.start()
         for source in self.sources:
             source.start(wake.set)
+        tally.attach(self.pipeline, self.dispatcher, self.checkpoints())
 
     def checkpoints(self) -> dict[str, dict[str, Any]]:
         return {source.id: source.checkpoint() for source in self.sources}
@@ -151,6 +156,9 @@ class Daemon:
         self._pending: list[Alert] = []
         self._limit = LineTimeLimit()  # no line may hold up the loop (installed with signals)
         self._interrupted = False  # stopped inside a batch: its lines are read again next start
+        self._tally = Tally(name)  # per source, rule and handler; kept across reloads
+        self._metrics: MetricsServer | None = None
+        self._pruner: threading.Thread | None = None
         # what the last commit could not write (disk full): retried before anything is read
         self._unsaved: tuple[dict[str, dict[str, Any]], RuleChanges, list[Alert]] | None = None
         self._retry_at = 0.0
@@ -192,7 +200,9 @@ class Daemon:
             raise damaged(store.path, problems[0])
         first_run = store.is_new()
         wiring = Wiring(config, store, self.clock, self._in_flight, self._limit)
-        wiring.start(self._wake)
+        wiring.start(self._wake, self._tally)
+        self._commit_status(store)  # status: running since now
+        self._serve_metrics(config.daemon.metrics_listen, store.path)
         log.info(
             "started",
             config=self.config_path,
@@ -251,7 +261,7 @@ class Daemon:
                 last_status, reported_lines = now, committed_lines
             self._report_due = committed_lines != reported_lines
             if now - last_prune >= PRUNE_INTERVAL:
-                self._prune(store)
+                self._prune(store, wiring.config.daemon.history)
                 last_prune = now
             if self._reload and self._unsaved is None:
                 self._reload = False
@@ -273,21 +283,30 @@ class Daemon:
     def _read(self, wiring: Wiring) -> bool:
         """One pass over the sources; True when some source had more than a batch ready."""
         busy = False
+        now = time.time()
         for source in wiring.sources:
             try:
                 lines = source.poll(MAX_BATCH)
             except Exception:
                 log.exception("source poll failed", source=source.id)
                 continue
+            before = line_counts(wiring.pipeline)
             self._pending.extend(wiring.pipeline.handle_batch(lines))
             self._counters.lines += len(lines)
-            busy = busy or len(lines) >= MAX_BATCH
+            more = len(lines) >= MAX_BATCH
+            self._tally.read(source.id, len(lines), before, more=more, now=now)
+            busy = busy or more
         return busy
 
     def _commit_due(self, now: float, since: float, read_since: bool, every: float) -> bool:
         if self._unsaved is not None:
             return now >= self._retry_at
-        return bool(self._pending) or (read_since and since >= every) or since >= IDLE_COMMIT
+        return (
+            bool(self._pending)
+            or (read_since and since >= every)
+            or since >= IDLE_COMMIT
+            or self._tally.due()  # the status row shows what was counted within a second
+        )
 
     def _commit(self, wiring: Wiring, store: StateStore) -> bool:
         """Commit what was read since the last commit; False when the disk refused it (then
@@ -297,11 +316,18 @@ class Daemon:
             drained = wiring.pipeline.engine.drain_changes()
             self._unsaved = (wiring.checkpoints(), drained, fired)
         sources, changes, alerts = self._unsaved
+        status, activity = self._tally.for_commit()
         try:
             store.commit(
-                sources=sources, rules=changes, alerts=alerts, acting=wiring.actions.recorders
+                sources=sources,
+                rules=changes,
+                alerts=alerts,
+                acting=wiring.actions.recorders,
+                status=status,
+                activity=activity,
             )
         except sqlite3.OperationalError as exc:
+            self._tally.not_saved(activity)
             if not is_unwritable(exc):
                 raise
             self._retry_at = self.clock.monotonic() + self._writes.failed(exc, path=store.path)
@@ -309,6 +335,7 @@ class Daemon:
         self._unsaved = None
         self._writes.succeeded()
         wiring.committed()
+        self._tally.committed(sources)
         try:
             wiring.stamps.report(store, self.clock.monotonic())
         except Exception:
@@ -328,6 +355,11 @@ class Daemon:
             wiring.dispatcher.notify({name for alert in alerts for name in alert.handlers})
         return True
 
+    def _commit_status(self, store: StateStore) -> None:
+        """The status row and the activity counts now, alone in a commit."""
+        status, activity = self._tally.for_commit(force=True)
+        store.commit(status=status, activity=activity)
+
     def _undo_due(self, wiring: Wiring, monotonic: float) -> None:
         """Actions whose time has come (or that ``logwatchd actions revert`` ended) are undone."""
         try:
@@ -344,10 +376,12 @@ class Daemon:
             config = self._load()
         except ConfigError as exc:
             log.error("reload failed, keeping the running config", error=str(exc))
+            self._tally.reloads["failed"] += 1
             notify.ready(self._status_text(store))
             return wiring
         except Exception as exc:
             log.exception("reload failed, keeping the running config", error=str(exc))
+            self._tally.reloads["failed"] += 1
             notify.ready(self._status_text(store))
             return wiring
         # Commit first: the new wiring is built from what the database now holds, so
@@ -359,18 +393,23 @@ class Daemon:
             return wiring
         wiring.stop_sources()
         wiring.dispatcher.stop(wiring.config.daemon.shutdown_timeout)
+        self._tally.retire()
         try:
             fresh = Wiring(config, store, self.clock, self._in_flight, self._limit)
-            fresh.start(self._wake)
+            fresh.start(self._wake, self._tally)
+            self._tally.reloads["ok"] += 1
         except Exception as exc:
             log.exception("reload failed while starting, restarting the old config", error=str(exc))
+            self._tally.reloads["failed"] += 1
             fresh = Wiring(wiring.config, store, self.clock, self._in_flight, self._limit)
-            fresh.start(self._wake)
+            fresh.start(self._wake, self._tally)
+        self._serve_metrics(fresh.config.daemon.metrics_listen, store.path)
         log.info("reloaded", config=self.config_path, rules=len(fresh.config.rules))
         notify.ready(self._status_text(store))
         return fresh
 
     def _shutdown(self, wiring: Wiring, store: StateStore) -> None:
+        self._serve_metrics(None, store.path)
         if self._interrupted:
             # what the last commit holds is consistent: the batch is read again next start
             log.info("stopped while reading a batch; its lines are read again at the next start")
@@ -384,10 +423,16 @@ class Daemon:
                 log.exception("final commit failed")
         wiring.stop_sources()
         wiring.dispatcher.stop(wiring.config.daemon.shutdown_timeout)
+        try:  # the workers' last deliveries are in the status too
+            self._commit_status(store)
+        except Exception:
+            log.exception("final status commit failed")
+        if self._pruner is not None:  # an unfinished chunk is rolled back, and done next time
+            self._pruner.join(wiring.config.daemon.shutdown_timeout)
         store.close()
         log.info("stopped", lines=self._counters.lines, alerts=self._counters.alerts)
 
-    def _prune(self, store: StateStore) -> None:
+    def _prune(self, store: StateStore, history: float) -> None:
         try:
             removed = store.prune_delivered()
         except Exception:
@@ -395,6 +440,32 @@ class Daemon:
             return
         if removed:
             log.info("pruned delivered alerts", count=removed)
+        if self._pruner is None or not self._pruner.is_alive():
+            self._pruner = threading.Thread(
+                target=_prune_history, args=(store.path, history), name="prune", daemon=True
+            )
+            self._pruner.start()
+
+    def _serve_metrics(self, address: ListenAddress | None, state_path: str) -> None:
+        """Serve /metrics at ``address`` (None: not at all), moving the listener if it
+        changed. A listener that cannot start is logged; reading logs matters more."""
+        current = self._metrics
+        if current is not None and current.address == address:
+            return
+        if current is not None:
+            current.stop()
+            self._metrics = None
+        if address is None:
+            return
+        from logwatchd.metrics import DaemonCollector, MetricsServer, build_registry
+
+        registry = build_registry(DaemonCollector(self._tally.snapshot, state_path))
+        try:
+            self._metrics = MetricsServer(address, registry).start()
+        except OSError as exc:
+            log.error("cannot serve metrics", listen=str(address), error=str(exc))
+            return
+        log.info("serving metrics", listen=str(address))
 
     def _status_text(self, store: StateStore) -> str:
         depth = 0
@@ -416,6 +487,21 @@ def open_files_share(config: Config) -> int:
     if budget < config.daemon.max_open_files and files:
         log.info("descriptor limit: fewer files held open", max_open_files=budget)
     return max(1, budget // max(1, files))
+
+
+def _prune_history(state_path: str, history: float) -> None:
+    """In its own thread and connection: a month of history can take a while to delete."""
+    try:
+        store = StateStore(state_path)
+        try:
+            removed = store.prune_history(history)
+        finally:
+            store.close()
+    except Exception:
+        log.exception("pruning the history failed")
+        return
+    if removed:
+        log.info("pruned history", rows=removed)
 
 
 def build_source(
