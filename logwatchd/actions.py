@@ -6,7 +6,9 @@ with ``undo``) keeps one row per (handler, key) in the ``actions`` table:
 - At commit, in the transaction that writes the outbox row (``Recorder.queue``): a key with
   no active action gets one (``since``, ``until``, ``duration``), and the outbox row carries
   it to the handler as ``alert.action``. A key under an active action is not acted on
-  again: its alert is recorded as a ``skipped`` outbox row and counted (``times``).
+  again: its alert is recorded as a ``skipped`` outbox row. If the alert's first line came
+  after the action began, the key offended again while acted on: that counts (``times``),
+  and with ``increase`` the action is extended instead (``Recorder._again``).
 - Once ``until`` has passed (``ActionBook.tick`` from the daemon's loop, and at start for
   what fell due while the daemon was down) the undo becomes an outbox row of its own,
   ``<alert id>/undo``: delivered, retried and never repeated like any other.
@@ -98,18 +100,12 @@ class Recorder:
             self._skip(db, alert, payload, now, f"no key: {type(exc).__name__}: {exc}")
             return 0
         row = db.execute(
-            "SELECT alert_id, until, times, state, forget FROM actions "
+            "SELECT alert_id, until, times, state, forget, since, duration FROM actions "
             "WHERE handler = ? AND key = ?",
             (self.name, key),
         ).fetchone()
         if row is not None and row[3] == "active" and row[1] > now:
-            note = f"{key} is already acted on until {isoformat(row[1])}"
-            if self._skip(db, alert, payload, now, note):
-                db.execute(
-                    "UPDATE actions SET times = times + 1 WHERE handler = ? AND key = ?",
-                    (self.name, key),
-                )
-            return 0
+            return self._again(db, alert, payload, key, row=row, now=now)
         remembered = row is not None and row[4] > now
         times = row[2] + 1 if remembered else 1
         duration = action_duration(self.handler.duration, self.handler.increase, times)
@@ -137,6 +133,67 @@ class Recorder:
             "duration = excluded.duration, times = excluded.times, state = 'active', "
             "forget = excluded.forget",
             (self.name, key, alert.id, text, now, until, duration, times, forget),
+        )
+        return 1
+
+    def _again(
+        self,
+        db: sqlite3.Connection,
+        alert: Alert,
+        payload: dict[str, Any],
+        key: str,
+        *,
+        row: tuple[Any, ...],
+        now: float,
+    ) -> int:
+        """An alert for a key under an active action. If its first line came before the
+        action began, it is the rest of the offence the action is for (a burst's lines
+        logged before the ban took hold): recorded, nothing more. Otherwise the key kept
+        offending while acted on (where the ban does not reach, or a ban lost): a repeat,
+        counted, and with ``increase`` the action is extended to factor x its duration
+        (from its start, at most ``max``) and delivered again, since an nft element carries
+        its own timeout. (The line's own timestamp against the time the action began, as
+        fail2ban tells a ban's latency from a ban that does not hold.)"""
+        alert_id, until, times, _state, _forget, since, duration = row
+        note = f"{key} is already acted on until {isoformat(until)}"
+        if alert.first_seen < since:
+            self._skip(db, alert, payload, now, note)
+            return 0
+        increase = self.handler.increase
+        longer = duration if increase is None else min(increase.max, duration * increase.factor)
+        if increase is None or since + longer <= until:  # or already at its longest
+            if self._skip(db, alert, payload, now, f"{note}; counted as a repeat"):
+                db.execute(
+                    "UPDATE actions SET times = times + 1 WHERE handler = ? AND key = ?",
+                    (self.name, key),
+                )
+            return 0
+        until = since + longer
+        payload["action"] = {
+            "key": key,
+            "since": since,
+            "until": until,
+            "duration": longer,
+            "times": times + 1,
+            "step": "do",
+            "extended": now,
+        }
+        text = _dumps(payload)
+        if not insert_outbox(db, alert.id, self.name, alert.rule, text, now=now):
+            return 0  # a replay after a crash: extended the first time
+        # the earlier delivery, if it has not run yet, would set the shorter time
+        _skip_pending(db, alert_id, self.name, "superseded by an extension", now)
+        forget = until + increase.max
+        db.execute(
+            "UPDATE actions SET alert_id = ?, alert = ?, until = ?, duration = ?, "
+            "times = times + 1, forget = ? WHERE handler = ? AND key = ?",
+            (alert.id, text, until, longer, forget, self.name, key),
+        )
+        log.info(
+            f"extending: {key} offended again while acted on; now until {isoformat(until)}",
+            handler=self.name,
+            rule=alert.rule,
+            alert_id=alert.id,
         )
         return 1
 

@@ -5,8 +5,9 @@ Each host follows its own auth log (RFC 3339 syslog lines) and publishes every s
 to NATS (rule ``auth-failure``, no threshold). The aggregator reads them with a ``nats``
 source and fires ``fleet-bruteforce`` when one address failed on two distinct hosts; its
 decision goes back through NATS to every host, whose ``apply-ban`` rule runs a recorder
-program (a ``command`` handler that appends ``host ip`` to a file: the stand-in for the
-nftables ban handler). The aggregator also writes every alert it received (``seen``) and
+program (a ``command`` handler that appends ``host ip`` to a file), or, for a host started in
+a network namespace of its own (``netns``), bans with the real ``nftables`` handler there.
+The aggregator also writes every alert it received (``seen``) and
 every alert id it counted twice (``twice``: must stay empty) to JSON-lines files.
 """
 
@@ -21,6 +22,7 @@ from typing import Any
 
 from logwatchd.state import StateStore
 from tests.daemon_helpers import DaemonProcess, read_jsonl, write_config
+from tests.nft_helpers import LINK_RANGE
 
 FAILURE_REGEX = r"Failed password for (?P<user>\S+) from (?P<ip>\S+) port"
 
@@ -39,8 +41,18 @@ def recorder(directory: Path) -> tuple[Path, Path]:
     return script, out
 
 
+# never the links to the nats-server: a host must not cut itself off from the fleet
+NFTABLES_BAN: dict[str, Any] = {"type": "nftables", "duration": "1h", "never": [str(LINK_RANGE)]}
+
+
 def host_config(
-    directory: Path, name: str, servers: list[str], ban_program: Path, *, replicas: int = 1
+    directory: Path,
+    name: str,
+    servers: list[str],
+    ban_program: Path,
+    *,
+    replicas: int = 1,
+    ban: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "version": 1,
@@ -79,7 +91,7 @@ def host_config(
                 "sources": ["decisions"],
                 "match": {"field": "rule", "equals": "fleet-bruteforce"},
                 "group_by": ["ip"],
-                "handlers": ["ban"],  # with the nftables handler: the same line
+                "handlers": ["ban"],
             },
         ],
         "handlers": {
@@ -90,8 +102,13 @@ def host_config(
                 "retry": {"max_attempts": 1000, "backoff": "200ms", "max_backoff": "1s"},
             },
             "ban": {
-                "type": "command",
-                "argv": [str(ban_program), "{{ host.name }}", "{{ alert.key.ip }}"],
+                **(
+                    ban
+                    or {
+                        "type": "command",
+                        "argv": [str(ban_program), "{{ host.name }}", "{{ alert.key.ip }}"],
+                    }
+                ),
                 "retry": {"backoff": "200ms", "max_backoff": "1s"},
             },
         },
@@ -157,13 +174,24 @@ def aggregator_config(
 
 
 class Host:
-    def __init__(self, directory: Path, name: str, servers: list[str], **options: Any) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        name: str,
+        servers: list[str],
+        *,
+        netns: str | None = None,
+        **options: Any,
+    ) -> None:
         self.dir = directory
         self.name = name
+        self.netns = netns
         (directory / "logs").mkdir(parents=True, exist_ok=True)
         self.log = directory / "logs" / "auth.log"
         self.log.touch()
         program, self.bans_file = recorder(directory)
+        if netns is not None:
+            options["ban"] = NFTABLES_BAN
         self.config = write_config(
             directory / "host.yaml", host_config(directory, name, servers, program, **options)
         )
@@ -171,7 +199,8 @@ class Host:
         self.written = 0
 
     def start(self) -> Host:
-        self.daemon = DaemonProcess(self.config)
+        prefix = ("ip", "netns", "exec", self.netns) if self.netns else ()
+        self.daemon = DaemonProcess(self.config, prefix=prefix)
         self.daemon.wait_ready()
         return self
 

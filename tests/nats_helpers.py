@@ -37,25 +37,29 @@ def require_nats() -> None:
         pytest.skip("nats-py is not installed (pip install -e '.[fleet]'; tests/run does)")
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
 class NatsServer:
-    """One ``nats-server -js`` on loopback; ``extra_conf`` is appended to its config file."""
+    """One ``nats-server -js`` on loopback (or on ``host``, an address of this machine that
+    daemons in network namespaces reach); ``extra_conf`` is appended to its config file."""
 
-    def __init__(self, directory: Path, *, name: str = "n0", extra_conf: str = "") -> None:
+    def __init__(
+        self, directory: Path, *, name: str = "n0", extra_conf: str = "", host: str = "127.0.0.1"
+    ) -> None:
         require_nats()
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.name = name
-        self.port = free_port()
-        self.url = f"nats://127.0.0.1:{self.port}"
+        self.host = host
+        self.port = free_port(host)
+        self.url = f"nats://{host}:{self.port}"
         self.conf = self.dir / "nats.conf"
         self.conf.write_text(
-            f'server_name: "{name}"\nlisten: "127.0.0.1:{self.port}"\n'
+            f'server_name: "{name}"\nlisten: "{host}:{self.port}"\n'
             f'jetstream {{ store_dir: "{self.dir / "store"}" }}\n{extra_conf}\n'
         )
         self.log = self.dir / "server.log"
@@ -76,7 +80,7 @@ class NatsServer:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"nats-server exited: {self.log.read_text()[-2000:]}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                with socket.create_connection((self.host, self.port), timeout=0.2):
                     return True
             except OSError:
                 return False

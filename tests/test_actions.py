@@ -1,8 +1,8 @@
 """The bookkeeping of actions that undo themselves, in the state database.
 
 An action is recorded with its outbox row; a key under an active action is not acted on
-again; the undo is queued once when due; repeat offenders get longer actions; a revert ends
-an action at once and forgets it.
+again, but a new offence during it extends it; the undo is queued once when due; repeat
+offenders get longer actions; a revert ends an action at once and forgets it.
 """
 
 from __future__ import annotations
@@ -43,11 +43,13 @@ class FakeBan:
         return ip
 
 
-def make_alert(alert_id: str, ip: str = "192.0.2.1") -> Alert:
+def make_alert(alert_id: str, ip: str = "192.0.2.1", first_seen: float = T0) -> Alert:
+    """An alert whose lines span ``first_seen`` .. T0 (or .. ``first_seen``, if later)."""
     return Alert(
         id=alert_id, rule="brute", severity="high", tags=[], key={"ip": ip}, count=5,
-        suppressed=0, first_seen=T0, last_seen=T0, fired_at=T0, host="h", source="s",
-        path="/x", raw="line", fields={"ip": ip}, events=["line"], handlers=("ban",),
+        suppressed=0, first_seen=first_seen, last_seen=max(T0, first_seen),
+        fired_at=max(T0, first_seen), host="h", source="s", path="/x", raw="line",
+        fields={"ip": ip}, events=["line"], handlers=("ban",),
     )  # fmt: skip
 
 
@@ -87,17 +89,32 @@ def test_an_action_is_recorded_with_its_outbox_row_which_carries_it(store):
     assert actions.active_actions(store, T0)[0]["state"] == "applied"
 
 
-def test_a_key_under_an_active_action_is_not_acted_on_again_but_counted(store):
+def test_a_key_under_an_active_action_is_not_acted_on_again_but_a_new_offence_counts(store):
     ban = FakeBan()
     record(store, ban, make_alert("a1"), T0)
-    assert record(store, ban, make_alert("a2"), T0 + 60) == 0
+    assert record(store, ban, make_alert("a2", first_seen=T0 + 50), T0 + 60) == 0
     note = f"192.0.2.1 is already acted on until {isoformat(T0 + HOUR)}"
-    assert outbox(store)["a2"] == ("skipped", note)
+    assert outbox(store)["a2"] == ("skipped", f"{note}; counted as a repeat")
     [row] = actions.active_actions(store, T0 + 60)
-    assert (row["times"], row["since"], row["alert_id"]) == (2, T0, "a1")
+    assert (row["times"], row["since"], row["until"], row["alert_id"]) == (2, T0, T0 + HOUR, "a1")
     # the same alert again (a replay after a crash) is recognised and not counted twice
-    assert record(store, ban, make_alert("a2"), T0 + 61) == 0
+    assert record(store, ban, make_alert("a2", first_seen=T0 + 50), T0 + 61) == 0
     assert actions.active_actions(store, T0 + 61)[0]["times"] == 2
+
+
+def test_the_rest_of_the_offence_that_started_an_action_is_recorded_not_counted(store):
+    """Lines of the burst logged before the ban took hold make an alert of their own: its
+    first line came before the action began, so it is the same offence, not a repeat."""
+    ban = FakeBan(increase=Increase(factor=2.0, max=100 * HOUR))
+    record(store, ban, make_alert("a1"), T0 + 0.5)  # recorded at the commit after its lines
+    assert record(store, ban, make_alert("a2", first_seen=T0 + 0.2), T0 + 1.5) == 0
+    note = f"192.0.2.1 is already acted on until {isoformat(T0 + 0.5 + HOUR)}"
+    assert outbox(store)["a2"] == ("skipped", note)
+    [row] = actions.active_actions(store, T0 + 2)
+    assert (row["times"], row["duration"], row["alert_id"]) == (1, HOUR, "a1")
+    actions.queue_due_undos(store, T0 + 0.5 + HOUR)
+    record(store, ban, make_alert("a3", first_seen=T0 + 2 * HOUR), T0 + 2 * HOUR)
+    assert actions.active_actions(store, T0 + 2 * HOUR)[0]["duration"] == 2 * HOUR
 
 
 def test_a_refused_key_is_recorded_as_skipped_with_the_reason_and_never_acted_on(store):
@@ -167,13 +184,41 @@ def test_a_repeat_offender_gets_factor_times_the_last_duration_up_to_max(store):
     assert durations == [HOUR, 2 * HOUR, 4 * HOUR, 5 * HOUR, 5 * HOUR]
 
 
-def test_alerts_during_an_action_count_toward_the_next_increase(store):
-    ban = FakeBan(increase=Increase(factor=2.0, max=100 * HOUR))
+def test_an_offence_during_an_action_extends_it_by_factor_from_its_start_up_to_max(store):
+    ban = FakeBan(increase=Increase(factor=2.0, max=5 * HOUR))
     record(store, ban, make_alert("a1"), T0)
-    record(store, ban, make_alert("a2"), T0 + 10)  # while active: counted
-    actions.queue_due_undos(store, T0 + HOUR)
-    record(store, ban, make_alert("a3"), T0 + HOUR + 10)
-    assert actions.active_actions(store, T0 + HOUR + 10)[0]["duration"] == 4 * HOUR
+    assert record(store, ban, make_alert("a2", first_seen=T0 + 600), T0 + 610) == 1
+    # delivered again with the later end (an nft element carries its own timeout); the
+    # first delivery, not run yet, would set the shorter one
+    assert outbox(store)["a1"] == ("skipped", "superseded by an extension")
+    [item] = store.claim_due("ban", now=T0 + 610)
+    assert item.alert_id == "a2"
+    assert item.alert["action"] == {
+        "key": "192.0.2.1", "since": T0, "until": T0 + 2 * HOUR, "duration": 2 * HOUR,
+        "times": 2, "step": "do", "extended": T0 + 610,
+    }  # fmt: skip
+    [row] = actions.active_actions(store, T0 + 610)
+    assert (row["since"], row["until"], row["times"], row["alert_id"]) == (
+        T0,
+        T0 + 2 * HOUR,
+        2,
+        "a2",
+    )
+    assert record(store, ban, make_alert("a2", first_seen=T0 + 600), T0 + 611) == 0  # replay
+    assert record(store, ban, make_alert("a3", first_seen=T0 + 700), T0 + 700) == 1
+    assert record(store, ban, make_alert("a4", first_seen=T0 + 800), T0 + 800) == 1
+    [row] = actions.active_actions(store, T0 + 800)
+    assert (row["until"], row["duration"], row["times"]) == (T0 + 5 * HOUR, 5 * HOUR, 4)
+    # at its longest: counted, not delivered again
+    assert record(store, ban, make_alert("a5", first_seen=T0 + 900), T0 + 900) == 0
+    assert outbox(store)["a5"][1].endswith("; counted as a repeat")
+    [row] = actions.active_actions(store, T0 + 900)
+    assert (row["until"], row["times"]) == (T0 + 5 * HOUR, 5)
+    # the undo comes at the extended end, once, and undoes the latest delivery's action
+    assert actions.queue_due_undos(store, T0 + 2 * HOUR) == set()
+    assert actions.queue_due_undos(store, T0 + 5 * HOUR) == {"ban"}
+    undos = [i for i in store.claim_due("ban", now=T0 + 5 * HOUR) if i.alert_id.endswith("/undo")]
+    assert [(u.alert_id, u.alert["action"]["step"]) for u in undos] == [("a4/undo", "undo")]
 
 
 def test_a_key_is_forgotten_once_max_has_passed_since_its_action_ended(store):

@@ -1,25 +1,31 @@
 """The fleet end to end: two host daemons and an aggregator (real ``logwatchd run``
-processes) correlating through a real nats-server, and what survives NATS or the aggregator
+processes) correlating through a real nats-server, the decision banned with real nft on hosts
+that each run in a network namespace of their own, and what survives NATS or the aggregator
 dying mid-run."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.fleet_helpers import Aggregator, Host, alert_ids_of, dump
+from tests import nft_helpers
+from tests.daemon_helpers import logwatchd
+from tests.fleet_helpers import Aggregator, Host, alert_ids_of, dump, outbox
 from tests.nats_helpers import (
     AckDroppingProxy,
     NatsCluster,
     NatsServer,
     consumer_info,
     create_stream,
+    require_nats,
     stream_info,
     stream_messages,
     wait_until,
 )
+from tests.nft_helpers import Link, elements, nft
 
 pytestmark = pytest.mark.slow
 
@@ -34,14 +40,17 @@ class Fleet:
         servers: list[str],
         replicas: int = 1,
         aggregator_servers: list[str] | None = None,
+        namespaces: dict[str, str] | None = None,
     ) -> None:
         create_stream(servers, replicas=replicas)  # else the first nats handler creates it
         self.servers = servers
         self.aggregator = Aggregator(
             directory / "agg", aggregator_servers or servers, replicas=replicas
         )
+        namespaces = namespaces or {}
         self.hosts = [
-            Host(directory / name, name, servers, replicas=replicas) for name in ("web1", "web2")
+            Host(directory / name, name, servers, replicas=replicas, netns=namespaces.get(name))
+            for name in ("web1", "web2")
         ]
 
     def start(self) -> Fleet:
@@ -107,6 +116,70 @@ def test_an_address_failing_on_two_hosts_fires_the_fleet_rule_and_is_banned_on_b
     assert web2.bans() == [["web2", TWO_HOSTS]]
     assert [m["subject"] for m in decisions_in(fleet)] == ["logwatchd.decisions.fleet-bruteforce"]
     assert agg.jsonl("twice") == []
+
+
+@pytest.fixture
+def links() -> Iterator[dict[str, Link]]:
+    reason = nft_helpers.missing_requirements()
+    if reason:
+        pytest.skip(reason)
+    require_nats()
+    with nft_helpers.linked_namespaces("decide", ["web1", "web2"]) as made:
+        yield made
+
+
+@pytest.fixture
+def fleet_in_namespaces(tmp_path: Path, links: dict[str, Link]) -> Iterator[Fleet]:
+    """The hosts each in a network namespace of their own (their own nftables ruleset); the
+    server listens on web1's link, and web2 reaches it through its own link."""
+    server = NatsServer(tmp_path / "nats", host=links["web1"].outer).start()
+    lab = None
+    try:
+        namespaces = {name: link.namespace for name, link in links.items()}
+        lab = Fleet(tmp_path, [server.url], namespaces=namespaces)
+        yield lab.start()
+    finally:
+        if lab is not None:
+            lab.close()
+        server.kill()
+
+
+def test_a_fleet_decision_is_an_nftables_ban_on_both_hosts(fleet_in_namespaces: Fleet) -> None:
+    fleet = fleet_in_namespaces
+    web1, web2 = fleet.hosts
+    web1.fail(TWO_HOSTS)
+    web1.fail(ONE_HOST)
+    web1.fail(ONE_HOST, user="admin")  # twice, but on one host only
+    web2.fail(TWO_HOSTS)
+    agg = fleet.aggregator
+    wait_until(lambda: fleet.all_seen(4), timeout=30)
+    for host in fleet.hosts:
+        assert host.netns is not None
+        wait_until(lambda h=host: TWO_HOSTS in elements(h.netns, "banned4"), timeout=30)
+    assert agg.daemon is not None
+    assert agg.daemon.terminate() == 0
+    # every decision the aggregator made is in the stream: this one, and no other
+    assert agg.fleet_ips() == [TWO_HOSTS], dump(agg)
+    assert outbox(agg.dir / "state", "decisions").get("pending", 0) == 0
+    assert [m["data"]["key"] for m in decisions_in(fleet)] == [{"ip": TWO_HOSTS}]
+    for host in fleet.hosts:
+        assert host.netns is not None and host.daemon is not None
+        banned = elements(host.netns, "banned4")
+        assert list(banned) == [TWO_HOSTS], dump(host)
+        assert 3500 < banned[TWO_HOSTS]["expires"] <= 3600
+        chain = nft(host.netns, "list", "chain", "inet", "logwatchd", "input").stdout
+        assert "ip saddr @banned4 drop" in chain
+        listed = logwatchd("actions", "-c", str(host.config), "--json")
+        assert listed.returncode == 0, listed.stderr
+        [action] = json.loads(listed.stdout)
+        assert (action["handler"], action["key"], action["rule"], action["state"]) == (
+            "ban",
+            TWO_HOSTS,
+            "apply-ban",
+            "applied",
+        )
+        assert host.daemon.terminate() == 0
+    assert web1.bans() == web2.bans() == []  # no recorder program ran: nft did
 
 
 def test_nats_killed_while_hosts_keep_writing_every_failure_arrives_once(

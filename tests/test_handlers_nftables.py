@@ -2,8 +2,10 @@
 
 The daemon tests run the daemon and nft inside a network namespace of the test's own (never
 the host's ruleset): a threshold bans within a second, the ``never`` list is honoured, IPv6
-is banned by its /64, a ban ends after its time, a repeat offender's next ban is longer, and
-after a kill -9 and a lost ruleset (a reboot) the active bans come back and expired ones not.
+is banned by its /64, a ban ends after its time, a repeat offender's next ban is longer, an
+address failing again while banned has its ban extended, and after a kill -9 and a lost
+ruleset (a reboot) the active bans come back (extended ones with their later end) and expired
+ones not.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from logwatchd import actions
+from logwatchd.alerts import isoformat
 from logwatchd.commands.check import warnings as check_warnings
 from logwatchd.config import load
 from logwatchd.errors import ActionRefused, ConfigError, DeliveryError
@@ -397,4 +400,44 @@ def test_after_a_crash_and_a_reboot_active_bans_come_back_and_expired_ones_do_no
         assert list(active(tmp_path)) == ["203.0.113.9"]
         wait_for(lambda: logged(daemon, "lifted the ban on 198.51.100.20"))
         assert logged(daemon, "re-applied 1 active actions")
+        assert daemon.terminate() == 0
+
+
+@pytest.mark.slow
+def test_an_address_that_keeps_failing_while_banned_gets_its_ban_extended_across_a_restart(
+    tmp_path, netns
+):
+    log = tmp_path / "app.log"
+    log.touch()
+    settings = {"duration": "20s", "increase": {"factor": 3, "max": "1h"}}
+    path = write_config(tmp_path / "c.yaml", config(tmp_path, **settings))
+    with start(path, netns) as daemon:
+        # six failures at once: the ban, then an alert of the burst's rest, whose lines were
+        # logged before the ban began: the same offence, neither counted nor extending
+        append(log, "Fail", "203.0.113.9", times=6)
+        wait_for(lambda: "203.0.113.9" in elements(netns, "banned4"))
+        wait_for(lambda: logged(daemon, "not acted on: 203.0.113.9 is already acted on until"))
+        row = active(tmp_path)["203.0.113.9"]
+        assert (row["duration"], row["times"]) == (20.0, 1)
+
+        # failing again while banned (lines stamped after the ban began): 3 x 20s from its start
+        wait_for(lambda: time.time() >= int(row["since"]) + 1, timeout=2)
+        append(log, "Fail", "203.0.113.9", times=3)
+        wait_for(lambda: logged(daemon, "extended the ban on 203.0.113.9 to 1m"))
+        assert 40 < elements(netns, "banned4")["203.0.113.9"]["timeout"] <= 60
+        [listed] = cli_json("actions", "-c", str(daemon.config))
+        assert (listed["since"], listed["duration"], listed["times"], listed["state"]) == (
+            isoformat(row["since"]),
+            60.0,
+            2,
+            "applied",
+        )
+        assert listed["until"] == isoformat(row["since"] + 60)
+        daemon.kill()  # kill -9
+
+    nft(netns, "delete", "table", "inet", "logwatchd")  # a reboot
+    with start(path, netns) as daemon:
+        left = elements(netns, "banned4")["203.0.113.9"]["expires"]
+        assert left > 20  # more than the first ban ever had: the extended end came back
+        assert active(tmp_path)["203.0.113.9"]["until"] == row["since"] + 60
         assert daemon.terminate() == 0

@@ -28,6 +28,7 @@ from typing import Any
 
 import structlog
 
+from logwatchd.alerts import isoformat
 from logwatchd.config.durations import format_duration
 from logwatchd.config.model import HandlerConfig, Increase, IpNetwork
 from logwatchd.errors import ActionRefused, DeliveryError
@@ -144,8 +145,13 @@ class NftablesHandler:
         script.append(self._elements("delete", element, [value]))
         script.append(self._elements("add", element, [timed]))
         self._run(script)
+        what = f"banned {element} for {format_duration(duration)}"
+        action = alert.get("action")
+        if isinstance(action, dict) and action.get("extended"):
+            until = isoformat(float(action["until"]))
+            what = f"extended the ban on {element} to {format_duration(duration)}, until {until}"
         log.info(
-            f"banned {element} for {format_duration(duration)}",
+            what,
             handler=self.name,
             rule=alert.get("rule"),
             alert_id=alert.get("id"),
