@@ -236,6 +236,23 @@ def test_a_journal_match_must_be_field_equals_value(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "term",
+    ["--file=/etc/shadow", "+", "message=lower", "_PID", "1PID=1", "\u00c4B=x", "A" * 65 + "=x"],
+)
+def test_a_journal_match_term_is_checked_once_with_the_limits_of_journal_fields(
+    tmp_path: Path, term: str
+) -> None:
+    """What the journald source passes to journalctl: a config that loads also starts."""
+    base = "version: 1\nsources:\n  - id: j\n    type: journald\n    match: ['%s']\n"
+    assert error(tmp_path, base=base % term).startswith(
+        f'c.yaml:5: sources[0].match[0]: "{term}" is not a journal match'
+    )
+    longest = "A" * 64 + "=x"
+    [journal] = config(tmp_path, base=base % longest).sources
+    assert journal.match == (longest,)
+
+
 def test_an_unknown_parser_is_rejected(tmp_path: Path) -> None:
     message = error(tmp_path, base=BASE.replace("parser: none", "parser: sylog"))
     assert message.startswith("c.yaml:6: sources[0].parser: unknown parser 'sylog'; known: ")
