@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import structlog
 
+from logwatchd.handlers.log import PRIORITY
 from logwatchd.service import logging as service_logging
 
 
@@ -127,8 +128,7 @@ def test_a_group_key_reads_as_dotted_pairs_and_stays_json_in_its_field(
 
 def test_explicit_priority_overrides_the_level(journald: FakeJournald) -> None:
     log = journal_logger(journald)
-    severity_priority = service_logging.SEVERITY_PRIORITY["critical"]
-    log.info("alert fired", rule="security-breach", priority=severity_priority)
+    log.info("alert fired", rule="security-breach", priority=PRIORITY["critical"])
     fields = journald.receive()
     assert fields["PRIORITY"] == b"2"
     assert "F_PRIORITY" not in fields and "PRIORITY_" not in fields

@@ -17,8 +17,8 @@ exact value (the native protocol carries any bytes, and ``journalctl FIELD=`` ma
 
 Event keys ``rule``, ``source`` and ``handler`` become journal fields ``RULE``, ``SOURCE`` and
 ``HANDLER``; every other key becomes an upper-cased field too. An explicit ``priority`` key
-(0-7) overrides the level's priority: the log handler passes one derived from alert severity
-(``SEVERITY_PRIORITY``). Standard-library logging (watchdog's) is routed through the same sink.
+(0-7) overrides the level's priority: the log handler passes one derived from the alert's
+severity. Standard-library logging (watchdog's) is routed through the same sink.
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ from logwatchd.service.log_escape import UNSAFE, escape_controls, escape_lines
 
 __all__ = [
     "JOURNAL_SOCKET",
-    "SEVERITY_PRIORITY",
     "JournalSender",
     "configure",
     "encode_journal_entry",
@@ -59,7 +58,6 @@ Format = Literal["auto", "console", "json", "journal", "stderr"]
 IDENTIFIER = "logwatchd"
 
 LEVEL_PRIORITY = {"critical": 2, "error": 3, "warning": 4, "info": 6, "debug": 7}
-SEVERITY_PRIORITY = {"critical": 2, "high": 3, "medium": 4, "low": 5, "info": 6}
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
 # Keys that the formatters consume themselves rather than print as key=value.

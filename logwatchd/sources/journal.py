@@ -35,7 +35,7 @@ from logwatchd.clock import Clock
 from logwatchd.config.model import SourceConfig
 from logwatchd.errors import ConfigError
 from logwatchd.events import Line
-from logwatchd.sources.journal_records import decode_record, line_text, loads_prefix, records
+from logwatchd.sources.journal_records import decode_record, line_text, records
 
 # A cursor as journalctl prints it: "s=...;i=...;b=...;m=...;t=...;x=..." (hex values).
 _CURSOR_SHAPE = re.compile(r"[a-z]=[0-9a-f]+(?:;[a-z]=[0-9a-f]+)*", re.ASCII)
@@ -44,10 +44,6 @@ _MAX_BACKOFF = 30.0
 _HEALTHY_RUN = 30.0  # a follow process that lived this long resets the restart backoff
 _STDERR_TAIL = 500
 MAX_RECORD_BYTES = 1 << 20  # a journal record as JSON text; fields are cut once decoded
-
-# The record decoding moved to journal_records; its tests still import these names here.
-_records = records
-_loads_prefix = loads_prefix
 
 
 class _Buffer:
