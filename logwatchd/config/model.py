@@ -307,7 +307,7 @@ class SmtpSettings:
     tls: Literal["none", "starttls", "tls"] = "none"
     username: str | None = None
     password_file: str | None = None
-    credential: str | None = None  # a name under $CREDENTIALS_DIRECTORY; None: the handler's
+    credential: str | None = None  # under $CREDENTIALS_DIRECTORY; None: the handler name
     ca_file: str | None = None
     verify: bool = True
     timeout: float = 30.0  # the handler's timeout unless smtp.timeout is given

@@ -106,7 +106,7 @@ class WebhookHandler:
 
     def _post(self, alerts: list[dict[str, Any]]) -> None:
         body, content_type = self.payload(alerts)
-        # the scheme was checked to be http(s) when the handler was built
+        # the config schema allows only http:// and https:// URLs
         request = urllib.request.Request(  # noqa: S310
             self._url, data=body, method=self._method, headers=self.headers(alerts, content_type)
         )
