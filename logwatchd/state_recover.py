@@ -126,10 +126,6 @@ def _tables(db: sqlite3.Connection) -> dict[str, list[str]] | None:
         return None
 
 
-def _columns(db: sqlite3.Connection, table: str) -> list[str]:
-    return [str(row[1]) for row in db.execute(f'PRAGMA table_info("{table}")')]
-
-
 def _copy_table(
     old: sqlite3.Connection,
     new: sqlite3.Connection,

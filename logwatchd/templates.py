@@ -28,7 +28,14 @@ from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from logwatchd.alerts import sample_alert
-from logwatchd.config.model import HandlerConfig
+from logwatchd.config.model import (
+    CommandSettings,
+    EmailSettings,
+    HandlerConfig,
+    HandlerSettings,
+    NatsSettings,
+    WebhookSettings,
+)
 from logwatchd.errors import ConfigError, Mark
 
 log = structlog.get_logger("logwatchd.handlers")
@@ -305,49 +312,33 @@ def _field_errors(
             )
 
 
-def handler_template_sources(settings: dict[str, Any], handler_type: str) -> list[tuple[str, str]]:
-    """(key path, source) of every template a handler of this type renders."""
-    found: list[tuple[str, str]] = []
-    if handler_type == "email":
-        for name in ("subject", "body"):
-            if isinstance(settings.get(name), str):
-                found.append((name, settings[name]))
-        body_file = settings.get("body_file")
-        if body_file:
-            found.append(("body_file", read_template_file(body_file)))
-    elif handler_type == "command":
+def template_sources(settings: HandlerSettings) -> list[tuple[str, str]]:
+    """(key, source) of every template a handler renders; the key is where the source was
+    written (``body_file`` for a mail body read from a file)."""
+    if isinstance(settings, EmailSettings):
+        body_key = "body_file" if settings.body_file else "body"
+        return [("subject", settings.subject), (body_key, settings.body)]
+    if isinstance(settings, CommandSettings):
+        undo = settings.undo.argv if settings.undo else ()
         # argv[0] is a literal path, never a template
-        found.extend((f"argv[{i}]", arg) for i, arg in enumerate(settings.get("argv", ())) if i)
-        undo = settings.get("undo") or {}
-        found.extend((f"undo.argv[{i}]", arg) for i, arg in enumerate(undo.get("argv", ())) if i)
-    elif handler_type == "webhook":
-        for header, source in (settings.get("headers") or {}).items():
-            found.append((f"headers.{header}", source))
-        if isinstance(settings.get("body"), str):
-            found.append(("body", settings["body"]))
-    elif handler_type == "nats":
-        found.append(("subject", settings["subject"]))
-    return found
-
-
-def read_template_file(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except OSError as exc:
-        raise TemplateError(f"cannot read template file {path}: {exc.strerror}") from None
+        return [
+            *((f"argv[{i}]", arg) for i, arg in enumerate(settings.argv) if i),
+            *((f"undo.argv[{i}]", arg) for i, arg in enumerate(undo) if i),
+        ]
+    if isinstance(settings, WebhookSettings):
+        found = [(f"headers.{name}", source) for name, source in settings.headers.items()]
+        return found if settings.body is None else [*found, ("body", settings.body)]
+    if isinstance(settings, NatsSettings):
+        return [("subject", settings.subject)]
+    return []
 
 
 def check_templates(
-    name: str,
-    handler_type: str,
-    settings: dict[str, Any],
+    cfg: HandlerConfig,
     *,
     templates: Templates,
     host: HostInfo,
     key_fields: Iterable[str] | None = None,
-    marks: dict[str, Mark] | None = None,
-    mark: Mark | None = None,
     shape: RuleShape | None = None,
 ) -> int:
     """Compile and render every template of one handler against a sample alert: the
@@ -358,15 +349,9 @@ def check_templates(
     the template names that the rule's events never hold gets the field check's message.
     """
     alert = sample_for(key_fields)
-    marks = marks or {}
-    try:
-        sources = handler_template_sources(settings, handler_type)
-    except TemplateError as exc:
-        raise ConfigError(
-            exc.message, marks.get("body_file", mark), f"handlers.{name}.body_file"
-        ) from None
+    sources = template_sources(cfg.settings)
     for key, source in sources:
-        where, path = marks.get(key, mark), f"handlers.{name}.{key}"
+        where, path = cfg.marks.get(key, cfg.mark), f"handlers.{cfg.name}.{key}"
         if shape is not None:
             for error in _field_errors(shape, source, where, path):
                 raise error
@@ -376,18 +361,3 @@ def check_templates(
         except TemplateError as exc:
             raise ConfigError(exc.message, where, path) from None
     return len(sources)
-
-
-def check_handler_templates(
-    cfg: HandlerConfig,
-    *,
-    templates: Templates,
-    host: HostInfo,
-    key_fields: Iterable[str] | None = None,
-) -> int:
-    """``check_templates`` for a HandlerConfig: call once per rule using the handler, with the
-    rule's ``group_by`` as ``key_fields`` (None: the sample's own key)."""
-    return check_templates(
-        cfg.name, cfg.type, cfg.settings, templates=templates, host=host,
-        key_fields=key_fields, marks=cfg.marks, mark=cfg.mark,
-    )  # fmt: skip

@@ -114,6 +114,6 @@ def test_recidive_bans_an_address_banned_three_times_in_a_day_for_a_week(tmp_pat
     )
     assert [(a["rule"], a["key"]) for a in found] == [("recidive", {"key.ip": "203.0.113.9"})]
     cfg = load(str(path)).handlers["ban-long"]
-    assert (cfg.settings["duration"], cfg.settings["set"]) == (7 * 86400, "recidive")
+    assert (cfg.settings.duration, cfg.settings.set) == (7 * 86400, "recidive")
     long_ban = build_handler(cfg, templates=Templates(), host=HostInfo.local())
     assert long_ban.action_key(found[0]) == "203.0.113.9"  # type: ignore[attr-defined]

@@ -159,7 +159,7 @@ def test_relative_paths_resolve_against_the_file_that_holds_them(tmp_path: Path)
     assert cfg.daemon.state_dir == str(tmp_path / "etc/state")
     assert cfg.source("app").paths == (str(tmp_path / "etc/logs/app.log"),)
     assert cfg.source("more").paths == (str(tmp_path / "etc/logs/*.log"),)
-    assert cfg.handlers["out"].settings["path"] == str(tmp_path / "etc/rules.d/alerts.jsonl")
+    assert cfg.handlers["out"].settings.path == str(tmp_path / "etc/rules.d/alerts.jsonl")
 
 
 def test_base_dir_overrides_where_relative_paths_resolve(tmp_path: Path) -> None:
@@ -167,7 +167,7 @@ def test_base_dir_overrides_where_relative_paths_resolve(tmp_path: Path) -> None
     write(tmp_path / "etc/rules.d/out.yaml", "handlers:\n  out: {type: file, path: a.jsonl}\n")
     cfg = load(str(main), base_dir=str(tmp_path / "work"))
     assert cfg.source("app").paths == (str(tmp_path / "work/logs/app.log"),)
-    assert cfg.handlers["out"].settings["path"] == str(tmp_path / "work/a.jsonl")
+    assert cfg.handlers["out"].settings.path == str(tmp_path / "work/a.jsonl")
 
 
 def test_a_relative_config_path_still_gives_absolute_paths(

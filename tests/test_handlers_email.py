@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from logwatchd.config.model import HandlerConfig
+from logwatchd.config import load_text
+from logwatchd.config.model import EmailSettings, HandlerConfig, SmtpSettings
 from logwatchd.errors import ConfigError, DeliveryError, Mark
 from logwatchd.handlers import build_handler
 from logwatchd.templates import HostInfo, Templates
@@ -49,14 +50,14 @@ def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def handler(port: int, cc: tuple[str, ...] = (), marks: dict[str, Mark] | None = None,
             **smtp: Any) -> Any:  # fmt: skip
-    settings: dict[str, Any] = {
-        "cc": cc,
-        "smtp": {"host": "127.0.0.1", "port": port, "tls": "none", **smtp},
-        "from": "logwatchd@example.com",
-        "to": TO,
-        "subject": "[{{ alert.severity }}] {{ alert.rule }} {{ alert.key.ip }}",
-        "body": "{{ alert.count }} x {{ alert.rule }}; last line: {{ alert.event.raw }}",
-    }
+    settings = EmailSettings(
+        to=TO,
+        subject="[{{ alert.severity }}] {{ alert.rule }} {{ alert.key.ip }}",
+        body="{{ alert.count }} x {{ alert.rule }}; last line: {{ alert.event.raw }}",
+        sender="logwatchd@example.com",
+        cc=cc,
+        smtp=SmtpSettings(host="127.0.0.1", port=port, timeout=10, **smtp),
+    )
     cfg = HandlerConfig(
         name="mail-admin", type="email", timeout=10, settings=settings, marks=marks or {}
     )
@@ -200,7 +201,7 @@ def test_4xx_is_retried_and_5xx_is_permanent(reply: str, permanent: bool) -> Non
 def test_template_error_names_the_handler_key() -> None:
     cfg = HandlerConfig(
         name="m", type="email",
-        settings={"to": TO, "subject": "{{ alert.rule ", "smtp": {"host": "x"}},
+        settings=EmailSettings(to=TO, subject="{{ alert.rule ", body="", smtp=SmtpSettings("x")),
     )  # fmt: skip
     with pytest.raises(ConfigError) as caught:
         build_handler(cfg, templates=Templates(), host=HOST)
@@ -259,12 +260,12 @@ def test_a_carriage_return_in_a_field_cannot_forge_lines_of_the_body(tmp_path: P
     with smtp_server(box) as port:
         mail = handler(port)
         mail.send([make_alert(1, raw=forged)])
-        crlf = HandlerConfig(
-            name="crlf",
-            type="email",
-            timeout=10,
-            settings={**mail_settings(port), "body": None, "body_file": str(template)},
+        text = (
+            "version: 1\nsources: [{id: app, type: stdin, parser: none}]\nhandlers:\n"
+            f"  crlf: {{type: email, to: {TO[0]}, smtp: {{host: 127.0.0.1, port: {port}}},\n"
+            f"         body_file: {template.name}}}\n"
         )
+        crlf = load_text(text, "c.yaml", base_dir=str(tmp_path)).handlers["crlf"]
         build_handler(crlf, templates=Templates(), host=HOST).send(
             [make_alert(2, raw="a CRLF file's line\r")]
         )
@@ -273,11 +274,3 @@ def test_a_carriage_return_in_a_field_cannot_forge_lines_of_the_body(tmp_path: P
         "5 x ssh-bruteforce; last line: Failed password\\rRule: harmless\\u2028Count: 0"
     ]
     assert second == ["Rule: ssh-bruteforce", "Line: a CRLF file's line", "End"]
-
-
-def mail_settings(port: int) -> dict[str, Any]:
-    return {
-        "smtp": {"host": "127.0.0.1", "port": port, "tls": "none"},
-        "from": "logwatchd@example.com",
-        "to": TO,
-    }

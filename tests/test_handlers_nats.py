@@ -351,7 +351,7 @@ def test_config_errors_name_file_line_and_key(tmp_path: Path, settings: str, exp
 
 def test_defaults_retry_for_about_a_week_of_outage(tmp_path: Path) -> None:
     cfg = handler_config(tmp_path, "stream: LOGWATCHD\n")
-    assert cfg.settings["subject"] == "logwatchd.alerts.{{ alert.host }}.{{ alert.rule }}"
+    assert cfg.settings.subject == "logwatchd.alerts.{{ alert.host }}.{{ alert.rule }}"
     assert (cfg.retry.backoff, cfg.retry.max_backoff) == (1.0, 60.0)
     assert cfg.retry.max_attempts * cfg.retry.max_backoff >= 7 * 86400
 

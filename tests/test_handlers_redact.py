@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from logwatchd.config.model import HandlerConfig, RetryConfig
+from logwatchd.config.model import HandlerConfig, RetryConfig, WebhookSettings
 from logwatchd.errors import DeliveryError
 from logwatchd.handlers import build_handler
 from logwatchd.handlers.redact import Scrubber, redact_url
@@ -63,7 +63,7 @@ def test_a_library_error_quoting_a_header_from_a_file_is_scrubbed(tmp_path, monk
         type="webhook",
         timeout=5,
         retry=RetryConfig(),
-        settings={"url": secret_url(9), "headers_files": {"Authorization": str(token)}},
+        settings=WebhookSettings(secret_url(9), header_files={"Authorization": str(token)}),
     )
     handler = build_handler(cfg, templates=Templates(), host=HostInfo("h", "h"))
 

@@ -17,7 +17,15 @@ from structlog.testing import capture_logs
 
 from logwatchd.alerts import Alert
 from logwatchd.clock import ManualClock, SystemClock
-from logwatchd.config.model import BatchConfig, HandlerConfig, RateLimit, RetryConfig
+from logwatchd.config.model import (
+    BatchConfig,
+    EmailSettings,
+    FileSettings,
+    HandlerConfig,
+    RateLimit,
+    RetryConfig,
+    SmtpSettings,
+)
 from logwatchd.errors import DeliveryError
 from logwatchd.handlers import build_handler
 from logwatchd.outbox import CLAIM_LIMIT, Dispatcher, InFlight, backoff
@@ -61,14 +69,14 @@ def wait_for(
 
 
 def mail_config(port: int, **kwargs: Any) -> HandlerConfig:
-    smtp = {"host": "127.0.0.1", "port": port, "tls": "none", **kwargs.pop("smtp", {})}
-    settings = {
-        "smtp": smtp,
-        "from": "logwatchd@example.com",
-        "to": ("ops@example.com",),
-        "subject": "{{ alert.rule }} {{ alert.key.n }}",
-        "body": "n={{ alert.key.n }}",
-    }
+    smtp = SmtpSettings(host="127.0.0.1", port=port, timeout=5, **kwargs.pop("smtp", {}))
+    settings = EmailSettings(
+        to=("ops@example.com",),
+        subject="{{ alert.rule }} {{ alert.key.n }}",
+        body="n={{ alert.key.n }}",
+        sender="logwatchd@example.com",
+        smtp=smtp,
+    )
     return HandlerConfig(name="mail", type="email", timeout=5, settings=settings, **kwargs)
 
 
@@ -155,7 +163,7 @@ def test_a_file_handler_gets_each_claim_in_one_send(
     syncs: list[int] = []
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (syncs.append(fd), real_fsync(fd))[1])
-    cfg = HandlerConfig(name="alerts", type="file", settings={"path": str(path)})
+    cfg = HandlerConfig(name="alerts", type="file", settings=FileSettings(str(path)))
     dispatcher = start(db, cfg)
     wait_for(lambda: dispatcher.status()["outbox"]["alerts"]["done"] == 300)
     dispatcher.stop(5)
@@ -179,15 +187,15 @@ def test_notify_wakes_only_the_workers_of_handlers_with_new_rows(tmp_path: Path)
 KILLED_CHILD = """
 import sys, time
 from logwatchd.clock import SystemClock
-from logwatchd.config.model import HandlerConfig, RetryConfig
+from logwatchd.config.model import EmailSettings, HandlerConfig, RetryConfig, SmtpSettings
 from logwatchd.handlers import build_handler
 from logwatchd.outbox import Dispatcher
 from logwatchd.templates import HostInfo, Templates
 db, port = sys.argv[1], int(sys.argv[2])
 cfg = HandlerConfig(name="mail", type="email", timeout=5,
     retry=RetryConfig(max_attempts=100, backoff=0.05, max_backoff=0.2),
-    settings={"smtp": {"host": "127.0.0.1", "port": port}, "from": "l@example.com",
-              "to": ("ops@example.com",), "subject": "s", "body": "b"})
+    settings=EmailSettings(("ops@example.com",), "s", "b", sender="l@example.com",
+                           smtp=SmtpSettings("127.0.0.1", port, timeout=5)))
 handler = build_handler(cfg, templates=Templates(), host=HostInfo("web1", "web1"))
 dispatcher = Dispatcher(db, {"mail": handler}, {"mail": cfg}, SystemClock(), poll_interval=0.05)
 dispatcher.start()

@@ -10,13 +10,12 @@ from typing import Any
 import pytest
 
 from logwatchd.alerts import sample_alert
-from logwatchd.config.model import HandlerConfig
+from logwatchd.config.model import CommandSettings, EmailSettings, HandlerConfig, WebhookSettings
 from logwatchd.errors import ConfigError, Mark
 from logwatchd.templates import (
     HostInfo,
     TemplateError,
     Templates,
-    check_handler_templates,
     check_templates,
     sample_for,
 )
@@ -110,29 +109,29 @@ def test_sample_for_group_by_fields() -> None:
 
 
 def test_check_names_the_handler_key_and_its_mark() -> None:
-    settings = {"to": ["a@example.com"], "subject": "{{ alert.key.user }}", "body": "ok"}
+    settings = EmailSettings(to=("a@example.com",), subject="{{ alert.key.user }}", body="ok")
     marks = {"subject": Mark("conf.yaml", 12)}
-    with pytest.raises(ConfigError) as caught:
-        check_templates("mail", "email", settings, templates=Templates(), host=HOST, marks=marks)
-    assert str(caught.value).startswith("conf.yaml:12: handlers.mail.subject: undefined value")
     cfg = HandlerConfig(name="mail", type="email", settings=settings, marks=marks)
-    rendered = check_handler_templates(cfg, templates=Templates(), host=HOST, key_fields=["user"])
+    with pytest.raises(ConfigError) as caught:
+        check_templates(cfg, templates=Templates(), host=HOST)
+    assert str(caught.value).startswith("conf.yaml:12: handlers.mail.subject: undefined value")
+    rendered = check_templates(cfg, templates=Templates(), host=HOST, key_fields=["user"])
     assert rendered == 2
     with pytest.raises(ConfigError):
-        check_handler_templates(cfg, templates=Templates(), host=HOST, key_fields=[])
+        check_templates(cfg, templates=Templates(), host=HOST, key_fields=[])
 
 
 def test_check_renders_argv_and_webhook_templates() -> None:
-    argv = {"argv": ["/usr/sbin/nft", "add", "{{ alert.key.ip }}", "{{ alert.nope }}"]}
+    argv = ("/usr/sbin/nft", "add", "{{ alert.key.ip }}", "{{ alert.nope }}")
+    ban = HandlerConfig(name="ban", type="command", settings=CommandSettings(argv))
     with pytest.raises(ConfigError) as caught:
-        check_templates("ban", "command", argv, templates=Templates(), host=HOST)
+        check_templates(ban, templates=Templates(), host=HOST)
     assert caught.value.key == "handlers.ban.argv[3]"
-    hook = {
-        "url": "http://x",
-        "headers": {"X-A": "{{ host.name }}"},
-        "body": "{{ alert | tojson }}",
-    }
-    assert check_templates("hook", "webhook", hook, templates=Templates(), host=HOST) == 2
+    hook = WebhookSettings(
+        "http://x", headers={"X-A": "{{ host.name }}"}, body="{{ alert | tojson }}"
+    )
+    cfg = HandlerConfig(name="hook", type="webhook", settings=hook)
+    assert check_templates(cfg, templates=Templates(), host=HOST) == 2
 
 
 # --- fields of the rule, at check time and at run time ------------------------------------

@@ -16,13 +16,19 @@ from logwatchd import natsconn
 from logwatchd.config import load
 from logwatchd.config.durations import format_duration
 from logwatchd.config.model import (
+    CommandSettings,
     Config,
+    EmailSettings,
     HandlerConfig,
+    HandlerSettings,
     Leaf,
     NatsConnection,
+    NatsSettings,
+    NftablesSettings,
     Not,
     ParserConfig,
     Predicate,
+    WebhookSettings,
 )
 from logwatchd.errors import ConfigError, DeliveryError
 from logwatchd.events import Line
@@ -32,8 +38,6 @@ from logwatchd.parsers import build_parser
 from logwatchd.parsers.timeutil import parse_iso8601
 from logwatchd.rules.syntax import nests_quantifiers
 from logwatchd.templates import RuleShape, Templates, check_templates, sample_for
-
-FILE_SETTINGS = ("password_file", "body_file")
 
 
 def check(args: argparse.Namespace) -> int:
@@ -133,15 +137,7 @@ def _render_templates(config: Config) -> int:
     for handler in config.handlers.values():
         for shape in _rule_shapes(config, handler.name):
             rendered += check_templates(
-                handler.name,
-                handler.type,
-                handler.settings,
-                templates=templates,
-                host=host,
-                key_fields=("ip",),
-                marks=handler.marks,
-                mark=handler.mark,
-                shape=shape,
+                handler, templates=templates, host=host, key_fields=("ip",), shape=shape
             )
     return rendered
 
@@ -176,17 +172,7 @@ def _key_shapes(config: Config, handler: str) -> list[tuple[str, ...]]:
 
 
 def _check_files(handler: HandlerConfig) -> None:
-    paths = [(key, handler.settings.get(key)) for key in FILE_SETTINGS]
-    smtp = handler.settings.get("smtp") or {}
-    paths.append(("smtp.password_file", smtp.get("password_file")))
-    paths.extend(
-        (f"header_files.{name}", path)
-        for name, path in (handler.settings.get("header_files") or {}).items()
-    )
-    connection = handler.settings.get("connection")
-    if isinstance(connection, NatsConnection):
-        paths.extend(connection_files(connection))
-    for key, path in paths:
+    for key, path in _files_read(handler.settings):
         if path and not os.access(path, os.R_OK):
             raise ConfigError(
                 f"{path} is not readable",
@@ -195,21 +181,33 @@ def _check_files(handler: HandlerConfig) -> None:
             )
 
 
+def _files_read(settings: HandlerSettings) -> list[tuple[str, str | None]]:
+    """(key, path) of the files a handler reads when it sends (a mail's body_file is read,
+    and so checked, by the loader)."""
+    if isinstance(settings, EmailSettings):
+        return [("smtp.password_file", settings.smtp.password_file)]
+    if isinstance(settings, WebhookSettings):
+        return [(f"header_files.{name}", path) for name, path in settings.header_files.items()]
+    if isinstance(settings, NatsSettings):
+        return connection_files(settings.connection)
+    return []
+
+
 def warnings(config: Config) -> list[str]:
     """What is valid but probably not what the admin wants; printed, not fatal, because the
     example config and a fresh host legitimately have commands and logs that appear later."""
     found = []
     for handler in config.handlers.values():
-        argv = handler.settings.get("argv") or ()
-        if handler.type == "command" and argv and not os.access(argv[0], os.X_OK):
+        settings = handler.settings
+        if isinstance(settings, CommandSettings) and not os.access(settings.argv[0], os.X_OK):
             where = handler.marks.get("argv[0]", handler.mark)
-            found.append(f"{where}: handlers.{handler.name}.argv[0]: {argv[0]} is not executable")
-        nft = handler.settings.get("nft")
-        if handler.type == "nftables" and nft and not os.access(nft, os.X_OK):
+            program = settings.argv[0]
+            found.append(f"{where}: handlers.{handler.name}.argv[0]: {program} is not executable")
+        if isinstance(settings, NftablesSettings) and not os.access(settings.nft, os.X_OK):
             where = handler.marks.get("nft", handler.mark)
             found.append(
-                f"{where}: handlers.{handler.name}: {nft} is not executable (apt-get install "
-                "nftables)"
+                f"{where}: handlers.{handler.name}: {settings.nft} is not executable (apt-get "
+                "install nftables)"
             )
     found.extend(_ban_key_warnings(config))
     for source in config.sources:
@@ -240,9 +238,8 @@ def _ban_key_warnings(config: Config) -> list[str]:
     for rule in config.rules:
         for name in rule.handlers:
             handler = config.handlers.get(name)
-            field = (
-                handler.settings.get("field") if handler and handler.type == "nftables" else None
-            )
+            settings = handler.settings if handler else None
+            field = settings.field if isinstance(settings, NftablesSettings) else None
             if field and field not in rule.group_by:
                 found.append(
                     f"{rule.mark}: rules.{rule.id}: handler {name} bans the address in "

@@ -320,27 +320,111 @@ class Increase:
 
 
 @dataclass(frozen=True)
-class HandlerConfig:
-    """A declared handler. ``settings`` holds the type-specific keys, validated and typed:
+class SmtpSettings:
+    host: str = "localhost"
+    port: int = 25
+    tls: Literal["none", "starttls", "tls"] = "none"
+    username: str | None = None
+    password_file: str | None = None
+    credential: str | None = None  # under $CREDENTIALS_DIRECTORY; None: the handler name
+    ca_file: str | None = None
+    verify: bool = True
+    timeout: float = 30.0  # the handler's timeout unless smtp.timeout is given
 
-    - email: smtp (dict: host, port, tls, username, password_file, timeout, credential
-      (name under $CREDENTIALS_DIRECTORY, default the handler name), ca_file (str|None),
-      verify (bool, default True)), from (str), to (tuple[str]), cc (tuple[str]),
-      subject (template str), body (template str), body_file (str|None)
-    - command: argv (tuple[str] of templates, argv[0] absolute), stdin ("none"|"json"),
-      concurrency (int), env (dict[str,str] static extras), undo (dict: argv (tuple[str] of
-      templates), after (float seconds)) or None
-    - webhook: url, method, headers (dict[str, template str]), headers_files (dict[str, path]),
-      body (template str|None), format ("json"|"alertmanager")
-    - file: path (str), mode (int, file permission bits)
-    - nftables: family ("inet"|"ip"|"ip6"), table (str), set (str, the prefix of the set
-      names), field (str), duration (float), increase (Increase|None), prefix6 (int),
-      never (tuple of ip networks or list names), never_networks (tuple of (network, list
-      name or "") with the lists expanded), chain (bool), nft (str, absolute path)
-    - log: (nothing)
-    - nats: connection (NatsConnection), stream (str), subject (template str),
-      duplicate_window, max_age (seconds), replicas (int)
-    ``marks`` maps each key given in YAML (e.g. "subject", "argv[2]") to its Mark.
+
+@dataclass(frozen=True)
+class EmailSettings:
+    to: tuple[str, ...]
+    subject: str  # a template
+    body: str  # a template: ``body``, or the text of ``body_file``
+    sender: str | None = None  # ``from``; None: logwatchd@ the host's FQDN
+    cc: tuple[str, ...] = ()
+    body_file: str | None = None  # the file ``body`` was read from
+    smtp: SmtpSettings = SmtpSettings()
+
+
+@dataclass(frozen=True)
+class Undo:
+    """The command that reverses a command handler's action, run ``after`` seconds later."""
+
+    argv: tuple[str, ...]  # like CommandSettings.argv
+    after: float
+
+
+@dataclass(frozen=True)
+class CommandSettings:
+    argv: tuple[str, ...]  # argv[0] an absolute path (never a template), the rest templates
+    stdin: Literal["none", "json"] = "none"
+    concurrency: int = 4
+    env: dict[str, str] = field(default_factory=dict)  # static extras
+    undo: Undo | None = None
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    url: str  # http:// or https://, never a template
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    format: Literal["json", "alertmanager"] = "json"
+    headers: dict[str, str] = field(default_factory=dict)  # header name -> template
+    header_files: dict[str, str] = field(default_factory=dict)  # header name -> secret's path
+    body: str | None = None  # a template; None: the alert (or digest) as JSON
+
+
+@dataclass(frozen=True)
+class FileSettings:
+    path: str  # absolute
+    mode: int = 0o640  # permission bits of a file the handler creates
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    pass
+
+
+@dataclass(frozen=True)
+class NftablesSettings:
+    family: Literal["inet", "ip", "ip6"] = "inet"
+    table: str = "logwatchd"
+    set: str = "banned"  # the prefix of the set names (<set>4, <set>6)
+    field: str = "ip"  # where the address is: the alert's key, else its event's fields
+    duration: float = 3600.0
+    increase: Increase | None = None
+    prefix6: int = 64  # an IPv6 address is banned with its /prefix6
+    never: tuple[IpNetwork | str, ...] = ()  # networks and list names, as written
+    never_networks: tuple[tuple[IpNetwork, str], ...] = ()  # (network, its list or "")
+    chain: bool = True  # keep a drop rule for the sets in a chain of the table
+    nft: str = "/usr/sbin/nft"
+
+
+NATS_STREAM = "LOGWATCHD"  # the stream of alerts, for handlers and sources that name none
+
+
+@dataclass(frozen=True)
+class NatsSettings:
+    subject: str  # a template
+    connection: NatsConnection = NatsConnection()
+    stream: str = NATS_STREAM
+    duplicate_window: float = 120.0  # NATS's own default
+    max_age: float = 7 * 86400.0
+    replicas: int = 1
+
+
+HandlerSettings = (
+    EmailSettings
+    | CommandSettings
+    | WebhookSettings
+    | FileSettings
+    | LogSettings
+    | NftablesSettings
+    | NatsSettings
+)
+
+
+@dataclass(frozen=True)
+class HandlerConfig:
+    """A declared handler. ``settings`` holds its type's keys, validated and typed by the
+    schema (``EmailSettings`` for ``type: email``, ...). ``marks`` maps each key given in
+    YAML (e.g. "subject", "argv[2]", "smtp.host") to its Mark.
     """
 
     name: str
@@ -349,7 +433,7 @@ class HandlerConfig:
     retry: RetryConfig = RetryConfig()
     rate_limit: RateLimit | None = None
     batch: BatchConfig | None = None
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: HandlerSettings = LogSettings()
     marks: dict[str, Mark] = field(default_factory=dict)
     mark: Mark = NOWHERE
 

@@ -69,7 +69,9 @@ SOURCE_KEYS = {
 }
 PARSER_KEYS = ("regex", "time_format", "types", "example")
 FIELD_TYPES = ("str", "int", "float", "ip")
-JOURNAL_MATCH_RE = re.compile(r"[A-Z_][A-Z0-9_]*=.*", re.DOTALL)  # as journalctl takes them
+# A journal field name (upper-case ASCII letters, digits and "_", not a digit first, at most
+# 64: journald stores no other), "=", and the value. The journald source trusts this check.
+JOURNAL_MATCH_RE = re.compile(r"[A-Z_][A-Z0-9_]{0,63}=.*", re.ASCII | re.DOTALL)
 
 
 def builtin_parsers() -> frozenset[str]:
@@ -394,8 +396,8 @@ def _journald(entries: nodes.Mapping) -> dict[str, object]:
         for term, term_node in zip(terms, term_nodes, strict=True):
             if not JOURNAL_MATCH_RE.fullmatch(term):
                 raise term_node.error(
-                    f'"{term}" is not a journal match (use FIELD=value, '
-                    "e.g. _SYSTEMD_UNIT=ssh.service)"
+                    f'"{term}" is not a journal match (use FIELD=value, FIELD in upper case '
+                    "and at most 64 characters, e.g. _SYSTEMD_UNIT=ssh.service)"
                 )
         values["match"] = tuple(terms)
     directory = entries.get("directory")

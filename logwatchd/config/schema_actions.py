@@ -13,9 +13,8 @@ import re
 from collections.abc import Mapping
 
 from logwatchd.config import nodes
-from logwatchd.config.model import HandlerConfig, Increase, IpNetwork, ListConfig
-from logwatchd.config.nodes import Settings
-from logwatchd.errors import ConfigError
+from logwatchd.config.model import HandlerConfig, Increase, IpNetwork, ListConfig, NftablesSettings
+from logwatchd.errors import ConfigError, Mark
 
 NFTABLES_KEYS = (
     "family",
@@ -30,38 +29,32 @@ NFTABLES_KEYS = (
     "nft",
 )
 FAMILIES = ("inet", "ip", "ip6")
-DEFAULT_NFT = "/usr/sbin/nft"
-DEFAULT_DURATION = 3600.0
 _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")
 _LIST_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 
-def nftables_settings(entries: nodes.Mapping, settings: Settings, timeout: float) -> None:
+def nftables_settings(
+    entries: nodes.Mapping, marks: dict[str, Mark], timeout: float
+) -> NftablesSettings:
     del timeout
-    values: dict[str, object] = {
-        "family": _given(entries, "family", lambda n: nodes.choice(n, FAMILIES), "inet"),
-        "table": _given(entries, "table", _name, "logwatchd"),
-        "set": _given(entries, "set", _name, "banned"),
-        "field": _given(entries, "field", nodes.string, "ip"),
-        "duration": _given(
-            entries, "duration", lambda n: nodes.duration(n, positive=True), DEFAULT_DURATION
+    settings = NftablesSettings(
+        **entries.given(
+            {
+                "family": lambda node: nodes.choice(node, FAMILIES),
+                "table": _name,
+                "set": _name,
+                "field": nodes.string,
+                "duration": lambda node: nodes.duration(node, positive=True),
+                "prefix6": lambda node: nodes.integer(node, minimum=32, maximum=128),
+                "chain": nodes.boolean,
+                "nft": _program,
+            }
         ),
-        "prefix6": _given(
-            entries, "prefix6", lambda n: nodes.integer(n, minimum=32, maximum=128), 64
-        ),
-        "chain": _given(entries, "chain", nodes.boolean, True),
-        "nft": _given(entries, "nft", _program, DEFAULT_NFT),
-        "never": _never(entries.get("never"), settings),
-    }
-    increase = entries.get("increase")
-    values["increase"] = _increase(increase, float(values["duration"])) if increase else None  # type: ignore[arg-type]
-    for key, value in values.items():
-        settings.put(key, value, entries.get(key))
-
-
-def _given(entries: nodes.Mapping, key: str, read: object, default: object) -> object:
-    node = entries.get(key)
-    return default if node is None else read(node)  # type: ignore[operator]
+        never=_never(entries.get("never"), marks),
+    )
+    if (increase := entries.get("increase")) is not None:
+        settings = dataclasses.replace(settings, increase=_increase(increase, settings.duration))
+    return settings
 
 
 def _name(node: nodes.Node) -> str:
@@ -93,14 +86,14 @@ def _increase(node: nodes.Node, duration: float) -> Increase:
     return Increase(factor, longest)
 
 
-def _never(node: nodes.Node | None, settings: Settings) -> tuple[IpNetwork | str, ...]:
+def _never(node: nodes.Node | None, marks: dict[str, Mark]) -> tuple[IpNetwork | str, ...]:
     """Addresses, CIDR networks and list names (checked against ``lists`` once all is read)."""
     if node is None:
         return ()
     entries: list[IpNetwork | str] = []
     for index, item in enumerate(nodes.items(node, "a list of addresses, networks or list names")):
         text = nodes.scalar_text(item).strip()
-        settings.marks[f"never[{index}]"] = item.mark
+        marks[f"never[{index}]"] = item.mark
         try:
             entries.append(ipaddress.ip_network(text, strict=False))
             continue
@@ -119,11 +112,11 @@ def resolve_never_lists(
     resolved: dict[str, HandlerConfig] = {}
     owners: dict[tuple[object, ...], str] = {}
     for name, handler in handlers.items():
-        if handler.type != "nftables":
+        settings = handler.settings
+        if not isinstance(settings, NftablesSettings):
             resolved[name] = handler
             continue
-        settings = handler.settings
-        where = (settings["family"], settings["table"], settings["set"])
+        where = (settings.family, settings.table, settings.set)
         if where in owners:
             raise ConfigError(
                 f"handler '{owners[where]}' already bans into table {where[1]} set "
@@ -133,7 +126,7 @@ def resolve_never_lists(
             )
         owners[where] = name
         networks: list[tuple[IpNetwork, str]] = []
-        for index, entry in enumerate(settings["never"]):
+        for index, entry in enumerate(settings.never):
             if not isinstance(entry, str):
                 networks.append((entry, ""))
                 continue
@@ -149,6 +142,6 @@ def resolve_never_lists(
                     f"list '{entry}' holds no address or network", mark, f"handlers.{name}.never"
                 )
             networks.extend((network, entry) for network in found.networks)
-        new_settings = {**settings, "never_networks": tuple(networks)}
-        resolved[name] = dataclasses.replace(handler, settings=new_settings)
+        expanded = dataclasses.replace(settings, never_networks=tuple(networks))
+        resolved[name] = dataclasses.replace(handler, settings=expanded)
     return resolved

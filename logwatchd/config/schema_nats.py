@@ -12,8 +12,9 @@ import re
 import urllib.parse
 
 from logwatchd.config import nodes
-from logwatchd.config.model import NatsConnection, NatsSourceConfig
-from logwatchd.config.nodes import Node, Settings, template
+from logwatchd.config.model import NATS_STREAM, NatsConnection, NatsSettings, NatsSourceConfig
+from logwatchd.config.nodes import Node, template
+from logwatchd.errors import Mark
 
 CONNECTION_KEYS = ("servers", "creds_file", "nkey_file", "tls")
 TLS_KEYS = ("ca_file", "cert_file", "key_file")
@@ -23,18 +24,15 @@ SOURCE_KEYS = (
     "ack_wait",
 )  # fmt: skip
 
-DEFAULT_STREAM = "LOGWATCHD"
 DEFAULT_SUBJECT = "logwatchd.alerts.{{ alert.host }}.{{ alert.rule }}"
-DEFAULT_DUPLICATE_WINDOW = 120.0  # NATS's own default
-DEFAULT_MAX_AGE = 7 * 86400.0
 SCHEMES = ("nats", "tls")
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # stream and consumer names
 _TOKEN_RE = re.compile(r"[^\s.*>]+|\*|>")
 
 
-def connection(entries: nodes.Mapping, settings: Settings | None = None) -> NatsConnection:
-    """The connection keys; with ``settings``, their marks are recorded for later checks."""
+def connection(entries: nodes.Mapping, marks: dict[str, Mark] | None = None) -> NatsConnection:
+    """The connection keys; with ``marks``, their marks are recorded for later checks."""
     values: dict[str, object] = {}
     if (item := entries.get("servers")) is not None:
         values["servers"] = tuple(_servers(item))
@@ -48,8 +46,8 @@ def connection(entries: nodes.Mapping, settings: Settings | None = None) -> Nats
         for key in TLS_KEYS:
             if (item := tls_entries.get(key)) is not None:
                 values[f"tls_{key}"] = nodes.path(item)
-                if settings is not None:
-                    settings.marks[f"tls.{key}"] = item.mark
+                if marks is not None:
+                    marks[f"tls.{key}"] = item.mark
         if ("cert_file" in tls_entries) != ("key_file" in tls_entries):
             raise tls.error("a client certificate needs both 'cert_file' and 'key_file'")
     return NatsConnection(**values)  # type: ignore[arg-type]
@@ -81,28 +79,29 @@ def stream_name(node: Node) -> str:
     return name
 
 
-def handler_settings(entries: nodes.Mapping, settings: Settings, timeout: float) -> None:
-    """``type: nats`` handler keys into ``settings``."""
+def handler_settings(
+    entries: nodes.Mapping, marks: dict[str, Mark], timeout: float
+) -> NatsSettings:
+    """``type: nats`` handler keys."""
     del timeout
-    settings.put("connection", connection(entries, settings), None)
-    item = entries.get("stream")
-    settings.put("stream", stream_name(item) if item else DEFAULT_STREAM, item)
-    item = entries.get("subject")
-    settings.put("subject", template(item) if item else DEFAULT_SUBJECT, item)
-    item = entries.get("duplicate_window")
-    window = nodes.duration(item, positive=True) if item else DEFAULT_DUPLICATE_WINDOW
-    settings.put("duplicate_window", window, item)
-    item = entries.get("max_age")
-    settings.put("max_age", nodes.duration(item) if item else DEFAULT_MAX_AGE, item)
-    item = entries.get("replicas")
-    settings.put("replicas", nodes.integer(item, minimum=1, maximum=5) if item else 1, item)
+    conn = connection(entries, marks)
+    given = entries.given(
+        {
+            "stream": stream_name,
+            "subject": template,
+            "duplicate_window": lambda node: nodes.duration(node, positive=True),
+            "max_age": nodes.duration,
+            "replicas": lambda node: nodes.integer(node, minimum=1, maximum=5),
+        }
+    )
+    return NatsSettings(given.pop("subject", DEFAULT_SUBJECT), conn, **given)
 
 
 def source_settings(entries: nodes.Mapping, source_id: str, host: str) -> NatsSourceConfig:
     """``type: nats`` source keys. ``durable`` defaults to one name per source and host, so
     every host that follows the same subjects gets every message."""
     item = entries.get("stream")
-    stream = stream_name(item) if item else DEFAULT_STREAM
+    stream = stream_name(item) if item else NATS_STREAM
     subjects_node = entries.need("subjects")
     subjects = nodes.strings(subjects_node)
     members = subjects_node.value if isinstance(subjects_node.value, list) else [subjects_node]

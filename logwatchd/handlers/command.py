@@ -26,9 +26,9 @@ from typing import IO, Any
 
 import structlog
 
-from logwatchd.config.model import HandlerConfig
-from logwatchd.errors import ConfigError, DeliveryError
-from logwatchd.handlers import compile_setting, render_or_fail
+from logwatchd.config.model import CommandSettings, HandlerConfig
+from logwatchd.errors import DeliveryError
+from logwatchd.handlers import compile_setting, render_or_fail, settings_of
 from logwatchd.templates import HostInfo, Template, Templates
 
 log = structlog.get_logger("logwatchd.handlers")
@@ -45,38 +45,31 @@ class CommandHandler:
     # overflow back rather than pack it into one send
     per_alert = True
 
-    def __init__(self, cfg: HandlerConfig, *, templates: Templates, host: HostInfo) -> None:
-        settings = cfg.settings
-        argv = [str(arg) for arg in settings.get("argv") or ()]
-        key = f"handlers.{cfg.name}.argv"
-        if not argv or not os.path.isabs(argv[0]) or "{" in argv[0]:
-            raise ConfigError(
-                "argv[0] must be an absolute path with no template",
-                cfg.marks.get("argv[0]", cfg.mark),
-                key,
-            )
+    def __init__(
+        self,
+        cfg: HandlerConfig,
+        *,
+        templates: Templates,
+        host: HostInfo,
+        kill_grace: float = KILL_GRACE,
+    ) -> None:
+        settings = settings_of(cfg, CommandSettings)
         self.name = cfg.name
         self._templates = templates
         self._host = host
-        self._program = argv[0]
-        self._args: list[Template] = [
-            compile_setting(cfg, templates, f"argv[{i}]", arg) for i, arg in enumerate(argv) if i
-        ]
-        undo = settings.get("undo")
+        self._program = settings.argv[0]
+        self._args = _arguments(cfg, templates, "argv", settings.argv)
+        undo = settings.undo
         self.undoes = undo is not None
-        self.duration = float(undo["after"]) if undo else 0.0
+        self.duration = undo.after if undo else 0.0
         self.increase = None
-        self._undo_program = str(undo["argv"][0]) if undo else ""
-        self._undo_args: list[Template] = [
-            compile_setting(cfg, templates, f"undo.argv[{i}]", str(arg))
-            for i, arg in enumerate(undo["argv"] if undo else ())
-            if i
-        ]
-        self._stdin_json = settings.get("stdin") == "json"
-        self._static_env = {str(k): str(v) for k, v in (settings.get("env") or {}).items()}
+        self._undo_program = undo.argv[0] if undo else ""
+        self._undo_args = _arguments(cfg, templates, "undo.argv", undo.argv) if undo else []
+        self._stdin_json = settings.stdin == "json"
+        self._static_env = settings.env
         self._timeout = cfg.timeout
-        self._grace = float(settings.get("kill_grace", KILL_GRACE))
-        self.concurrency = 1 if self.undoes else max(1, int(settings.get("concurrency", 1)))
+        self._grace = kill_grace
+        self.concurrency = 1 if self.undoes else settings.concurrency
         self._slots = threading.BoundedSemaphore(self.concurrency)
 
     def action_key(self, alert: dict[str, Any]) -> str:
@@ -164,6 +157,13 @@ class CommandHandler:
 
     def close(self) -> None:
         return None
+
+
+def _arguments(
+    cfg: HandlerConfig, templates: Templates, key: str, argv: tuple[str, ...]
+) -> list[Template]:
+    """The compiled templates of the arguments after the program (``argv[0]`` is a path)."""
+    return [compile_setting(cfg, templates, f"{key}[{i}]", arg) for i, arg in enumerate(argv) if i]
 
 
 def kill_group(proc: subprocess.Popen[bytes], grace: float) -> int:

@@ -10,14 +10,14 @@ from typing import Any
 
 import structlog
 
-from logwatchd.config.model import HandlerConfig
-from logwatchd.errors import ConfigError, DeliveryError
+from logwatchd.config.model import FileSettings, HandlerConfig
+from logwatchd.errors import DeliveryError
+from logwatchd.handlers import settings_of
 from logwatchd.own_files import open_own
 from logwatchd.templates import HostInfo, Templates
 
 log = structlog.get_logger("logwatchd.handlers")
 
-DEFAULT_MODE = 0o640
 RECENT_IDS = 10_000  # ids of alerts written lately, remembered to never write one twice
 TAIL_BYTES = 1 << 20  # read back at the first send: what an earlier process wrote last
 
@@ -50,16 +50,10 @@ class FileHandler:
     idempotent = True
 
     def __init__(self, cfg: HandlerConfig, *, templates: Templates, host: HostInfo) -> None:
-        path = cfg.settings.get("path")
-        if not isinstance(path, str) or not os.path.isabs(path):
-            raise ConfigError(
-                "path must be an absolute file path",
-                cfg.marks.get("path", cfg.mark),
-                f"handlers.{cfg.name}.path",
-            )
+        settings = settings_of(cfg, FileSettings)
         self.name = cfg.name
-        self.path = path
-        self._mode = int(cfg.settings.get("mode", DEFAULT_MODE))
+        self.path = settings.path
+        self._mode = settings.mode
         self._written: WrittenIds | None = None  # read from the file's tail at the first send
 
     @staticmethod

@@ -20,9 +20,9 @@ import time
 from typing import Any
 
 from logwatchd import natsconn
-from logwatchd.config.model import HandlerConfig, NatsConnection
+from logwatchd.config.model import HandlerConfig, NatsConnection, NatsSettings
 from logwatchd.errors import DeliveryError
-from logwatchd.handlers import compile_setting, render_or_fail
+from logwatchd.handlers import compile_setting, render_or_fail, settings_of
 from logwatchd.templates import HostInfo, Templates
 
 DEFAULT_TIMEOUT = 5.0  # for the publish acknowledgement, unless the handler sets `timeout`
@@ -34,17 +34,17 @@ class NatsHandler:
 
     def __init__(self, cfg: HandlerConfig, *, templates: Templates, host: HostInfo) -> None:
         natsconn.require(cfg.mark, f"handlers.{cfg.name}")
-        settings = cfg.settings
+        settings = settings_of(cfg, NatsSettings)
         self.name = cfg.name
         self._templates = templates
         self._host = host
-        self._subject = compile_setting(cfg, templates, "subject", str(settings["subject"]))
-        self._connection: NatsConnection = settings["connection"]
+        self._subject = compile_setting(cfg, templates, "subject", settings.subject)
+        self._connection: NatsConnection = settings.connection
         self._stream = natsconn.StreamSpec(
-            name=str(settings["stream"]),
-            duplicate_window=float(settings["duplicate_window"]),
-            max_age=float(settings["max_age"]),
-            replicas=int(settings["replicas"]),
+            name=settings.stream,
+            duplicate_window=settings.duplicate_window,
+            max_age=settings.max_age,
+            replicas=settings.replicas,
         )
         self._timeout = cfg.timeout if "timeout" in cfg.marks else DEFAULT_TIMEOUT
         self._loop = natsconn.LoopThread(f"nats-{cfg.name}")

@@ -30,8 +30,9 @@ import structlog
 
 from logwatchd.alerts import isoformat
 from logwatchd.config.durations import format_duration
-from logwatchd.config.model import HandlerConfig, Increase, IpNetwork
+from logwatchd.config.model import HandlerConfig, Increase, IpNetwork, NftablesSettings
 from logwatchd.errors import ActionRefused, DeliveryError
+from logwatchd.handlers import settings_of
 from logwatchd.templates import HostInfo, Templates
 
 log = structlog.get_logger("logwatchd.handlers")
@@ -49,19 +50,19 @@ class NftablesHandler:
 
     def __init__(self, cfg: HandlerConfig, *, templates: Templates, host: HostInfo) -> None:
         del templates, host
-        settings = cfg.settings
+        settings = settings_of(cfg, NftablesSettings)
         self.name = cfg.name
-        self.duration = float(settings["duration"])
-        self.increase: Increase | None = settings.get("increase")
-        self._family = str(settings["family"])
-        self._table = str(settings["table"])
-        self._set = str(settings["set"])
-        self._field = str(settings["field"])
-        self._prefix6 = int(settings["prefix6"])
-        self._chain = bool(settings["chain"])
-        self._nft = str(settings["nft"])
+        self.duration = settings.duration
+        self.increase: Increase | None = settings.increase
+        self._family = settings.family
+        self._table = settings.table
+        self._set = settings.set
+        self._field = settings.field
+        self._prefix6 = settings.prefix6
+        self._chain = settings.chain
+        self._nft = settings.nft
         self._timeout = cfg.timeout
-        self._never: tuple[tuple[IpNetwork, str], ...] = tuple(settings.get("never_networks", ()))
+        self._never: tuple[tuple[IpNetwork, str], ...] = settings.never_networks
         self._versions = {"inet": (4, 6), "ip": (4,), "ip6": (6,)}[self._family]
 
     # --- which address --------------------------------------------------------------------
