@@ -1,4 +1,4 @@
-"""The alert object of SPEC section 6, and its stable id."""
+"""The alert object (README: "The alert object"), and its stable id."""
 
 from __future__ import annotations
 

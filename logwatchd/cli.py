@@ -1,4 +1,8 @@
-"""The command line: run, check, test, explain, status, actions (SPEC section 2)."""
+"""The command line: run, check, test, explain, status, actions, state, report.
+
+What each command does for a user is in README.md ("Writing and testing a rule", "Install as
+a service", "Banning", "Status", "Reports").
+"""
 
 from __future__ import annotations
 

@@ -281,7 +281,7 @@ class Worker(threading.Thread):
 
     def _send_each(self, store: StateStore, items: list[OutboxItem]) -> None:
         """One send per alert, each recorded at once: a kill -9 may repeat only the delivery
-        that was in flight (SPEC 4), never a batch of already delivered ones."""
+        that was in flight (README: "Guarantees"), never a batch of already delivered ones."""
         with self._in_flight.holding(self.handler.name, items):
             for item in items:
                 if self._stopping.is_set():

@@ -1,10 +1,10 @@
 """The SQLite state store: source checkpoints, rule state and the alert outbox.
 
-Everything the daemon must not lose or repeat lives in one database file, and the three
-kinds of state change together in one transaction (SPEC section 4): the offsets of the lines
-read, the rule windows they updated and the alerts they produced. Each thread opens its own
-``StateStore`` on the same path; WAL mode lets the delivery workers mark rows while the
-main loop commits.
+Everything the daemon must not lose or repeat lives in one database file, and the three kinds
+of state change together in one transaction (README: "Guarantees, and where they stop"): the
+offsets of the lines read, the rule windows they updated and the alerts they produced. Each
+thread opens its own ``StateStore`` on the same path; WAL mode lets the delivery workers mark
+rows while the main loop commits.
 """
 
 from __future__ import annotations

@@ -5,10 +5,11 @@ and restarted, also while files are rotated, truncated or replaced. Every scenar
 from the alerts the sink received (one rule matches every line, no threshold): lines
 written, lost, and repeated (delivered more than once). A table is printed at the end.
 
-Bars (issue 3): nothing lost (copytruncate: only lines that logrotate's own copy-to-truncate
-race left in no file); no line read twice under a new alert id (the truncate-to-shorter
-scenario excepted, where the kept lines are a replaced file's content); after a kill -9, an
-alert may be delivered again only under its same id, when its delivery was in flight.
+Bars (README: "Guarantees, and where they stop"): nothing lost (copytruncate: only lines that
+logrotate's own copy-to-truncate race left in no file); no line read twice under a new alert id
+(the truncate-to-shorter scenario excepted, where the kept lines are a replaced file's
+content); after a kill -9, an alert may be delivered again only under its same id, when its
+delivery was in flight.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def table(request: pytest.FixtureRequest) -> Iterator[list[Outcome]]:
     )
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
-        reporter.write_line("\nchaos suite (issue 3):\n" + text)
+        reporter.write_line("\nchaos suite:\n" + text)
 
 
 @dataclass

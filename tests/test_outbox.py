@@ -156,7 +156,7 @@ def test_a_file_handler_gets_each_claim_in_one_send(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """It never writes an id twice, so the worker hands it all it claimed: one fsync per
-    claim, not per alert (SPEC 4's one repeat cannot become a batch of repeats)."""
+    claim, not per alert (the README's one allowed repeat cannot become a batch of repeats)."""
     db = str(tmp_path / "state.db")
     path = tmp_path / "alerts.jsonl"
     queue(db, make_alerts(300, ("alerts",)))

@@ -1,4 +1,4 @@
-"""Validation of the loaded YAML layers into the ``Config`` dataclasses (SPEC sections 3 and 4).
+"""Validation of the loaded YAML layers into the ``Config`` dataclasses (README: "Configuration").
 
 Sections are read in dependency order (lists and parsers before the sources and rules that
 name them) so every cross reference is checked against what is actually declared.

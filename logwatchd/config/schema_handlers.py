@@ -1,4 +1,4 @@
-"""Validation of ``handlers:`` into ``HandlerConfig`` (SPEC section 4).
+"""Validation of ``handlers:`` into ``HandlerConfig`` (README: "Handlers").
 
 Type-specific values go into ``HandlerConfig.settings`` (one dataclass per type: a key left
 out takes the dataclass's default) and the mark of every key given in YAML into
