@@ -208,7 +208,7 @@ class Worker(threading.Thread):
         self._deliver: Callable[[list[dict[str, Any]]], None] = (
             self._dry_run if dry_run else handler.send
         )
-        self._sends: deque[float] = deque()  # times of recent sends, for the rate limit
+        self._sends: deque[float] = deque()  # times of recent deliveries, for the rate limit
         self._deferred = False  # the rate limit held alerts back: they go out as digests
         # a command runs once per alert of a digest: its overflow waits, one run per slot
         self._digests = not getattr(handler, "per_alert", False)
@@ -288,7 +288,6 @@ class Worker(threading.Thread):
                     break
                 if self._rate_wait(self._clock.now()) > 0:
                     break  # the next cycle holds the rest back (see _hold)
-                self._sends.append(self._clock.now())
                 self._record(store, [item], *self._attempt([item.alert]))
 
     def _until_next_due(self, store: StateStore, now: float) -> float:
@@ -354,7 +353,6 @@ class Worker(threading.Thread):
     def _send(self, store: StateStore, items: list[OutboxItem]) -> None:
         if self._stopping.is_set():
             return
-        self._sends.append(self._clock.now())
         with self._in_flight.holding(self.handler.name, items):
             error, seconds = self._attempt([item.alert for item in items])
             self._record(store, items, error, seconds)
@@ -367,7 +365,6 @@ class Worker(threading.Thread):
                 return False, (None, 0.0)  # skipped at shutdown: stays pending
             return True, self._attempt([item.alert])
 
-        self._sends.extend([self._clock.now()] * len(items))
         with self._in_flight.holding(self.handler.name, items):
             with ThreadPoolExecutor(self._parallel) as pool:
                 results = list(pool.map(attempt, items))
@@ -397,6 +394,9 @@ class Worker(threading.Thread):
     ) -> None:
         self.stats.seconds += seconds
         if error is None:
+            # only deliveries count toward the rate limit: attempts against a server that is
+            # down must not hold the mail back once it is up again
+            self._sends.append(self._clock.now())
             self._durably(functools.partial(store.mark_done_many, items, seconds=seconds))
             self.stats.sent += len(items)
             self.stats.sends += 1

@@ -329,6 +329,24 @@ def test_rate_limit_defers_into_one_digest_and_drops_nothing(tmp_path: Path) -> 
     assert "n=4\n" not in body
 
 
+def test_failed_attempts_do_not_use_up_the_rate_limit(tmp_path: Path) -> None:
+    """An SMTP outage long enough for many retries: once the server is back, the mail goes
+    out at once, not after the rate limit's window (only deliveries count toward it)."""
+    db = str(tmp_path / "state.db")
+    queue(db, make_alerts(3, ("mail",)))
+    port = free_port()
+    cfg = mail_config(port, retry=FAST_RETRY, rate_limit=RateLimit(max=5, per=3600))
+    dispatcher = start(db, cfg)
+    try:
+        wait_for(lambda: dispatcher.stats()["mail"].retried >= 6)  # more attempts than the limit
+        box = Mailbox()
+        with smtp_server(box, port=port):
+            wait_for(lambda: dispatcher.status()["outbox"]["mail"]["done"] == 3, timeout=10)
+        assert len(box.snapshot()) == 3
+    finally:
+        dispatcher.stop(5)
+
+
 # --- failures -----------------------------------------------------------------------------
 
 
