@@ -110,6 +110,12 @@ class Pipeline:
         self._stamp: Any = None  # the last timestamp converted, and what it came to
         self._when = 0.0
 
+    def prepare(self) -> None:
+        """Build every source's scan now (compiling a Hyperscan database takes a while),
+        rather than when its first line arrives."""
+        for source in self.parsers:
+            self.engine.scan(source)
+
     def parse(self, line: Line) -> Event | None:
         fields = self.parsers[line.source].parse(line)
         return None if fields is None else Event(line, fields, self._time(line, fields))
