@@ -42,18 +42,6 @@ class Stats:
     slow: Counter[str] = field(default_factory=Counter)  # timed-out lines per rule or parser
     unparsed_samples: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "lines": self.lines,
-            "skipped": self.skipped,
-            "parsed": self.parsed,
-            "unparsed": self.unparsed,
-            "truncated": self.truncated,
-            "timed_out": self.timed_out,
-            "matches": dict(self.matches),
-            "alerts": dict(self.alerts),
-        }
-
 
 class ReplayClock:
     """For ``test``: time is the event time of the line being replayed."""
