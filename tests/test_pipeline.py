@@ -48,7 +48,7 @@ def test_a_batch_is_counted_per_source_and_only_selected_lines_are_parsed(tmp_pa
     alerts = found.handle_batch(batch)
     assert [(a.rule, a.key) for a in alerts] == [("failed", {"ip": "192.0.2.7"}), ("breach", {})]
     stats = found.stats
-    assert (stats.lines, stats.parsed, stats.unparsed, stats.skipped) == (5, 3, 1, 2)
+    assert (stats.lines, stats.parsed, stats.unparsed, stats.skipped) == (5, 2, 1, 2)
     assert dict(stats.source_lines) == {"auth": 3, "app": 2}
     assert dict(stats.source_unparsed) == {"auth": 1}
     assert found.engine.match_counts() == {"failed": 1, "breach": 1}
