@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         pipeline = Pipeline(fresh, fresh_parsers, replay=clock)
         out = replay.Output(True, io.StringIO())
         spec = config.source(source)
-        replay._replay_file(str(log), spec, pipeline, out, None, want_matches=False, limit=65536)
+        replay.replay_file(str(log), spec, pipeline, out, None, want_matches=False, limit=65536)
         return sum(pipeline.stats.alerts.values())
 
     stages: list[tuple[str, Callable[[], int]]] = [

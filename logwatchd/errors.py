@@ -51,6 +51,19 @@ class DeliveryError(Exception):
         self.retry_after = retry_after
 
 
+class ActionRefused(Exception):
+    """A handler that acts (bans, locks) will not act on this alert.
+
+    ``expected`` marks a refusal the administrator asked for (an address on a ``never``
+    list): logged at info. Otherwise the alert held no usable target (a field that is not an
+    IP address): logged as a warning, and the value is never passed on.
+    """
+
+    def __init__(self, message: str, *, expected: bool = False) -> None:
+        super().__init__(message)
+        self.expected = expected
+
+
 class StateError(Exception):
     """The state directory or its database cannot be used now; one line for a person.
 

@@ -6,11 +6,15 @@ never held and the rule never fired. Every parser says which fields it can produ
 ``context`` counts. A field a rule names (in a condition, ``group_by``, ``distinct``,
 ``context``) that none of those can produce is
 
-- an error when the rule names its sources, or when no parser at all (builtin or declared)
-  gives a field of that name: then it is a misspelling wherever the rule is;
-- a warning when the rule names no sources and only the sources of this config cannot feed
-  it: a shipped pack selects on ``program`` and serves syslog files and the journal alike,
-  so on a host that follows only an application log its sshd rule is idle, not wrong.
+- an error when no parser at all (builtin or declared) gives a field of that name: it is a
+  misspelling wherever the rule is;
+- nothing to report when the rule can still fire without it: a condition on a missing field
+  is false (``exists: false`` true), so ``any: [{field: _TRANSPORT, exists: false},
+  {field: uid, equals: 0}]`` (the packs' "from a syslog file, or from root on the journal")
+  holds on a syslog file, which has neither field;
+- otherwise an error when the rule names its sources, and a warning when it names none:
+  a shipped pack selects on ``program`` and serves syslog files and the journal alike, so
+  on a host that follows only an application log its sshd rule is idle, not wrong.
 
 Templates are checked against the same fields (``templates.check_templates``).
 """
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 from logwatchd.config.model import All, AnyOf, Config, Leaf, Not, Predicate, RuleConfig
 from logwatchd.errors import ConfigError, Mark
 from logwatchd.parsers import FieldSet, known_fields, produced_fields
+from logwatchd.templates import RuleShape
 
 MAX_LISTED = 24  # field names listed in a message before "..."
 
@@ -86,24 +91,85 @@ def check_fields(config: Config) -> list[str]:
     warnings: list[str] = []
     for rule in config.rules:
         available = rule_fields(config, rule)
-        idle: dict[str, FieldUse] = {}
+        missing: dict[str, FieldUse] = {}
         for use in field_uses(rule):
             if available.has(use.name):
                 continue
-            known = any(f.has(use.name) for f in everywhere if not f.is_open())
-            if rule.sources or not known:
-                message = unknown_field_message(use.name, available, None if known else everywhere)
+            if not _known(use.name, everywhere):
+                message = unknown_field_message(use.name, available, everywhere)
                 raise ConfigError(message, use.mark, use.key)
-            idle.setdefault(use.name, use)
-        if idle:
-            first = next(iter(idle.values()))
-            names = ", ".join(f"'{name}'" for name in idle)
-            warnings.append(
-                f"{first.mark}: {first.key}: rule {rule.id} names no sources and no source of "
-                f"this config gives {names}: the rule is idle until one does "
-                f"({available.describe()})"
-            )
+            missing.setdefault(use.name, use)
+        if not missing or can_match(rule, available):
+            continue  # e.g. a branch for the journal's fields next to one for syslog files
+        first = next(iter(missing.values()))
+        if rule.sources:
+            message = unknown_field_message(first.name, available)
+            raise ConfigError(message, first.mark, first.key)
+        names = ", ".join(f"'{name}'" for name in missing)
+        warnings.append(
+            f"{first.mark}: {first.key}: rule {rule.id} names no sources and no source of "
+            f"this config gives {names}: the rule is idle until one does "
+            f"({available.describe()})"
+        )
     return warnings
+
+
+def can_match(rule: RuleConfig, available: RuleFields) -> bool:
+    """Whether the rule can fire on events that hold only ``available`` fields: a condition
+    on a field they lack is false (``exists: false`` true), and the key must be there."""
+    keys = [*rule.group_by]
+    if rule.threshold is not None and rule.threshold.distinct is not None:
+        keys.append(rule.threshold.distinct)
+    if any(not available.has(name) for name in keys):
+        return False
+    if rule.sequence is not None:
+        steps = [step.match for step in rule.sequence.steps if not step.absent]
+        return all(_outcome(step, available) is not False for step in steps)
+    return rule.match is None or _outcome(rule.match, available) is not False
+
+
+def _outcome(pred: Predicate, available: RuleFields) -> bool | None:
+    """True or False when the fields decide it whatever their values; None: it depends."""
+    if isinstance(pred, Leaf):
+        if available.has(pred.field):
+            return None
+        return pred.op == "exists" and pred.value is False
+    if isinstance(pred, Not):
+        inner = _outcome(pred.item, available)
+        return None if inner is None else not inner
+    outcomes = [_outcome(item, available) for item in pred.items]
+    decisive = isinstance(pred, AnyOf)  # any: one True decides; all: one False decides
+    if decisive in outcomes:
+        return decisive
+    return (not decisive) if all(o is (not decisive) for o in outcomes) else None
+
+
+def _known(name: str, everywhere: list[FieldSet]) -> bool:
+    """Some parser (not one that gives any field at all) gives a field of this name."""
+    return any(fields.has(name) for fields in everywhere if not fields.is_open())
+
+
+def template_shape(config: Config, rule: RuleConfig) -> RuleShape:
+    """What ``check`` renders a handler's templates with for one rule that sends to it."""
+    available = rule_fields(config, rule)
+    everywhere = known_fields(config.parsers)
+
+    def problem(name: str) -> str | None:
+        if available.has(name):
+            return None
+        return _problem(rule, available, everywhere, name)
+
+    return RuleShape(rule.id, rule.group_by, tuple(available.names()), problem)
+
+
+def _problem(
+    rule: RuleConfig, available: RuleFields, everywhere: list[FieldSet], name: str
+) -> str | None:
+    """The error for a field the rule's sources lack; None when the rule is only idle."""
+    known = _known(name, everywhere)
+    if known and not rule.sources:
+        return None
+    return unknown_field_message(name, available, None if known else everywhere)
 
 
 def unknown_field_message(

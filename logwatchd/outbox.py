@@ -40,10 +40,11 @@ JITTER = 0.1
 
 
 class InFlight:
-    """Alert ids being sent right now, per handler, for every Dispatcher in this process.
+    """Alert ids being sent right now, per handler, shared by the Dispatchers of one daemon.
 
     After a reload the old Dispatcher may still be finishing a send when the new one starts:
-    the new worker must not pick up the same rows, or the alert would go out twice.
+    the new worker must not pick up the same rows, or the alert would go out twice. The
+    daemon passes one InFlight to every Dispatcher it builds.
     """
 
     def __init__(self) -> None:
@@ -83,7 +84,6 @@ class InFlight:
             return lock
 
 
-IN_FLIGHT = InFlight()
 IDLE_WAIT = 60.0  # seconds a worker with an empty outbox sleeps unless notified
 
 
@@ -94,6 +94,7 @@ class WorkerStats:
     retried: int = 0
     failed: int = 0
     last_error: str | None = None
+    seconds: float = 0.0  # time spent in send(), successful or not
 
 
 class Dispatcher:
@@ -106,8 +107,10 @@ class Dispatcher:
         *,
         dry_run: bool = False,
         poll_interval: float = POLL_INTERVAL,
+        in_flight: InFlight | None = None,
     ) -> None:
         self.store_path = store_path
+        in_flight = in_flight or InFlight()
         self._handlers = handlers
         self._stopping = threading.Event()
         self._workers = [
@@ -119,6 +122,7 @@ class Dispatcher:
                 self._stopping,
                 dry_run=dry_run,
                 poll_interval=poll_interval,
+                in_flight=in_flight,
             )
             for name, handler in handlers.items()
         ]
@@ -189,8 +193,10 @@ class Worker(threading.Thread):
         *,
         dry_run: bool,
         poll_interval: float,
+        in_flight: InFlight,
     ) -> None:
         super().__init__(name=f"outbox-{handler.name}", daemon=True)
+        self._in_flight = in_flight
         self.handler = handler
         self.cfg = cfg
         self.stats = WorkerStats()
@@ -241,7 +247,7 @@ class Worker(threading.Thread):
         now = self._clock.now()
         batch = self.cfg.batch
         limit = batch.max if batch else CLAIM_LIMIT
-        items = IN_FLIGHT.claim(
+        items = self._in_flight.claim(
             self.handler.name, lambda: store.claim_due(self.handler.name, now, limit)
         )
         if not items:
@@ -275,15 +281,15 @@ class Worker(threading.Thread):
 
     def _send_each(self, store: StateStore, items: list[OutboxItem]) -> None:
         """One send per alert, each recorded at once: a kill -9 may repeat only the delivery
-        that was in flight (SPEC 4), never a batch of already delivered ones."""
-        with IN_FLIGHT.holding(self.handler.name, items):
+        that was in flight (README: "Guarantees"), never a batch of already delivered ones."""
+        with self._in_flight.holding(self.handler.name, items):
             for item in items:
                 if self._stopping.is_set():
                     break
                 if self._rate_wait(self._clock.now()) > 0:
                     break  # the next cycle holds the rest back (see _hold)
                 self._sends.append(self._clock.now())
-                self._record(store, [item], self._attempt([item.alert]))
+                self._record(store, [item], *self._attempt([item.alert]))
 
     def _until_next_due(self, store: StateStore, now: float) -> float:
         due = store.next_due(self.handler.name)
@@ -314,7 +320,7 @@ class Worker(threading.Thread):
             return
         first = self._held_since is None
         if first:
-            self._held_since = time.time()
+            self._held_since = self._clock.now()
             self._sent_at_hold = self.stats.sent
         self._held = held
         store.record_held_back(self.handler.name, held, self._held_since)
@@ -339,7 +345,7 @@ class Worker(threading.Thread):
             "rate-limited backlog delivered",
             handler=self.handler.name,
             delivered=self.stats.sent - self._sent_at_hold,
-            held_for=round(time.time() - self._held_since, 1),
+            held_for=round(self._clock.now() - self._held_since, 1),
         )
         self._held_since, self._held = None, 0
 
@@ -349,41 +355,49 @@ class Worker(threading.Thread):
         if self._stopping.is_set():
             return
         self._sends.append(self._clock.now())
-        with IN_FLIGHT.holding(self.handler.name, items):
-            error = self._attempt([item.alert for item in items])
-            self._record(store, items, error)
+        with self._in_flight.holding(self.handler.name, items):
+            error, seconds = self._attempt([item.alert for item in items])
+            self._record(store, items, error, seconds)
 
     def _send_parallel(self, store: StateStore, items: list[OutboxItem]) -> None:
         """For handlers with ``concurrency`` > 1: sends overlap, the store stays in this thread."""
 
-        def attempt(item: OutboxItem) -> tuple[bool, DeliveryError | None]:
+        def attempt(item: OutboxItem) -> tuple[bool, tuple[DeliveryError | None, float]]:
             if self._stopping.is_set():
-                return False, None  # skipped at shutdown: stays pending
+                return False, (None, 0.0)  # skipped at shutdown: stays pending
             return True, self._attempt([item.alert])
 
         self._sends.extend([self._clock.now()] * len(items))
-        with IN_FLIGHT.holding(self.handler.name, items):
+        with self._in_flight.holding(self.handler.name, items):
             with ThreadPoolExecutor(self._parallel) as pool:
                 results = list(pool.map(attempt, items))
-            for item, (tried, error) in zip(items, results, strict=True):
+            for item, (tried, outcome) in zip(items, results, strict=True):
                 if tried:
-                    self._record(store, [item], error)
+                    self._record(store, [item], *outcome)
 
-    def _attempt(self, alerts: list[dict[str, Any]]) -> DeliveryError | None:
+    def _attempt(self, alerts: list[dict[str, Any]]) -> tuple[DeliveryError | None, float]:
+        """The error, if the send failed, and the seconds it took."""
+        started = time.monotonic()
         try:
             self._deliver(alerts)
         except DeliveryError as exc:
-            return exc
+            return exc, time.monotonic() - started
         except Exception as exc:
             log.exception("handler raised", handler=self.handler.name, alert_id=alerts[0]["id"])
-            return DeliveryError(f"unexpected {type(exc).__name__}: {exc}")
-        return None
+            error = DeliveryError(f"unexpected {type(exc).__name__}: {exc}")
+            return error, time.monotonic() - started
+        return None, time.monotonic() - started
 
     def _record(
-        self, store: StateStore, items: list[OutboxItem], error: DeliveryError | None
+        self,
+        store: StateStore,
+        items: list[OutboxItem],
+        error: DeliveryError | None,
+        seconds: float = 0.0,
     ) -> None:
+        self.stats.seconds += seconds
         if error is None:
-            self._durably(functools.partial(store.mark_done_many, items))
+            self._durably(functools.partial(store.mark_done_many, items, seconds=seconds))
             self.stats.sent += len(items)
             self.stats.sends += 1
             return
@@ -391,7 +405,7 @@ class Worker(threading.Thread):
         retry = self.cfg.retry
         exhausted = [i for i in items if error.permanent or i.attempts + 1 >= retry.max_attempts]
         for item in exhausted:
-            self._durably(functools.partial(store.mark_failed, item, str(error)))
+            self._durably(functools.partial(store.mark_failed, item, str(error), seconds=seconds))
             self.stats.failed += 1
             log.error(
                 "delivery failed",
@@ -410,7 +424,9 @@ class Worker(threading.Thread):
         delay = backoff(attempts, retry.backoff, retry.max_backoff, error.retry_after)
         next_attempt = self._clock.now() + delay
         for item in again:
-            self._durably(functools.partial(store.mark_retry, item, next_attempt, str(error)))
+            self._durably(
+                functools.partial(store.mark_retry, item, next_attempt, str(error), seconds=seconds)
+            )
         self.stats.retried += len(again)
         log.warning(
             "delivery failed, will retry",

@@ -27,7 +27,9 @@ __all__ = ["Recovery", "problems", "recover"]
 
 MIN_ROWID = -(2**63)
 MAX_ROWID = 2**63 - 1
-JSON_COLUMNS = {("sources", "state"), ("rule_keys", "state"), ("outbox", "alert")}
+JSON_COLUMNS = {
+    ("sources", "state"), ("rule_keys", "state"), ("outbox", "alert"), ("actions", "alert"),
+}  # fmt: skip
 SIDE_FILES = ("-wal", "-shm")
 
 
@@ -122,10 +124,6 @@ def _tables(db: sqlite3.Connection) -> dict[str, list[str]] | None:
         }
     except sqlite3.DatabaseError:
         return None
-
-
-def _columns(db: sqlite3.Connection, table: str) -> list[str]:
-    return [str(row[1]) for row in db.execute(f'PRAGMA table_info("{table}")')]
 
 
 def _copy_table(

@@ -125,9 +125,11 @@ def follow(
     clock: Any = None,
     start: bool = True,
     inotify: bool = True,
+    olddir: str | None = None,
+    max_open_files: int | None = None,
 ) -> Run:
     config = SourceConfig(
-        id="src", type="file", parser="none", paths=tuple(paths), start_at=start_at
+        id="src", type="file", parser="none", paths=tuple(paths), start_at=start_at, olddir=olddir
     )  # type: ignore[arg-type]
     follower = FileFollower(
         config,
@@ -138,6 +140,7 @@ def follow(
         clock=clock or SystemClock(),
         orphan_grace=orphan_grace,
         inotify=inotify,
+        max_open_files=max_open_files,
     )
     run = Run(follower)
     if start:

@@ -24,9 +24,10 @@ dovecot's aggressive, nginx's fallback/aggressive-only...) are skipped, as are a
 whose ``constraint`` only holds in a non-default mode. ``logtype``/``logging`` options pick
 the parser: ``rfc5424`` lines use the rfc5424 parser, ``journal`` lines become journal
 records for the journald parser (``HOST PROG[PID]: MSG`` split into _HOSTNAME,
-SYSLOG_IDENTIFIER, _PID, MESSAGE), Apache's ``logging: syslog`` lines use the syslog
-parser. fail2ban pins "now" to 2005-08-14 and the zone to CET for year inference; here
-too, though time is not judged.
+SYSLOG_IDENTIFIER, _PID, MESSAGE, plus what journald records for the genuine daemon that
+wrote them: _COMM = PROG, _UID = 0, _TRANSPORT = syslog), Apache's ``logging: syslog``
+lines use the syslog parser. fail2ban pins "now" to 2005-08-14 and the zone to CET for
+year inference; here too, though time is not judged.
 """
 
 from __future__ import annotations
@@ -276,6 +277,8 @@ def _journal_line(text: str) -> Line:
         record.update(
             _HOSTNAME=found["host"], SYSLOG_IDENTIFIER=found["prog"], MESSAGE=found["msg"]
         )
+        # journald's own fields for the daemon that wrote the line (sshd runs as root)
+        record.update(_COMM=found["prog"], _UID="0", _TRANSPORT="syslog")
         if found["pid"]:
             record["_PID"] = found["pid"]
     return Line("s", record["MESSAGE"], NOW, "journal", fields=record)

@@ -190,3 +190,29 @@ def test_check_run_and_test_refuse_a_misspelt_field(tmp_path: Path) -> None:
     test = logwatchd("test", "-c", str(path), str(tmp_path / "app.log"))
     assert test.returncode == 2
     assert expected in test.stderr
+
+
+def test_a_branch_for_another_kind_of_source_is_fine_where_the_rule_can_still_match(
+    tmp_path: Path,
+) -> None:
+    """The packs' "from a syslog file, or from root on the journal": a syslog source has
+    neither `_TRANSPORT` nor `uid`, and the rule still matches there."""
+    either = """\
+        sources: [auth]
+        match:
+          all:
+            - {field: program, equals: sshd}
+            - any:
+                - {field: _TRANSPORT, exists: false}
+                - all: [{field: comm, equals: sshd}, {field: uid, equals: 0}]
+        """
+    assert problems(tmp_path, either, CLOSED) == []
+    message = error(tmp_path, "sources: [auth]\nmatch: {field: comm, equals: sshd}\n", CLOSED)
+    assert message.startswith(
+        "c.yaml:12: rules[0].match.field: no source of this rule gives a field 'comm': "
+        "source auth (parser syslog) gives host, message, pid, program, raw, timestamp"
+    )
+    # `not` of a missing field holds, so a rule that only excludes it can match too
+    assert (
+        problems(tmp_path, "sources: [auth]\nmatch: {not: {field: uid, equals: 0}}\n", CLOSED) == []
+    )

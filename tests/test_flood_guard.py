@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from logwatchd.clock import ManualClock
-from logwatchd.config.model import HandlerConfig, RateLimit, RetryConfig
+from logwatchd.config.model import (
+    EmailSettings,
+    HandlerConfig,
+    RateLimit,
+    RetryConfig,
+    SmtpSettings,
+)
 from logwatchd.config.schema_handlers import DEFAULT_RATE_LIMITS
 from logwatchd.outbox import Dispatcher
 from logwatchd.state import StateStore
@@ -156,13 +162,13 @@ def test_a_command_over_its_limit_runs_each_held_alert_later_never_as_a_lump(
 
 
 def _mail(port: int, limit: RateLimit | None) -> HandlerConfig:
-    settings = {
-        "smtp": {"host": "127.0.0.1", "port": port, "tls": "none"},
-        "from": "logwatchd@example.com",
-        "to": ("ops@example.com",),
-        "subject": "{{ alert.rule }} {{ alert.key.n }}",
-        "body": "n={{ alert.key.n }}\n",
-    }
+    settings = EmailSettings(
+        to=("ops@example.com",),
+        subject="{{ alert.rule }} {{ alert.key.n }}",
+        body="n={{ alert.key.n }}\n",
+        sender="logwatchd@example.com",
+        smtp=SmtpSettings(host="127.0.0.1", port=port, timeout=5),
+    )
     retry = RetryConfig(max_attempts=10, backoff=0.05, max_backoff=0.2)
     return HandlerConfig(
         name="mail", type="email", timeout=5, settings=settings, rate_limit=limit, retry=retry

@@ -12,18 +12,19 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from logwatchd.config.model import HandlerConfig
-from logwatchd.errors import ConfigError, DeliveryError
+from logwatchd.config.model import FileSettings, HandlerConfig
+from logwatchd.errors import DeliveryError
 from logwatchd.handlers import build_handler
 from logwatchd.handlers.file import tail_ids
 from logwatchd.templates import HostInfo, Templates
+from tests.fd_helpers import out_of_descriptors
 from tests.smtp_helpers import make_alert
 
 HOST = HostInfo(name="web1", fqdn="web1.example.com")
 
 
 def file_handler(path: str, **settings: Any) -> Any:
-    cfg = HandlerConfig(name="alerts-file", type="file", settings={"path": path, **settings})
+    cfg = HandlerConfig(name="alerts-file", type="file", settings=FileSettings(path, **settings))
     return build_handler(cfg, templates=Templates(), host=HOST)
 
 
@@ -130,12 +131,6 @@ def test_reading_back_never_blocks_on_a_fifo_or_reads_a_non_file(tmp_path: Path)
     assert tail_ids(str(tmp_path / "missing.jsonl")) == []
 
 
-def test_relative_path_is_a_config_error() -> None:
-    with pytest.raises(ConfigError) as caught:
-        file_handler("alerts.jsonl")
-    assert caught.value.key == "handlers.alerts-file.path"
-
-
 # --- the log handler: the other local sink (its tests live here, next to the file's) -------
 
 
@@ -161,3 +156,17 @@ def test_log_handler_writes_alert_with_priority(severity: str, level: str, prior
     assert entry["key"] == {"ip": "203.0.113.1"}
     assert entry["count"] == 5
     assert entry["source"] == "auth"
+
+
+def test_out_of_descriptors_is_retried_and_forgets_no_written_id(tmp_path: Path) -> None:
+    """Reading back the ids written before must not come out empty for lack of descriptors:
+    the alerts already in the file would be written again."""
+    path = tmp_path / "alerts.jsonl"
+    alert = make_alert()
+    file_handler(str(path)).send([alert])
+    handler = file_handler(str(path))  # a restarted daemon: reads the ids back first
+    with out_of_descriptors(), pytest.raises(DeliveryError) as info:
+        handler.send([alert])
+    assert not info.value.permanent
+    handler.send([alert])
+    assert ids_in(path) == [alert["id"]]

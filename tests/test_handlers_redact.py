@@ -4,23 +4,19 @@ daemon's log, `status` or `test --execute`; the URL is shown with them masked.""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from logwatchd.config.model import HandlerConfig, RetryConfig
+from logwatchd.config.model import HandlerConfig, RetryConfig, WebhookSettings
 from logwatchd.errors import DeliveryError
 from logwatchd.handlers import build_handler
 from logwatchd.handlers.redact import Scrubber, redact_url
 from logwatchd.templates import HostInfo, Templates
-from tests.daemon_helpers import DaemonProcess, wait_for, write_config
+from tests.daemon_helpers import DaemonProcess, app_config, logwatchd, wait_for, write_config
 from tests.smtp_helpers import free_port, make_alert
 
-REGEX = r"^(?P<timestamp>\S+ \S+) (?P<event_type>\w+) - IP: (?P<ip>\S+)"
 SECRETS = ("alice", "s3cretPass", "AbCdEfGhIjKlMnOpQrStUvWx", "tok3nValue", "h3aderSecret")
 
 
@@ -67,7 +63,7 @@ def test_a_library_error_quoting_a_header_from_a_file_is_scrubbed(tmp_path, monk
         type="webhook",
         timeout=5,
         retry=RetryConfig(),
-        settings={"url": secret_url(9), "headers_files": {"Authorization": str(token)}},
+        settings=WebhookSettings(secret_url(9), header_files={"Authorization": str(token)}),
     )
     handler = build_handler(cfg, templates=Templates(), host=HostInfo("h", "h"))
 
@@ -94,32 +90,13 @@ def test_scrubber_masks_longest_first_and_ignores_tiny_values():
 def config(tmp_path: Path, port: int) -> dict[str, Any]:
     token = tmp_path / "token"
     token.write_text("Bearer h3aderSecret\n")
-    return {
-        "version": 1,
-        "daemon": {"state_dir": str(tmp_path / "state"), "commit_interval": "200ms"},
-        "sources": [
-            {"id": "app", "type": "file", "paths": [str(tmp_path / "app.log")], "parser": "app"}
-        ],
-        "parsers": {"app": {"regex": REGEX, "time_format": "%Y-%m-%d %H:%M:%S"}},
-        "rules": [{"id": "breach", "match": {"field": "event_type", "equals": "Breach"}}],
-        "defaults": {"handlers": ["hook"]},
-        "handlers": {
-            "hook": {
-                "type": "webhook",
-                "url": secret_url(port),
-                "header_files": {"Authorization": str(token)},
-                "retry": {"max_attempts": 2, "backoff": "100ms"},
-            }
-        },
+    hook = {
+        "type": "webhook",
+        "url": secret_url(port),
+        "header_files": {"Authorization": str(token)},
+        "retry": {"max_attempts": 2, "backoff": "100ms"},
     }
-
-
-def logwatchd(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("INVOCATION_ID", "NOTIFY_SOCKET")}
-    return subprocess.run(
-        [sys.executable, "-m", "logwatchd", *args],
-        capture_output=True, text=True, timeout=60, env=env, check=False,
-    )  # fmt: skip
+    return app_config(tmp_path, handler=hook)
 
 
 def leaked(text: str) -> list[str]:
@@ -147,10 +124,10 @@ def test_a_failing_webhook_never_shows_its_secrets(tmp_path):
     status = logwatchd("status", "-c", str(path), "--json")
     assert status.returncode == 0, status.stderr
     report = json.loads(status.stdout)
-    assert report["outbox"]["hook"]["last_error"].startswith(shown_url(port))
+    assert report["outbox"]["sink"]["last_error"].startswith(shown_url(port))
     assert leaked(status.stdout) == []
     assert leaked(logwatchd("status", "-c", str(path)).stdout) == []
 
     replay = logwatchd("test", "-c", str(path), "--execute", str(log))
-    assert f"handler hook failed: {shown_url(port)}: " in replay.stderr
+    assert f"handler sink failed: {shown_url(port)}: " in replay.stderr
     assert leaked(replay.stdout + replay.stderr) == []

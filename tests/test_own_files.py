@@ -8,8 +8,6 @@ import os
 import pwd
 import sqlite3
 import stat
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,26 +16,16 @@ import pytest
 from logwatchd import own_files, state_lock
 from logwatchd.errors import StateError
 from logwatchd.state import StateStore
-from tests.daemon_helpers import DaemonProcess, wait_for, write_config
+from tests.daemon_helpers import DaemonProcess, app_config, logwatchd, wait_for, write_config
 
-REGEX = r"^(?P<timestamp>\S+ \S+) (?P<event_type>\w+) - IP: (?P<ip>\S+)"
 SHADOW = "root:$y$j9T$hash:19000:0:99999:7:::\n"
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown to nobody")
 
 
 def config(tmp_path: Path, alerts: Path, state: Path | None = None) -> dict[str, Any]:
-    return {
-        "version": 1,
-        "daemon": {"state_dir": str(state or tmp_path / "state"), "commit_interval": "200ms"},
-        "sources": [
-            {"id": "app", "type": "file", "paths": [str(tmp_path / "app.log")], "parser": "app"}
-        ],
-        "parsers": {"app": {"regex": REGEX, "time_format": "%Y-%m-%d %H:%M:%S"}},
-        "rules": [{"id": "breach", "match": {"field": "event_type", "equals": "Breach"}}],
-        "defaults": {"handlers": ["sink"]},
-        "handlers": {"sink": {"type": "file", "path": str(alerts), "retry": {"backoff": "100ms"}}},
-    }
+    sink = {"type": "file", "path": str(alerts), "retry": {"backoff": "100ms"}}
+    return app_config(tmp_path, state=state, handler=sink)
 
 
 @pytest.fixture
@@ -55,14 +43,6 @@ def planted(link: Path, target: Path) -> Path:
     nobody = pwd.getpwnam("nobody")
     os.lchown(link, nobody.pw_uid, nobody.pw_gid)
     return link
-
-
-def logwatchd(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("INVOCATION_ID", "NOTIFY_SOCKET")}
-    return subprocess.run(
-        [sys.executable, "-m", "logwatchd", *args],
-        capture_output=True, text=True, timeout=30, env=env, check=False,
-    )  # fmt: skip
 
 
 @pytest.mark.parametrize("option", ["--pidfile", "--log-file"])

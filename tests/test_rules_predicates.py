@@ -1,4 +1,4 @@
-"""Predicates compile to closures that match the SPEC's operators and never raise."""
+"""Predicates compile to closures that match the README's operators and never raise."""
 
 from __future__ import annotations
 

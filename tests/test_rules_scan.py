@@ -111,7 +111,7 @@ def by_file(config: Config, source: str, path: Path) -> Outcome:
     found = pipeline(config)
     out = io.StringIO()
     spec = config.source(source)
-    replay._replay_file(
+    replay.replay_file(
         str(path), spec, found, replay.Output(True, out), None, want_matches=True, limit=65536
     )
     records = [json.loads(text) for text in out.getvalue().splitlines()]

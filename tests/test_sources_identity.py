@@ -6,17 +6,22 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from logwatchd.sources.identity import (
     FINGERPRINT_BYTES,
     MARKER_BYTES,
     family_name,
     fingerprint,
+    holds,
     is_compressed,
     marker_at,
     marker_holds,
     read_head,
     rotated_from,
+    rotation_bases,
+    without_compression,
 )
 
 
@@ -120,3 +125,49 @@ def test_compressed_names_are_never_text(name: str) -> None:
 )
 def test_family_name_is_the_live_name_a_rotation_came_from(name: str, family: str) -> None:
     assert family_name(name) == family
+
+
+def test_holds_needs_the_first_bytes_and_the_marker_before_the_offset(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"head of the file\n" + b"body\n" * 100)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fp, marker = fingerprint(read_head(fd)), marker_at(fd, 300)
+        assert holds(fd, fp, 300, marker)
+        assert not holds(fd, fp, 10_000, marker)  # the file is shorter than the offset
+        assert not holds(fd, fingerprint(b"other head"), 300, marker)
+        assert not holds(fd, fp, 301, marker)  # other bytes before that offset
+    finally:
+        os.close(fd)
+
+
+def test_an_empty_fingerprint_identifies_only_the_same_inode(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"written after we saw it empty\n")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        empty = fingerprint(b"")
+        assert not holds(fd, empty, 0, marker_at(fd, 0))
+        assert holds(fd, empty, 0, marker_at(fd, 0), same_inode=True)
+    finally:
+        os.close(fd)
+
+
+def test_without_compression_strips_only_an_archive_suffix() -> None:
+    assert without_compression("app.log.2.gz") == "app.log.2"
+    assert without_compression("app.log.2.XZ") == "app.log.2"
+    assert without_compression("app.log.2") is None
+
+
+@given(
+    name=st.text("ab.-1_0ol", min_size=1, max_size=12),
+    base=st.text("ab.-1_0ol", min_size=1, max_size=8),
+)
+def test_rotation_bases_holds_every_base_a_name_is_rotated_from(name: str, base: str) -> None:
+    if rotated_from(name, base):
+        assert base in rotation_bases(name)
+
+
+def test_rotation_bases_of_common_names() -> None:
+    assert {"app.log", "app"} <= rotation_bases("app.log.1")
+    assert "app.log" in rotation_bases("app-20261126.log")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import pytest
 from tests.sources_helpers import (
     BackgroundWriter,
     Run,
+    Writer,
     deleted_fds,
     follow,
     held_paths,
@@ -225,4 +227,26 @@ def test_copytruncate_with_a_glob_that_matches_the_copies(tmp_path: Path) -> Non
     written = finish(run, writer)
     assert_exact(run, written)
     no_deleted_file_held(tmp_path, run)
+    run.stop()
+
+
+@pytest.mark.parametrize("olddir", ["old", "ABS"])
+def test_copytruncate_into_olddir_drains_the_copy_found_there(tmp_path: Path, olddir: str) -> None:
+    """Lines written since the last poll exist only in the copy logrotate put in olddir."""
+    (tmp_path / "old").mkdir()
+    olddir = str(tmp_path / "old") if olddir == "ABS" else olddir
+    log = tmp_path / "app.log"
+    writer = Writer(str(log))
+    run = follow([str(log)], olddir=olddir)
+    writer.write(100)
+    run.until_count(100)
+    writer.write(50)  # not polled: only the copy will hold these
+    argv = logrotate(str(tmp_path), str(log), [f"olddir {olddir}", "copytruncate"])
+    subprocess.run(argv, check=True, capture_output=True)
+    assert (tmp_path / "old" / "app.log.1").exists()
+    writer.write(20)
+    run.until_count(170)
+    run.settle(0.5)
+    assert_exact(run, 170)
+    assert run.lines[120].path == str(tmp_path / "old" / "app.log.1")
     run.stop()

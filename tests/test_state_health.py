@@ -7,54 +7,34 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.daemon_helpers import DaemonProcess, read_jsonl, wait_for, write_config
+from tests.daemon_helpers import (
+    DaemonProcess,
+    app_config,
+    logwatchd,
+    read_jsonl,
+    wait_for,
+    write_config,
+)
 
-REGEX = r"^(?P<timestamp>\S+ \S+) (?P<event_type>\w+) - IP: (?P<ip>\S+)"
 PAGE = 4096
 
 
 def config(tmp_path: Path, state: Path, handler: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {
-        "version": 1,
-        "daemon": {"state_dir": str(state), "commit_interval": "200ms"},
-        "sources": [
-            {"id": "app", "type": "file", "paths": [str(tmp_path / "app.log")], "parser": "app"}
-        ],
-        "parsers": {"app": {"regex": REGEX, "time_format": "%Y-%m-%d %H:%M:%S"}},
-        "rules": [
-            {
-                "id": "breach",
-                "match": {"field": "event_type", "equals": "Breach"},
-                "group_by": ["ip"],
-            }
-        ],
-        "defaults": {"handlers": ["sink"]},
-        "handlers": {"sink": handler or {"type": "file", "path": str(tmp_path / "alerts.jsonl")}},
-    }
+    return app_config(tmp_path, state=state, handler=handler)
 
 
 def breaches(log: Path, first: int, count: int) -> None:
     with log.open("a") as handle:
         for n in range(first, first + count):
             handle.write(f"2026-11-26 10:00:00 Breach - IP: 10.0.{n // 250}.{n % 250 + 1}\n")
-
-
-def logwatchd(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("INVOCATION_ID", "NOTIFY_SOCKET")}
-    return subprocess.run(
-        [sys.executable, "-m", "logwatchd", *args],
-        capture_output=True, text=True, timeout=60, env=env, check=False,
-    )  # fmt: skip
 
 
 def run_once(path: Path, log: Path, alerts: Path, first: int, count: int) -> None:

@@ -6,51 +6,21 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from logwatchd import state_lock
-from tests.daemon_helpers import DaemonProcess, read_jsonl, wait_for, write_config
-
-REGEX = r"^(?P<timestamp>\S+ \S+) (?P<event_type>\w+) - IP: (?P<ip>\S+)"
-
-
-def config(tmp_path: Path) -> dict[str, Any]:
-    return {
-        "version": 1,
-        "daemon": {"state_dir": str(tmp_path / "state"), "commit_interval": "200ms"},
-        "sources": [
-            {"id": "app", "type": "file", "paths": [str(tmp_path / "app.log")], "parser": "app"}
-        ],
-        "parsers": {"app": {"regex": REGEX, "time_format": "%Y-%m-%d %H:%M:%S"}},
-        "rules": [
-            {
-                "id": "breach",
-                "match": {"field": "event_type", "equals": "Breach"},
-                "group_by": ["ip"],
-            }
-        ],
-        "defaults": {"handlers": ["sink"]},
-        "handlers": {"sink": {"type": "file", "path": str(tmp_path / "alerts.jsonl")}},
-    }
-
-
-def logwatchd(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("INVOCATION_ID", "NOTIFY_SOCKET")}
-    return subprocess.run(
-        [sys.executable, "-m", "logwatchd", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        check=False,
-    )
+from tests.daemon_helpers import (
+    DaemonProcess,
+    app_config,
+    logwatchd,
+    read_jsonl,
+    wait_for,
+    write_config,
+)
 
 
 def breach(log: Path, ip: str) -> None:
@@ -62,7 +32,7 @@ def breach(log: Path, ip: str) -> None:
 def setup(tmp_path: Path) -> tuple[Path, Path]:
     log = tmp_path / "app.log"
     log.touch()
-    return write_config(tmp_path / "c.yaml", config(tmp_path)), log
+    return write_config(tmp_path / "c.yaml", app_config(tmp_path)), log
 
 
 def test_a_second_run_is_refused_at_once_and_the_first_delivers_each_alert_once(tmp_path, setup):

@@ -10,6 +10,7 @@ import time
 from logwatchd.alerts import jsonable
 from logwatchd.commands.check import verify
 from logwatchd.config import load
+from logwatchd.config.model import Config, SourceConfig
 from logwatchd.errors import ConfigError
 from logwatchd.events import Line
 from logwatchd.pipeline import Pipeline, ReplayClock, build_engine
@@ -18,15 +19,9 @@ from logwatchd.rules import format_explanation
 
 def explain(args: argparse.Namespace) -> int:
     config = load(args.config)
-    for warning in verify(config):
+    for warning in verify(config).warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    try:
-        source = config.source(args.source)
-    except KeyError:
-        known = ", ".join(s.id for s in config.sources) or "none"
-        raise ConfigError(
-            f"no source {args.source!r} (sources: {known})", None, "--source"
-        ) from None
+    source = _source(config, args.source)
     engine, parsers = build_engine(config, ReplayClock(), host="explain")
     pipeline = Pipeline(engine, parsers)
     line = Line(source.id, args.line, time.time(), "explain:1", None, 1)
@@ -47,3 +42,18 @@ def explain(args: argparse.Namespace) -> int:
         )
     print(format_explanation(engine.explain(event)))
     return 0
+
+
+def _source(config: Config, wanted: str | None) -> SourceConfig:
+    """``--source``, or the only source there is."""
+    known = ", ".join(s.id for s in config.sources) or "none"
+    if wanted is None:
+        if len(config.sources) == 1:
+            return config.sources[0]
+        raise ConfigError(
+            f"name the source whose parser applies (sources: {known})", None, "--source"
+        )
+    try:
+        return config.source(wanted)
+    except KeyError:
+        raise ConfigError(f"no source {wanted!r} (sources: {known})", None, "--source") from None

@@ -51,10 +51,10 @@ def _lock_state(state_dir: str) -> contextlib.AbstractContextManager[object]:
 
 
 def _replay(args: argparse.Namespace, config: Config) -> int:
-    for warning in verify(config):
+    for warning in verify(config).warnings:
         print(f"warning: {warning}", file=sys.stderr)
     clock = ReplayClock()
-    engine, parsers = build_engine(config, clock, host=os.uname().nodename)
+    engine, parsers = build_engine(config, clock, host=config.daemon.host or os.uname().nodename)
     limit = LineTimeLimit(config.daemon.line_timeout)
     limit.install()
     pipeline = Pipeline(engine, parsers, replay=clock, limit=limit)
@@ -63,7 +63,7 @@ def _replay(args: argparse.Namespace, config: Config) -> int:
     started = time.monotonic()
     for name in args.files:
         source = pick_source(config, args.source, name)
-        _replay_file(
+        replay_file(
             name, source, pipeline, out, executor,
             want_matches=args.matches, limit=line_limit(config, source),
         )  # fmt: skip
@@ -106,7 +106,7 @@ def pick_source(config: Config, wanted: str | None, path: str) -> SourceConfig:
     )
 
 
-def _replay_file(
+def replay_file(
     name: str,
     source: SourceConfig,
     pipeline: Pipeline,
@@ -145,7 +145,8 @@ class _FileReplay:
         self.source = source.id
         self.pipeline = pipeline
         self.scan = pipeline.engine.scan(source.id)
-        self.matches: list[Any] | None = [] if want_matches else None
+        self.matches: list[Any] = []  # always collected: the summary counts them per rule
+        self.want_matches = want_matches
         self.reference = time.time() if name == "-" else os.stat(name).st_mtime
         self.limit = limit
         self.journal_text = source.parser == "journald"
@@ -207,10 +208,10 @@ class _FileReplay:
             line = record_line(line) or line
         matches = self.matches
         alerts = self.pipeline.evaluate(line, hits, matches)
-        if alerts or matches:
-            results.append((lineno, list(matches or ()), alerts))
-            if matches:
-                matches.clear()
+        shown = list(matches) if self.want_matches else []
+        matches.clear()
+        if alerts or shown:
+            results.append((lineno, shown, alerts))
 
 
 def _text(chunk: bytes) -> str:
@@ -334,7 +335,7 @@ class Executor:
         from logwatchd.templates import Templates
 
         templates = Templates()
-        host = HostInfo.local()
+        host = HostInfo.local(config.daemon.host)
         self.handlers = {
             name: build_handler(cfg, templates=templates, host=host)
             for name, cfg in config.handlers.items()

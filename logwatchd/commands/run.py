@@ -65,7 +65,7 @@ def _verified(config: Config) -> Config:
     """A config the daemon may start (or reload) with: what ``check`` refuses, it refuses."""
     from logwatchd.commands.check import verify
 
-    for warning in verify(config):
+    for warning in verify(config).warnings:
         log.warning("config warning", warning=warning)
     return config
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections import deque
@@ -9,14 +10,14 @@ from typing import Any
 
 import structlog
 
-from logwatchd.config.model import HandlerConfig
-from logwatchd.errors import ConfigError, DeliveryError
+from logwatchd.config.model import FileSettings, HandlerConfig
+from logwatchd.errors import DeliveryError
+from logwatchd.handlers import settings_of
 from logwatchd.own_files import open_own
 from logwatchd.templates import HostInfo, Templates
 
 log = structlog.get_logger("logwatchd.handlers")
 
-DEFAULT_MODE = 0o640
 RECENT_IDS = 10_000  # ids of alerts written lately, remembered to never write one twice
 TAIL_BYTES = 1 << 20  # read back at the first send: what an earlier process wrote last
 
@@ -49,16 +50,10 @@ class FileHandler:
     idempotent = True
 
     def __init__(self, cfg: HandlerConfig, *, templates: Templates, host: HostInfo) -> None:
-        path = cfg.settings.get("path")
-        if not isinstance(path, str) or not os.path.isabs(path):
-            raise ConfigError(
-                "path must be an absolute file path",
-                cfg.marks.get("path", cfg.mark),
-                f"handlers.{cfg.name}.path",
-            )
+        settings = settings_of(cfg, FileSettings)
         self.name = cfg.name
-        self.path = path
-        self._mode = int(cfg.settings.get("mode", DEFAULT_MODE))
+        self.path = settings.path
+        self._mode = settings.mode
         self._written: WrittenIds | None = None  # read from the file's tail at the first send
 
     @staticmethod
@@ -117,7 +112,9 @@ def tail_ids(path: str) -> list[str]:
     try:
         # non-blocking, and regular files only: reading a FIFO would wait for a writer
         fd = open_own(path, os.O_RDONLY)
-    except OSError:
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):  # not "no ids": try the send again later
+            raise DeliveryError(f"cannot open {path}: {exc.strerror}") from None
         return []  # no file yet (or one the send refuses, and says why)
     try:
         start = max(0, os.fstat(fd).st_size - TAIL_BYTES)

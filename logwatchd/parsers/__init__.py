@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from logwatchd.config.model import ParserConfig
 from logwatchd.events import Line
+from logwatchd.parsers.alert import AlertParser
 from logwatchd.parsers.base import ALL_STRINGS, ANY_FIELDS, Fields, FieldSet, Parser, field_set
 from logwatchd.parsers.journald import JournaldParser
 from logwatchd.parsers.jsonlines import JsonParser
@@ -32,6 +33,7 @@ BUILTIN: frozenset[str] = frozenset(
         "apache_error",
         "json",
         "none",
+        "alert",
     }
 )
 
@@ -72,6 +74,8 @@ def build_parser(name: str, custom: Mapping[str, ParserConfig], *, timezone: str
         return JsonParser(tz)
     if name == "none":
         return NoneParser()
+    if name == "alert":
+        return AlertParser(tz)
     raise ValueError(f"unknown parser {name!r}")
 
 
@@ -84,6 +88,7 @@ _BUILTIN_FIELDS: dict[str, FieldSet] = {
     "nginx_error": NginxErrorParser.fields,
     "apache_error": ApacheErrorParser.fields,
     "json": JsonParser.fields,
+    "alert": AlertParser.fields,
     "none": NoneParser.fields,
 }
 

@@ -49,7 +49,7 @@ class FieldSet:
 
     def is_open(self) -> bool:
         """True when any name at all may appear (nothing can be checked)."""
-        return self.more is not None and self.more.pattern == ".+"
+        return self.more is not None and self.more.pattern == ".*"
 
 
 def field_set(*names: str, more: str | None = None, more_text: str = "") -> FieldSet:
@@ -58,7 +58,7 @@ def field_set(*names: str, more: str | None = None, more_text: str = "") -> Fiel
     return FieldSet(frozenset({"message", "raw", *names}), pattern, more_text)
 
 
-ANY_FIELDS = field_set(more=".+", more_text="any field")
+ANY_FIELDS = field_set(more=".*", more_text="any field")
 
 
 class StampFailures:

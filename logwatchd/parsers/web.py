@@ -1,10 +1,11 @@
 """Web server logs: nginx/apache combined access logs and their error logs.
 
 Access (``nginx_combined``, ``apache_combined``; the same format): ``client_ip``, ``ident``,
-``user``, ``timestamp``, ``request``, ``method``, ``path``, ``protocol``, ``status`` (int),
-``bytes`` (int, 0 for ``-``), ``referer``, ``user_agent``; fields logged as ``-`` are left
-out (``bytes`` excepted); fields after the user agent are ignored; a request line that is
-not ``METHOD PATH PROTOCOL`` (garbage from scanners) keeps only ``request``. Values are as
+``user`` (spaces included: a client chooses it), ``timestamp``, ``request``, ``method``,
+``path``, ``protocol``, ``status`` (int), ``bytes`` (int, 0 for ``-``), ``referer``,
+``user_agent``; fields logged as ``-`` are left out (``bytes`` excepted); fields after the
+user agent are ignored; a request line that is not ``METHOD PATH PROTOCOL`` (garbage from
+scanners) keeps only ``request``. Values are as
 logged, escapes included (``\\x22``, ``\\"``), so all are verbatim.
 
 ``nginx_error``: ``level``, ``pid``, ``tid``, ``cid``, ``message`` (without the trailer),
@@ -28,8 +29,13 @@ from logwatchd.parsers.base import ALL_STRINGS, Fields, field_set
 from logwatchd.parsers.timeutil import MONTHS, fixed_offset
 
 _QUOTED = r'"([^"\\]*(?:\\.[^"\\]*)*)"'
+# $remote_user is what the client sent in its Authorization header: it may hold spaces (both
+# servers write them as they are), never a bare '"' (nginx writes \x22, Apache \"). So the
+# user runs up to the stamp that is followed by the request's opening quote: a fake
+# '[stamp] "' inside the name would need a bare quote. Apache writes an empty user as "".
 _ACCESS = re.compile(
-    r"(\S+) (\S+) (\S+) \[(\d\d)/([A-Z][a-z]{2})/(\d{4}):(\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)\] "
+    r'(\S+) (\S+) (""|(?:[^"\\]|\\.)*?) '
+    r"\[(\d\d)/([A-Z][a-z]{2})/(\d{4}):(\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)\] "
     + _QUOTED
     + r" (\d{3}) (\d+|-)(?: "
     + _QUOTED

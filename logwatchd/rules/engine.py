@@ -61,6 +61,7 @@ class Match:
     source: str
     line: int
     fields: dict[str, Any]
+    time: float = 0.0  # the event's time (what windows count on)
 
 
 @dataclass
@@ -249,7 +250,7 @@ class Engine:
         rule.matched += 1
         if matches is not None:
             line = event.line
-            matches.append(Match(rule.id, line.source, line.lineno, fields))
+            matches.append(Match(rule.id, line.source, line.lineno, fields, event.time))
 
     def _matched(
         self,
@@ -262,7 +263,7 @@ class Engine:
         rule.matched += 1
         line = event.line
         if matches is not None:
-            matches.append(Match(rule.id, line.source, line.lineno, fields))
+            matches.append(Match(rule.id, line.source, line.lineno, fields, event.time))
         key = rule.key_of(fields)
         if key is None:
             return
@@ -348,7 +349,7 @@ class Engine:
         first_seen, first_origin = firing.first
         cfg = rule.cfg
         return Alert(
-            id=alert_id(rule.id, keyed, first_origin),
+            id=alert_id(rule.id, keyed, first_origin, self._host),
             rule=rule.id,
             severity=cfg.severity,
             tags=list(cfg.tags),

@@ -14,31 +14,38 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from logwatchd.actions import ActionBook
 from logwatchd.alerts import Alert
 from logwatchd.clock import Clock, SystemClock
-from logwatchd.config.model import Config, DaemonConfig, SourceConfig
+from logwatchd.config.model import Config, DaemonConfig, ListenAddress, SourceConfig
 from logwatchd.errors import ConfigError
 from logwatchd.handlers import HostInfo, build_handler
-from logwatchd.outbox import Dispatcher
+from logwatchd.outbox import Dispatcher, InFlight
 from logwatchd.pipeline import Pipeline, build_engine
 from logwatchd.service import notify
 from logwatchd.service.stamps import StampWatch
+from logwatchd.service.tally import Tally, line_counts
 from logwatchd.sources import FileFollower, StdinSource
 from logwatchd.sources.base import Source
 from logwatchd.sources.journal import JournalSource
+from logwatchd.sources.openfiles import descriptor_budget
 from logwatchd.state import RuleChanges, StateStore
 from logwatchd.state_health import WriteRetry, damaged, is_unwritable, state_error
 from logwatchd.templates import Templates
 from logwatchd.timelimit import Interrupted, LineTimeLimit
 
+if TYPE_CHECKING:
+    from logwatchd.metrics import MetricsServer
+
 log = structlog.get_logger("logwatchd")
 
 MAX_BATCH = 20_000  # lines per source per pass, so one busy file cannot starve the others
 STATUS_INTERVAL = 5.0
+STATUS_SOON = 0.25  # committed lines are reported this soon (tests and `systemctl status` wait)
 IDLE_COMMIT = 60.0
 PRUNE_INTERVAL = 3600.0  # delivered outbox rows older than the retention are dropped hourly
 
@@ -54,9 +61,14 @@ class Wiring:
     """Everything built from one config: sources, pipeline, handlers, dispatcher."""
 
     def __init__(
-        self, config: Config, store: StateStore, clock: Clock, limit: LineTimeLimit
+        self,
+        config: Config,
+        store: StateStore,
+        clock: Clock,
+        in_flight: InFlight,
+        limit: LineTimeLimit,
     ) -> None:
-        host = HostInfo.local()
+        host = HostInfo.local(config.daemon.host)
         self.config = config
         engine, parsers = build_engine(config, clock, host.name)
         digests = {rule.id: rule.digest() for rule in config.rules}
@@ -66,12 +78,14 @@ class Wiring:
         self.pipeline = Pipeline(engine, parsers, limit=limit)
         self.pipeline.prepare()  # before READY: the first lines need not wait for it
         self.stamps = StampWatch(parsers)
+        share = open_files_share(config)
         self.sources = [
             build_source(
                 src,
                 saved=store.load_source(src.id),
                 daemon=config.daemon,
                 clock=clock,
+                max_open_files=share,
             )
             for src in config.sources
         ]
@@ -81,16 +95,36 @@ class Wiring:
             for name, cfg in config.handlers.items()
         }
         self.dispatcher = Dispatcher(
-            store.path, handlers, config.handlers, clock, dry_run=config.daemon.dry_run
+            store.path,
+            handlers,
+            config.handlers,
+            clock,
+            dry_run=config.daemon.dry_run,
+            in_flight=in_flight,
         )
+        self.actions = ActionBook(store, handlers, dry_run=config.daemon.dry_run)
+        self._clock = clock
 
-    def start(self, wake: threading.Event) -> None:
+    def start(self, wake: threading.Event, tally: Tally) -> None:
+        # before the workers: undos that fell due while down, and the active actions again
+        self.actions.start(self._clock.now())
         self.dispatcher.start()
         for source in self.sources:
             source.start(wake.set)
+        tally.attach(self.pipeline, self.dispatcher, self.checkpoints())
 
     def checkpoints(self) -> dict[str, dict[str, Any]]:
         return {source.id: source.checkpoint() for source in self.sources}
+
+    def committed(self) -> None:
+        """Tell the sources that acknowledge upstream (NATS) that their checkpoint is stored."""
+        for source in self.sources:
+            hook = getattr(source, "committed", None)
+            if hook is not None:
+                try:
+                    hook()
+                except Exception:
+                    log.exception("source commit hook failed", source=source.id)
 
     def stop_sources(self) -> None:
         for source in self.sources:
@@ -116,15 +150,20 @@ class Daemon:
         self.clock = clock or SystemClock()
         self._initial = config
         self._wake = threading.Event()
+        self._in_flight = InFlight()  # sends of the old dispatcher a reload must not repeat
         self._stop = False
         self._reload = False
         self._counters = Counters()
         self._pending: list[Alert] = []
         self._limit = LineTimeLimit()  # no line may hold up the loop (installed with signals)
         self._interrupted = False  # stopped inside a batch: its lines are read again next start
+        self._tally = Tally(name)  # per source, rule and handler; kept across reloads
+        self._metrics: MetricsServer | None = None
+        self._pruner: threading.Thread | None = None
         # what the last commit could not write (disk full): retried before anything is read
         self._unsaved: tuple[dict[str, dict[str, Any]], RuleChanges, list[Alert]] | None = None
         self._retry_at = 0.0
+        self._report_due = False  # lines were committed that no STATUS reported yet
         self._writes = WriteRetry("state database commit", self.clock)
 
     # --- signals ----------------------------------------------------------------------
@@ -144,10 +183,6 @@ class Daemon:
         self._reload = True
         self._wake.set()
 
-    def request_stop(self) -> None:
-        self._stop = True
-        self._wake.set()
-
     # --- life cycle -------------------------------------------------------------------
 
     def run(self) -> int:
@@ -165,8 +200,10 @@ class Daemon:
             store.close()
             raise damaged(store.path, problems[0])
         first_run = store.is_new()
-        wiring = Wiring(config, store, self.clock, self._limit)
-        wiring.start(self._wake)
+        wiring = Wiring(config, store, self.clock, self._in_flight, self._limit)
+        wiring.start(self._wake, self._tally)
+        self._commit_status(store)  # status: running since now
+        self._serve_metrics(config.daemon.metrics_listen, store.path)
         log.info(
             "started",
             config=self.config_path,
@@ -186,12 +223,12 @@ class Daemon:
     def _loop(self, wiring: Wiring, store: StateStore) -> Wiring:
         last_commit = last_status = last_ping = self.clock.monotonic()
         last_prune = last_commit - PRUNE_INTERVAL
-        committed_lines = self._counters.lines
+        committed_lines = reported_lines = self._counters.lines
         ping_every = notify.watchdog_interval()
         commit_every = wiring.config.daemon.commit_interval
         wait = min(wiring.config.daemon.stat_interval, 1.0)
         while not self._stop:
-            self._wake.wait(wait)
+            self._wake.wait(self._timeout(wait, last_commit + commit_every, committed_lines))
             self._wake.clear()
             busy = False
             if self._unsaved is None:  # else nothing more is read until that commit is in
@@ -201,6 +238,7 @@ class Daemon:
                     self._interrupted = True
                     break
                 self._pending.extend(wiring.pipeline.tick(self.clock.now()))
+                self._undo_due(wiring, self.clock.monotonic())
             now = self.clock.monotonic()
             since = now - last_commit
             read_since = self._counters.lines != committed_lines
@@ -218,11 +256,13 @@ class Daemon:
             if ping_every and now - last_ping >= ping_every:
                 notify.watchdog_ping()
                 last_ping = now
-            if now - last_status >= STATUS_INTERVAL:
+            fresh = committed_lines != reported_lines and now - last_status >= STATUS_SOON
+            if fresh or now - last_status >= STATUS_INTERVAL:
                 notify.status(self._status_text(store))
-                last_status = now
+                last_status, reported_lines = now, committed_lines
+            self._report_due = committed_lines != reported_lines
             if now - last_prune >= PRUNE_INTERVAL:
-                self._prune(store)
+                self._prune(store, wiring.config.daemon.history)
                 last_prune = now
             if self._reload and self._unsaved is None:
                 self._reload = False
@@ -230,24 +270,44 @@ class Daemon:
                 commit_every = wiring.config.daemon.commit_interval
         return wiring
 
+    def _timeout(self, wait: float, commit_at: float, committed_lines: int) -> float:
+        """How long the loop may sleep: lines read are committed on time, and reported soon."""
+        now = self.clock.monotonic()
+        if self._unsaved is not None:
+            return max(0.0, min(wait, self._retry_at - now))
+        if self._counters.lines != committed_lines:
+            wait = min(wait, commit_at - now)
+        if self._report_due:
+            wait = min(wait, STATUS_SOON)
+        return max(0.0, wait)
+
     def _read(self, wiring: Wiring) -> bool:
         """One pass over the sources; True when some source had more than a batch ready."""
         busy = False
+        now = time.time()
         for source in wiring.sources:
             try:
                 lines = source.poll(MAX_BATCH)
             except Exception:
                 log.exception("source poll failed", source=source.id)
                 continue
+            before = line_counts(wiring.pipeline)
             self._pending.extend(wiring.pipeline.handle_batch(lines))
             self._counters.lines += len(lines)
-            busy = busy or len(lines) >= MAX_BATCH
+            more = len(lines) >= MAX_BATCH
+            self._tally.read(source.id, len(lines), before, more=more, now=now)
+            busy = busy or more
         return busy
 
     def _commit_due(self, now: float, since: float, read_since: bool, every: float) -> bool:
         if self._unsaved is not None:
             return now >= self._retry_at
-        return bool(self._pending) or (read_since and since >= every) or since >= IDLE_COMMIT
+        return (
+            bool(self._pending)
+            or (read_since and since >= every)
+            or since >= IDLE_COMMIT
+            or self._tally.due()  # the status row shows what was counted within a second
+        )
 
     def _commit(self, wiring: Wiring, store: StateStore) -> bool:
         """Commit what was read since the last commit; False when the disk refused it (then
@@ -257,15 +317,26 @@ class Daemon:
             drained = wiring.pipeline.engine.drain_changes()
             self._unsaved = (wiring.checkpoints(), drained, fired)
         sources, changes, alerts = self._unsaved
+        status, activity = self._tally.for_commit()
         try:
-            store.commit(sources=sources, rules=changes, alerts=alerts)
+            store.commit(
+                sources=sources,
+                rules=changes,
+                alerts=alerts,
+                acting=wiring.actions.recorders,
+                status=status,
+                activity=activity,
+            )
         except sqlite3.OperationalError as exc:
+            self._tally.not_saved(activity)
             if not is_unwritable(exc):
                 raise
             self._retry_at = self.clock.monotonic() + self._writes.failed(exc, path=store.path)
             return False
         self._unsaved = None
         self._writes.succeeded()
+        wiring.committed()
+        self._tally.committed(sources)
         try:
             wiring.stamps.report(store, self.clock.monotonic())
         except Exception:
@@ -285,16 +356,33 @@ class Daemon:
             wiring.dispatcher.notify({name for alert in alerts for name in alert.handlers})
         return True
 
+    def _commit_status(self, store: StateStore) -> None:
+        """The status row and the activity counts now, alone in a commit."""
+        status, activity = self._tally.for_commit(force=True)
+        store.commit(status=status, activity=activity)
+
+    def _undo_due(self, wiring: Wiring, monotonic: float) -> None:
+        """Actions whose time has come (or that ``logwatchd actions revert`` ended) are undone."""
+        try:
+            due = wiring.actions.tick(self.clock.now(), monotonic)
+        except Exception:
+            log.exception("checking for due undos failed")
+            return
+        if due:
+            wiring.dispatcher.notify(due)
+
     def _reload_config(self, wiring: Wiring, store: StateStore) -> Wiring:
         notify.reloading()
         try:
             config = self._load()
         except ConfigError as exc:
             log.error("reload failed, keeping the running config", error=str(exc))
+            self._tally.reloads["failed"] += 1
             notify.ready(self._status_text(store))
             return wiring
         except Exception as exc:
             log.exception("reload failed, keeping the running config", error=str(exc))
+            self._tally.reloads["failed"] += 1
             notify.ready(self._status_text(store))
             return wiring
         # Commit first: the new wiring is built from what the database now holds, so
@@ -306,18 +394,23 @@ class Daemon:
             return wiring
         wiring.stop_sources()
         wiring.dispatcher.stop(wiring.config.daemon.shutdown_timeout)
+        self._tally.retire()
         try:
-            fresh = Wiring(config, store, self.clock, self._limit)
-            fresh.start(self._wake)
+            fresh = Wiring(config, store, self.clock, self._in_flight, self._limit)
+            fresh.start(self._wake, self._tally)
+            self._tally.reloads["ok"] += 1
         except Exception as exc:
             log.exception("reload failed while starting, restarting the old config", error=str(exc))
-            fresh = Wiring(wiring.config, store, self.clock, self._limit)
-            fresh.start(self._wake)
+            self._tally.reloads["failed"] += 1
+            fresh = Wiring(wiring.config, store, self.clock, self._in_flight, self._limit)
+            fresh.start(self._wake, self._tally)
+        self._serve_metrics(fresh.config.daemon.metrics_listen, store.path)
         log.info("reloaded", config=self.config_path, rules=len(fresh.config.rules))
         notify.ready(self._status_text(store))
         return fresh
 
     def _shutdown(self, wiring: Wiring, store: StateStore) -> None:
+        self._serve_metrics(None, store.path)
         if self._interrupted:
             # what the last commit holds is consistent: the batch is read again next start
             log.info("stopped while reading a batch; its lines are read again at the next start")
@@ -331,10 +424,16 @@ class Daemon:
                 log.exception("final commit failed")
         wiring.stop_sources()
         wiring.dispatcher.stop(wiring.config.daemon.shutdown_timeout)
+        try:  # the workers' last deliveries are in the status too
+            self._commit_status(store)
+        except Exception:
+            log.exception("final status commit failed")
+        if self._pruner is not None:  # an unfinished chunk is rolled back, and done next time
+            self._pruner.join(wiring.config.daemon.shutdown_timeout)
         store.close()
         log.info("stopped", lines=self._counters.lines, alerts=self._counters.alerts)
 
-    def _prune(self, store: StateStore) -> None:
+    def _prune(self, store: StateStore, history: float) -> None:
         try:
             removed = store.prune_delivered()
         except Exception:
@@ -342,6 +441,32 @@ class Daemon:
             return
         if removed:
             log.info("pruned delivered alerts", count=removed)
+        if self._pruner is None or not self._pruner.is_alive():
+            self._pruner = threading.Thread(
+                target=_prune_history, args=(store.path, history), name="prune", daemon=True
+            )
+            self._pruner.start()
+
+    def _serve_metrics(self, address: ListenAddress | None, state_path: str) -> None:
+        """Serve /metrics at ``address`` (None: not at all), moving the listener if it
+        changed. A listener that cannot start is logged; reading logs matters more."""
+        current = self._metrics
+        if current is not None and current.address == address:
+            return
+        if current is not None:
+            current.stop()
+            self._metrics = None
+        if address is None:
+            return
+        from logwatchd.metrics import DaemonCollector, MetricsServer, build_registry
+
+        registry = build_registry(DaemonCollector(self._tally.snapshot, state_path))
+        try:
+            self._metrics = MetricsServer(address, registry).start()
+        except OSError as exc:
+            log.error("cannot serve metrics", listen=str(address), error=str(exc))
+            return
+        log.info("serving metrics", listen=str(address))
 
     def _status_text(self, store: StateStore) -> str:
         depth = 0
@@ -355,8 +480,38 @@ class Daemon:
         )
 
 
+def open_files_share(config: Config) -> int:
+    """Each file source's share of ``daemon.max_open_files``, itself bounded by half the
+    process's descriptor limit (the state database and handlers need descriptors too)."""
+    files = sum(1 for src in config.sources if src.type == "file")
+    budget = descriptor_budget(config.daemon.max_open_files)
+    if budget < config.daemon.max_open_files and files:
+        log.info("descriptor limit: fewer files held open", max_open_files=budget)
+    return max(1, budget // max(1, files))
+
+
+def _prune_history(state_path: str, history: float) -> None:
+    """In its own thread and connection: a month of history can take a while to delete."""
+    try:
+        store = StateStore(state_path)
+        try:
+            removed = store.prune_history(history)
+        finally:
+            store.close()
+    except Exception:
+        log.exception("pruning the history failed")
+        return
+    if removed:
+        log.info("pruned history", rows=removed)
+
+
 def build_source(
-    config: SourceConfig, *, saved: dict[str, Any] | None, daemon: DaemonConfig, clock: Clock
+    config: SourceConfig,
+    *,
+    saved: dict[str, Any] | None,
+    daemon: DaemonConfig,
+    clock: Clock,
+    max_open_files: int | None = None,
 ) -> Source:
     """``saved`` is None the first time a source runs: then its ``start_at`` applies."""
     if config.type == "file":
@@ -367,7 +522,12 @@ def build_source(
             stat_interval=daemon.stat_interval,
             rescan_interval=daemon.rescan_interval,
             clock=clock,
+            max_open_files=max_open_files,
         )
     if config.type == "journald":
         return JournalSource(config, saved=saved, clock=clock, max_line_bytes=daemon.max_line_bytes)
+    if config.type == "nats":
+        from logwatchd.sources.nats import NatsSource
+
+        return NatsSource(config, saved=saved, clock=clock, host=daemon.host_name())
     return StdinSource(config, clock=clock, max_line_bytes=daemon.max_line_bytes)

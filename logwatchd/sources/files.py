@@ -1,6 +1,11 @@
 """FileFollower: follow the files a source's globs name, losing and repeating nothing.
 
-Design (see docs/ARCHITECTURE.md, SPEC section 5):
+The follower drives; each hard part is an object that owns its state (docs/ARCHITECTURE.md):
+``OpenFiles`` (openfiles.py) the readers by identity, in reading order; ``Copies`` (copies.py)
+truncation and copytruncate copies; ``Restorer`` (restore.py) finding saved identities again
+at start; ``Unseen`` (unseen.py) rotated files never seen under their name; ``Retired``
+(retired.py) content drained and closed; ``checkpoint.py`` the stored form of a position.
+
 - Every followed file is a ``FileReader`` keyed by (dev, ino) while its descriptor is open.
   An open descriptor pins the inode, so within one run (dev, ino) is an identity; across
   restarts the fingerprint and the marker before the offset decide.
@@ -17,10 +22,8 @@ Design (see docs/ARCHITECTURE.md, SPEC section 5):
 from __future__ import annotations
 
 import os
-import stat
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -29,23 +32,20 @@ import structlog
 from logwatchd.clock import Clock
 from logwatchd.config.model import SourceConfig
 from logwatchd.events import Line
-from logwatchd.sources import discovery
-from logwatchd.sources.copies import CopyHandling
-from logwatchd.sources.identity import Fingerprint, is_compressed, without_compression
-from logwatchd.sources.reader import FileReader, new_tag
-from logwatchd.sources.restore import MIN_KNOWN_FINGERPRINT, Restoring, fingerprints
+from logwatchd.sources import checkpoint, discovery
+from logwatchd.sources.copies import Copies
+from logwatchd.sources.identity import holds
+from logwatchd.sources.openfiles import OpenFiles
+from logwatchd.sources.reader import FileReader
+from logwatchd.sources.restore import Restorer
+from logwatchd.sources.retired import Retired
+from logwatchd.sources.unseen import Unseen
 from logwatchd.sources.watch import DirWatcher
 
 log = structlog.get_logger()
 
-CHECKPOINT_VERSION = 1
-RETIRED_KEPT = 64
-_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
-Key = tuple[int, int]
-
-
-class FileFollower(CopyHandling, Restoring):
+class FileFollower:
     def __init__(
         self,
         config: SourceConfig,
@@ -57,37 +57,48 @@ class FileFollower(CopyHandling, Restoring):
         clock: Clock,
         orphan_grace: float = 3.0,
         inotify: bool = True,
+        max_open_files: int | None = None,
     ) -> None:
         self.id = config.id
         self._patterns = config.paths
+        self._olddir = config.olddir
         self._start_at = config.start_at
         self._first_run = saved is None
-        self._saved: list[dict[str, Any]] = list((saved or {}).get("files", []))
-        saved_at = (saved or {}).get("time")
-        self._saved_at = float(saved_at) if isinstance(saved_at, (int, float)) else None
-        # Identities drained and closed lately: after a restart, a rotated file holding one of
-        # them is not new. Bounded: only the recent past can be confused.
-        self._retired: deque[Fingerprint] = deque(
-            fingerprints((saved or {}).get("retired", [])), maxlen=RETIRED_KEPT
-        )
-        self._max_line_bytes = max_line_bytes
+        restored = checkpoint.decode(saved, self.id)
+        self._saved: checkpoint.Saved | None = restored
         self._stat_interval = stat_interval
         self._rescan_interval = rescan_interval
         self._clock = clock
         self._grace = orphan_grace
         self._inotify = inotify  # False: stat checks only (tests, filesystems without events)
-        self._readers: dict[Key, FileReader] = {}  # insertion order = reading order
-        self._copy_of: dict[Key, Key] = {}  # a suspected copytruncate copy -> its original
-        self._denied: set[str] = set()
+        # Identities drained and closed lately: after a restart, a rotated file holding one of
+        # them is not new.
+        self._retired = Retired(restored.retired)
+        self._files = OpenFiles(
+            self.id,
+            max_line_bytes=max_line_bytes,
+            clock=clock,
+            cap=max_open_files,
+            keep_open=self._keep_open,
+        )
+        self._copies = Copies(
+            self._files,
+            self._retired,
+            source=self.id,
+            clock=clock,
+            grace=orphan_grace,
+            olddir=config.olddir,
+        )
+        self._unseen = Unseen(self._files, self._retired, source=self.id, olddir=config.olddir)
         self._woken = threading.Event()
+        self._touched: set[str] = set()  # paths events named since the last poll
+        # Files a scan found while the cap left no room, opened as room frees: the size at
+        # first sight, when what was there before the first start is to be skipped.
+        self._waiting: dict[str, tuple[tuple[int, int], int] | None] = {}
         self._structural = False
         self._rescan_due = False
         self._again = False  # more to do at once: ask the daemon to poll again
-        self._retired_heads: deque[bytes] = deque(maxlen=RETIRED_KEPT)
-        self._known_heads: list[bytes] = []
         self._last_scan: float | None = None  # wall time (file mtimes are compared with it)
-        # (dev, ino, size, mtime) of files drained and closed: not to be read again
-        self._closed: deque[tuple[int, int, int, int]] = deque(maxlen=RETIRED_KEPT * 4)
         self._next_stat = 0.0
         self._next_rescan = 0.0
         self._wake: Callable[[], None] = lambda: None
@@ -99,21 +110,32 @@ class FileFollower(CopyHandling, Restoring):
         self._wake = wake
         if self._inotify:
             self._watcher.start()  # before the first scan, so nothing created meanwhile is missed
-        self._resume_saved()
+        if self._saved is not None:
+            restorer = Restorer(
+                self._files,
+                self._unseen,
+                source=self.id,
+                patterns=self._patterns,
+                olddir=self._olddir,
+            )
+            restorer.resume(self._saved)
+            self._saved = None
         self._rescan(initial=True)
 
     def stop(self) -> None:
         self._watcher.stop()
-        for reader in self._readers.values():
-            reader.close()
-        self._readers.clear()
-        self._copy_of.clear()
+        self._files.close_all()
+        self._copies.clear()
 
-    def _on_event(self, structural: bool) -> None:
+    def _on_event(self, structural: bool, paths: tuple[str, ...]) -> None:
         if structural:
             self._structural = True
+        self._touched.update(paths)
         self._woken.set()
         self._wake()
+
+    def _keep_open(self, reader: FileReader) -> bool:
+        return self._copies.involved(reader)
 
     # --- polling ------------------------------------------------------------------------------
 
@@ -134,61 +156,63 @@ class FileFollower(CopyHandling, Restoring):
         if self._structural or self._rescan_due or mono >= self._next_rescan:
             self._structural = False
             self._rescan()
+        self._files.recount()
+        touched, self._touched = self._touched, set()
+        for path in touched:
+            parked = self._files.parked_at(path)
+            if parked is not None:
+                self._files.want(parked)
+        opened = self._open_wanted(mono) + self._open_waiting()
         out: list[Line] = []
-        for key, reader in self._reading_order():
+        for reader in self._files.reading_order():
             if len(out) >= max_lines:
                 break
-            if key not in self._readers:
-                continue
+            if reader.fd < 0:
+                continue  # closed meanwhile (a drained copy's original, say)
             try:
-                if self._should_read(reader, check, names, now, out):
+                if self._should_read(reader, check, names, out):
                     before = reader.read_pos
                     out.extend(reader.read(max_lines - len(out), now))
                     if reader.read_pos != before:
                         reader.last_data = mono
             except OSError as exc:  # EIO on a network filesystem, say: try again next time
                 log.warning("cannot read file", source=self.id, path=reader.path, error=str(exc))
-        if check:
-            self._retire_quiet(mono, now, out, max_lines)
+        closed = self._retire_quiet(mono, now, out, max_lines) if check else 0
+        self._files.settle()
+        # more files wait for a descriptor: come back at once while some could be opened
+        self._again |= bool(opened + closed) and bool(self._waiting or self._files.wanted())
         if self._rescan_due or self._again:
             self._again = False
             self._wake()  # a name changed or a copy waits: come back soon
         return out
 
-    def _reading_order(self) -> list[tuple[Key, FileReader]]:
-        # Orphans (rotated away) first: their last lines precede the new file's first lines.
-        items = list(self._readers.items())
-        return [kv for kv in items if kv[1].orphan_since is not None] + [
-            kv for kv in items if kv[1].orphan_since is None
-        ]
-
-    def _should_read(
-        self, reader: FileReader, check: bool, names: bool, now: float, out: list[Line]
-    ) -> bool:
+    def _should_read(self, reader: FileReader, check: bool, names: bool, out: list[Line]) -> bool:
         """``names``: also ask whether the reader's path now names another file."""
-        key = (reader.dev, reader.ino)
-        if key in self._copy_of:
+        if self._copies.held(reader):
             if check:
-                self._review_copy(key, reader)
+                self._copies.review(reader)
             return False
         if reader.has_ready() or not (reader.eof or check):
             return True
         try:
             size = reader.size()
             if (size != reader.read_pos or check) and reader.replaced(size):
-                return self._truncated(reader, now, out)
+                ready = self._copies.truncated(reader, out)
+                self._again |= not ready  # the copy's lines go first; the new content next poll
+                return ready
         except OSError as exc:
             log.warning("cannot check file", source=self.id, path=reader.path, error=str(exc))
             return False
         if names and size == reader.read_pos and reader.orphan_since is None:
-            self._rescan_due |= discovery.regular_key(reader.path or "") != key
+            self._rescan_due |= discovery.regular_key(reader.path or "") != (reader.dev, reader.ino)
         return size > reader.read_pos
 
-    def _retire_quiet(self, mono: float, now: float, out: list[Line], max_lines: int) -> None:
-        """Close orphans read to the end and quiet for the grace period."""
-        for key, reader in list(self._readers.items()):
+    def _retire_quiet(self, mono: float, now: float, out: list[Line], max_lines: int) -> int:
+        """Close orphans read to the end and quiet for the grace period; how many."""
+        closed = 0
+        for reader in self._files:
             since = reader.orphan_since
-            if since is None or len(out) >= max_lines:
+            if since is None or reader.parked or len(out) >= max_lines:
                 continue
             if reader.has_ready() or mono - max(since, reader.last_data) < self._grace:
                 continue
@@ -201,13 +225,12 @@ class FileFollower(CopyHandling, Restoring):
                 reader.last_data = mono
                 continue
             out.extend(reader.flush_partial(now))
-            self._retire(reader)
-            self._closed.append(_stat_key(reader.fd))
-            reader.close()
-            del self._readers[key]
-            for copy_key, orig in list(self._copy_of.items()):
-                if orig == key:
-                    self._release_copy(copy_key, drained=False)
+            self._retired.retire(reader)
+            self._retired.closing(reader.fd)
+            self._files.close(reader)
+            self._copies.original_closed(reader)
+            closed += 1
+        return closed
 
     # --- discovery ----------------------------------------------------------------------------
 
@@ -215,26 +238,38 @@ class FileFollower(CopyHandling, Restoring):
         self._rescan_due = False
         self._next_rescan = self._clock.monotonic() + self._rescan_interval
         self._watcher.update(discovery.watch_dirs(self._patterns))
-        seen: set[Key] = set()
+        self._copies.forget_names()
+        seen: set[FileReader] = set()
+        followed_names = {r.name for r in self._files if r.name}
         matched = discovery.expand(self._patterns)
         for path in matched:
-            key = discovery.regular_key(path)
-            reader = self._readers.get(key) if key else None
-            if reader is None and key is not None:
-                reader = self._discover(path, initial=initial)
+            st = discovery.regular_stat(path)
+            if st is None:
+                continue
+            reader = self._files.get((st.st_dev, st.st_ino))
+            if reader is None:
+                # a rotated name of a followed file: maybe a copy, to be compared at once
+                family = discovery.family(path)
+                urgent = family != path and family in followed_names
+                reader = self._discover(path, st, initial=initial, urgent=urgent)
+            elif reader.parked and (st.st_size, st.st_mtime_ns) != reader.parked_stat:
+                self._files.want(reader)  # written to (or replaced) since it was closed
             if reader is not None:
                 reader.path, reader.name = path, path
                 reader.path_followed, reader.orphan_since = True, None
-                seen.add((reader.dev, reader.ino))
+                seen.add(reader)
         mono = self._clock.monotonic()
-        for key, reader in self._readers.items():
-            if key in seen:
+        listing = discovery.Listing(self._olddir)
+        for reader in self._files:
+            if reader in seen:
                 continue
             reader.path_followed = False
+            if reader.parked:
+                self._files.want(reader)  # found (renamed) and drained, or gone
             if reader.orphan_since is None:
                 reader.orphan_since = mono
-                reader.path = self._current_name(reader) or reader.path
-        names = {r.name for r in self._readers.values() if r.name}
+                reader.path = self._current_name(reader, listing) or reader.path
+        names = {r.name for r in self._files if r.name}
         self._catch_missed_rotations(names, set(matched), initial)
 
     def _catch_missed_rotations(self, names: set[str], followed: set[str], initial: bool) -> None:
@@ -243,111 +278,119 @@ class FileFollower(CopyHandling, Restoring):
         since, self._last_scan = self._last_scan, time.time()
         if initial or since is None:
             return
-        known = [r.fp for r in self._readers.values()] + list(self._retired)
-        known = [fp for fp in known if fp.length >= MIN_KNOWN_FINGERPRINT]
-        # the bytes too: a copy still being written is a prefix of them, not yet a match
-        self._known_heads = [r.head for r in self._readers.values()] + list(self._retired_heads)
-        listing = discovery.Listing()
-        for family in sorted({discovery.family(n) for n in names}):
-            self._read_rotated_since(family, since, known, followed, listing)
+        readers = list(self._files)
+        self._unseen.read_rotated_since(
+            names,
+            since,
+            followed=followed,
+            known=[r.fp for r in readers] + list(self._retired.fingerprints),
+            # the bytes too: a copy still being written is a prefix of them, not yet a match
+            heads=[r.head for r in readers] + list(self._retired.heads),
+        )
 
-    def _discover(self, path: str, *, initial: bool) -> FileReader | None:
-        fd = self._open(path)
+    def _discover(
+        self, path: str, st: os.stat_result, *, initial: bool, urgent: bool
+    ) -> FileReader | None:
+        skip = initial and self._first_run and self._start_at == "end"
+        if not urgent and (path in self._waiting or not self._files.room()):
+            # what was there at the first start is skipped even if it is opened later
+            self._waiting.setdefault(path, ((st.st_dev, st.st_ino), st.st_size) if skip else None)
+            return None
+        skip_to = ((st.st_dev, st.st_ino), st.st_size) if skip else None
+        return self._follow_new(path, skip_to, urgent=urgent)
+
+    def _follow_new(
+        self, path: str, skip: tuple[tuple[int, int], int] | None, *, urgent: bool = False
+    ) -> FileReader | None:
+        """``skip``: identity and size at the first start, to be skipped up to there."""
+        self._waiting.pop(path, None)
+        fd = self._files.open(path, urgent=urgent)
         if fd is None:
             return None
-        reader = self._register(fd, path, followed=True)
+        reader = self._files.add(fd, path, followed=True)
         if reader is None:
             return None
-        original = self._original_of(reader)
-        if original is not None:
-            self._copy_of[(reader.dev, reader.ino)] = original
-            reader.start_at_end()
-        elif initial and self._first_run and self._start_at == "end":
-            reader.start_at_end()
+        if self._copies.suspect(reader):
+            return reader  # held unread for now
+        if skip is not None and skip[0] == (reader.dev, reader.ino):
+            reader.start_at_end(skip[1])
         return reader
 
-    def _open(self, path: str) -> int | None:
-        if is_compressed(path):
-            return None
-        try:
-            fd = os.open(path, _OPEN_FLAGS)
-        except PermissionError as exc:
-            if path not in self._denied:
-                self._denied.add(path)
-                log.warning(
-                    "permission denied; will retry", source=self.id, path=path, error=str(exc)
-                )
-            return None
-        except OSError as exc:
-            if exc.errno != 2:  # ENOENT: it went away between the scan and the open
-                log.warning("cannot open file", source=self.id, path=path, error=str(exc))
-            return None
-        if path in self._denied:
-            self._denied.discard(path)
-            log.info("file readable again", source=self.id, path=path)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            return None
-        return fd
+    def _open_waiting(self) -> int:
+        """Open files the scan found while the cap left no room, as room frees."""
+        opened = 0
+        for path, skip in list(self._waiting.items()):
+            if not self._files.room():
+                break
+            del self._waiting[path]  # gone or unreadable: the next scan says again
+            opened += self._follow_new(path, skip) is not None
+        return opened
 
-    def _register(
-        self, fd: int, path: str, *, followed: bool, tag: str | None = None, offset: int = 0,
-        lineno: int = 0, skipping: bool = False, fp: Fingerprint | None = None,
-    ) -> FileReader | None:  # fmt: skip
-        reader = FileReader(
-            fd,
-            source=self.id,
-            path=path,
-            tag=tag or new_tag(),
-            offset=offset,
-            lineno=lineno,
-            skipping=skipping,
-            max_line_bytes=self._max_line_bytes,
-            fp=fp,
-        )
+    def _open_wanted(self, mono: float) -> int:
+        """Re-open parked files that changed, those that cannot wait first."""
+        opened = 0
+        listing = discovery.Listing(self._olddir)
+        for reader in self._files.wanted():
+            # rotated while parked, or the original of a suspected copy: these go first
+            urgent = reader.orphan_since is not None or self._copies.involved(reader)
+            if not self._files.room(urgent=urgent):
+                break
+            opened += self._reopen(reader, listing, mono)
+        return opened
+
+    def _reopen(self, reader: FileReader, listing: discovery.Listing, mono: float) -> bool:
+        """Re-open a parked file by identity: at its name, else wherever it went (renamed
+        away: then it is an orphan, drained before the new file)."""
         key = (reader.dev, reader.ino)
-        if key in self._readers:
-            reader.close()
-            return None
-        reader.path_followed = followed
-        if is_compressed(path):  # an archive's rest: its rotations are those of the plain name
-            reader.name = without_compression(path) or path
-        reader.last_data = self._clock.monotonic()
-        if not followed:
-            reader.orphan_since = reader.last_data
-        self._readers[key] = reader
-        return reader
+        path = reader.path if reader.path and discovery.regular_key(reader.path) == key else None
+        moved = path is None
+        path = path or listing.find([reader.name or ""], key)
+        if path is not None:
+            fd = self._files.open(path, urgent=True)
+            if fd is None:
+                return False  # not now (out of descriptors, say): it stays wanted
+            if self._take_back(reader, path, fd):
+                if moved:
+                    reader.path, reader.path_followed = path, False
+                    reader.orphan_since = reader.orphan_since or mono
+                return True
+        self._rescan_due = True  # what has its name (or its inode number) now is a new file
+        if not self._copies.gone(reader):
+            log.info(
+                "a file closed to stay under max_open_files is gone; "
+                "what was written to it after it was closed is lost",
+                source=self.id,
+                path=reader.path,
+            )
+        self._files.close(reader)
+        return False
 
-    def _current_name(self, reader: FileReader) -> str | None:
-        """The rotated name an orphan now has (for Line.path), if it is still in its directory."""
+    def _take_back(self, reader: FileReader, path: str, fd: int) -> bool:
+        """Give a parked reader the descriptor ``fd`` of its inode at ``path``. Under the name
+        it was parked with, the content is checked by the next size check (a truncation there
+        is a truncation). Under another name, the inode number may be a reused one (the file
+        was deleted meanwhile): it must hold the first bytes and the marker before the offset."""
+        renamed = path != self._files.parked_name(reader)
+        if (renamed and not holds(fd, reader.fp, reader.offset, reader.marker())) or not (
+            reader.unpark(fd)
+        ):
+            os.close(fd)
+            return False
+        self._files.reopened(reader)
+        return True
+
+    def _current_name(self, reader: FileReader, listing: discovery.Listing) -> str | None:
+        """The name an orphan has now (for Line.path), if it is still in its directory or the
+        olddir: a rotated name is tried first (cheap), then any name."""
         if reader.name is None:
             return None
-        for path in discovery.rotated_siblings(reader.name):
-            if discovery.regular_key(path) == (reader.dev, reader.ino):
+        key = (reader.dev, reader.ino)
+        for path in discovery.rotated_siblings(reader.name, self._olddir):
+            if discovery.regular_key(path) == key:
                 return path
-        return None
+        return listing.find([reader.name], key)
 
     # --- checkpoint ---------------------------------------------------------------------------
 
     def checkpoint(self) -> dict[str, Any]:
-        files = []
-        for reader in self._readers.values():
-            try:
-                files.append(reader.state())
-            except OSError as exc:
-                log.warning(
-                    "cannot checkpoint file", source=self.id, path=reader.path, error=str(exc)
-                )
-        retired = [{"fp": fp.digest, "fp_len": fp.length} for fp in self._retired]
-        # Wall time from the system, not the injected clock: it is compared with file mtimes.
-        return {
-            "version": CHECKPOINT_VERSION,
-            "time": time.time(),
-            "files": files,
-            "retired": retired,
-        }
-
-
-def _stat_key(fd: int) -> tuple[int, int, int, int]:
-    st = os.fstat(fd)
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        return checkpoint.encode(self._files, self._retired.fingerprints, self.id)

@@ -118,6 +118,19 @@ def rotated_from(name: str, base: str) -> bool:
     return False
 
 
+def rotation_bases(name: str) -> set[str]:
+    """Every basename ``name`` may be a rotated form of: ``rotated_from(name, b)`` implies
+    ``b`` is in this set, so a lookup by these names replaces a scan of all followed files."""
+    dot, ext = "." in name, name.rpartition(".")[2]
+    bases = set()
+    for i, ch in enumerate(name):
+        if i and ch in ".-":
+            bases.add(name[:i])
+            if dot and i < len(name) - len(ext) - 1:
+                bases.add(f"{name[:i]}.{ext}")
+    return bases
+
+
 def holds(
     fd: int, fp: Fingerprint, offset: int, marker: Marker, *, same_inode: bool = False
 ) -> bool:

@@ -1,9 +1,10 @@
 """One open file of a followed source: large-block reads, one split per block, exact offsets.
 
-The reader never decides anything about rotation; it reads what its descriptor holds and
-keeps the position just after the last line handed out (``offset``), which is what a
-checkpoint stores. Bytes read beyond that (lines not yet handed out, a partial last line)
-stay in memory, bounded by one block plus ``max_line_bytes``.
+The reader never decides anything about rotation, nor knows how a position is stored: it
+reads what its descriptor holds and keeps the position just after the last line handed out
+(``offset``) with the fingerprint and marker that identify it. Bytes read beyond that (lines
+not yet handed out, a partial last line) stay in memory, bounded by one block plus
+``max_line_bytes``.
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ from __future__ import annotations
 import os
 import secrets
 from itertools import accumulate, repeat
-from typing import TYPE_CHECKING, Any
 
 from logwatchd.events import Line
 from logwatchd.sources.identity import (
     FINGERPRINT_BYTES,
     MARKER_BYTES,
+    NO_MARKER,
     Fingerprint,
     Marker,
     fingerprint,
@@ -76,6 +77,11 @@ class FileReader:
         self.last_data = 0.0  # monotonic time of the last read that got bytes (set by the caller)
         self.watched_size = -1  # for a suspected copy that is not read: its size when last seen
         self._seen: tuple[int, int, int] = (-1, 0, 0)  # size, mtime, ctime at the last size()
+        # Closed to stay under the open-file cap: the position stays, the descriptor does not.
+        self.parked = False
+        self.parked_stat: tuple[int, int] = (-1, 0)  # size and mtime when it was closed
+        self._parked_marker = NO_MARKER
+        self._verify_start = False  # re-opened: compare the first bytes at the next check
         self._start_reading_at(offset, skipping)
 
     # --- position ---------------------------------------------------------------------------
@@ -113,9 +119,9 @@ class FileReader:
         self.skipping = False
         self._start_reading_at(offset, False)
 
-    def start_at_end(self) -> None:
-        """Skip what is there, up to the last complete line."""
-        size = os.fstat(self.fd).st_size
+    def start_at_end(self, size: int | None = None) -> None:
+        """Skip what is there (or was, at ``size``), up to the last complete line."""
+        size = os.fstat(self.fd).st_size if size is None else size
         look = min(size, self.max_line_bytes + 1)
         tail = os.pread(self.fd, look, size - look)
         nl = tail.rfind(b"\n")
@@ -137,6 +143,10 @@ class FileReader:
         the file changed since they last compared equal: a quiet file costs one fstat."""
         if size < self.read_pos:
             return True
+        if self._verify_start:  # re-opened by name: the inode may be a reused one
+            self._verify_start = False
+            if self.fp.length and not self.fp.matches(read_head(self.fd)):
+                return True
         tail = self._tail
         if not tail:
             return False
@@ -163,6 +173,8 @@ class FileReader:
         return self._next < len(self._ready)
 
     def marker(self) -> Marker:
+        if self.parked:
+            return self._parked_marker
         if self.offset == self.read_pos:
             return marker_of(self._tail)
         return marker_at(self.fd, self.offset)
@@ -291,53 +303,43 @@ class FileReader:
         self._last_cut = False
         return self._take(1)
 
-    # --- persistence ------------------------------------------------------------------------
+    # --- identity ---------------------------------------------------------------------------
 
     def refresh_fingerprint(self) -> None:
         """Extend a short fingerprint to what the file holds now, if it still starts the same.
 
         Taken at checkpoints, so a file rotated by copy before we read it is still recognised.
         """
-        if self.fixed_fp or self.fp.length >= FINGERPRINT_BYTES:
+        if self.fixed_fp or self.parked or self.fp.length >= FINGERPRINT_BYTES:
             return
         head = read_head(self.fd)
         if len(head) > self.fp.length and self.fp.matches(head):
             self.head, self.fp = head, fingerprint(head)
 
-    def state(self) -> dict[str, Any]:
+    def park(self) -> None:
+        """Close the descriptor, keeping the position and what identifies the content."""
         self.refresh_fingerprint()
-        marker = self.marker()
-        return {
-            "path": self.path,
-            "name": self.name,
-            "dev": self.dev,
-            "ino": self.ino,
-            "fp": self.fp.digest,
-            "fp_len": self.fp.length,
-            "tag": self.tag,
-            "offset": self.offset,
-            "lineno": self.lineno,
-            "skip": self.skipping,
-            "marker": marker.digest,
-            "marker_len": marker.length,
-            "orphan": self.orphan_since is not None,
-        }
+        self._parked_marker = self.marker()
+        st = os.fstat(self.fd)
+        self.parked_stat = (st.st_size, st.st_mtime_ns)
+        self.close()
+        self.parked = True
+
+    def unpark(self, fd: int) -> bool:
+        """Take ``fd`` back if it is the same inode (else the caller keeps it). Whether the
+        content is still the same (first bytes, bytes before the position) is asked by the
+        next ``replaced()``, as after a truncation."""
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (self.dev, self.ino):
+            return False
+        self.fd = fd
+        self.parked = False
+        self.eof = True  # read on only after a size check
+        self._checked = None
+        self._verify_start = True
+        return True
 
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-
-
-class FollowerHooks:
-    """What FileFollower's mixins (copies, restore) call on the follower, declared once."""
-
-    if TYPE_CHECKING:
-
-        def _open(self, path: str) -> int | None: ...
-
-        def _register(
-            self, fd: int, path: str, *, followed: bool, tag: str | None = None,
-            offset: int = 0, lineno: int = 0, skipping: bool = False,
-            fp: Fingerprint | None = None,
-        ) -> FileReader | None: ...  # fmt: skip

@@ -1,13 +1,15 @@
 """Inotify as a wake-up hint only: the follower re-stats and re-reads on its own thread.
 
 Events are not a record (they coalesce, overflow silently, and an exception in a handler kills
-watchdog's dispatcher), so the handler does nothing but set a flag and call ``wake()``.
+watchdog's dispatcher), so the handler does nothing but pass on whether the event was
+structural (create, move, delete) and the paths it names, and call ``wake()``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Callable
 
 import structlog
@@ -39,13 +41,14 @@ _IGNORED = frozenset({"opened", "closed_no_write", "attrib"})
 
 
 class _Hint(FileSystemEventHandler):
-    def __init__(self, on_event: Callable[[bool], None]) -> None:
+    def __init__(self, on_event: Callable[[bool, tuple[str, ...]], None]) -> None:
         self._on_event = on_event
 
     def dispatch(self, event: FileSystemEvent) -> None:
         try:
             if event.event_type not in _IGNORED:
-                self._on_event(event.event_type in _STRUCTURAL)
+                paths = tuple(os.fsdecode(p) for p in (event.src_path, event.dest_path) if p)
+                self._on_event(event.event_type in _STRUCTURAL, paths)
         except Exception:  # noqa: S110 - an exception here would kill the observer
             pass
 
@@ -53,7 +56,7 @@ class _Hint(FileSystemEventHandler):
 class DirWatcher:
     """Watches directories; degrades to nothing (the caller polls) when inotify is unavailable."""
 
-    def __init__(self, source: str, on_event: Callable[[bool], None]) -> None:
+    def __init__(self, source: str, on_event: Callable[[bool, tuple[str, ...]], None]) -> None:
         self._source = source
         self._hint = _Hint(on_event)
         self._observer: BaseObserver | None = None

@@ -1,0 +1,152 @@
+"""How a file source's position is stored: one JSON-able mapping, written and read here only.
+
+The mapping holds, per followed file, its identity (dev, ino, fingerprint), the offset just
+after the last line handed out and the marker before it, plus the fingerprints of content
+lately drained and closed. The reader and the follower never see the stored form: they get
+``SavedFile`` values back, and a damaged entry is logged and left out, never fatal.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from logwatchd.sources.identity import Fingerprint, Marker
+from logwatchd.sources.reader import FileReader
+
+log = structlog.get_logger()
+
+VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SavedFile:
+    """One followed file as the last checkpoint left it."""
+
+    path: str  # where it was (a rotated name once rotated)
+    name: str  # the name a glob followed it by: where its rotations are looked for
+    dev: int
+    ino: int
+    fp: Fingerprint
+    tag: str
+    offset: int
+    lineno: int
+    skipping: bool
+    marker: Marker
+
+    @property
+    def evidence(self) -> int:
+        """How much of the file's content is known (0: it was empty and nothing was read)."""
+        return max(self.fp.length, self.offset)
+
+
+@dataclass(frozen=True)
+class Saved:
+    """A decoded checkpoint. ``known`` also holds the fingerprints of entries too damaged to
+    resume: their content was seen, so a rotated copy of it is not new."""
+
+    files: list[SavedFile] = field(default_factory=list)
+    retired: list[Fingerprint] = field(default_factory=list)
+    known: list[Fingerprint] = field(default_factory=list)
+    names: set[str] = field(default_factory=set)  # followed names whose rotations may hold lines
+    time: float | None = None  # wall time of the checkpoint
+
+
+def encode(
+    readers: Iterable[FileReader], retired: Iterable[Fingerprint], source: str
+) -> dict[str, Any]:
+    files = []
+    for reader in readers:
+        try:
+            files.append(_entry(reader))
+        except OSError as exc:
+            log.warning("cannot checkpoint file", source=source, path=reader.path, error=str(exc))
+    # Wall time from the system, not the injected clock: it is compared with file mtimes.
+    return {
+        "version": VERSION,
+        "time": time.time(),
+        "files": files,
+        "retired": [{"fp": fp.digest, "fp_len": fp.length} for fp in retired],
+    }
+
+
+def _entry(reader: FileReader) -> dict[str, Any]:
+    reader.refresh_fingerprint()
+    marker = reader.marker()
+    return {
+        "path": reader.path,
+        "name": reader.name,
+        "dev": reader.dev,
+        "ino": reader.ino,
+        "fp": reader.fp.digest,
+        "fp_len": reader.fp.length,
+        "tag": reader.tag,
+        "offset": reader.offset,
+        "lineno": reader.lineno,
+        "skip": reader.skipping,
+        "marker": marker.digest,
+        "marker_len": marker.length,
+        "orphan": reader.orphan_since is not None,
+    }
+
+
+def decode(saved: dict[str, Any] | None, source: str) -> Saved:
+    if not saved:
+        return Saved()
+    entries = saved.get("files")
+    entries = [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+    files = []
+    for entry in entries:
+        try:
+            files.append(_saved_file(entry))
+        except (KeyError, TypeError, ValueError) as exc:
+            if _evidence(entry):
+                log.warning("ignoring a bad checkpoint entry", source=source, error=str(exc))
+    stamp = saved.get("time")
+    retired = saved.get("retired")
+    return Saved(
+        files=files,
+        retired=fingerprints(retired if isinstance(retired, list) else []),
+        known=fingerprints(entries),
+        names={str(e.get("name") or e["path"]) for e in entries if e.get("path")},
+        time=float(stamp) if isinstance(stamp, (int, float)) else None,
+    )
+
+
+def _saved_file(entry: dict[str, Any]) -> SavedFile:
+    path = str(entry["path"])
+    if "\x00" in path:
+        raise ValueError("a path with a NUL byte")
+    return SavedFile(
+        path=path,
+        name=str(entry.get("name") or path),
+        dev=int(entry["dev"]),
+        ino=int(entry["ino"]),
+        fp=Fingerprint(str(entry["fp"]), int(entry["fp_len"])),
+        tag=str(entry["tag"]),
+        offset=int(entry["offset"]),
+        lineno=int(entry["lineno"]),
+        skipping=bool(entry.get("skip", False)),
+        marker=Marker(str(entry["marker"]), int(entry["marker_len"])),
+    )
+
+
+def fingerprints(entries: Iterable[Any]) -> list[Fingerprint]:
+    out = []
+    for entry in entries:
+        try:
+            out.append(Fingerprint(str(entry["fp"]), int(entry["fp_len"])))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
+def _evidence(entry: dict[str, Any]) -> int:
+    try:
+        return max(int(entry.get("fp_len", 0)), int(entry.get("offset", 0)))
+    except (TypeError, ValueError):
+        return 0
