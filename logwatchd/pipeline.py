@@ -41,18 +41,13 @@ class Stats:
     alerts: Counter[str] = field(default_factory=Counter)
     slow: Counter[str] = field(default_factory=Counter)  # timed-out lines per rule or parser
     unparsed_samples: list[str] = field(default_factory=list)
+    source_lines: Counter[str] = field(default_factory=Counter)  # lines per source
+    source_unparsed: Counter[str] = field(default_factory=Counter)  # unparsed lines per source
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "lines": self.lines,
-            "skipped": self.skipped,
-            "parsed": self.parsed,
-            "unparsed": self.unparsed,
-            "truncated": self.truncated,
-            "timed_out": self.timed_out,
-            "matches": dict(self.matches),
-            "alerts": dict(self.alerts),
-        }
+    def read(self, source: str, count: int) -> None:
+        """``count`` more lines of ``source`` (per-rule counts: ``Engine.match_counts``)."""
+        self.lines += count
+        self.source_lines[source] += count
 
 
 class ReplayClock:
@@ -110,6 +105,12 @@ class Pipeline:
         self._stamp: Any = None  # the last timestamp converted, and what it came to
         self._when = 0.0
 
+    def prepare(self) -> None:
+        """Build every source's scan now (compiling a Hyperscan database takes a while),
+        rather than when its first line arrives."""
+        for source in self.parsers:
+            self.engine.scan(source)
+
     def parse(self, line: Line) -> Event | None:
         fields = self.parsers[line.source].parse(line)
         return None if fields is None else Event(line, fields, self._time(line, fields))
@@ -140,7 +141,7 @@ class Pipeline:
 
     def _run(self, lines: Sequence[Line], alerts: list[Alert]) -> None:
         stats = self.stats
-        stats.lines += len(lines)
+        stats.read(lines[0].source, len(lines))
         stats.truncated += sum(1 for line in lines if line.truncated)
         selected = self.engine.scan(lines[0].source).select([line.raw for line in lines])
         stats.skipped += len(lines) - len(selected)
@@ -154,7 +155,7 @@ class Pipeline:
 
     def handle(self, line: Line, matches: list[Any] | None = None) -> list[Alert]:
         """One line, counted, scanned on its own and evaluated."""
-        self.stats.lines += 1
+        self.stats.read(line.source, 1)
         self.stats.truncated += line.truncated
         return self.evaluate(line, None, matches)
 
@@ -206,6 +207,7 @@ class Pipeline:
     def _unparsed(self, line: Line) -> None:
         stats = self.stats
         stats.unparsed += 1
+        stats.source_unparsed[line.source] += 1
         if len(stats.unparsed_samples) < MAX_UNPARSED_SAMPLES:
             stats.unparsed_samples.append(line.raw[:300])
 

@@ -287,23 +287,24 @@ def test_on_ascii_lines_the_native_scan_finds_what_re_finds(scans: list[Any], te
 
 
 @pytest.fixture(scope="module")
-def patterns(config: Config) -> list[tuple[re.Pattern[str], re.Pattern[str]]]:
-    """Every regex of the packs, and the pattern the scan looks for in place of it."""
+def patterns(config: Config) -> list[tuple[re.Pattern[str], re.Pattern[str], str]]:
+    """Every regex of the packs, and the pattern (and guard text) the scan looks for."""
     found = []
     for leaf in regex_leaves(config):
         pattern = leaf_pattern(leaf)
         assert pattern is not None and pattern.python is not None
-        found.append((leaf.value, re.compile(pattern.python)))
+        found.append((leaf.value, re.compile(pattern.python), pattern.guard))
     return found
 
 
 @settings(max_examples=500, deadline=None)
 @given(st.data())
 def test_a_pattern_is_found_wherever_its_regex_matches_the_field(
-    patterns: list[tuple[re.Pattern[str], re.Pattern[str]]], data: st.DataObject
+    patterns: list[tuple[re.Pattern[str], re.Pattern[str], str]], data: st.DataObject
 ) -> None:
-    regex, scanned = data.draw(st.sampled_from(patterns))
+    regex, scanned, guard = data.draw(st.sampled_from(patterns))
     value = data.draw(ASCII_LINES | st.text(max_size=20))
     before, after = data.draw(ASCII_LINES), data.draw(ASCII_LINES)
     if regex.search(value):
         assert scanned.search(before + value + after), (regex.pattern, value)
+        assert guard in before + value + after

@@ -13,7 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logwatchd.rules.syntax import literal_score, native_class, nests_quantifiers, relaxed
+from logwatchd.rules.syntax import (
+    literal_score,
+    native_class,
+    nests_quantifiers,
+    relaxed,
+    required_text,
+)
 
 PATTERNS = [
     r"^Failed (?!publickey )\S+ for (?:invalid user )?(?P<user>\S+) from (?P<ip>[\d.:]+)$",
@@ -91,6 +97,12 @@ def test_native_classes_say_exactly_what_python_matches() -> None:
 def test_native_repeats_too_wide_for_hyperscan_become_unbounded() -> None:
     assert relaxed(re.compile("x{300}"), native=True) == r"(?:\x78){255,}"
     assert relaxed(re.compile("x{2,300}"), native=True) == r"(?:\x78){2,}"
+
+
+def test_required_text_is_a_substring_of_every_match() -> None:
+    assert required_text(re.compile(r"^(?:error: )?Failed (\S+) for")) == "Failed "
+    assert required_text(re.compile(r"(?:Accepted|Failed) x")) == " x"
+    assert required_text(re.compile(r"(?i)Failed")) == ""  # folded: no plain substring
 
 
 def test_literal_score_is_the_longest_text_every_match_holds() -> None:

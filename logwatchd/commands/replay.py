@@ -175,7 +175,7 @@ class _FileReplay:
         """Lines of a block the native scan went through: only the selected ones are decoded."""
         body = block.body
         count = body.count(b"\n")
-        self.stats.lines += count
+        self.stats.read(self.source, count)
         self.stats.skipped += count - len(found)
         for index, end, hits in found:
             chunk = body[body.rfind(b"\n", 0, end) + 1 : end]
@@ -187,7 +187,7 @@ class _FileReplay:
         self, first: int, lines: list[str], cut: frozenset[int], results: list[Result]
     ) -> None:
         stats = self.stats
-        stats.lines += len(lines)
+        stats.read(self.source, len(lines))
         stats.truncated += len(cut)
         if self.journal_text:
             selected: list[tuple[int, int | None]] = [(index, None) for index in range(len(lines))]

@@ -28,6 +28,7 @@ from logwatchd.rules.syntax import (
     literal_score,
     native_class,
     relaxed,
+    required_text,
 )
 from logwatchd.rules.values import fold
 
@@ -43,13 +44,15 @@ class ScanPattern:
     ``python``: the pattern in ``re`` syntax (flags inline), sound on any line; None when
     ``re`` cannot say it (a case-folded literal): then every line counts as showing it.
     ``native``: the same for Hyperscan in byte mode, exact on ASCII lines without a newline.
-    ``score``: the longest literal text it holds (higher: rarer lines).
+    ``score``: the longest literal text it holds (higher: rarer lines); ``guard``: a text
+    every line it finds holds ("" if none), tested before ``python`` runs.
     """
 
     field: str
     python: str | None
     native: str
     score: int
+    guard: str = ""
 
 
 Need = frozenset[ScanPattern] | None
@@ -117,7 +120,8 @@ def _leaf_pattern(leaf: Leaf) -> ScanPattern | None:
     texts = sorted(fold(value) if leaf.icase else value for value in values)
     native = "|".join(_native_literal(text, leaf.icase) for text in texts)
     python = None if leaf.icase else "|".join(re.escape(text) for text in texts)
-    return ScanPattern(leaf.field, python, native, min(len(text) for text in texts))
+    guard = texts[0] if python is not None and len(texts) == 1 else ""
+    return ScanPattern(leaf.field, python, native, min(len(text) for text in texts), guard)
 
 
 def _regex_pattern(leaf: Leaf) -> ScanPattern | None:
@@ -130,7 +134,7 @@ def _regex_pattern(leaf: Leaf) -> ScanPattern | None:
             return None  # it matches an empty text, so it finds every line
     except (Unsupported, ValueError, re.error, RecursionError, OverflowError):
         return None
-    return ScanPattern(leaf.field, python, native, literal_score(pattern))
+    return ScanPattern(leaf.field, python, native, literal_score(pattern), required_text(pattern))
 
 
 def _native_literal(text: str, folded: bool) -> str:

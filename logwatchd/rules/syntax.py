@@ -229,6 +229,36 @@ def _byte_class(codes: tuple[int, ...]) -> str:
     return "[" + "".join(parts) + "]"
 
 
+def required_text(pattern: re.Pattern[str]) -> str:
+    """The longest run of literal characters every match holds ("" when none, or when case
+    is folded): a substring test that rules a line out before the regex runs."""
+    try:
+        tree = parse(pattern)
+    except ValueError:
+        return ""
+    if tree.state.flags & re.IGNORECASE:
+        return ""
+    best = run = ""
+    for op, av in _flat(list(tree)):
+        if op is sre.LITERAL:
+            run += chr(av)
+            best = max(best, run, key=len)
+        elif op is not sre.AT and op not in (sre.ASSERT, sre.ASSERT_NOT):
+            run = ""
+    return best
+
+
+def _flat(items: list[Any]) -> list[Any]:
+    """Groups that change no flag, opened up: their items are as contiguous as the rest."""
+    flat: list[Any] = []
+    for op, av in items:
+        if op is sre.SUBPATTERN and not av[1] and not av[2]:
+            flat.extend(_flat(list(av[3])))
+        else:
+            flat.append((op, av))
+    return flat
+
+
 def literal_score(pattern: re.Pattern[str]) -> int:
     """The length of the longest literal text every match holds (0 when unknown): how rare
     the lines are that the pattern can match, for choosing what to scan for."""

@@ -79,13 +79,6 @@ class Partial:
             self.samples.append(cut(raw))
         self.last = last
 
-    def copy(self) -> Partial:
-        twin = Partial(self.first, self.origin)
-        twin.last_time = self.last_time
-        twin.samples = list(self.samples)
-        twin.last = self.last
-        return twin
-
     def dump(self) -> list[Any]:
         return [
             self.first,

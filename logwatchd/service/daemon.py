@@ -76,6 +76,7 @@ class Wiring:
         engine.load_state(store.load_rule_state())
         limit.seconds = config.daemon.line_timeout
         self.pipeline = Pipeline(engine, parsers, limit=limit)
+        self.pipeline.prepare()  # before READY: the first lines need not wait for it
         self.stamps = StampWatch(parsers)
         share = open_files_share(config)
         self.sources = [
