@@ -34,9 +34,11 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The complete lines so far (one still being written by the daemon is left out)."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = path.read_text().splitlines(keepends=True)
+    return [json.loads(line) for line in lines if line.strip() and line.endswith("\n")]
 
 
 def write_config(path: Path, config: dict[str, Any]) -> Path:

@@ -270,6 +270,8 @@ def test_status_reports_offsets_and_outbox_after_a_run(tmp_path):
     assert "1 delivered" in proc.stdout
     report = json.loads(logwatchd("status", "-c", str(config), "--json").stdout)
     assert report["outbox"]["alerts-file"]["done"] == 1
+    files = [f for s in report["sources"].values() for f in s["state"]["files"]]
+    assert [(f["path"], f["offset"]) for f in files] == [(str(log), len(LOG))]
 
 
 def test_test_replays_journalctl_json_through_a_journald_source(tmp_path):

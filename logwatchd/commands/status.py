@@ -10,6 +10,7 @@ from typing import Any
 
 from logwatchd.config import load
 from logwatchd.errors import ConfigError
+from logwatchd.sources import checkpoint
 from logwatchd.state import StateStore
 
 
@@ -34,6 +35,8 @@ def status(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if args.json:
+        for entry in report["sources"].values():
+            entry["state"] = checkpoint.readable(entry["state"])
         print(json.dumps(report, indent=2, default=str))
     else:
         print(render(report))
@@ -71,9 +74,8 @@ def _describe_source(state: dict[str, Any]) -> list[str]:
     if "cursor" in state:
         return [f"journal cursor {state['cursor']}"]
     lines = []
-    for record in state.get("files", []):
-        path = record.get("path", "?")
-        offset = int(record.get("offset", 0))
+    for record in checkpoint.decode(state, "status").files:
+        path, offset = record.path, record.offset
         try:
             lag = max(0, os.stat(path).st_size - offset)
             lag_text = f"lag {lag} bytes"

@@ -48,6 +48,19 @@ def rotation_dirs(path: str, olddir: str | None = None) -> list[str]:
     return [parent] if old == os.path.normpath(parent or ".") else [parent, old]
 
 
+def dir_stamps(dirs: Iterable[str], olddir: str | None = None) -> dict[str, int]:
+    """The mtime (ns) of these directories and their olddirs: it changes whenever a name
+    there is created, renamed or removed."""
+    stamps = {}
+    for parent in dirs:
+        for d in rotation_dirs(os.path.join(parent, "x"), olddir):
+            try:
+                stamps[d] = os.stat(d or ".").st_mtime_ns
+            except OSError:
+                stamps[d] = -1
+    return stamps
+
+
 def rotated_siblings(path: str, olddir: str | None = None) -> list[str]:
     """Names that look like rotated forms of ``path`` (app.log.1, ...), in its directory and
     its olddir."""
