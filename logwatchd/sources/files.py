@@ -58,7 +58,10 @@ class FileFollower:
         orphan_grace: float = 3.0,
         inotify: bool = True,
         max_open_files: int | None = None,
+        exclude: frozenset[tuple[int, int]] = frozenset(),
     ) -> None:
+        """``exclude``: identities (dev, ino) never followed, whatever their name (the
+        daemon's own log)."""
         self.id = config.id
         self._patterns = config.paths
         self._olddir = config.olddir
@@ -80,6 +83,7 @@ class FileFollower:
             clock=clock,
             cap=max_open_files,
             keep_open=self._keep_open,
+            exclude=exclude,
         )
         self._copies = Copies(
             self._files,
@@ -252,6 +256,8 @@ class FileFollower:
             if st is None:
                 continue
             reader = self._files.get((st.st_dev, st.st_ino))
+            if reader is None and self._files.excluded((st.st_dev, st.st_ino)):
+                continue
             if reader is None:
                 # a rotated name of a followed file: maybe a copy, to be compared at once
                 family = discovery.family(path)

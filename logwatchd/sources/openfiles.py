@@ -55,6 +55,7 @@ class OpenFiles:
         clock: Clock,
         cap: int | None = None,
         keep_open: Callable[[FileReader], bool] = lambda reader: False,
+        exclude: frozenset[Key] = frozenset(),
     ) -> None:
         self.source = source
         self.cap = cap or sys.maxsize
@@ -62,6 +63,7 @@ class OpenFiles:
         self._max_line_bytes = max_line_bytes
         self._clock = clock
         self._keep_open = keep_open
+        self._exclude = exclude
         self._readers: dict[Key, FileReader] = {}  # insertion order = reading order
         self._open: dict[Key, FileReader] = {}  # those holding a descriptor, in that order
         self._denied: set[str] = set()
@@ -82,6 +84,9 @@ class OpenFiles:
 
     def get(self, key: Key | None) -> FileReader | None:
         return self._readers.get(key) if key is not None else None
+
+    def excluded(self, key: Key) -> bool:
+        return key in self._exclude
 
     @property
     def open_count(self) -> int:
@@ -147,7 +152,7 @@ class OpenFiles:
             fp=fp,
         )
         key = (reader.dev, reader.ino)
-        if key in self._readers:
+        if key in self._readers or key in self._exclude:
             reader.close()
             return None
         reader.path_followed = followed
