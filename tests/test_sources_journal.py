@@ -29,13 +29,8 @@ from logwatchd.clock import ManualClock
 from logwatchd.config.model import SourceConfig
 from logwatchd.errors import ConfigError
 from logwatchd.events import Line
-from logwatchd.sources.journal import (
-    JournalSource,
-    _loads_prefix,
-    _records,
-    journalctl_argv,
-    local_machine_id,
-)
+from logwatchd.sources import journal_records
+from logwatchd.sources.journal import JournalSource, journalctl_argv, local_machine_id
 from tests.journal_helpers import append_journal, entry, have_journal_remote
 
 pytestmark = pytest.mark.skipif(
@@ -569,14 +564,15 @@ def test_every_record_keeps_its_cursor_however_long_and_wherever_it_is_cut(recor
         expected.append((cursor, len(line) + 1 > limit, dict(items)))
     stream = io.BufferedReader(io.BytesIO(b"".join(lines) + b'{"partial":"no newline'))
 
-    got = list(_records(stream, limit, chunk))
+    got = list(journal_records.records(stream, limit, chunk))
 
     assert [(cursor, cut) for _, cursor, cut in got] == [(c, cut) for c, cut, _ in expected]
     for (data, _, cut), (_, _, original) in zip(got, expected, strict=True):
         assert len(data) <= limit
         if not cut:
             continue
-        prefix = _loads_prefix(data)  # complete fields survive a cut; a cut MESSAGE keeps its start
+        # complete fields survive a cut; a cut MESSAGE keeps its start
+        prefix = journal_records.loads_prefix(data)
         for key, value in prefix.items():
             if key == "MESSAGE" and value != original[key]:
                 assert value is None or original[key].startswith(value)

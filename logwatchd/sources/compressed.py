@@ -36,10 +36,6 @@ _CHUNK = 1 << 20
 MAX_UNREAD_BYTES = 256 * 1024 * 1024
 
 
-def decompressible(path: str) -> bool:
-    return os.path.splitext(path)[1].lower() in _OPENERS
-
-
 def archive_head(path: str) -> bytes | None:
     """The first decompressed bytes of an archive (for its fingerprint), or None."""
     opener = _OPENERS.get(os.path.splitext(path)[1].lower())

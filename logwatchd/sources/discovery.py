@@ -113,11 +113,6 @@ def family(path: str) -> str:
     return os.path.join(parent, family_name(base))
 
 
-def rotations(path: str, olddir: str | None = None) -> tuple[list[str], list[str]]:
-    """Plain and compressed rotated names of ``path`` and of the file it was rotated from."""
-    return Listing(olddir).rotations(path)
-
-
 class Listing:
     """Directory listings taken once, so looking up the rotations of many files costs one
     listdir per directory: names grouped by the live name they rotate from, and (only when
@@ -129,6 +124,8 @@ class Listing:
         self._keys: dict[str, dict[tuple[int, int], str]] = {}
 
     def rotations(self, path: str) -> tuple[list[str], list[str]]:
+        """Plain and compressed rotated names of ``path`` and of the file it was rotated
+        from, in its directory and the olddir."""
         base = os.path.basename(path)
         fam = family_name(base)
         plain: list[str] = []

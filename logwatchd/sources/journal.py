@@ -35,7 +35,7 @@ from logwatchd.clock import Clock
 from logwatchd.config.model import SourceConfig
 from logwatchd.errors import ConfigError
 from logwatchd.events import Line
-from logwatchd.sources.journal_records import decode_record, line_text, loads_prefix, records
+from logwatchd.sources.journal_records import decode_record, line_text, records
 
 # Journal field names: upper-case ASCII letters, digits and "_", not starting with a digit.
 _MATCH_TERM = re.compile(r"[A-Z_][A-Z0-9_]{0,63}=.*", re.ASCII | re.DOTALL)
@@ -46,10 +46,6 @@ _MAX_BACKOFF = 30.0
 _HEALTHY_RUN = 30.0  # a follow process that lived this long resets the restart backoff
 _STDERR_TAIL = 500
 MAX_RECORD_BYTES = 1 << 20  # a journal record as JSON text; fields are cut once decoded
-
-# The record decoding moved to journal_records; its tests still import these names here.
-_records = records
-_loads_prefix = loads_prefix
 
 
 class _Buffer:
