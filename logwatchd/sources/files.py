@@ -1,10 +1,11 @@
 """FileFollower: follow the files a source's globs name, losing and repeating nothing.
 
 The follower drives; each hard part is an object that owns its state (docs/ARCHITECTURE.md):
-``OpenFiles`` (openfiles.py) the readers by identity, in reading order; ``Copies`` (copies.py)
-truncation and copytruncate copies; ``Restorer`` (restore.py) finding saved identities again
-at start; ``Unseen`` (unseen.py) rotated files never seen under their name; ``Retired``
-(retired.py) content drained and closed; ``checkpoint.py`` the stored form of a position.
+``OpenFiles`` (openfiles.py) the readers by identity, in reading order, and the cap on
+descriptors; ``Reopener`` (reopen.py) parked files taken back by identity; ``Copies``
+(copies.py) truncation and copytruncate copies; ``Restorer`` (restore.py) finding saved
+identities again at start; ``Unseen`` (unseen.py) rotated files never seen under their name;
+``Retired`` (retired.py) content drained and closed; ``checkpoint.py`` the stored form.
 
 - Every followed file is a ``FileReader`` keyed by (dev, ino) while its descriptor is open.
   An open descriptor pins the inode, so within one run (dev, ino) is an identity; across
@@ -34,9 +35,9 @@ from logwatchd.config.model import SourceConfig
 from logwatchd.events import Line
 from logwatchd.sources import checkpoint, discovery
 from logwatchd.sources.copies import Copies
-from logwatchd.sources.identity import holds
 from logwatchd.sources.openfiles import OpenFiles
 from logwatchd.sources.reader import FileReader
+from logwatchd.sources.reopen import Reopener
 from logwatchd.sources.restore import Restorer
 from logwatchd.sources.retired import Retired
 from logwatchd.sources.unseen import Unseen
@@ -94,6 +95,7 @@ class FileFollower:
             olddir=config.olddir,
         )
         self._unseen = Unseen(self._files, self._retired, source=self.id, olddir=config.olddir)
+        self._reopener = Reopener(self._files, self._copies, source=self.id, olddir=config.olddir)
         self._woken = threading.Event()
         self._touched: set[str] = set()  # paths events named since the last poll
         # Files a scan found while the cap left no room, opened as room frees: the size at
@@ -170,7 +172,9 @@ class FileFollower:
             parked = self._files.parked_at(path)
             if parked is not None:
                 self._files.want(parked)
-        opened = self._open_wanted(mono) + self._open_waiting()
+        opened, gone = self._reopener.reopen_wanted(mono)
+        self._rescan_due |= gone
+        opened += self._open_waiting()
         out: list[Line] = []
         for reader in self._files.reading_order():
             if len(out) >= max_lines:
@@ -345,59 +349,6 @@ class FileFollower:
             del self._waiting[path]  # gone or unreadable: the next scan says again
             opened += self._follow_new(path, skip) is not None
         return opened
-
-    def _open_wanted(self, mono: float) -> int:
-        """Re-open parked files that changed, those that cannot wait first."""
-        opened = 0
-        listing = discovery.Listing(self._olddir)
-        for reader in self._files.wanted():
-            # rotated while parked, or the original of a suspected copy: these go first
-            urgent = reader.orphan_since is not None or self._copies.involved(reader)
-            if not self._files.room(urgent=urgent):
-                break
-            opened += self._reopen(reader, listing, mono)
-        return opened
-
-    def _reopen(self, reader: FileReader, listing: discovery.Listing, mono: float) -> bool:
-        """Re-open a parked file by identity: at its name, else wherever it went (renamed
-        away: then it is an orphan, drained before the new file)."""
-        key = (reader.dev, reader.ino)
-        path = reader.path if reader.path and discovery.regular_key(reader.path) == key else None
-        moved = path is None
-        path = path or listing.find([reader.name or ""], key)
-        if path is not None:
-            fd = self._files.open(path, urgent=True)
-            if fd is None:
-                return False  # not now (out of descriptors, say): it stays wanted
-            if self._take_back(reader, path, fd):
-                if moved:
-                    reader.path, reader.path_followed = path, False
-                    reader.orphan_since = reader.orphan_since or mono
-                return True
-        self._rescan_due = True  # what has its name (or its inode number) now is a new file
-        if not self._copies.gone(reader):
-            log.info(
-                "a file closed to stay under max_open_files is gone; "
-                "what was written to it after it was closed is lost",
-                source=self.id,
-                path=reader.path,
-            )
-        self._files.close(reader)
-        return False
-
-    def _take_back(self, reader: FileReader, path: str, fd: int) -> bool:
-        """Give a parked reader the descriptor ``fd`` of its inode at ``path``. Under the name
-        it was parked with, the content is checked by the next size check (a truncation there
-        is a truncation). Under another name, the inode number may be a reused one (the file
-        was deleted meanwhile): it must hold the first bytes and the marker before the offset."""
-        renamed = path != self._files.parked_name(reader)
-        if (renamed and not holds(fd, reader.fp, reader.offset, reader.marker())) or not (
-            reader.unpark(fd)
-        ):
-            os.close(fd)
-            return False
-        self._files.reopened(reader)
-        return True
 
     def _current_name(self, reader: FileReader, listing: discovery.Listing) -> str | None:
         """The name an orphan has now (for Line.path), if it is still in its directory or the
