@@ -120,9 +120,10 @@ def proc_threads(pid: int) -> int:
 class Daemon:
     """``logwatchd run`` as a child, started and known ready through its sd_notify READY=1."""
 
-    def __init__(self, config: Path, workdir: Path) -> None:
+    def __init__(self, config: Path, workdir: Path, prefix: Sequence[str] = ()) -> None:
         self.config = config
         self.workdir = workdir
+        self.prefix = list(prefix)  # e.g. ip netns exec NS: it execs, so the pid is the daemon's
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "daemon.log"
         self._notify_path = workdir / "notify.sock"
@@ -145,7 +146,7 @@ class Daemon:
         started = time.perf_counter()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [*LOGWATCHD, "--log-format", "json", "run", "-c", str(self.config)],
+                [*self.prefix, *LOGWATCHD, "--log-format", "json", "run", "-c", str(self.config)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,

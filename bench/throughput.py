@@ -78,7 +78,7 @@ class Summary:
 
 
 def parse_summary(stderr: str) -> Summary:
-    """The summary ``logwatchd test`` writes to stderr (SPEC section 2)."""
+    """The summary ``logwatchd test`` writes to stderr (README: "Writing and testing a rule")."""
     summary = Summary()
     if found := re.search(
         r"Lines: (\d+) read, (\d+) parsed, (\d+) unparsed, (\d+) skipped", stderr

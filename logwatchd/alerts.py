@@ -1,4 +1,4 @@
-"""The alert object of SPEC section 6, and its stable id."""
+"""The alert object (README: "The alert object"), and its stable id."""
 
 from __future__ import annotations
 
@@ -11,9 +11,13 @@ from typing import Any
 MAX_SAMPLES = 10
 
 
-def alert_id(rule: str, key: dict[str, Any], first_origin: str) -> str:
-    """Stable across restarts: the same rule, key and first contributing line give the same id."""
-    text = json.dumps([rule, key, first_origin], sort_keys=True, default=str)
+def alert_id(rule: str, key: dict[str, Any], first_origin: str, host: str) -> str:
+    """Stable across restarts: the same rule, key and first contributing line give the same id.
+
+    The host is part of it: two hosts whose logs hold identical lines at the same offsets
+    fire two alerts, and a fleet stream that drops repeated ids must keep both.
+    """
+    text = json.dumps([rule, key, first_origin, host], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 

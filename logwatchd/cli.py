@@ -1,13 +1,18 @@
-"""The command line: run, check, test, explain, status (SPEC section 2)."""
+"""The command line: run, check, test, explain, status, actions, state, report.
+
+What each command does for a user is in README.md ("Writing and testing a rule", "Install as
+a service", "Banning", "Status", "Reports").
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from logwatchd import __version__
-from logwatchd.errors import ConfigError
+from logwatchd.errors import ConfigError, StateError
 
 DEFAULT_CONFIG = "/etc/logwatchd/logwatchd.yaml"
 EX_CONFIG = 78  # sysexits.h: the daemon refuses to start on a bad config
@@ -20,15 +25,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Follow logs and the journal, match YAML rules, deliver alerts.",
     )
     parser.add_argument("--version", action="version", version=f"logwatchd {__version__}")
-    parser.add_argument(
-        "--log-format",
-        choices=["auto", "console", "json", "journal", "stderr"],
-        default="auto",
-        help="the daemon's own log: auto picks the journal under systemd, console on a terminal",
-    )
-    parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
-    )
+    _log_options(parser, "auto", "info")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -36,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "-c", "--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})"
         )
+        _log_options(sub)
         return sub
 
     run = command("run", "run the daemon in the foreground (systemd Type=notify)")
@@ -61,13 +59,67 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("--execute", action="store_true", help="run the handlers for each alert")
 
     explain = command("explain", "show parsed fields and, rule by rule, what matched or failed")
-    explain.add_argument("--source", required=True, help="source id")
+    explain.add_argument("--source", help="source id (may be left out when there is one)")
     explain.add_argument("line", metavar="LINE", help="one log line")
 
-    status = command("status", "offsets, journal cursor, outbox depth and last errors")
+    status = command("status", "whether the daemon runs, and what it read, matched and delivered")
     status.add_argument("--state-dir", help="override daemon.state_dir")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
+
+    report = command("report", "alerts, events, top keys and sources over time: HTML or text")
+    report.add_argument(
+        "files", nargs="*", metavar="FILE", help="replay these logs (.gz too; - for stdin) "
+        "instead of reading the state database's history",
+    )  # fmt: skip
+    report.add_argument("-o", "--output", default="-", help="an .html file, or - for text")
+    report.add_argument("--since", help="with no FILE: how far back (default 7d)")
+    report.add_argument("--state-dir", help="override daemon.state_dir")
+    report.add_argument("--source", help="with FILEs: the source whose parser and rules apply")
+
+    actions = command("actions", "list the active actions (bans) and revert them")
+    actions.add_argument("--state-dir", help="override daemon.state_dir")
+    actions.add_argument("--json", action="store_true", help="print the list as JSON")
+    verbs = actions.add_subparsers(dest="actions_command", metavar="[revert]", required=False)
+    revert = verbs.add_parser("revert", help="undo now: HANDLER KEY, or --all")
+    revert.add_argument("handler", nargs="?", help="handler name, e.g. ban")
+    revert.add_argument("key", nargs="?", help="the key, e.g. an address (one inside a /64 too)")
+    revert.add_argument("--all", action="store_true", help="every active action of every handler")
+    # also accepted after `revert`; SUPPRESS keeps the value given before it
+    revert.add_argument("-c", "--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    revert.add_argument("--state-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    state = commands.add_parser("state", help="the state database: check, recover")
+    state_commands = state.add_subparsers(dest="state_command", required=True, metavar="COMMAND")
+    state_check = state_commands.add_parser(
+        "check", help="check the state database; with --recover, rebuild a damaged one"
+    )
+    state_check.add_argument(
+        "-c", "--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})"
+    )
+    state_check.add_argument("--state-dir", help="override daemon.state_dir")
+    _log_options(state_check)
+    state_check.add_argument(
+        "--recover",
+        action="store_true",
+        help="keep every readable row in a fresh database; the damaged one is moved aside",
+    )
     return parser
+
+
+def _log_options(
+    parser: argparse.ArgumentParser,
+    fmt: object = argparse.SUPPRESS,
+    level: object = argparse.SUPPRESS,
+) -> None:
+    """``--log-format``/``--log-level`` go before or after the command (``run --log-level
+    debug``); a subcommand's copy has no default, so it never undoes one given before it."""
+    parser.add_argument(
+        "--log-format",
+        choices=["auto", "console", "json", "journal", "stderr"],
+        default=fmt,
+        help="the daemon's own log: auto picks the journal under systemd, console on a terminal",
+    )
+    parser.add_argument("--log-level", default=level, choices=["debug", "info", "warning", "error"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,22 +135,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"logwatchd: {exc}", file=sys.stderr)
         return EX_CONFIG if args.command == "run" else EXIT_INVALID
+    except StateError as exc:
+        print(f"logwatchd: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return 0
 
 
-def _dispatch(args: argparse.Namespace) -> int:
-    from logwatchd import commands
+# command -> the module under logwatchd.commands that runs it (a function of the same name);
+# only that module is imported, so the daemon's start does not load report or status code
+COMMANDS = {
+    "run": "run",
+    "check": "check",
+    "test": "replay",
+    "explain": "explain",
+    "status": "status",
+    "report": "report",
+    "actions": "actions",
+    "state": "state",
+}
 
-    handler = {
-        "run": commands.run,
-        "check": commands.check,
-        "test": commands.test,
-        "explain": commands.explain,
-        "status": commands.status,
-    }[args.command]
+
+def _dispatch(args: argparse.Namespace) -> int:
+    module = importlib.import_module(f"logwatchd.commands.{COMMANDS[args.command]}")
+    handler: Callable[[argparse.Namespace], int] = getattr(module, args.command)
     return handler(args)
 
 

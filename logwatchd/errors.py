@@ -49,3 +49,27 @@ class DeliveryError(Exception):
         super().__init__(message)
         self.permanent = permanent
         self.retry_after = retry_after
+
+
+class ActionRefused(Exception):
+    """A handler that acts (bans, locks) will not act on this alert.
+
+    ``expected`` marks a refusal the administrator asked for (an address on a ``never``
+    list): logged at info. Otherwise the alert held no usable target (a field that is not an
+    IP address): logged as a warning, and the value is never passed on.
+    """
+
+    def __init__(self, message: str, *, expected: bool = False) -> None:
+        super().__init__(message)
+        self.expected = expected
+
+
+class StateError(Exception):
+    """The state directory or its database cannot be used now; one line for a person.
+
+    ``exit_code`` is how the process ends: 75 (EX_TEMPFAIL) when waiting may help (another
+    daemon holds the directory), 78 when an administrator must act first, so systemd's
+    ``RestartPreventExitStatus=78`` stops a restart loop.
+    """
+
+    exit_code = 78

@@ -10,8 +10,10 @@ its own thread: a slow or dead handler never holds up the reader or another hand
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import random
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -27,6 +29,7 @@ from logwatchd.config.model import HandlerConfig
 from logwatchd.errors import DeliveryError
 from logwatchd.handlers import Handler
 from logwatchd.state import OutboxItem, StateStore
+from logwatchd.state_health import WriteRetry, detail, is_damaged, is_unwritable
 
 log = structlog.get_logger("logwatchd.outbox")
 
@@ -37,10 +40,11 @@ JITTER = 0.1
 
 
 class InFlight:
-    """Alert ids being sent right now, per handler, for every Dispatcher in this process.
+    """Alert ids being sent right now, per handler, shared by the Dispatchers of one daemon.
 
     After a reload the old Dispatcher may still be finishing a send when the new one starts:
-    the new worker must not pick up the same rows, or the alert would go out twice.
+    the new worker must not pick up the same rows, or the alert would go out twice. The
+    daemon passes one InFlight to every Dispatcher it builds.
     """
 
     def __init__(self) -> None:
@@ -80,7 +84,6 @@ class InFlight:
             return lock
 
 
-IN_FLIGHT = InFlight()
 IDLE_WAIT = 60.0  # seconds a worker with an empty outbox sleeps unless notified
 
 
@@ -91,6 +94,7 @@ class WorkerStats:
     retried: int = 0
     failed: int = 0
     last_error: str | None = None
+    seconds: float = 0.0  # time spent in send(), successful or not
 
 
 class Dispatcher:
@@ -103,8 +107,10 @@ class Dispatcher:
         *,
         dry_run: bool = False,
         poll_interval: float = POLL_INTERVAL,
+        in_flight: InFlight | None = None,
     ) -> None:
         self.store_path = store_path
+        in_flight = in_flight or InFlight()
         self._handlers = handlers
         self._stopping = threading.Event()
         self._workers = [
@@ -116,6 +122,7 @@ class Dispatcher:
                 self._stopping,
                 dry_run=dry_run,
                 poll_interval=poll_interval,
+                in_flight=in_flight,
             )
             for name, handler in handlers.items()
         ]
@@ -157,6 +164,10 @@ class Dispatcher:
                 log.exception("handler close failed", handler=name)
         return clean
 
+    def damage(self) -> str | None:
+        """What a worker found damaged in the state database (the daemon must stop), or None."""
+        return next((worker.damage for worker in self._workers if worker.damage), None)
+
     def stats(self) -> dict[str, WorkerStats]:
         return {worker.handler.name: worker.stats for worker in self._workers}
 
@@ -182,8 +193,10 @@ class Worker(threading.Thread):
         *,
         dry_run: bool,
         poll_interval: float,
+        in_flight: InFlight,
     ) -> None:
         super().__init__(name=f"outbox-{handler.name}", daemon=True)
+        self._in_flight = in_flight
         self.handler = handler
         self.cfg = cfg
         self.stats = WorkerStats()
@@ -196,9 +209,16 @@ class Worker(threading.Thread):
             self._dry_run if dry_run else handler.send
         )
         self._sends: deque[float] = deque()  # times of recent sends, for the rate limit
-        self._deferred = False  # the rate limit held alerts back: they go out as one digest
+        self._deferred = False  # the rate limit held alerts back: they go out as digests
+        # a command runs once per alert of a digest: its overflow waits, one run per slot
+        self._digests = not getattr(handler, "per_alert", False)
+        self._held_since: float | None = None  # the rate limit has held alerts back since
+        self._held = 0
+        self._sent_at_hold = 0
         self._window_start: float | None = None
         self._parallel = max(1, int(getattr(handler, "concurrency", 1)))
+        self._writes = WriteRetry("recording a delivery", clock)
+        self.damage: str | None = None  # the database is damaged: this worker stopped
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -210,7 +230,10 @@ class Worker(threading.Thread):
             try:
                 store = store or StateStore(self._store_path)
                 delay = self._cycle(store)
-            except Exception:
+            except Exception as exc:
+                if is_damaged(exc):
+                    self.damage = detail(exc)  # the daemon stops and says so
+                    break
                 # the store or the handler broke in a way nobody planned for: keep the worker
                 log.exception("delivery worker error", handler=self.handler.name)
             if delay > 0:
@@ -224,11 +247,13 @@ class Worker(threading.Thread):
         now = self._clock.now()
         batch = self.cfg.batch
         limit = batch.max if batch else CLAIM_LIMIT
-        items = IN_FLIGHT.claim(
+        items = self._in_flight.claim(
             self.handler.name, lambda: store.claim_due(self.handler.name, now, limit)
         )
         if not items:
             self._window_start = None
+            self._deferred = False
+            self._release(store)
             return self._until_next_due(store, now)
         if batch is not None:
             if self._window_start is None:
@@ -239,32 +264,32 @@ class Worker(threading.Thread):
                 return window_left
         wait = self._rate_wait(now)
         if wait > 0:
-            self._deferred = True
+            self._deferred = self._digests
+            self._hold(store, now, wait)
             return wait
         if batch is not None or self._deferred:
-            self._deferred = False
+            # after a hold, the backlog goes out as digests until it is drained
             self._send(store, items[: batch.max if batch else DIGEST_MAX])
         elif self.cfg.rate_limit is None and getattr(self.handler, "idempotent", False):
             # the handler never repeats an id it wrote: all claimed alerts in one send
             self._send(store, items)
-        elif self._parallel > 1 and self.cfg.rate_limit is None:
-            self._send_parallel(store, items)
+        elif self._parallel > 1:
+            self._send_parallel(store, items[: self._room(now)])
         else:
             self._send_each(store, items)
         return 0.0
 
     def _send_each(self, store: StateStore, items: list[OutboxItem]) -> None:
         """One send per alert, each recorded at once: a kill -9 may repeat only the delivery
-        that was in flight (SPEC 4), never a batch of already delivered ones."""
-        with IN_FLIGHT.holding(self.handler.name, items):
+        that was in flight (README: "Guarantees"), never a batch of already delivered ones."""
+        with self._in_flight.holding(self.handler.name, items):
             for item in items:
                 if self._stopping.is_set():
                     break
                 if self._rate_wait(self._clock.now()) > 0:
-                    self._deferred = True  # the next cycle waits, then sends the rest as one
-                    break
+                    break  # the next cycle holds the rest back (see _hold)
                 self._sends.append(self._clock.now())
-                self._record(store, [item], self._attempt([item.alert]))
+                self._record(store, [item], *self._attempt([item.alert]))
 
     def _until_next_due(self, store: StateStore, now: float) -> float:
         due = store.next_due(self.handler.name)
@@ -280,46 +305,99 @@ class Worker(threading.Thread):
             return 0.0
         return self._sends[0] + limit.per - now
 
+    def _room(self, now: float) -> int:
+        """How many sends the rate limit allows now (after ``_rate_wait`` said some)."""
+        limit = self.cfg.rate_limit
+        if limit is None:
+            return CLAIM_LIMIT
+        self._rate_wait(now)
+        return max(0, limit.max - len(self._sends))
+
+    def _hold(self, store: StateStore, now: float, wait: float) -> None:
+        """The rate limit holds due alerts back: say so once, and keep the count for status."""
+        held = store.due_count(self.handler.name, now)
+        if held == self._held:
+            return
+        first = self._held_since is None
+        if first:
+            self._held_since = self._clock.now()
+            self._sent_at_hold = self.stats.sent
+        self._held = held
+        store.record_held_back(self.handler.name, held, self._held_since)
+        if first:
+            limit = self.cfg.rate_limit
+            assert limit is not None  # only a rate limit makes a wait
+            log.warning(
+                "rate limit reached, alerts held back",
+                handler=self.handler.name,
+                held=held,
+                limit=f"{limit.max} per {limit.per:g}s",
+                then="one digest per send" if self._digests else "one run per free slot",
+                resumes_in=round(wait, 1),
+            )
+
+    def _release(self, store: StateStore) -> None:
+        """The backlog the rate limit held is delivered (or in retry): clear the count."""
+        if self._held_since is None:
+            return
+        store.record_held_back(self.handler.name, 0, None)
+        log.info(
+            "rate-limited backlog delivered",
+            handler=self.handler.name,
+            delivered=self.stats.sent - self._sent_at_hold,
+            held_for=round(self._clock.now() - self._held_since, 1),
+        )
+        self._held_since, self._held = None, 0
+
     # --- delivering ----------------------------------------------------------------------
 
     def _send(self, store: StateStore, items: list[OutboxItem]) -> None:
         if self._stopping.is_set():
             return
         self._sends.append(self._clock.now())
-        with IN_FLIGHT.holding(self.handler.name, items):
-            error = self._attempt([item.alert for item in items])
-            self._record(store, items, error)
+        with self._in_flight.holding(self.handler.name, items):
+            error, seconds = self._attempt([item.alert for item in items])
+            self._record(store, items, error, seconds)
 
     def _send_parallel(self, store: StateStore, items: list[OutboxItem]) -> None:
         """For handlers with ``concurrency`` > 1: sends overlap, the store stays in this thread."""
 
-        def attempt(item: OutboxItem) -> tuple[bool, DeliveryError | None]:
+        def attempt(item: OutboxItem) -> tuple[bool, tuple[DeliveryError | None, float]]:
             if self._stopping.is_set():
-                return False, None  # skipped at shutdown: stays pending
+                return False, (None, 0.0)  # skipped at shutdown: stays pending
             return True, self._attempt([item.alert])
 
-        with IN_FLIGHT.holding(self.handler.name, items):
+        self._sends.extend([self._clock.now()] * len(items))
+        with self._in_flight.holding(self.handler.name, items):
             with ThreadPoolExecutor(self._parallel) as pool:
                 results = list(pool.map(attempt, items))
-            for item, (tried, error) in zip(items, results, strict=True):
+            for item, (tried, outcome) in zip(items, results, strict=True):
                 if tried:
-                    self._record(store, [item], error)
+                    self._record(store, [item], *outcome)
 
-    def _attempt(self, alerts: list[dict[str, Any]]) -> DeliveryError | None:
+    def _attempt(self, alerts: list[dict[str, Any]]) -> tuple[DeliveryError | None, float]:
+        """The error, if the send failed, and the seconds it took."""
+        started = time.monotonic()
         try:
             self._deliver(alerts)
         except DeliveryError as exc:
-            return exc
+            return exc, time.monotonic() - started
         except Exception as exc:
             log.exception("handler raised", handler=self.handler.name, alert_id=alerts[0]["id"])
-            return DeliveryError(f"unexpected {type(exc).__name__}: {exc}")
-        return None
+            error = DeliveryError(f"unexpected {type(exc).__name__}: {exc}")
+            return error, time.monotonic() - started
+        return None, time.monotonic() - started
 
     def _record(
-        self, store: StateStore, items: list[OutboxItem], error: DeliveryError | None
+        self,
+        store: StateStore,
+        items: list[OutboxItem],
+        error: DeliveryError | None,
+        seconds: float = 0.0,
     ) -> None:
+        self.stats.seconds += seconds
         if error is None:
-            store.mark_done_many(items)
+            self._durably(functools.partial(store.mark_done_many, items, seconds=seconds))
             self.stats.sent += len(items)
             self.stats.sends += 1
             return
@@ -327,7 +405,7 @@ class Worker(threading.Thread):
         retry = self.cfg.retry
         exhausted = [i for i in items if error.permanent or i.attempts + 1 >= retry.max_attempts]
         for item in exhausted:
-            store.mark_failed(item, str(error))
+            self._durably(functools.partial(store.mark_failed, item, str(error), seconds=seconds))
             self.stats.failed += 1
             log.error(
                 "delivery failed",
@@ -346,7 +424,9 @@ class Worker(threading.Thread):
         delay = backoff(attempts, retry.backoff, retry.max_backoff, error.retry_after)
         next_attempt = self._clock.now() + delay
         for item in again:
-            store.mark_retry(item, next_attempt, str(error))
+            self._durably(
+                functools.partial(store.mark_retry, item, next_attempt, str(error), seconds=seconds)
+            )
         self.stats.retried += len(again)
         log.warning(
             "delivery failed, will retry",
@@ -357,6 +437,20 @@ class Worker(threading.Thread):
             retry_in=round(delay, 3),
             error=str(error),
         )
+
+    def _durably(self, write: Callable[[], None]) -> None:
+        """Record an outcome, waiting out a full disk: a delivery that is not recorded would
+        be repeated. Gives up only at shutdown (the row stays pending, sent once more later)."""
+        while True:
+            try:
+                write()
+            except sqlite3.OperationalError as exc:
+                if not is_unwritable(exc) or self._stopping.is_set():
+                    raise
+                self._stopping.wait(self._writes.failed(exc, handler=self.handler.name))
+                continue
+            self._writes.succeeded()
+            return
 
     def _dry_run(self, alerts: list[dict[str, Any]]) -> None:
         preview = self.handler.preview(alerts)

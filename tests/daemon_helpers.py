@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -34,16 +35,52 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The complete lines so far (one still being written by the daemon is left out)."""
     if not path.exists():
         return []
-    lines = path.read_text().splitlines(keepends=True)
-    return [json.loads(line) for line in lines if line.strip() and line.endswith("\n")]
+    # a line without its newline is still being written: it is read on the next call
+    complete = path.read_text().rpartition("\n")[0]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 def write_config(path: Path, config: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+APP_REGEX = r"^(?P<timestamp>\S+ \S+) (?P<event_type>\w+) - IP: (?P<ip>\S+)"
+BREACH = {"id": "breach", "match": {"field": "event_type", "equals": "Breach"}, "group_by": ["ip"]}
+
+
+def app_config(
+    tmp_path: Path,
+    *,
+    rules: list[dict[str, Any]] | None = None,
+    state: Path | None = None,
+    handler: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A daemon following ``tmp_path/app.log`` ("2026-11-26 10:00:00 Breach - IP: 1.2.3.4"
+    lines) with ``rules`` (every Breach, per ip), sending to the handler ``sink`` (a JSON-lines
+    file ``tmp_path/alerts.jsonl``), its state in ``state`` (``tmp_path/state``)."""
+    return {
+        "version": 1,
+        "daemon": {"state_dir": str(state or tmp_path / "state"), "commit_interval": "200ms"},
+        "sources": [
+            {"id": "app", "type": "file", "paths": [str(tmp_path / "app.log")], "parser": "app"}
+        ],
+        "parsers": {"app": {"regex": APP_REGEX, "time_format": "%Y-%m-%d %H:%M:%S"}},
+        "rules": rules or [BREACH],
+        "defaults": {"handlers": ["sink"]},
+        "handlers": {"sink": handler or {"type": "file", "path": str(tmp_path / "alerts.jsonl")}},
+    }
+
+
+def logwatchd(*args: str, stdin: str | None = None, timeout: float = 60) -> Any:
+    """``python -m logwatchd ARGS`` as a launcher outside systemd runs it; its outcome."""
+    env = {k: v for k, v in os.environ.items() if k not in ("INVOCATION_ID", "NOTIFY_SOCKET")}
+    return subprocess.run(
+        [sys.executable, "-m", "logwatchd", *args],
+        capture_output=True, text=True, input=stdin, timeout=timeout, env=env, check=False,
+    )  # fmt: skip
 
 
 class DaemonProcess:
@@ -55,6 +92,7 @@ class DaemonProcess:
         *,
         extra_args: tuple[str, ...] = (),
         env: dict | None = None,
+        prefix: tuple[str, ...] = (),  # e.g. ("ip", "netns", "exec", NS): it execs, same pid
         preexec_fn: Callable[[], None] | None = None,
     ):
         self.config = config
@@ -69,8 +107,8 @@ class DaemonProcess:
         self.stderr_path = Path(self._dir) / "stderr"
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "logwatchd", "--log-format", "json", "run", "-c", str(config),
-             *extra_args],
+            [*prefix, sys.executable, "-m", "logwatchd", "--log-format", "json", "run",
+             "-c", str(config), *extra_args],
             env=full_env,
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,
@@ -88,6 +126,21 @@ class DaemonProcess:
     def has_message(self, text: str) -> bool:
         self._drain()
         return text in self.messages
+
+    def status(self) -> str:
+        """The daemon's latest notify STATUS text ("N lines read, ...")."""
+        self._drain()
+        return next((m[7:] for m in reversed(self.messages) if m.startswith("STATUS=")), "")
+
+    def wait_lines_read(self, count: int, timeout: float = 10.0) -> int:
+        """Until the STATUS says at least ``count`` lines were read; returns how many."""
+
+        def lines() -> int:
+            found = re.match(r"(\d+) lines read", self.status())
+            number = int(found.group(1)) if found else 0
+            return number if number >= count else 0
+
+        return int(wait_for(lines, timeout)) if count else 0
 
     def wait_ready(self, timeout: float = 15.0) -> None:
         def ready() -> bool:

@@ -32,7 +32,12 @@ def entry(
     unit: str = "ssh.service",
     **extra: Value,
 ) -> dict[str, Value]:
-    """Entry number ``n`` (its timestamps grow with n); message defaults to ``msg <n>``."""
+    """Entry number ``n`` (its timestamps grow with n); message defaults to ``msg <n>``.
+
+    The fields journald records itself say the entry came from the daemon ``ident`` names,
+    run by root (as sshd, sudo and postfix's master are); override them (``_COMM``,
+    ``_UID``, ``_EXE``) to write what a local user's ``logger -t sshd`` would leave.
+    """
     fields: dict[str, Value] = {
         "__REALTIME_TIMESTAMP": str(BASE_REALTIME_US + n * 1000),
         "__MONOTONIC_TIMESTAMP": str(1_000_000 + n),
@@ -42,6 +47,10 @@ def entry(
         "PRIORITY": "6",
         "_HOSTNAME": "web1",
         "_PID": str(1000 + n),
+        "_TRANSPORT": "syslog",
+        "_COMM": ident[:15],
+        "_EXE": f"/usr/sbin/{ident}",
+        "_UID": "0",
     }
     if message is not None or "MESSAGE" not in extra:
         fields["MESSAGE"] = f"msg {n}" if message is None else message

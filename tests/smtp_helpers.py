@@ -129,7 +129,7 @@ def smtp_server(
 def make_alert(
     n: int = 0, *, key: dict[str, Any] | None = None, raw: str = "", **over: Any
 ) -> dict[str, Any]:
-    """An alert object (SPEC section 6) as the outbox hands it to a handler."""
+    """An alert object (README: "The alert object") as the outbox hands it to a handler."""
     from logwatchd.alerts import Alert
 
     key = {"ip": f"203.0.113.{n % 250}"} if key is None else key

@@ -247,6 +247,7 @@ def test_explain_shows_fields_and_each_condition(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert 'event_type = "LoginFailed"' in proc.stdout
+    assert "scan: selects this line" in proc.stdout
     assert "failed-logins" in proc.stdout
     assert "LoginFailed" in proc.stdout.split("failed-logins", 1)[1]
     proc = logwatchd("explain", "-c", str(config), "--source", "app", "garbage")
@@ -269,9 +270,10 @@ def test_status_reports_offsets_and_outbox_after_a_run(tmp_path):
     assert "alerts-file: 0 pending" in proc.stdout
     assert "1 delivered" in proc.stdout
     report = json.loads(logwatchd("status", "-c", str(config), "--json").stdout)
-    assert report["outbox"]["alerts-file"]["done"] == 1
-    files = [f for s in report["sources"].values() for f in s["state"]["files"]]
-    assert [(f["path"], f["offset"]) for f in files] == [(str(log), len(LOG))]
+    assert report["outbox"]["alerts-file"]["delivered"] == 1
+    assert report["running"] is False
+    files = [f for s in report["sources"].values() for f in s["files"]]
+    assert [(f["path"], f["offset"], f["lag_bytes"]) for f in files] == [(str(log), len(LOG), 0)]
 
 
 def test_test_replays_journalctl_json_through_a_journald_source(tmp_path):
@@ -313,3 +315,201 @@ def test_check_warns_about_a_command_that_is_not_executable_but_stays_valid(tmp_
     assert proc.returncode == 0
     assert "handlers.alerts-file.argv[0]: /nonexistent/ban is not executable" in proc.stderr
     assert "sources.app.paths: no file matches yet" in proc.stderr
+
+
+def test_log_options_work_after_the_command_too(tmp_path):
+    config = write_config(tmp_path / "c.yaml", app_config(tmp_path))
+    (tmp_path / "app.log").touch()
+    with DaemonProcess(config, extra_args=("--log-level", "debug", "--log-format", "stderr")) as d:
+        d.wait_ready()
+        assert d.terminate() == 0
+        lines = d.stderr().splitlines()
+    # the helper passes --log-format json before `run`; the later one wins, in one format
+    assert all(line.startswith("<") for line in lines)
+    assert any(line.startswith("<6>started ") for line in lines)
+    assert any(line.startswith("<7>") for line in lines), "debug events are shown"
+    done = logwatchd("check", "-c", str(config), "--log-level", "error")
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_mail_names_one_host_in_its_body_and_its_footer(tmp_path):
+    from tests.smtp_helpers import Mailbox, free_port, smtp_server
+
+    port = free_port()
+    cfg = app_config(tmp_path, handlers=["mail"])
+    cfg["handlers"]["mail"] = {
+        "type": "email",
+        "smtp": {"host": "127.0.0.1", "port": port},
+        "to": ["ops@example.com"],
+    }
+    config = write_config(tmp_path / "c.yaml", cfg)
+    box = Mailbox()
+    with smtp_server(box, port=port):
+        done = logwatchd("test", "-c", str(config), "--execute", "-", stdin=LOG)
+    assert done.returncode == 0, done.stderr
+    body = box.snapshot()[0].message.get_content()
+    host = next(line.split()[1] for line in body.splitlines() if line.startswith("Host:"))
+    footer = next(line for line in body.splitlines() if line.startswith("-- logwatchd on "))
+    assert footer.split()[3].rstrip(",").split(".")[0] == host, body
+
+
+# --- small things a user trips on -----------------------------------------------------------
+
+ORIGIN_LINES = (
+    "2023-09-04 10:00:01 SecurityBreach - IP: 203.0.113.9\n"
+    "2023-09-04 10:00:02 SecurityBreach - IP: 192.168.1.10\n"
+)
+
+
+def test_test_counts_matches_per_rule_without_being_asked_to_list_them(tmp_path):
+    config = write_config(tmp_path / "c.yaml", app_config(tmp_path))
+    log = tmp_path / "app.log"
+    log.write_text(LOG)
+    proc = logwatchd("test", "-c", str(config), str(log))
+    assert proc.returncode == 0, proc.stderr
+    row = next(line for line in proc.stderr.splitlines() if line.startswith("failed-logins"))
+    assert row.split() == ["failed-logins", "6", "1"]  # matches, alerts
+    assert "match " not in proc.stdout  # the matches themselves only with --matches
+
+
+def test_explain_needs_no_source_when_there_is_one_and_says_which_when_there_are_more(tmp_path):
+    config = write_config(tmp_path / "c.yaml", app_config(tmp_path))
+    line = "2023-09-04 10:00:00 LoginFailed - IP: 192.0.2.1"
+    proc = logwatchd("explain", "-c", str(config), line)
+    assert proc.returncode == 0, proc.stderr
+    assert 'event_type = "LoginFailed"' in proc.stdout
+    two = app_config(tmp_path)
+    two["sources"].append({"id": "auth", "type": "file", "paths": ["/x.log"], "parser": "syslog"})
+    proc = logwatchd("explain", "-c", str(write_config(tmp_path / "c2.yaml", two)), line)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "logwatchd: --source: name the source whose parser applies (sources: app, auth)"
+    )
+
+
+def test_test_and_explain_say_nothing_about_the_live_path_they_do_not_read(tmp_path):
+    config = app_config(tmp_path)
+    config["sources"][0]["paths"] = [str(tmp_path / "live" / "app.log")]  # does not exist
+    path = write_config(tmp_path / "c.yaml", config)
+    replayed = tmp_path / "old.log"
+    replayed.write_text(LOG)
+    for args in (
+        ("test", "-c", str(path), str(replayed)),
+        ("explain", "-c", str(path), "2023-09-04 10:00:00 LoginFailed - IP: 192.0.2.1"),
+    ):
+        proc = logwatchd(*args)
+        assert proc.returncode == 0, proc.stderr
+        assert "no file matches" not in proc.stderr
+        assert "warning" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("config", "args"),
+    [("config/logwatchd.yaml", ("--source", "app")), ("config/demo.yaml", ())],
+)
+def test_the_shipped_configs_alert_on_the_projects_own_example_lines(tmp_path, config, args):
+    """The origin case and the README's private address both alert out of the box."""
+    log = tmp_path / "server.log"
+    log.write_text(ORIGIN_LINES)
+    proc = logwatchd("test", "-c", config, *args, "--json", str(log))
+    assert proc.returncode == 0, proc.stderr
+    alerts = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [(a["rule"], a["key"]["ip"]) for a in alerts] == [
+        ("security-breach", "203.0.113.9"),
+        ("security-breach", "192.168.1.10"),
+    ]
+
+
+OUT_OF_ORDER = """\
+2023-09-04 10:00:00 LoginFailed - IP: 192.0.2.1
+2023-09-04 10:05:00 LoginFailed - IP: 192.0.2.1
+2023-09-04 10:04:30 LoginFailed - IP: 192.0.2.1
+2023-09-04 10:03:00 LoginFailed - IP: 192.0.2.1
+2023-09-04 10:05:10 LoginFailed - IP: 192.0.2.1
+2023-09-04 10:05:20 SecurityBreach - IP: 203.0.113.9
+2023-09-04 10:01:00 SecurityBreach - IP: 203.0.113.9
+2023-09-04 10:20:00 SecurityBreach - IP: 203.0.113.9
+2023-09-04 09:59:00 LoginFailed - IP: 198.51.100.2
+2023-09-04 09:58:50 LoginFailed - IP: 198.51.100.2
+2023-09-04 09:59:30 LoginFailed - IP: 198.51.100.2
+"""
+
+
+def _comparable(alert: dict[str, Any]) -> tuple[Any, ...]:
+    """What test and run must agree on (ids and fired_at name the read, not the event)."""
+    return (
+        alert["rule"], json.dumps(alert["key"]), alert["count"], alert["suppressed"],
+        alert["first_seen"], alert["last_seen"], tuple(alert["events"]),
+    )  # fmt: skip
+
+
+def test_test_and_run_agree_on_lines_older_than_the_last_one(tmp_path):
+    """Windows and cooldowns run on event time per key in both: a late line counts when it
+    falls within its key's window (newest event minus the window), else it does not."""
+    config = app_config(tmp_path)
+    config["daemon"]["timezone"] = "UTC"
+    config["rules"].append(
+        {
+            "id": "breach",
+            "match": {"field": "event_type", "equals": "SecurityBreach"},
+            "group_by": ["ip"],
+            "cooldown": "10m",
+            "handlers": ["alerts-file"],
+        }
+    )
+    path = write_config(tmp_path / "c.yaml", config)
+    replayed = tmp_path / "replay" / "app.txt"
+    replayed.parent.mkdir()
+    replayed.write_text(OUT_OF_ORDER)
+    proc = logwatchd("test", "-c", str(path), "--source", "app", "--json", str(replayed))
+    assert proc.returncode == 0, proc.stderr
+    tested = [json.loads(line) for line in proc.stdout.splitlines()]
+    log = tmp_path / "app.log"
+    log.write_text("")
+    with DaemonProcess(path) as daemon:
+        daemon.wait_ready()
+        with log.open("a") as handle:
+            handle.write(OUT_OF_ORDER)
+
+        def offset() -> int:
+            report = json.loads(logwatchd("status", "-c", str(path), "--json").stdout)
+            files = report["sources"].get("app", {}).get("state", {}).get("files", [])
+            return sum(int(record.get("offset", 0)) for record in files)
+
+        wait_for(lambda: offset() == len(OUT_OF_ORDER), timeout=20, interval=0.2)
+        wait_for(lambda: len(read_jsonl(tmp_path / "alerts.jsonl")) >= len(tested))
+        assert daemon.terminate() == 0
+    ran = read_jsonl(tmp_path / "alerts.jsonl")
+    assert [_comparable(a) for a in ran] == [_comparable(a) for a in tested]
+    # what the README promises: the 10:04:30 line counted (within a minute of 10:05:00), the
+    # 10:03:00 one did not; the 10:01:00 breach fell in the cooldown of the 10:05:20 one
+    assert [(a["rule"], a["count"], a["suppressed"]) for a in ran] == [
+        ("failed-logins", 3, 0),
+        ("breach", 1, 0),
+        ("breach", 1, 1),
+        ("failed-logins", 3, 0),
+    ]
+
+
+def test_test_shows_progress_with_an_eta_on_a_terminal(tmp_path):
+    import io
+
+    from logwatchd.commands.replay import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    log = tmp_path / "big.log"
+    log.write_bytes(b"x" * (40 << 20))  # 40 MiB
+    now = [100.0]
+    shown = Terminal()
+    progress = Progress(str(log), shown, lambda: now[0])
+    now[0] += 2
+    progress.update(10 << 20)  # a quarter in two seconds: six more to go
+    assert f"{log}:  25.0% of 40.0 MiB, 5.0 MiB/s, 0:06 left" in shown.getvalue()
+    progress.done()
+    assert shown.getvalue().endswith("\r\x1b[K")
+    quiet = io.StringIO()  # not a terminal: nothing
+    Progress(str(log), quiet).update(10 << 20)
+    assert quiet.getvalue() == ""

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import os
+import signal
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from logwatchd.config import load, load_text
 from logwatchd.errors import ConfigError
@@ -153,7 +159,7 @@ def test_relative_paths_resolve_against_the_file_that_holds_them(tmp_path: Path)
     assert cfg.daemon.state_dir == str(tmp_path / "etc/state")
     assert cfg.source("app").paths == (str(tmp_path / "etc/logs/app.log"),)
     assert cfg.source("more").paths == (str(tmp_path / "etc/logs/*.log"),)
-    assert cfg.handlers["out"].settings["path"] == str(tmp_path / "etc/rules.d/alerts.jsonl")
+    assert cfg.handlers["out"].settings.path == str(tmp_path / "etc/rules.d/alerts.jsonl")
 
 
 def test_base_dir_overrides_where_relative_paths_resolve(tmp_path: Path) -> None:
@@ -161,7 +167,7 @@ def test_base_dir_overrides_where_relative_paths_resolve(tmp_path: Path) -> None
     write(tmp_path / "etc/rules.d/out.yaml", "handlers:\n  out: {type: file, path: a.jsonl}\n")
     cfg = load(str(main), base_dir=str(tmp_path / "work"))
     assert cfg.source("app").paths == (str(tmp_path / "work/logs/app.log"),)
-    assert cfg.handlers["out"].settings["path"] == str(tmp_path / "work/a.jsonl")
+    assert cfg.handlers["out"].settings.path == str(tmp_path / "work/a.jsonl")
 
 
 def test_a_relative_config_path_still_gives_absolute_paths(
@@ -201,8 +207,8 @@ def test_unreadable_and_broken_files(tmp_path: Path) -> None:
     assert load_error(main).startswith(f"{tmp_path}/rules.d/a.yaml:3: invalid YAML:")
     write(tmp_path / "rules.d/a.yaml", "- just\n- a list\n")
     assert load_error(main) == (
-        f"{tmp_path}/rules.d/a.yaml:1: the top level must be a mapping of keys "
-        "(version, sources, ...)"
+        f"{tmp_path}/logwatchd.yaml:2: include: {tmp_path}/rules.d/a.yaml is not a logwatchd "
+        "config (its top level is not a mapping of keys)"
     )
 
 
@@ -234,3 +240,264 @@ def test_the_shipped_rule_packs_load_with_the_example(tmp_path: Path) -> None:
     assert len(cfg.files) == 1 + len(packs)
     assert len(cfg.rules) > 2
     assert os.path.isabs(cfg.daemon.state_dir)
+
+
+SECRET = "s3cr3t-Token-9f2"  # noqa: S105 - a marker the errors must not show
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        f"root:{SECRET}:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n",  # shadow-like
+        f"password: {SECRET}\nuser: admin\n",  # another program's YAML
+        f"- {SECRET}\n",
+        f"[section]\ntoken = {SECRET}\n",  # an ini file
+        f"!{SECRET} x\n",  # a tag YAML cannot construct
+    ],
+)
+def test_an_included_file_that_is_not_a_config_is_named_without_its_content(
+    tmp_path: Path, content: str
+) -> None:
+    main = write(tmp_path / "logwatchd.yaml", MAIN)
+    (tmp_path / "rules.d").mkdir()
+    (tmp_path / "rules.d" / "secret.yaml").write_text(content)
+    message = load_error(main)
+    assert SECRET not in message
+    assert "secret.yaml" in message
+
+
+def test_an_included_file_without_any_config_key_is_not_a_config(tmp_path: Path) -> None:
+    main = write(tmp_path / "logwatchd.yaml", MAIN)
+    write(tmp_path / "rules.d/other.yaml", "password: x\nuser: admin\n")
+    assert load_error(main) == (
+        f"{tmp_path}/logwatchd.yaml:2: include: {tmp_path}/rules.d/other.yaml is not a "
+        "logwatchd config (none of its top-level keys is one of daemon, defaults, handlers, "
+        "include, lists, parsers, rules, sources, version)"
+    )
+
+
+def test_an_include_that_reaches_a_fifo_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    main = write(tmp_path / "logwatchd.yaml", MAIN)
+    (tmp_path / "rules.d").mkdir()
+    os.mkfifo(tmp_path / "rules.d" / "pipe.yaml")
+    assert load_error(main) == (
+        f"{tmp_path}/logwatchd.yaml:2: include: {tmp_path}/rules.d/pipe.yaml is a FIFO, "
+        "not a regular file"
+    )
+    literal = write(tmp_path / "literal.yaml", MAIN.replace("rules.d/*.yaml", "rules.d/pipe.yaml"))
+    assert "pipe.yaml is a FIFO, not a regular file" in load_error(literal)
+    os.mkdir(tmp_path / "rules.d" / "dir.yaml")
+    os.unlink(tmp_path / "rules.d" / "pipe.yaml")
+    assert "dir.yaml is a directory, not a regular file" in load_error(main)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("9" * 5000, "x: an integer of 5000 characters is not a value here"),
+        ("2023-02-30", "x: not a valid timestamp (quote it to make it text)"),
+        ("!!int abc", "x: not a valid int (quote it to make it text)"),
+        ("!!float abc", "x: not a valid float (quote it to make it text)"),
+    ],
+)
+def test_a_value_yaml_cannot_hold_is_an_error_at_its_line(
+    tmp_path: Path, value: str, message: str
+) -> None:
+    path = write(tmp_path / "c.yaml", f"version: 1\nx: {value}\n")
+    assert load_error(path) == f"{path}:2: {message}"
+
+
+def test_a_reload_that_meets_a_fifo_keeps_the_running_config(tmp_path: Path) -> None:
+    from tests.daemon_helpers import DaemonProcess, wait_for
+
+    (tmp_path / "logs").mkdir()
+    main = write(tmp_path / "logwatchd.yaml", MAIN + "daemon: {state_dir: state}\n")
+    write(tmp_path / "rules.d/ssh.yaml", PACK_SSH)
+    with DaemonProcess(main) as daemon:
+        daemon.wait_ready()
+        os.mkfifo(tmp_path / "rules.d" / "pipe.yaml")
+        daemon.proc.send_signal(signal.SIGHUP)
+        failed = wait_for(
+            lambda: [
+                e for e in daemon.log_events() if e.get("event", "").startswith("reload failed")
+            ]
+        )
+        assert "pipe.yaml is a FIFO, not a regular file" in failed[0]["error"]
+        assert daemon.proc.poll() is None
+        assert daemon.terminate() == 0
+
+
+# --- fuzz: whatever the file holds, a ConfigError with a mark, never another exception -------
+
+KEYS = [
+    "version", "daemon", "defaults", "lists", "sources", "parsers", "rules", "handlers",
+    "include", "id", "type", "paths", "parser", "match", "all", "any", "not", "field",
+    "equals", "in", "regex", "contains", "cidr", "in_list", "exists", "gt", "threshold",
+    "count", "window", "distinct", "group_by", "cooldown", "severity", "tags", "context",
+    "by", "remember", "learn", "sequence", "steps", "absent", "time_format", "types",
+    "example", "state_dir", "timezone", "max_line_bytes", "smtp", "host", "to", "from",
+    "subject", "body", "argv", "url", "path", "mode", "rate_limit", "max", "per", "retry",
+    "batch", "start_at", "journal", "file", "stdin", "email", "command", "webhook", "log",
+]  # fmt: skip
+SCALARS = st.one_of(
+    st.sampled_from(
+        [1, 0, -1, "1", "10m", "1h", "none", "file", "stdin", "syslog", "json", "app",
+         "journald", "email", "command", "webhook", "log", "message", "ip", "/bin/true",
+         "(?P<ip>\\S+)", "(a+)+$", "[", "{{ alert.rule }}", "{{ alert.event.fields.ip }}",
+         "{% for", "http://127.0.0.1/x", "%Y-%m-%d", "critical", "beginning", "*.yaml",
+         "x.yaml", "missing.yaml", True, None, 1e400, 10**30]
+    ),
+    st.text(max_size=12),
+    st.integers(),
+    st.floats(),
+)  # fmt: skip
+DOCUMENTS = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.one_of(st.sampled_from(KEYS), st.text(max_size=6)), inner, max_size=5),
+    ),
+    max_leaves=25,
+)
+
+
+def _loads_or_names_where(text: str, base: Path) -> None:
+    """Load (and verify, as check and the daemon do); a failure must be a ConfigError with a
+    mark: a person is told file and line, never shown a traceback."""
+    from logwatchd.commands.check import verify
+
+    error = None
+    try:
+        verify(load_text(text, "fuzz.yaml", base_dir=str(base)))
+    except ConfigError as exc:
+        error = exc
+    assert error is None or (error.mark is not None and error.mark.file), str(error)
+
+
+@pytest.fixture(scope="module")
+def fuzz_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What random includes may reach: a pack, a file that is not a config, a FIFO."""
+    base = tmp_path_factory.mktemp("fuzz")
+    write(base / "x.yaml", PACK_SSH)
+    (base / "notes.yaml").write_text("just some text\n")
+    os.mkfifo(base / "pipe.yaml")
+    return base
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(document=st.one_of(DOCUMENTS, st.dictionaries(st.sampled_from(KEYS), DOCUMENTS)))
+def test_random_yaml_documents_load_or_give_a_config_error_with_a_mark(
+    fuzz_dir: Path, document: object
+) -> None:
+    text = yaml.safe_dump(document, allow_unicode=True)
+    if isinstance(document, dict) and "version" in document:
+        text = "version: 1\n" + yaml.safe_dump(
+            {k: v for k, v in document.items() if k != "version"}
+        )
+    _loads_or_names_where(text, fuzz_dir)
+
+
+VALID = {
+    "version": 1,
+    "daemon": {"state_dir": "state", "timezone": "UTC"},
+    "lists": {"trusted": ["127.0.0.0/8"]},
+    "sources": [
+        {"id": "app", "type": "file", "paths": ["app.log"], "parser": "app"},
+        {"id": "journal", "type": "journald", "match": ["_COMM=sshd"]},
+    ],
+    "parsers": {
+        "app": {
+            "regex": "^(?P<timestamp>\\S+ \\S+) (?P<event_type>\\w+) - IP: (?P<ip>\\S+)",
+            "time_format": "%Y-%m-%d %H:%M:%S",
+            "types": {"ip": "ip"},
+            "example": "2023-09-04 10:00:01 SecurityBreach - IP: 203.0.113.9",
+        }
+    },
+    "rules": [
+        {
+            "id": "r",
+            "sources": ["app"],
+            "match": {
+                "all": [
+                    {"field": "event_type", "equals": "X"},
+                    {"not": {"field": "ip", "in_list": "trusted"}},
+                ]
+            },
+            "group_by": ["ip"],
+            "threshold": {"count": 3, "window": "1m"},
+            "cooldown": "10m",
+            "handlers": ["mail", "run", "hook", "file"],
+        }
+    ],
+    "handlers": {
+        "mail": {"type": "email", "smtp": {"host": "localhost"}, "from": "a@example.com",
+                 "to": ["b@example.com"], "subject": "{{ alert.key.ip }}"},
+        "run": {"type": "command", "argv": ["/bin/true", "{{ alert.key.ip }}"]},
+        "hook": {"type": "webhook", "url": "http://127.0.0.1:9/x", "rate_limit": "none"},
+        "file": {"type": "file", "path": "alerts.jsonl"},
+    },
+}  # fmt: skip
+
+
+def _paths(node: object, prefix: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    found = [prefix]
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found.extend(_paths(value, (*prefix, key)))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found.extend(_paths(value, (*prefix, index)))
+    return found
+
+
+@st.composite
+def mutated_configs(draw: st.DrawFn) -> object:
+    """The valid config above with one to three of its values replaced by random ones."""
+    config = copy.deepcopy(VALID)
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(_paths(config)[1:]))
+        parent: Any = config
+        for step in path[:-1]:
+            parent = parent[step]
+        parent[path[-1]] = draw(DOCUMENTS)
+    return config
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config=mutated_configs())
+def test_a_valid_config_with_random_values_loads_or_names_where(
+    fuzz_dir: Path, config: object
+) -> None:
+    _loads_or_names_where(yaml.safe_dump(config, allow_unicode=True), fuzz_dir)
+
+
+def test_the_fuzzed_config_is_valid_before_it_is_mutated(fuzz_dir: Path) -> None:
+    from logwatchd.commands.check import verify
+
+    assert verify(load_text(yaml.safe_dump(VALID), "fuzz.yaml", base_dir=str(fuzz_dir)))
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    text=st.text(
+        alphabet=st.sampled_from(list("ab1:- \n\t[]{}'\"&*!|>#%@`,?9.\\\x00\x85\u2028")),
+        max_size=120,
+    )
+)
+def test_random_yaml_text_gives_a_config_error_with_a_mark(fuzz_dir: Path, text: str) -> None:
+    _loads_or_names_where(text, fuzz_dir)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.binary(max_size=300))
+def test_random_bytes_as_a_config_file_give_a_config_error_with_a_mark(
+    tmp_path_factory: pytest.TempPathFactory, data: bytes
+) -> None:
+    path = tmp_path_factory.mktemp("bytes") / "c.yaml"
+    path.write_bytes(data)
+    error = None
+    try:
+        load(str(path))
+    except ConfigError as exc:
+        error = exc
+    assert error is None or (error.mark is not None and error.mark.file == str(path)), str(error)

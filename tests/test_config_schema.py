@@ -172,9 +172,9 @@ def test_merge_keys_merge_and_own_keys_override(tmp_path: Path) -> None:
         subject: override
     """
     handlers = config(tmp_path, extra).handlers
-    assert handlers["other"].settings["subject"] == "override"
-    assert handlers["other"].settings["to"] == ("ops@example.com",)
-    assert handlers["base-mail"].settings["subject"] == "base"
+    assert handlers["other"].settings.subject == "override"
+    assert handlers["other"].settings.to == ("ops@example.com",)
+    assert handlers["base-mail"].settings.subject == "base"
 
 
 # --- daemon, lists, sources, parsers -------------------------------------------------------
@@ -234,6 +234,23 @@ def test_a_journal_match_must_be_field_equals_value(tmp_path: Path) -> None:
     assert error(tmp_path, base=base).startswith(
         'c.yaml:5: sources[0].match[0]: "ssh.service" is not a journal match (use FIELD=value'
     )
+
+
+@pytest.mark.parametrize(
+    "term",
+    ["--file=/etc/shadow", "+", "message=lower", "_PID", "1PID=1", "\u00c4B=x", "A" * 65 + "=x"],
+)
+def test_a_journal_match_term_is_checked_once_with_the_limits_of_journal_fields(
+    tmp_path: Path, term: str
+) -> None:
+    """What the journald source passes to journalctl: a config that loads also starts."""
+    base = "version: 1\nsources:\n  - id: j\n    type: journald\n    match: ['%s']\n"
+    assert error(tmp_path, base=base % term).startswith(
+        f'c.yaml:5: sources[0].match[0]: "{term}" is not a journal match'
+    )
+    longest = "A" * 64 + "=x"
+    [journal] = config(tmp_path, base=base % longest).sources
+    assert journal.match == (longest,)
 
 
 def test_an_unknown_parser_is_rejected(tmp_path: Path) -> None:
@@ -484,13 +501,14 @@ def test_email_handler_settings(tmp_path: Path) -> None:
         rate_limit: {max: 20, per: 1h}
     """
     mail = config(tmp_path, extra).handlers["mail"]
-    smtp = mail.settings["smtp"]
-    assert (smtp["host"], smtp["port"], smtp["tls"]) == ("mail.example.com", 465, "tls")
-    assert smtp["password_file"] == str(tmp_path / "secret")
-    assert mail.settings["to"] == ("ops@example.com",)
-    assert mail.settings["cc"] == ("sec@example.com",)
-    assert "{{ alert.rule }}" in mail.settings["subject"]
-    assert "{% for line in alert.events %}" in mail.settings["body"]
+    smtp = mail.settings.smtp
+    assert (smtp.host, smtp.port, smtp.tls) == ("mail.example.com", 465, "tls")
+    assert smtp.password_file == str(tmp_path / "secret")
+    assert mail.settings.sender == "logwatchd@example.com"
+    assert mail.settings.to == ("ops@example.com",)
+    assert mail.settings.cc == ("sec@example.com",)
+    assert "{{ alert.rule }}" in mail.settings.subject
+    assert "{% for line in alert.events %}" in mail.settings.body
     assert mail.batch is not None
     assert (mail.batch.window, mail.batch.max) == (300.0, 100)
     assert (mail.retry.max_attempts, mail.retry.backoff) == (3, 10.0)
@@ -565,8 +583,8 @@ def test_a_body_file_is_resolved_and_checked_in_its_own_file(tmp_path: Path) -> 
     )
     (tmp_path / "mail.j2").write_text("Alert {{ alert.rule }}\n")
     mail = config(tmp_path, extra).handlers["mail"]
-    assert mail.settings["body_file"] == str(tmp_path / "mail.j2")
-    assert mail.settings["body"] is None
+    assert mail.settings.body_file == str(tmp_path / "mail.j2")
+    assert mail.settings.body == "Alert {{ alert.rule }}\n"  # read once, by the loader
     assert error(tmp_path, extra + "    body: inline\n").endswith(
         "give either 'body' or 'body_file', not both"
     )
@@ -582,10 +600,10 @@ def test_command_handler_settings(tmp_path: Path) -> None:
         env: {MODE: strict}
     """
     ban = config(tmp_path, extra).handlers["ban"]
-    assert ban.settings["argv"][6] == "{ {{ alert.key.ip }} }"
-    assert ban.settings["argv"][7] == "5"
-    assert (ban.settings["stdin"], ban.settings["concurrency"]) == ("json", 4)
-    assert ban.settings["env"] == {"MODE": "strict"}
+    assert ban.settings.argv[6] == "{ {{ alert.key.ip }} }"
+    assert ban.settings.argv[7] == "5"
+    assert (ban.settings.stdin, ban.settings.concurrency) == ("json", 4)
+    assert ban.settings.env == {"MODE": "strict"}
     assert ban.marks["argv[6]"].line == 10
 
 
@@ -595,6 +613,10 @@ def test_command_handler_settings(tmp_path: Path) -> None:
         ("[nft, list]", 'c.yaml:10: handlers.ban.argv[0]: "nft" must be an absolute path'),
         (
             "['{{ alert.key.ip }}']",
+            "c.yaml:10: handlers.ban.argv[0]: argv[0] is the program path and cannot be a template",
+        ),
+        (
+            "['/usr/sbin/{{ alert.rule }}']",
             "c.yaml:10: handlers.ban.argv[0]: argv[0] is the program path and cannot be a template",
         ),
         ("[]", "c.yaml:10: handlers.ban.argv: must name at least the program to run"),
@@ -636,11 +658,10 @@ def test_webhook_handler_settings(tmp_path: Path) -> None:
         format: json
     """
     hook = config(tmp_path, extra).handlers["hook"]
-    assert hook.settings["method"] == "POST"
-    assert hook.settings["headers"] == {"X-Rule": "{{ alert.rule }}"}
-    assert hook.settings["header_files"] == {"Authorization": str(tmp_path / "secrets/token")}
-    assert hook.settings["headers_files"] == hook.settings["header_files"]
-    assert hook.settings["body"] is None
+    assert hook.settings.method == "POST"
+    assert hook.settings.headers == {"X-Rule": "{{ alert.rule }}"}
+    assert hook.settings.header_files == {"Authorization": str(tmp_path / "secrets/token")}
+    assert hook.settings.body is None
     bad_url = extra.replace("https://alerts.example.com/hook", "ftp://alerts.example.com")
     assert error(tmp_path, bad_url) == (
         'c.yaml:10: handlers.hook.url: "ftp://alerts.example.com" is not an http:// or https:// URL'
@@ -649,7 +670,7 @@ def test_webhook_handler_settings(tmp_path: Path) -> None:
 
 def test_webhook_method_is_case_insensitive_but_limited(tmp_path: Path) -> None:
     extra = "handlers:\n  hook: {type: webhook, url: 'http://127.0.0.1:9/', method: %s}\n"
-    assert config(tmp_path, extra % "put").handlers["hook"].settings["method"] == "PUT"
+    assert config(tmp_path, extra % "put").handlers["hook"].settings.method == "PUT"
     assert error(tmp_path, extra % "GET") == (
         'c.yaml:8: handlers.hook.method: "GET" is not one of POST, PUT, PATCH'
     )
@@ -666,8 +687,8 @@ def test_file_handler_mode_is_read_as_octal(tmp_path: Path) -> None:
     for written in ("640", "0640", "'0o640'"):
         extra = f"handlers:\n  out:\n    type: file\n    path: out/a.jsonl\n    mode: {written}\n"
         out = config(tmp_path, extra).handlers["out"]
-        assert out.settings["mode"] == 0o640
-        assert out.settings["path"] == str(tmp_path / "out/a.jsonl")
+        assert out.settings.mode == 0o640
+        assert out.settings.path == str(tmp_path / "out/a.jsonl")
     extra = "handlers:\n  out:\n    type: file\n    path: a.jsonl\n    mode: 999\n"
     assert error(tmp_path, extra) == (
         "c.yaml:11: handlers.out.mode: 999 is not a file mode (write it like 0640)"
@@ -693,14 +714,14 @@ def test_the_shipped_examples_load(tmp_path: Path) -> None:
     assert [rule.id for rule in main.rules] == ["security-breach", "sshd-bruteforce"]
     breach = main.rules[0]
     assert breach.handlers == ("mail-admin", "block-ip", "alerts-file")
-    assert main.handlers["block-ip"].settings["argv"] == (
+    assert main.handlers["block-ip"].settings.argv == (
         "/usr/local/sbin/logwatchd-block",
         "{{ alert.key.ip }}",
     )
     demo = load(str(root / "logwatchd/data/demo.yaml"), base_dir=str(tmp_path))
     assert demo.sources[0].paths == (str(tmp_path / "logwatchd-demo/server.log"),)
     assert demo.daemon.state_dir == str(tmp_path / "logwatchd-demo/state")
-    assert demo.handlers["alerts-file"].settings["path"] == str(
+    assert demo.handlers["alerts-file"].settings.path == str(
         tmp_path / "logwatchd-demo/alerts.jsonl"
     )
     assert all(rule.handlers == ("log", "alerts-file") for rule in demo.rules)
@@ -755,7 +776,7 @@ def test_a_damaged_config_gives_a_config_error_and_nothing_else(
 @pytest.mark.parametrize("example", ["config/logwatchd.yaml", "config/demo.yaml"])
 def test_example_and_default_templates_render_in_the_sandbox(tmp_path: Path, example: str) -> None:
     """What `logwatchd check` does: every template, for every rule's key shape, renders."""
-    from logwatchd.templates import HostInfo, Templates, check_handler_templates
+    from logwatchd.templates import HostInfo, Templates, check_templates
 
     root = Path(__file__).resolve().parent.parent
     cfg = load(str(root / example), base_dir=str(tmp_path))
@@ -764,16 +785,12 @@ def test_example_and_default_templates_render_in_the_sandbox(tmp_path: Path, exa
     templates, host = Templates(), HostInfo("web1", "web1.example.com")
     rendered = 0
     for key_fields in [None, (), ("ip",), ("ip", "user")]:
-        rendered += check_handler_templates(
-            defaults, templates=templates, host=host, key_fields=key_fields
-        )
+        rendered += check_templates(defaults, templates=templates, host=host, key_fields=key_fields)
     assert rendered == 8  # the default subject and body, for each key shape
     for handler in cfg.handlers.values():
         for rule in cfg.rules:
             if handler.name in rule.handlers:
-                check_handler_templates(
-                    handler, templates=templates, host=host, key_fields=rule.group_by
-                )
+                check_templates(handler, templates=templates, host=host, key_fields=rule.group_by)
 
 
 # --- rule context (per-connection memory) -------------------------------------------------
@@ -888,3 +905,28 @@ def test_max_open_files_is_a_positive_count(tmp_path: Path) -> None:
     assert error(tmp_path, "daemon:\n  max_open_files: 0\n") == (
         "c.yaml:8: daemon.max_open_files: must be at least 1, got 0"
     )
+
+
+def test_metrics_listen_takes_an_address_or_a_unix_socket(tmp_path: Path) -> None:
+    tcp = config(tmp_path, "daemon:\n  metrics: {listen: '127.0.0.1:9101'}\n").daemon
+    assert tcp.metrics_listen is not None
+    assert (tcp.metrics_listen.host, tcp.metrics_listen.port) == ("127.0.0.1", 9101)
+    six = config(tmp_path, "daemon:\n  metrics: {listen: '[::1]:9101'}\n").daemon
+    assert six.metrics_listen is not None and str(six.metrics_listen) == "[::1]:9101"
+    unix = config(tmp_path, "daemon:\n  metrics: {listen: 'unix:/run/lwd/m.sock'}\n").daemon
+    assert unix.metrics_listen is not None and unix.metrics_listen.unix_path == "/run/lwd/m.sock"
+    assert config(tmp_path).daemon.metrics_listen is None  # off by default
+
+
+def test_a_bad_metrics_address_names_the_forms_that_work(tmp_path: Path) -> None:
+    assert error(tmp_path, "daemon:\n  metrics: {listen: '9101'}\n") == (
+        'c.yaml:8: daemon.metrics.listen: "9101" is not an address to listen on '
+        "(use 127.0.0.1:9101, [::1]:9101 or unix:/run/logwatchd/metrics.sock)"
+    )
+    assert "absolute path" in error(tmp_path, "daemon:\n  metrics: {listen: 'unix:m.sock'}\n")
+    assert "unknown key 'port'" in error(tmp_path, "daemon:\n  metrics: {port: 9101}\n")
+
+
+def test_history_is_a_duration_kept_30_days_by_default(tmp_path: Path) -> None:
+    assert config(tmp_path).daemon.history == 30 * 86400
+    assert config(tmp_path, "daemon:\n  history: 90d\n").daemon.history == 90 * 86400

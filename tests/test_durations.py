@@ -17,6 +17,7 @@ from logwatchd.config.durations import format_duration, parse_duration
         ("10m", 600.0),
         ("1h", 3600.0),
         ("2d", 172800.0),
+        ("1w", 604800.0),
         ("1h30m", 5400.0),
         ("1.5s", 1.5),
         ("0s", 0.0),
@@ -31,7 +32,7 @@ def test_units_and_plain_numbers_become_seconds(text: str | float, seconds: floa
 
 
 @pytest.mark.parametrize(
-    "text", ["10 minutes", "10min", "m", "", "1w", "-5s", "10s5", "1e3s", "ten"]
+    "text", ["10 minutes", "10min", "m", "", "1y", "-5s", "10s5", "1e3s", "ten"]
 )
 def test_anything_else_is_rejected_with_the_hint(text: str) -> None:
     with pytest.raises(ValueError, match=r"is not a duration \(use 10m, 1h, 30s\)"):

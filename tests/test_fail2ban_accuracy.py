@@ -3,7 +3,7 @@
 fail2ban ships, for each filter, sample log lines each preceded by ``# failJSON: {...}``:
 ``match`` (default false) and, for a match, the ``host`` it must report. For each pack rule
 tagged ``fail2ban:FILTER`` we replay the annotated lines through the real config loader,
-the real parsers, the engine's literal prefilter and the real rule engine, and count a line
+the real parsers, the engine's scan and the real rule engine, and count a line
 as agreeing when the rule's per-line match (before any threshold) is the same as the
 annotation and, for a match, the rule's ``ip`` field equals ``host``. The bar is 98%.
 
@@ -24,9 +24,10 @@ dovecot's aggressive, nginx's fallback/aggressive-only...) are skipped, as are a
 whose ``constraint`` only holds in a non-default mode. ``logtype``/``logging`` options pick
 the parser: ``rfc5424`` lines use the rfc5424 parser, ``journal`` lines become journal
 records for the journald parser (``HOST PROG[PID]: MSG`` split into _HOSTNAME,
-SYSLOG_IDENTIFIER, _PID, MESSAGE), Apache's ``logging: syslog`` lines use the syslog
-parser. fail2ban pins "now" to 2005-08-14 and the zone to CET for year inference; here
-too, though time is not judged.
+SYSLOG_IDENTIFIER, _PID, MESSAGE, plus what journald records for the genuine daemon that
+wrote them: _COMM = PROG, _UID = 0, _TRANSPORT = syslog), Apache's ``logging: syslog``
+lines use the syslog parser. fail2ban pins "now" to 2005-08-14 and the zone to CET for
+year inference; here too, though time is not judged.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ import pytest
 from logwatchd.clock import ManualClock
 from logwatchd.config import load_text
 from logwatchd.events import Event, Line
-from logwatchd.parsers import build_parser
+from logwatchd.parsers import build_parser, produced_fields
 from logwatchd.rules import Engine, Match
 
 SAMPLES = Path("/usr/lib/python3/dist-packages/fail2ban/tests/files/logs")
@@ -197,7 +198,7 @@ _JOURNAL_LINE = re.compile(r"(?P<host>\S+) (?P<prog>[^\s\[:]+)(?:\[(?P<pid>\d+)\
 
 
 class Evaluator:
-    """The pack as the daemon runs it: real loader, parsers, prefilter and rule engine."""
+    """The pack as the daemon runs it: real loader, parsers, scan and rule engine."""
 
     def __init__(self, spec: Filter, tmp: Path) -> None:
         config_path = tmp / "logwatchd.yaml"
@@ -215,24 +216,27 @@ class Evaluator:
             if spec.fallback_parser
             else None
         )
-        # one source per parser, so the prefilter knows which fields are verbatim
+        # one source per parser, so the scan knows which fields are verbatim
         verbatim = {name: parser.verbatim_fields for name, parser in self.parsers.items()}
+        produces = {name: produced_fields(name, config.parsers).has for name in self.parsers}
         if self.fallback is not None:
             verbatim["fallback"] = self.fallback.verbatim_fields
+            produces["fallback"] = produced_fields(spec.fallback_parser or "", config.parsers).has
         self.engine = Engine(
             config.rules, config.lists, host="test", max_keys_per_rule=1000,
-            clock=ManualClock(NOW), verbatim_fields=verbatim,
+            clock=ManualClock(NOW), verbatim_fields=verbatim, produces=produces,
         )  # fmt: skip
 
     def ip_of_match(self, sample: Sample, spec: Filter) -> tuple[bool, Any]:
         source, line, fields = self.parse(sample, spec)
-        if fields is None or not self.engine.wants(source, line.raw):
+        hits = self.engine.scan(source).line(line.raw)
+        if fields is None or hits is None:
             return False, None
         line.source = source
         stamp = fields.get("timestamp")
         event = Event(line, fields, stamp.timestamp() if stamp is not None else NOW)
         matches: list[Match] = []
-        self.engine.process(event, matches)
+        self.engine.process(event, matches, hits)
         for match in matches:
             if match.rule == self.rule_id:
                 return True, match.fields.get("ip")
@@ -273,6 +277,8 @@ def _journal_line(text: str) -> Line:
         record.update(
             _HOSTNAME=found["host"], SYSLOG_IDENTIFIER=found["prog"], MESSAGE=found["msg"]
         )
+        # journald's own fields for the daemon that wrote the line (sshd runs as root)
+        record.update(_COMM=found["prog"], _UID="0", _TRANSPORT="syslog")
         if found["pid"]:
             record["_PID"] = found["pid"]
     return Line("s", record["MESSAGE"], NOW, "journal", fields=record)

@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
-from logwatchd.config.model import HandlerConfig
+from logwatchd.config import load_text
+from logwatchd.config.model import EmailSettings, HandlerConfig, SmtpSettings
 from logwatchd.errors import ConfigError, DeliveryError, Mark
 from logwatchd.handlers import build_handler
 from logwatchd.templates import HostInfo, Templates
@@ -48,14 +50,14 @@ def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def handler(port: int, cc: tuple[str, ...] = (), marks: dict[str, Mark] | None = None,
             **smtp: Any) -> Any:  # fmt: skip
-    settings: dict[str, Any] = {
-        "cc": cc,
-        "smtp": {"host": "127.0.0.1", "port": port, "tls": "none", **smtp},
-        "from": "logwatchd@example.com",
-        "to": TO,
-        "subject": "[{{ alert.severity }}] {{ alert.rule }} {{ alert.key.ip }}",
-        "body": "{{ alert.count }} x {{ alert.rule }}; last line: {{ alert.event.raw }}",
-    }
+    settings = EmailSettings(
+        to=TO,
+        subject="[{{ alert.severity }}] {{ alert.rule }} {{ alert.key.ip }}",
+        body="{{ alert.count }} x {{ alert.rule }}; last line: {{ alert.event.raw }}",
+        sender="logwatchd@example.com",
+        cc=cc,
+        smtp=SmtpSettings(host="127.0.0.1", port=port, timeout=10, **smtp),
+    )
     cfg = HandlerConfig(
         name="mail-admin", type="email", timeout=10, settings=settings, marks=marks or {}
     )
@@ -199,22 +201,36 @@ def test_4xx_is_retried_and_5xx_is_permanent(reply: str, permanent: bool) -> Non
 def test_template_error_names_the_handler_key() -> None:
     cfg = HandlerConfig(
         name="m", type="email",
-        settings={"to": TO, "subject": "{{ alert.rule ", "smtp": {"host": "x"}},
+        settings=EmailSettings(to=TO, subject="{{ alert.rule ", body="", smtp=SmtpSettings("x")),
     )  # fmt: skip
     with pytest.raises(ConfigError) as caught:
         build_handler(cfg, templates=Templates(), host=HOST)
     assert caught.value.key == "handlers.m.subject"
 
 
+def test_a_value_one_alert_lacks_renders_empty_and_is_logged_once() -> None:
+    box = Mailbox()
+    with smtp_server(box) as port, capture_logs() as logs:
+        mail = handler(port, marks={"subject": Mark("conf.yaml", 9)})
+        for n in range(3):  # the subject wants key.ip
+            mail.send([make_alert(n, key={"user": "root"})])
+    assert [m.message["Subject"] for m in box.snapshot()] == ["[high] ssh-bruteforce"] * 3
+    missing = [entry for entry in logs if entry["event"].startswith("a template value")]
+    assert [(e["handler"], e["field"], e["template"]) for e in missing] == [
+        ("mail-admin", "ip", "conf.yaml:9: handlers.mail-admin.subject")
+    ]
+
+
 def test_template_failing_on_one_alert_falls_back_and_still_delivers() -> None:
     box = Mailbox()
     with smtp_server(box) as port:
         mail = handler(port, marks={"subject": Mark("conf.yaml", 9)})
-        mail.send([make_alert(1, key={"user": "root"})])  # the subject wants key.ip
+        mail._subject = mail._templates.compile("{{ alert.count + 'x' }}", "conf.yaml:9: subj")
+        mail.send([make_alert(1, key={"user": "root"})])
     [got] = box.snapshot()
     assert got.message["Subject"] == "[high] ssh-bruteforce on web1"
     body = got.message.get_content()
-    note = "(the configured template failed: conf.yaml:9: handlers.mail-admin.subject: undefined"
+    note = "(the configured template failed: conf.yaml:9: subj: TypeError"
     assert body.startswith(note)
     assert "root" in body
 
@@ -234,3 +250,27 @@ def test_no_text_in_a_field_changes_the_header_set(text: str) -> None:
     )  # fmt: skip
     assert parsed["To"] == ", ".join(TO)
     assert "\n" not in str(parsed["Subject"]) and "\r" not in str(parsed["Subject"])
+
+
+def test_a_carriage_return_in_a_field_cannot_forge_lines_of_the_body(tmp_path: Path) -> None:
+    box = Mailbox()
+    template = tmp_path / "body.txt"
+    template.write_bytes(b"Rule: {{ alert.rule }}\r\nLine: {{ alert.event.raw }}\r\nEnd\r\n")
+    forged = "Failed password\rRule: harmless\u2028Count: 0"
+    with smtp_server(box) as port:
+        mail = handler(port)
+        mail.send([make_alert(1, raw=forged)])
+        text = (
+            "version: 1\nsources: [{id: app, type: stdin, parser: none}]\nhandlers:\n"
+            f"  crlf: {{type: email, to: {TO[0]}, smtp: {{host: 127.0.0.1, port: {port}}},\n"
+            f"         body_file: {template.name}}}\n"
+        )
+        crlf = load_text(text, "c.yaml", base_dir=str(tmp_path)).handlers["crlf"]
+        build_handler(crlf, templates=Templates(), host=HOST).send(
+            [make_alert(2, raw="a CRLF file's line\r")]
+        )
+    first, second = (got.message.get_content().splitlines() for got in box.snapshot())
+    assert first == [
+        "5 x ssh-bruteforce; last line: Failed password\\rRule: harmless\\u2028Count: 0"
+    ]
+    assert second == ["Rule: ssh-bruteforce", "Line: a CRLF file's line", "End"]

@@ -11,7 +11,7 @@ import pytest
 
 from logwatchd.alerts import Alert
 from logwatchd.clock import SystemClock
-from logwatchd.config.model import HandlerConfig, RetryConfig
+from logwatchd.config.model import HandlerConfig, RetryConfig, WebhookSettings
 from logwatchd.errors import DeliveryError
 from logwatchd.handlers import build_handler
 from logwatchd.handlers.webhook import label_name, retry_after
@@ -29,7 +29,7 @@ def config(url: str, **settings: Any) -> HandlerConfig:
         type="webhook",
         timeout=5,
         retry=RetryConfig(max_attempts=10, backoff=0.05, max_backoff=0.2),
-        settings={"url": url, **settings},
+        settings=WebhookSettings(url, **settings),
     )
 
 
@@ -45,7 +45,7 @@ def test_posts_the_alert_as_json_with_headers(tmp_path: Path) -> None:
         webhook(
             server.url,
             headers={"X-Rule": "{{ alert.rule }}", "X-User": "{{ alert.key.user }}"},
-            headers_files={"Authorization": str(token)},
+            header_files={"Authorization": str(token)},
         ).send([alert])
     [request] = server.snapshot()
     assert request.method == "POST"

@@ -17,10 +17,18 @@ from structlog.testing import capture_logs
 
 from logwatchd.alerts import Alert
 from logwatchd.clock import ManualClock, SystemClock
-from logwatchd.config.model import BatchConfig, HandlerConfig, RateLimit, RetryConfig
+from logwatchd.config.model import (
+    BatchConfig,
+    EmailSettings,
+    FileSettings,
+    HandlerConfig,
+    RateLimit,
+    RetryConfig,
+    SmtpSettings,
+)
 from logwatchd.errors import DeliveryError
 from logwatchd.handlers import build_handler
-from logwatchd.outbox import CLAIM_LIMIT, Dispatcher, backoff
+from logwatchd.outbox import CLAIM_LIMIT, Dispatcher, InFlight, backoff
 from logwatchd.state import StateStore
 from logwatchd.templates import HostInfo, Templates
 from tests.smtp_helpers import PASSWORD, USER, Mailbox, free_port, make_certificate, smtp_server
@@ -61,14 +69,14 @@ def wait_for(
 
 
 def mail_config(port: int, **kwargs: Any) -> HandlerConfig:
-    smtp = {"host": "127.0.0.1", "port": port, "tls": "none", **kwargs.pop("smtp", {})}
-    settings = {
-        "smtp": smtp,
-        "from": "logwatchd@example.com",
-        "to": ("ops@example.com",),
-        "subject": "{{ alert.rule }} {{ alert.key.n }}",
-        "body": "n={{ alert.key.n }}",
-    }
+    smtp = SmtpSettings(host="127.0.0.1", port=port, timeout=5, **kwargs.pop("smtp", {}))
+    settings = EmailSettings(
+        to=("ops@example.com",),
+        subject="{{ alert.rule }} {{ alert.key.n }}",
+        body="n={{ alert.key.n }}",
+        sender="logwatchd@example.com",
+        smtp=smtp,
+    )
     return HandlerConfig(name="mail", type="email", timeout=5, settings=settings, **kwargs)
 
 
@@ -148,14 +156,14 @@ def test_a_file_handler_gets_each_claim_in_one_send(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """It never writes an id twice, so the worker hands it all it claimed: one fsync per
-    claim, not per alert (SPEC 4's one repeat cannot become a batch of repeats)."""
+    claim, not per alert (the README's one allowed repeat cannot become a batch of repeats)."""
     db = str(tmp_path / "state.db")
     path = tmp_path / "alerts.jsonl"
     queue(db, make_alerts(300, ("alerts",)))
     syncs: list[int] = []
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (syncs.append(fd), real_fsync(fd))[1])
-    cfg = HandlerConfig(name="alerts", type="file", settings={"path": str(path)})
+    cfg = HandlerConfig(name="alerts", type="file", settings=FileSettings(str(path)))
     dispatcher = start(db, cfg)
     wait_for(lambda: dispatcher.status()["outbox"]["alerts"]["done"] == 300)
     dispatcher.stop(5)
@@ -179,15 +187,15 @@ def test_notify_wakes_only_the_workers_of_handlers_with_new_rows(tmp_path: Path)
 KILLED_CHILD = """
 import sys, time
 from logwatchd.clock import SystemClock
-from logwatchd.config.model import HandlerConfig, RetryConfig
+from logwatchd.config.model import EmailSettings, HandlerConfig, RetryConfig, SmtpSettings
 from logwatchd.handlers import build_handler
 from logwatchd.outbox import Dispatcher
 from logwatchd.templates import HostInfo, Templates
 db, port = sys.argv[1], int(sys.argv[2])
 cfg = HandlerConfig(name="mail", type="email", timeout=5,
     retry=RetryConfig(max_attempts=100, backoff=0.05, max_backoff=0.2),
-    settings={"smtp": {"host": "127.0.0.1", "port": port}, "from": "l@example.com",
-              "to": ("ops@example.com",), "subject": "s", "body": "b"})
+    settings=EmailSettings(("ops@example.com",), "s", "b", sender="l@example.com",
+                           smtp=SmtpSettings("127.0.0.1", port, timeout=5)))
 handler = build_handler(cfg, templates=Templates(), host=HostInfo("web1", "web1"))
 dispatcher = Dispatcher(db, {"mail": handler}, {"mail": cfg}, SystemClock(), poll_interval=0.05)
 dispatcher.start()
@@ -474,11 +482,12 @@ def test_reload_while_a_send_is_in_flight_sends_it_once(tmp_path: Path) -> None:
 
     cfg = HandlerConfig(name="rec", type="log")
     old = Recording("rec", fail=blocking)
-    first = run_recording(db, old, cfg)
+    in_flight = InFlight()  # one per daemon, handed to every dispatcher it builds
+    first = run_recording(db, old, cfg, in_flight=in_flight)
     assert entered.wait(10)
     assert first.stop(0.1) is False  # the old send is still running when the new config starts
     new = Recording("rec")
-    second = run_recording(db, new, cfg)
+    second = run_recording(db, new, cfg, in_flight=in_flight)
     time.sleep(0.3)
     assert new.sends == []
     release.set()

@@ -1,11 +1,11 @@
 """The shipped rule packs (config/rules.d) on hand-written sample logs (tests/packs/).
 
 All packs are loaded together by the real loader (so their ids and parsers coexist), and
-every sample line goes through what the daemon does: the engine's literal prefilter, the
-parser, the rule engine. Each sample line is preceded by ``#> RULE field=value ...`` for
-every rule that must match it (with those fields), or ``#> none``; ``#! parser NAME``
-switches the parser. A rule matching a line it is not listed for fails the test, so the
-samples also catch one pack's rule firing on another pack's lines.
+every sample line goes through what the daemon does: the engine's scan (natively when the
+hyperscan wheel is there), the parser, the rule engine. Each sample line is preceded by
+``#> RULE field=value ...`` for every rule that must match it (with those fields), or
+``#> none``; ``#! parser NAME`` switches the parser. A rule matching a line it is not listed
+for fails the test, so the samples also catch one pack's rule firing on another pack's lines.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from logwatchd.clock import ManualClock
 from logwatchd.config import load_text
 from logwatchd.config.model import Config
 from logwatchd.events import Event, Line
-from logwatchd.parsers import build_parser
+from logwatchd.parsers import build_parser, produced_fields
 from logwatchd.parsers.base import Parser
 from logwatchd.parsers.journald import record_line
 from logwatchd.rules import Engine, Match
@@ -51,6 +51,7 @@ def engine_for(config: Config, parsers: dict[str, Parser]) -> Engine:
         config.rules, config.lists, host="test", max_keys_per_rule=1000,
         clock=ManualClock(READ_TIME),
         verbatim_fields={name: p.verbatim_fields for name, p in parsers.items()},
+        produces={name: produced_fields(name, config.parsers).has for name in parsers},
     )  # fmt: skip
 
 
@@ -97,20 +98,21 @@ def read_samples(path: Path) -> Iterator[Sample]:
 
 
 def run_line(engine: Engine, parsers: dict[str, Parser], sample: Sample) -> list[Match] | None:
-    """The matches the daemon would record for this line; None if the prefilter skipped it."""
+    """The matches the daemon would record for this line; None if the scan skipped it."""
     line = Line(sample.parser, sample.text, READ_TIME, sample.where, lineno=1)
     if sample.parser == "journald":
         converted = record_line(line)
         assert converted is not None, f"{sample.where}: not a journal JSON record"
         line = converted
-    if not engine.wants(sample.parser, line.raw):
+    hits = engine.scan(sample.parser).line(line.raw)
+    if hits is None:
         return None
     fields = parsers[sample.parser].parse(line)
     assert fields is not None, f"{sample.where}: the {sample.parser} parser rejected it"
     stamp = fields.get("timestamp")
     event = Event(line, fields, stamp.timestamp() if stamp else READ_TIME)
     matches: list[Match] = []
-    engine.process(event, matches)
+    engine.process(event, matches, hits)
     return matches
 
 
@@ -151,12 +153,13 @@ def feed(engine: Engine, parsers: dict[str, Parser], parser: str, lines: list[st
     for n, text in enumerate(lines, 1):
         sample = Sample(f"fed:{n}", parser, text, [])
         line = Line(parser, text, READ_TIME, f"fed:{n}", lineno=n)
-        if not engine.wants(parser, text):
+        hits = engine.scan(parser).line(text)
+        if hits is None:
             continue
         fields = parsers[parser].parse(line)
         assert fields is not None, sample.where
         event = Event(line, fields, fields["timestamp"].timestamp())
-        alerts.extend(engine.process(event))
+        alerts.extend(engine.process(event, None, hits))
     return alerts
 
 
@@ -267,13 +270,11 @@ def test_fail2ban_rules_extract_ip(config: Config) -> None:
 
 
 @pytest.mark.parametrize("parser", ["syslog", "journald", "nginx_error", "apache_error"])
-def test_every_rule_gives_the_prefilter_a_literal(
+def test_no_pack_rule_needs_every_line(
     parser: str, config: Config, parsers: dict[str, Parser]
 ) -> None:
     """With a parser whose message is verbatim, no pack rule makes every line be parsed."""
-    engine = engine_for(config, parsers)
-    missing = [rule for rule, req in engine.requirements(parser).items() if not req]
-    assert missing == []
+    assert engine_for(config, parsers).rules_on_every_line(parser) == []
 
 
 def test_packs_load_with_the_example_config_and_use_its_default_handlers() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 from logwatchd.config.model import ParserConfig
 from logwatchd.events import Line
-from logwatchd.parsers import BUILTIN, build_parser
+from logwatchd.parsers import BUILTIN, build_parser, produced_fields
 from logwatchd.parsers.base import Parser
 from logwatchd.parsers.journald import record_line
 
@@ -45,6 +46,8 @@ REALISTIC = [
     '{"MESSAGE": "Failed password", "SYSLOG_IDENTIFIER": "sshd", "_PID": "1"}',
     '{"time": 1795687200, "msg": "hello", "a": {"b": [1, 2]}}',
     "2026-11-26 10:00:01 SecurityBreach - IP: 203.0.113.9 42",
+    '203.0.113.9 - john doe [26/Nov/2026:10:00:01 +0000] "GET / HTTP/1.1" 401 5 "-" "ua"',
+    r'192.0.2.3 - a\"b [26/Nov/2026:10:00:00 +0000] "GET / HTTP/1.1" 401 226 "-" "x"',
 ]
 
 
@@ -66,10 +69,20 @@ def check(text: str) -> None:
         fields = parser.parse(line)
         if fields is None:
             continue
-        assert isinstance(fields["message"], str), name
-        assert fields["raw"] == line.raw, name
-        for field, value in verbatim_values(parser, fields):
-            assert value in line.raw, (name, field, value, line.raw)
+        assert_sound(name, parser, line, fields)
+
+
+def assert_sound(name: str, parser: Parser, line: Line, fields: dict[str, Any]) -> None:
+    """What every parse promises: message and raw, an aware timestamp, only the fields the
+    parser declares (the config's field check relies on that), verbatim values in raw."""
+    assert isinstance(fields["message"], str), name
+    assert fields["raw"] == line.raw, name
+    stamp = fields.get("timestamp")
+    assert stamp is None or (isinstance(stamp, datetime) and stamp.tzinfo is not None), name
+    declared = produced_fields(name, CUSTOM)
+    assert [key for key in fields if not declared.has(key)] == [], name
+    for field, value in verbatim_values(parser, fields):
+        assert value in line.raw, (name, field, value, line.raw)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -102,11 +115,33 @@ def test_mutated_real_lines_never_raise_and_verbatim_fields_hold(text: str) -> N
     check(text)
 
 
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_as_a_source_decodes_them_never_raise(data: bytes) -> None:
+    check(data.decode("utf-8", "replace"))
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.dictionaries(
-        st.sampled_from(
-            ["MESSAGE", "_PID", "PRIORITY", "__REALTIME_TIMESTAMP", "SYSLOG_IDENTIFIER"]
+        st.one_of(
+            st.sampled_from(
+                [
+                    "MESSAGE",
+                    "_PID",
+                    "PRIORITY",
+                    "__REALTIME_TIMESTAMP",
+                    "SYSLOG_IDENTIFIER",
+                    "_COMM",
+                    "_EXE",
+                    "_UID",
+                    "_SYSTEMD_UNIT",
+                    "_HOSTNAME",
+                    "SYSLOG_PID",
+                    "UNIT",
+                ]
+            ),
+            st.text(max_size=8),
         ),
         st.one_of(
             st.text(max_size=40),
@@ -126,6 +161,9 @@ def test_hostile_journal_records_never_raise(record: dict[str, Any]) -> None:
         fields = PARSERS["journald"].parse(candidate)
         if fields is not None:
             assert fields["message"] in candidate.raw or candidate.fields is None
+            assert all(isinstance(fields[k], int) for k in ("pid", "uid") if k in fields)
+            if candidate.fields is not None:
+                assert_sound("journald", PARSERS["journald"], candidate, fields)
 
 
 def test_invalid_utf8_replaced_by_the_source_parses_like_any_text() -> None:

@@ -41,12 +41,33 @@ def test_record_from_the_journal_source() -> None:
     assert fields["__CURSOR"] == "s=abc;i=1"
 
 
-def test_program_falls_back_to_comm_and_unit_to_unit() -> None:
+def test_program_falls_back_to_comm_and_unit_is_only_what_journald_records() -> None:
     record = {"MESSAGE": "Started x.", "_COMM": "systemd", "UNIT": "x.service", "_PID": "1"}
     fields = PARSER.parse(Line("j", "Started x.", 0.0, "c", fields=record))
     assert fields is not None
-    assert (fields["program"], fields["unit"], fields["pid"]) == ("systemd", "x.service", 1)
+    assert (fields["program"], fields["comm"], fields["pid"]) == ("systemd", "systemd", 1)
+    # UNIT is written by the logging process (anyone may claim ssh.service): not `unit`
+    assert "unit" not in fields
+    assert fields["UNIT"] == "x.service"
     assert "timestamp" not in fields
+
+
+def test_the_fields_journald_sets_itself_tell_a_forged_entry_from_a_genuine_one() -> None:
+    """`logger -t sshd -i ...` by a user: the claims are sshd's, journald's fields are not."""
+    forged = {
+        "MESSAGE": "Failed password for root from 192.0.2.88 port 22 ssh2",
+        "SYSLOG_IDENTIFIER": "sshd", "SYSLOG_PID": "4242", "UNIT": "ssh.service",
+        "_COMM": "logger", "_EXE": "/usr/bin/logger", "_UID": "1000", "_PID": "777",
+        "_SYSTEMD_UNIT": "session-3.scope", "_TRANSPORT": "syslog",
+    }  # fmt: skip
+    fields = PARSER.parse(Line("j", forged["MESSAGE"], 0.0, "c", fields=forged))
+    assert fields is not None
+    assert fields["program"] == "sshd"  # the claim
+    assert (fields["comm"], fields["exe"], fields["uid"]) == ("logger", "/usr/bin/logger", 1000)
+    assert (fields["unit"], fields["pid"]) == ("session-3.scope", 777)
+    genuine = PARSER.parse(Line("j", RECORD["MESSAGE"], 0.0, "c", fields=dict(RECORD)))
+    assert genuine is not None
+    assert (genuine["comm"], genuine["uid"], genuine["unit"]) == ("sshd-session", 0, "ssh.service")
 
 
 def test_message_is_the_source_raw_even_when_the_source_cut_it() -> None:

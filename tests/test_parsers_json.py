@@ -36,10 +36,14 @@ def test_timestamps_iso_and_epoch() -> None:
         assert fields["message"] == fields["raw"]
 
 
-def test_a_timestamp_key_that_is_not_a_time_is_dropped() -> None:
-    fields = parse('{"timestamp":"soon","message":"m"}')
+def test_a_timestamp_key_that_is_not_a_time_is_dropped_and_counted() -> None:
+    parser = build_parser("json", {}, timezone="UTC")
+    fields = parser.parse(Line("s", '{"timestamp":"soon","message":"m"}', 0.0, "t"))
     assert fields is not None
     assert "timestamp" not in fields
+    parser.parse(Line("s", '{"message":"no time at all"}', 0.0, "t"))
+    failures = parser.stamp_failures  # type: ignore[attr-defined]
+    assert (failures.count, failures.last) == (1, "soon")
 
 
 def test_non_objects_and_garbage_do_not_parse() -> None:

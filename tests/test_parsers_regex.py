@@ -59,6 +59,22 @@ def test_a_timestamp_that_does_not_parse_is_dropped() -> None:
     assert "timestamp" not in fields
 
 
+def test_a_timestamp_that_does_not_fit_time_format_is_counted_with_samples() -> None:
+    config = ParserConfig(id="app", regex=APP.regex, time_format="%d/%m/%Y", types={"ip": "ip"})
+    parser = build_parser("app", {"app": config}, timezone="UTC")
+    lines = [f"2023-09-04 10:0{m}:01 LoginFailed - IP: 192.0.2.1" for m in range(8)]
+    for raw in lines:
+        fields = parser.parse(Line("app", raw, 1_700_000_000.0, "t"))
+        assert fields is not None and "timestamp" not in fields
+    failures = parser.stamp_failures  # type: ignore[attr-defined]
+    assert failures.count == 8
+    assert failures.last == "2023-09-04 10:07:01"
+    assert list(failures.samples) == [(raw[:19], raw) for raw in lines[:5]]
+    good = build_parser("app", {"app": APP}, timezone="UTC")
+    good.parse(Line("app", lines[0], 1_700_000_000.0, "t"))
+    assert good.stamp_failures.count == 0  # type: ignore[attr-defined]
+
+
 def test_message_group_and_year_less_time_format() -> None:
     config = ParserConfig(
         id="bsd",

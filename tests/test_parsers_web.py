@@ -177,3 +177,30 @@ def test_apache_22_error_line_and_empty_module() -> None:
     assert fields is not None
     assert fields["level"] == "error"
     assert fields["message"] == "PHP Warning"
+
+
+@pytest.mark.parametrize("name", ["nginx_combined", "apache_combined"])
+def test_a_user_name_with_spaces_parses_and_cannot_forge_the_fields_after_it(name: str) -> None:
+    """nginx and Apache write $remote_user / %u as the client sent it, spaces included."""
+    plain = (
+        '203.0.113.9 - john doe [26/Nov/2026:10:00:01 +0000] "GET /admin HTTP/1.1" 401 12 "-" "c"'
+    )
+    fields = parse(name, plain)
+    assert fields is not None
+    assert (fields["user"], fields["client_ip"], fields["status"]) == (
+        "john doe",
+        "203.0.113.9",
+        401,
+    )
+    # the name holds a stamp and a request of its own; a quote in it is written escaped
+    quote = r"\x22" if name == "nginx_combined" else r"\""
+    fake = f"x [26/Nov/2026:10:00:00 +0000] {quote}GET /ok HTTP/1.1{quote} 200 0"
+    hostile = (
+        f'203.0.113.9 - {fake} [26/Nov/2026:10:00:01 +0000] "GET /wp-login.php HTTP/1.1" 404 5'
+    )
+    fields = parse(name, hostile)
+    assert fields is not None
+    assert fields["user"] == fake
+    assert (fields["path"], fields["status"]) == ("/wp-login.php", 404)
+    empty = '192.0.2.1 - "" [26/Nov/2026:10:00:01 +0000] "GET / HTTP/1.1" 401 5'
+    assert parse(name, empty)["user"] == '""'  # type: ignore[index]

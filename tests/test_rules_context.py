@@ -16,7 +16,7 @@ from logwatchd.config.model import All, AnyOf, ContextConfig, Leaf, RuleConfig, 
 from logwatchd.events import Event, Line
 from logwatchd.parsers import build_parser
 from logwatchd.rules import Engine, Match
-from logwatchd.rules.literals import always
+from logwatchd.rules.predicates import ALL_HITS
 
 T0 = 1_700_000_000.0
 ADDR = r"(?P<ip>[0-9a-f.:]+)"
@@ -69,9 +69,11 @@ class Feed:
         *,
         pid: int | None = 7,
         host: str | None = "srv",
+        scanned: bool = False,
         **extra: Any,
     ) -> list[Match]:
-        """Process a line ``HOST sshd[PID]: MESSAGE``: its matches (alerts go to ``alerts``)."""
+        """Process a line ``HOST sshd[PID]: MESSAGE``: its matches (alerts go to ``alerts``).
+        ``scanned``: run only what the scan of the line selects (else every condition)."""
         self.lineno += 1
         raw = f"{host or ''} sshd[{pid}]: {message}"
         line = Line("auth", raw, T0 + at, f"o{self.lineno}", None, self.lineno)
@@ -81,7 +83,8 @@ class Feed:
         if pid is not None:
             fields["pid"] = pid
         matches: list[Match] = []
-        self.alerts += self.engine.process(Event(line, fields, T0 + at), matches)
+        hits = self.engine.scan("auth").hits(raw) if scanned else ALL_HITS
+        self.alerts += self.engine.process(Event(line, fields, T0 + at), matches, hits)
         return matches
 
 
@@ -240,11 +243,13 @@ def test_rows_of_a_changed_context_or_bad_rows_are_dropped() -> None:
 def test_memory_is_kept_across_a_reload_of_an_unchanged_rule() -> None:
     feed = Feed()
     feed.send("Connection from 192.0.2.7 port 5000")
-    feed.engine = feed.engine.with_rules([RULE])
+    changes = feed.engine.drain_changes()
+    feed.engine = feed.new_engine()  # a reload: a new engine over what the old one committed
+    feed.engine.load_state([(r, changes.digests[r], k, s) for r, k, s in changes.upserts])
     assert ips(feed.send("Disconnecting: Too many authentication failures", 5)) == ["192.0.2.7"]
 
 
-def test_remembered_fields_are_not_taken_as_the_line_text_by_the_prefilter() -> None:
+def test_remembered_fields_are_not_taken_as_the_line_text_by_the_scan() -> None:
     # the json parser copies every field from the line: a condition on a remembered field
     # must not require that field's value in the raw line
     rule = RuleConfig(
@@ -328,7 +333,7 @@ def test_an_optional_key_field_may_be_missing_but_a_required_one_may_not() -> No
     assert ips(feed.send("Disconnecting: Too many authentication failures", pid=None)) == [None]
 
 
-# --- the prefilter and the per-condition checks stay sound: skipping changes nothing ------
+# --- the scan's selection and gates stay sound: skipping changes nothing -----------------
 
 FRAGMENTS = [
     "Connection from 192.0.2.7 port 1",
@@ -351,18 +356,16 @@ FRAGMENTS = [
         max_size=12,
     )
 )
-def test_lines_the_prefilter_rejects_change_nothing(
+def test_lines_the_scan_passes_over_change_nothing(
     lines: list[tuple[str, str, int]],
 ) -> None:
-    skipping, seeing = Feed(RULE, HOLDING), Feed(RULE, HOLDING)
-    for rule in seeing.engine.rules:  # this one runs every condition on every line
-        rule.context_checks = lambda verbatim: (always, always, always)  # type: ignore[method-assign]
+    skipping, seeing = Feed(RULE, HOLDING), Feed(RULE, HOLDING)  # seeing: every condition runs
     for at, (head, tail, pid) in enumerate(lines):
         message = f"{head[: len(head) // 2]}{tail}" if pid == 3 else head
         raw = f"srv sshd[{pid}]: {message}"
         matched = seeing.send(message, at, pid=pid)
         if skipping.engine.wants("auth", raw):
-            assert [m.fields for m in skipping.send(message, at, pid=pid)] == [
+            assert [m.fields for m in skipping.send(message, at, pid=pid, scanned=True)] == [
                 m.fields for m in matched
             ]
         else:
@@ -379,7 +382,7 @@ PACK = Path(__file__).resolve().parent.parent / "config" / "rules.d" / "sshd.yam
 
 
 class Pack:
-    """The sshd pack through the real loader, syslog parser, prefilter and engine."""
+    """The sshd pack through the real loader, syslog parser, scan and engine."""
 
     def __init__(self, tmp: Path) -> None:
         text = (
@@ -395,13 +398,14 @@ class Pack:
     def send(self, text: str) -> list[tuple[Any, Any]]:
         """(ip, user) of each sshd-auth-failure match of the line ``web1 sshd[PID]: TEXT``."""
         raw = f"2026-11-26T10:00:00+00:00 web1 {text}"
+        hits = self.engine.scan("s").hits(raw)
         if not self.engine.wants("s", raw):
             return []
         line = Line("s", raw, T0, "o", None, 1)
         fields = self.parser.parse(line)
         assert fields is not None
         matches: list[Match] = []
-        self.engine.process(Event(line, fields, T0), matches)
+        self.engine.process(Event(line, fields, T0), matches, hits)
         return [
             (m.fields.get("ip"), m.fields.get("user"))
             for m in matches

@@ -101,7 +101,7 @@ def test_without_threshold_every_match_is_an_alert_with_extracted_fields() -> No
     assert alert.raw == failed()
     assert alert.events == [failed()]
     assert alert.path == "/var/log/auth.log"
-    assert alert.id == alert_id("ssh", {"ip": "203.0.113.9"}, "fp:1")
+    assert alert.id == alert_id("ssh", {"ip": "203.0.113.9"}, "fp:1", "web1")
     assert len(feed.send(failed(), 2)) == 1
     assert feed.send("sshd[42]: Accepted password for root", 3) == []
     assert feed.engine.stats()["ssh"]["keys"] == 0  # nothing to remember for a plain rule
@@ -153,7 +153,7 @@ def test_threshold_fires_on_exactly_the_nth_match_within_the_window() -> None:
     assert alert.first_seen == T0
     assert alert.last_seen == T0 + 40
     assert alert.events == [failed()] * 5
-    assert alert.id == alert_id("ssh", {"ip": "203.0.113.9"}, "fp:1")
+    assert alert.id == alert_id("ssh", {"ip": "203.0.113.9"}, "fp:1", "web1")
 
 
 def test_threshold_n_minus_one_matches_never_fire() -> None:
@@ -176,7 +176,7 @@ def test_the_second_window_has_its_own_first_line_and_id() -> None:
     feed = Feed(rule(threshold=Threshold(2, 60)))
     ids = [a.id for n in range(4) for a in feed.send(failed(), n)]
     key = {"ip": "203.0.113.9"}
-    assert ids == [alert_id("ssh", key, "fp:1"), alert_id("ssh", key, "fp:3")]
+    assert ids == [alert_id("ssh", key, "fp:1", "web1"), alert_id("ssh", key, "fp:3", "web1")]
 
 
 def test_threshold_counts_each_key_separately() -> None:
@@ -294,7 +294,7 @@ def test_sequence_fires_when_the_last_step_comes_within_the_window() -> None:
     assert alert.count == 2
     assert alert.first_seen == T0
     assert alert.last_seen == T0 + 30
-    assert alert.id == alert_id("fail-then-ok", {"user": "bob"}, "fp:1")
+    assert alert.id == alert_id("fail-then-ok", {"user": "bob"}, "fp:1", "web1")
     assert alert.events == ["Failed password for bob from x", "Accepted password for bob from x"]
     assert feed.send("Accepted password for bob from x", 31) == []  # the key started over
 
@@ -363,7 +363,7 @@ def test_absent_step_fires_at_the_deadline_through_tick_once() -> None:
     assert alert.raw == "backup nightly started"
     assert alert.fields["job"] == "nightly"
     assert alert.source == "auth"
-    assert alert.id == alert_id("backup-missing", {"job": "nightly"}, "fp:1")
+    assert alert.id == alert_id("backup-missing", {"job": "nightly"}, "fp:1", "web1")
     assert feed.engine.tick(T0 + 99_999) == []
 
 
@@ -491,7 +491,7 @@ def test_pending_absent_sequence_survives_a_restart() -> None:
     after.engine.load_state(rows(before.engine))
     (alert,) = after.engine.tick(T0 + 3600)
     assert alert.raw == "backup nightly started"
-    assert alert.id == alert_id("backup-missing", {"job": "nightly"}, "fp:1")
+    assert alert.id == alert_id("backup-missing", {"job": "nightly"}, "fp:1", "web1")
 
 
 def test_a_changed_rule_digest_drops_its_state() -> None:
@@ -550,16 +550,17 @@ def test_a_key_that_fires_without_cooldown_is_deleted() -> None:
 
 
 def test_reload_keeps_state_of_unchanged_rules_only() -> None:
+    # a reload is a new engine over what the old one committed (as the daemon does it)
     kept = rule(threshold=Threshold(3, 60), rule_id="kept")
     changed = rule(threshold=Threshold(3, 60), rule_id="changed")
     feed = Feed(kept, changed)
     feed.send(failed(), 0)
     feed.send(failed(), 1)
-    feed.engine.drain_changes()
-    reloaded = feed.engine.with_rules([kept, rule(threshold=Threshold(3, 30), rule_id="changed")])
-    feed.engine = reloaded
+    saved = rows(feed.engine)
+    feed.engine = feed.new_engine((kept, rule(threshold=Threshold(3, 30), rule_id="changed")))
+    feed.engine.load_state(saved)
     assert [a.rule for a in feed.send(failed(), 2)] == ["kept"]
-    changes = reloaded.drain_changes()
+    changes = feed.engine.drain_changes()
     assert ("changed", '["203.0.113.9"]') not in changes.deletes  # re-created in this drain
     assert {r for r, _k, _s in changes.upserts} == {"changed"}
 
@@ -567,6 +568,7 @@ def test_reload_keeps_state_of_unchanged_rules_only() -> None:
 def test_reload_deletes_state_of_removed_rules() -> None:
     feed = Feed(rule(threshold=Threshold(3, 60)))
     feed.send(failed(), 0)
-    feed.engine.drain_changes()
-    reloaded = feed.engine.with_rules([rule(All((FAILED,)), rule_id="other")])
+    saved = rows(feed.engine)
+    reloaded = feed.new_engine((rule(All((FAILED,)), rule_id="other"),))
+    reloaded.load_state(saved)
     assert reloaded.drain_changes().deletes == [("ssh", '["203.0.113.9"]')]

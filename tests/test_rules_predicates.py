@@ -1,4 +1,4 @@
-"""Predicates compile to closures that match the SPEC's operators and never raise."""
+"""Predicates compile to closures that match the README's operators and never raise."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logwatchd.config.model import All, AnyOf, Leaf, ListConfig, Not, Predicate
-from logwatchd.rules.predicates import compile_predicate
+from logwatchd.rules.predicates import ALL_HITS, compile_predicate
 
 LISTS = {
     "trusted": ListConfig(
@@ -31,7 +31,7 @@ LISTS = {
 def run(pred: Predicate, fields: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
     compiled = compile_predicate(pred, LISTS)
     ext: dict[str, Any] = {}
-    return compiled.test(fields, ext), ext
+    return compiled.test(fields, ext, ALL_HITS), ext
 
 
 def matches(pred: Predicate, fields: dict[str, Any]) -> bool:
@@ -297,9 +297,9 @@ _ALL_OPS = [
 @given(value=_HOSTILE)
 def test_no_operator_raises_on_any_value(value: Any) -> None:
     compiled = compile_predicate(All(tuple(Not(op) for op in _ALL_OPS)), LISTS)
-    compiled.test({"f": value}, {})
+    compiled.test({"f": value}, {}, ALL_HITS)
     for op in _ALL_OPS:
-        assert isinstance(compile_predicate(op, LISTS).test({"f": value}, {}), bool)
+        assert isinstance(compile_predicate(op, LISTS).test({"f": value}, {}, ALL_HITS), bool)
 
 
 def test_bad_leaf_values_from_a_careless_caller_never_match() -> None:

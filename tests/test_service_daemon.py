@@ -1,29 +1,22 @@
-"""The daemon loop: SIGHUP reload (bad config kept out, state kept), restarts keep rule state."""
+"""The daemon loop: SIGHUP reload (bad config kept out, state kept), restarts keep rule state.
+
+The tests wait on the daemon's notify STATUS ("N lines read") for the lines to be read, and
+count the alerts in the outbox (every alert the daemon made, delivered or not) after it
+stopped, so an alert made twice is caught without sleeping in the hope it would show up.
+"""
 
 from __future__ import annotations
 
 import signal
-import time
+import sqlite3
 from pathlib import Path
 from typing import Any
 
-from tests.daemon_helpers import DaemonProcess, read_jsonl, wait_for, write_config
-
-REGEX = r"^(?P<timestamp>\S+ \S+) (?P<event_type>\w+) - IP: (?P<ip>\S+)"
+from tests.daemon_helpers import DaemonProcess, app_config, read_jsonl, wait_for, write_config
 
 
 def config(tmp_path: Path, rules: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "version": 1,
-        "daemon": {"state_dir": str(tmp_path / "state"), "commit_interval": "200ms"},
-        "sources": [
-            {"id": "app", "type": "file", "paths": [str(tmp_path / "app.log")], "parser": "app"}
-        ],
-        "parsers": {"app": {"regex": REGEX, "time_format": "%Y-%m-%d %H:%M:%S"}},
-        "rules": rules,
-        "defaults": {"handlers": ["sink"]},
-        "handlers": {"sink": {"type": "file", "path": str(tmp_path / "alerts.jsonl")}},
-    }
+    return app_config(tmp_path, rules=rules)
 
 
 def rule(rule_id: str, event: str, count: int = 1) -> dict[str, Any]:
@@ -45,6 +38,15 @@ def append(path: Path, *events: str, ip: str = "203.0.113.9", second: int = 0) -
 
 def alerts(tmp_path: Path) -> list[dict[str, Any]]:
     return read_jsonl(tmp_path / "alerts.jsonl")
+
+
+def queued(tmp_path: Path) -> list[str]:
+    """The rule of every alert the daemon queued, in order (read after it stopped)."""
+    db = sqlite3.connect(tmp_path / "state" / "state.db")
+    try:
+        return [row[0] for row in db.execute("SELECT rule FROM outbox ORDER BY created, rowid")]
+    finally:
+        db.close()
 
 
 def wait_reloaded(daemon: DaemonProcess, count: int) -> None:
@@ -72,9 +74,10 @@ def test_reload_keeps_the_old_config_when_the_new_one_is_bad_and_applies_a_good_
         wait_reloaded(daemon, 2)
         append(log, "Breach", "Probe", second=10)
         wait_for(lambda: len(alerts(tmp_path)) == 2)
-        time.sleep(0.3)
-        assert [a["rule"] for a in alerts(tmp_path)] == ["breach", "probe"]
+        daemon.wait_lines_read(3)
         assert daemon.terminate() == 0
+    assert queued(tmp_path) == ["breach", "probe"]
+    assert [a["rule"] for a in alerts(tmp_path)] == ["breach", "probe"]
 
 
 def test_threshold_state_survives_a_clean_restart(tmp_path):
@@ -84,17 +87,17 @@ def test_threshold_state_survives_a_clean_restart(tmp_path):
     with DaemonProcess(path) as daemon:
         daemon.wait_ready()
         append(log, "Fail", "Fail", "Fail", "Fail")
-        time.sleep(0.5)
+        assert daemon.wait_lines_read(4) == 4  # read (and counted) before SIGTERM
         assert daemon.terminate() == 0
-    assert alerts(tmp_path) == []
+    assert queued(tmp_path) == []
     with DaemonProcess(path) as daemon:
         daemon.wait_ready()
         append(log, "Fail", second=30)
         fired = wait_for(lambda: alerts(tmp_path))
-        time.sleep(0.3)
-        assert len(alerts(tmp_path)) == 1
-        assert fired[0]["count"] == 5
+        assert daemon.wait_lines_read(1) == 1
         assert daemon.terminate() == 0
+    assert queued(tmp_path) == ["brute"]
+    assert fired[0]["count"] == 5
 
 
 def test_after_kill_9_replayed_lines_do_not_deliver_an_alert_twice(tmp_path):
@@ -106,12 +109,13 @@ def test_after_kill_9_replayed_lines_do_not_deliver_an_alert_twice(tmp_path):
         append(log, "Fail", "Fail", "Fail", "Fail", "Fail")
         wait_for(lambda: alerts(tmp_path))
         daemon.kill()
+    append(log, "Fail", second=40)  # there before the start: read in the same first pass
     with DaemonProcess(path) as daemon:
         daemon.wait_ready()
-        append(log, "Fail", second=40)
-        time.sleep(1.0)
-        assert len(alerts(tmp_path)) == 1
+        daemon.wait_lines_read(1)  # 6 if the kill came before the first commit
         assert daemon.terminate() == 0
+    assert queued(tmp_path) == ["brute"]
+    assert len(alerts(tmp_path)) == 1
 
 
 def test_rule_state_survives_reload_for_unchanged_rules_only(tmp_path):
@@ -122,13 +126,14 @@ def test_rule_state_survives_reload_for_unchanged_rules_only(tmp_path):
     with DaemonProcess(path) as daemon:
         daemon.wait_ready()
         append(log, "Fail", "Fail", "Scan", "Scan")
-        time.sleep(0.5)
+        assert daemon.wait_lines_read(4) == 4  # counted before the reload
         rules[1]["threshold"]["window"] = "20m"  # a changed rule starts counting again
         write_config(path, config(tmp_path, rules))
         daemon.proc.send_signal(signal.SIGHUP)
         wait_reloaded(daemon, 1)
         append(log, "Fail", "Scan", second=20)
         wait_for(lambda: alerts(tmp_path))
-        time.sleep(0.5)
-        assert [a["rule"] for a in alerts(tmp_path)] == ["kept"]
+        assert daemon.wait_lines_read(6) == 6
         assert daemon.terminate() == 0
+    assert queued(tmp_path) == ["kept"]
+    assert [a["rule"] for a in alerts(tmp_path)] == ["kept"]

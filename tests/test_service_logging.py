@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import structlog
 
+from logwatchd.handlers.log import PRIORITY
 from logwatchd.service import logging as service_logging
 
 
@@ -127,8 +128,7 @@ def test_a_group_key_reads_as_dotted_pairs_and_stays_json_in_its_field(
 
 def test_explicit_priority_overrides_the_level(journald: FakeJournald) -> None:
     log = journal_logger(journald)
-    severity_priority = service_logging.SEVERITY_PRIORITY["critical"]
-    log.info("alert fired", rule="security-breach", priority=severity_priority)
+    log.info("alert fired", rule="security-breach", priority=PRIORITY["critical"])
     fields = journald.receive()
     assert fields["PRIORITY"] == b"2"
     assert "F_PRIORITY" not in fields and "PRIORITY_" not in fields
@@ -338,3 +338,43 @@ def test_console_format_is_readable_and_keeps_tracebacks() -> None:
     assert "handler crashed" in text and "ValueError: bad" in text
     assert "\x1b[" not in text, "no colours when the stream is not a terminal"
     assert "_code" not in text
+
+
+TERMINAL_TRICKS = "x\x1b]0;pwned\x07\x1b[2J\x9b31m\u202eevil\rforged\x85line\x7f"
+RAW_CONTROLS = ("\x1b", "\x07", "\x9b", "\u202e", "\r", "\x85", "\x7f")
+
+
+def log_hostile_events() -> None:
+    log = structlog.get_logger()
+    log.warning("line failed", line=TERMINAL_TRICKS, key={"ip": TERMINAL_TRICKS})
+    logging.getLogger("watchdog").warning("cannot watch %s", TERMINAL_TRICKS)
+    try:
+        raise ValueError(TERMINAL_TRICKS)
+    except ValueError:
+        log.exception(TERMINAL_TRICKS, source="app")
+
+
+@pytest.mark.parametrize("fmt", ["stderr", "json", "console"])
+def test_terminal_control_characters_in_values_are_escaped(fmt: str) -> None:
+    stream = io.StringIO()
+    service_logging.configure(fmt, stream=stream)
+    log_hostile_events()
+    text = stream.getvalue()
+    assert [c for c in RAW_CONTROLS if c in text] == []
+    assert "pwned" in text and "forged" in text  # shown, as escapes, not dropped
+    if fmt == "stderr":
+        assert len(text.splitlines()) == 3
+        assert "\\u001b]0;pwned\\u0007" in text
+        assert "\\u009b31m" in text
+    if fmt == "json":
+        records = [json.loads(line) for line in text.splitlines()]
+        assert records[0]["line"] == TERMINAL_TRICKS  # still the same JSON value
+
+
+def test_the_journal_message_escapes_them_too(journald: FakeJournald) -> None:
+    journal_logger(journald)
+    log_hostile_events()
+    for _ in range(3):
+        message = journald.receive()["MESSAGE"].decode()
+        assert [c for c in RAW_CONTROLS if c in message] == []
+        assert "pwned" in message

@@ -416,13 +416,6 @@ def test_missing_journalctl_is_a_clear_error_at_start(clock):
         source.start(lambda: None)
 
 
-@pytest.mark.parametrize("term", ["--file=/etc/shadow", "+", "message=lower", "_PID"])
-def test_a_match_term_that_is_not_field_equals_value_is_rejected(clock, term):
-    config = SourceConfig(id="auth", type="journald", parser="journald", match=(term,))
-    with pytest.raises(ConfigError, match="FIELD=value"):
-        JournalSource(config, saved=None, clock=clock)
-
-
 def test_an_unusable_saved_cursor_falls_back_to_start_at(tmp_path, make_source):
     path = str(tmp_path / "j.journal")
     append_journal(path, [entry(1), sentinel(2)])

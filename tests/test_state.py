@@ -48,7 +48,7 @@ def test_an_alert_is_queued_once_per_handler_even_when_rebuilt(store):
     assert store.commit(alerts=[make_alert()]) == 0
     due = store.claim_due("mail", now=1e12)
     assert [i.alert_id for i in due] == ["a1"]
-    store.mark_done(due[0])
+    store.mark_done_many(due[:1])
     # delivered ids are remembered: a replay after a crash queues nothing
     assert store.commit(alerts=[make_alert()]) == 0
     assert store.claim_due("mail", now=1e12) == []
@@ -111,7 +111,7 @@ def test_workers_on_their_own_connections_do_not_block_the_committer(tmp_path):
         own = StateStore(path)
         try:
             for item in own.claim_due("mail", now=1e12, limit=100):
-                own.mark_done(item)
+                own.mark_done_many([item])
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
         finally:
@@ -136,7 +136,7 @@ def test_a_digest_is_marked_delivered_in_one_go(store):
 
 def test_delivered_rows_are_pruned_after_the_retention_and_pending_ones_never(store):
     store.commit(alerts=[make_alert("old", ("mail",)), make_alert("new", ("mail",))])
-    store.mark_done(store.claim_due("mail", now=1e12)[0])
+    store.mark_done_many(store.claim_due("mail", now=1e12)[:1])
     assert store.pending_count() == 1
     assert store.prune_delivered(older_than=-1.0) == 1
     assert [i.alert_id for i in store.claim_due("mail", now=1e12)] == ["new"]

@@ -130,3 +130,25 @@ def test_the_descriptor_limit_leaves_room_above_the_files_held_open() -> None:
     limits = [ln for ln in UNIT.read_text().splitlines() if ln.startswith("LimitNOFILE=")]
     assert len(limits) == 1
     assert int(limits[0].partition("=")[2]) >= 2 * DaemonConfig().max_open_files
+
+
+def test_the_local_only_drop_in_takes_ip_away(tmp_path: Path) -> None:
+    """For hosts whose handlers and metrics listener need no IP: verify accepts it, and the
+    exposure only goes down."""
+    unit = unit_with_existing_binary(tmp_path)
+    base = exposure(unit)
+    drop_ins = tmp_path / "logwatchd.service.d"
+    drop_ins.mkdir()
+    example = SYSTEMD_DIR / "local-only-drop-in.conf.example"
+    (drop_ins / "local-only.conf").write_text(example.read_text())
+    done = analyze("verify", "--man=no", str(unit))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    report = analyze("security", "--offline=true", "--no-pager", str(unit)).stdout
+    assert "✓ RestrictAddressFamilies=~AF_(INET|INET6)" in report, report
+    assert exposure(unit) < base
+
+
+def test_the_unit_gives_the_metrics_socket_a_directory() -> None:
+    text = UNIT.read_text()
+    assert "RuntimeDirectory=logwatchd" in text.splitlines()

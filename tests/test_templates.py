@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from logwatchd.alerts import sample_alert
-from logwatchd.config.model import HandlerConfig
+from logwatchd.config.model import CommandSettings, EmailSettings, HandlerConfig, WebhookSettings
 from logwatchd.errors import ConfigError, Mark
 from logwatchd.templates import (
     HostInfo,
     TemplateError,
     Templates,
-    check_handler_templates,
     check_templates,
     sample_for,
 )
-from tests.smtp_helpers import make_alert
+from tests.daemon_helpers import DaemonProcess, wait_for, write_config
+from tests.smtp_helpers import Mailbox, make_alert, smtp_server
 
 HOST = HostInfo(name="web1", fqdn="web1.example.com")
 
@@ -104,26 +109,133 @@ def test_sample_for_group_by_fields() -> None:
 
 
 def test_check_names_the_handler_key_and_its_mark() -> None:
-    settings = {"to": ["a@example.com"], "subject": "{{ alert.key.user }}", "body": "ok"}
+    settings = EmailSettings(to=("a@example.com",), subject="{{ alert.key.user }}", body="ok")
     marks = {"subject": Mark("conf.yaml", 12)}
-    with pytest.raises(ConfigError) as caught:
-        check_templates("mail", "email", settings, templates=Templates(), host=HOST, marks=marks)
-    assert str(caught.value).startswith("conf.yaml:12: handlers.mail.subject: undefined value")
     cfg = HandlerConfig(name="mail", type="email", settings=settings, marks=marks)
-    rendered = check_handler_templates(cfg, templates=Templates(), host=HOST, key_fields=["user"])
+    with pytest.raises(ConfigError) as caught:
+        check_templates(cfg, templates=Templates(), host=HOST)
+    assert str(caught.value).startswith("conf.yaml:12: handlers.mail.subject: undefined value")
+    rendered = check_templates(cfg, templates=Templates(), host=HOST, key_fields=["user"])
     assert rendered == 2
     with pytest.raises(ConfigError):
-        check_handler_templates(cfg, templates=Templates(), host=HOST, key_fields=[])
+        check_templates(cfg, templates=Templates(), host=HOST, key_fields=[])
 
 
 def test_check_renders_argv_and_webhook_templates() -> None:
-    argv = {"argv": ["/usr/sbin/nft", "add", "{{ alert.key.ip }}", "{{ alert.nope }}"]}
+    argv = ("/usr/sbin/nft", "add", "{{ alert.key.ip }}", "{{ alert.nope }}")
+    ban = HandlerConfig(name="ban", type="command", settings=CommandSettings(argv))
     with pytest.raises(ConfigError) as caught:
-        check_templates("ban", "command", argv, templates=Templates(), host=HOST)
+        check_templates(ban, templates=Templates(), host=HOST)
     assert caught.value.key == "handlers.ban.argv[3]"
-    hook = {
-        "url": "http://x",
-        "headers": {"X-A": "{{ host.name }}"},
-        "body": "{{ alert | tojson }}",
+    hook = WebhookSettings(
+        "http://x", headers={"X-A": "{{ host.name }}"}, body="{{ alert | tojson }}"
+    )
+    cfg = HandlerConfig(name="hook", type="webhook", settings=hook)
+    assert check_templates(cfg, templates=Templates(), host=HOST) == 2
+
+
+# --- fields of the rule, at check time and at run time ------------------------------------
+
+OPTIONAL_USER = (
+    r"^(?P<timestamp>\S+ \S+) (?P<event_type>\w+) - IP: (?P<ip>\S+)(?: user=(?P<user>\S+))?"
+)
+
+
+def user_config(tmp_path: Path, subject: str, smtp_port: int = 25) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "daemon": {"state_dir": str(tmp_path / "state"), "timezone": "UTC"},
+        "sources": [
+            {"id": "app", "type": "file", "paths": [str(tmp_path / "app.log")], "parser": "app"}
+        ],
+        "parsers": {"app": {"regex": OPTIONAL_USER, "time_format": "%Y-%m-%d %H:%M:%S"}},
+        "rules": [
+            {
+                "id": "breach",
+                "sources": ["app"],
+                "match": {"field": "event_type", "equals": "SecurityBreach"},
+                "group_by": ["ip"],
+                "handlers": ["mail"],
+            }
+        ],
+        "handlers": {
+            "mail": {
+                "type": "email",
+                "smtp": {"host": "127.0.0.1", "port": smtp_port, "tls": "none"},
+                "from": "logwatchd@example.com",
+                "to": ["ops@example.com"],
+                "subject": subject,
+                "rate_limit": "none",
+            }
+        },
     }
-    assert check_templates("hook", "webhook", hook, templates=Templates(), host=HOST) == 2
+
+
+def check(tmp_path: Path, subject: str) -> subprocess.CompletedProcess[str]:
+    path = write_config(tmp_path / "c.yaml", user_config(tmp_path, subject))
+    return subprocess.run(
+        [sys.executable, "-m", "logwatchd", "check", "-c", str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_check_renders_a_template_with_the_fields_the_parser_gives(tmp_path: Path) -> None:
+    proc = check(tmp_path, "breach by {{ alert.event.fields.user }} from {{ alert.key.ip }}")
+    assert proc.returncode == 0, proc.stderr
+    assert "templates rendered" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("subject", "message"),
+    [
+        (
+            "{{ alert.event.fields.usr }}",
+            "handlers.mail.subject: no parser gives a field 'usr' (did you mean 'user'?): "
+            "source app (parser app) gives event_type, ip, message, raw, timestamp, user "
+            "(rule breach uses this handler)",
+        ),
+        (
+            "{% for a in alerts %}{{ a.event.fields['usr'] }}{% endfor %}",
+            "handlers.mail.subject: no parser gives a field 'usr' (did you mean 'user'?)",
+        ),
+        (
+            "{{ alert.key.user }}",
+            "handlers.mail.subject: alert.key holds the rule's group_by fields only, and rule "
+            "breach groups by ip: no 'user'",
+        ),
+    ],
+)
+def test_check_names_a_template_field_no_source_gives_without_jinja_jargon(
+    tmp_path: Path, subject: str, message: str
+) -> None:
+    proc = check(tmp_path, subject)
+    assert proc.returncode == 2
+    assert message in proc.stderr, proc.stderr
+    assert "dict object" not in proc.stderr
+
+
+def test_a_field_one_line_lacks_renders_empty_in_the_mail_and_is_logged_once(
+    tmp_path: Path,
+) -> None:
+    box = Mailbox()
+    log = tmp_path / "app.log"
+    log.write_text("")
+    subject = "breach by {{ alert.event.fields.user }} from {{ alert.key.ip }}"
+    with smtp_server(box) as port:
+        path = write_config(tmp_path / "c.yaml", user_config(tmp_path, subject, port))
+        with DaemonProcess(path) as daemon:
+            daemon.wait_ready()
+            with log.open("a") as handle:
+                handle.write("2026-01-05 10:00:00 SecurityBreach - IP: 192.0.2.1 user=alice\n")
+                handle.write("2026-01-05 10:00:01 SecurityBreach - IP: 192.0.2.2\n")
+                handle.write("2026-01-05 10:00:02 SecurityBreach - IP: 192.0.2.3\n")
+            wait_for(lambda: len(box.snapshot()) == 3)
+            assert daemon.terminate() == 0
+            events = daemon.log_events()
+    subjects = sorted(str(m.message["Subject"]) for m in box.snapshot())
+    assert subjects == [
+        "breach by  from 192.0.2.2", "breach by  from 192.0.2.3", "breach by alice from 192.0.2.1"
+    ]  # fmt: skip
+    missing = [e for e in events if e.get("event", "").startswith("a template value")]
+    assert [(e["handler"], e["field"]) for e in missing] == [("mail", "user")]
+    assert not [e for e in events if "delivery failed" in e.get("event", "")]

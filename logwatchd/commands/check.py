@@ -5,51 +5,164 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import re
 import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any
 
+from logwatchd import natsconn
 from logwatchd.config import load
-from logwatchd.config.model import Config, HandlerConfig
-from logwatchd.errors import ConfigError
+from logwatchd.config.durations import format_duration
+from logwatchd.config.model import (
+    CommandSettings,
+    Config,
+    EmailSettings,
+    HandlerConfig,
+    HandlerSettings,
+    Leaf,
+    NatsConnection,
+    NatsSettings,
+    NftablesSettings,
+    Not,
+    ParserConfig,
+    Predicate,
+    WebhookSettings,
+)
+from logwatchd.errors import ConfigError, DeliveryError
+from logwatchd.events import Line
+from logwatchd.fields import check_fields, template_shape
 from logwatchd.handlers import HostInfo, build_handler
-from logwatchd.templates import Templates, check_templates
-
-FILE_SETTINGS = ("password_file", "body_file")
+from logwatchd.parsers import build_parser
+from logwatchd.parsers.timeutil import parse_iso8601
+from logwatchd.rules.syntax import nests_quantifiers
+from logwatchd.templates import RuleShape, Templates, check_templates, sample_for
 
 
 def check(args: argparse.Namespace) -> int:
     config = load(args.config)
-    rendered = validate(config)
-    for warning in warnings(config):
+    verified = validate(config)
+    for warning in verified.warnings + warnings(config):
         print(f"warning: {warning}", file=sys.stderr)
     sys.stderr.flush()
     print(
         f"OK: {args.config}: {len(config.sources)} sources, {len(config.rules)} rules, "
-        f"{len(config.handlers)} handlers, {rendered} templates rendered, "
+        f"{len(config.handlers)} handlers, {verified.rendered} templates rendered, "
         f"{len(config.files)} files read"
     )
+    print(f"rate limits: {rate_limits(config)}")
     return 0
 
 
-def validate(config: Config) -> int:
-    """Everything ``load`` cannot know: templates against sample alerts, readable files."""
+def rate_limits(config: Config) -> str:
+    """The limit each handler delivers under, and which are defaults."""
+    limited, unlimited = [], []
+    for name, handler in sorted(config.handlers.items()):
+        limit = handler.rate_limit
+        if limit is None:
+            unlimited.append(name)
+            continue
+        given = "" if "rate_limit" in handler.marks else " (default)"
+        limited.append(f"{name} {limit.max} per {format_duration(limit.per)}{given}")
+    parts = [", ".join(limited)] if limited else []
+    if unlimited:
+        parts.append(f"none for {', '.join(unlimited)}")
+    return "; ".join(parts)
+
+
+@dataclass
+class Verified:
+    rendered: int  # templates rendered against sample alerts
+    warnings: list[str]
+
+
+def verify(config: Config) -> Verified:
+    """What the daemon (at start and reload), ``test`` and ``explain`` check too: each
+    parser's example line parses (timestamp included), rules and templates name only fields
+    their sources can produce, every template renders. Raises ConfigError."""
+    for index, source in enumerate(config.sources):
+        if source.type == "nats":
+            natsconn.require(source.mark, f"sources[{index}]")
+    _check_examples(config)
+    warnings = check_fields(config)
+    return Verified(_render_templates(config), warnings)
+
+
+def _check_examples(config: Config) -> None:
+    for parser_id, parser_config in config.parsers.items():
+        example = parser_config.example
+        if example is None:
+            continue
+        mark = parser_config.marks.get("example", parser_config.mark)
+        key = f"parsers.{parser_id}.example"
+        parser = build_parser(parser_id, config.parsers, timezone=config.daemon.timezone)
+        fields = parser.parse(Line("check", example, time.time(), "check:example"))
+        if fields is None:
+            raise ConfigError("the parser's regex does not match its own example", mark, key)
+        failures = getattr(parser, "stamp_failures", None)
+        if failures is not None and failures.count:
+            raise ConfigError(_stamp_problem(parser_config, failures.last), mark, key)
+
+
+def _stamp_problem(parser: ParserConfig, stamp: str) -> str:
+    fmt = parser.time_format
+    if fmt is None:
+        return f"the example's timestamp {stamp!r} is not ISO 8601; give a time_format"
+    hint = ""
+    if parse_iso8601(stamp, UTC) is not None:
+        hint = " (it is ISO 8601: leave time_format out)"
+    return f"time_format {fmt!r} does not fit the example's timestamp {stamp!r}{hint}"
+
+
+def validate(config: Config) -> Verified:
+    """Everything ``load`` cannot know: ``verify``, and every file a handler reads is
+    readable and every handler builds."""
+    verified = verify(config)
     templates = Templates()
-    host = HostInfo.local()
-    rendered = 0
+    host = HostInfo.local(config.daemon.host)
     for handler in config.handlers.values():
         _check_files(handler)
-        for key_fields in _key_shapes(config, handler.name):
+        built = build_handler(handler, templates=templates, host=host)
+        if handler.type == "nats":
+            _check_subjects(handler, built, _key_shapes(config, handler.name))
+    return verified
+
+
+def _render_templates(config: Config) -> int:
+    """Every template of every handler, against a sample alert of each rule sending to it."""
+    templates = Templates()
+    host = HostInfo.local(config.daemon.host)
+    rendered = 0
+    for handler in config.handlers.values():
+        for shape in _rule_shapes(config, handler.name):
             rendered += check_templates(
-                handler.name,
-                handler.type,
-                handler.settings,
-                templates=templates,
-                host=host,
-                key_fields=key_fields,
-                marks=handler.marks,
-                mark=handler.mark,
+                handler, templates=templates, host=host, key_fields=("ip",), shape=shape
             )
-        build_handler(handler, templates=templates, host=host)
     return rendered
+
+
+def _rule_shapes(config: Config, handler: str) -> list[RuleShape | None]:
+    """What the alerts of each rule that sends to this handler hold: each must render (the
+    rules of one shape once). None: no rule sends to it, render a generic sample."""
+    shapes: dict[tuple[object, ...], RuleShape] = {}
+    for rule in config.rules:
+        if handler in rule.handlers:
+            shape = template_shape(config, rule)
+            same = (rule.group_by, shape.event_fields, rule.sources)
+            shapes.setdefault(same, shape)
+    return list(shapes.values()) or [None]
+
+
+def _check_subjects(handler: HandlerConfig, built: Any, shapes: list[tuple[str, ...]]) -> None:
+    """A rendered subject must be one subject under logwatchd.> (it depends on the alert,
+    so this catches a template that is wrong for every alert, not a hostile key value)."""
+    for key_fields in shapes:
+        try:
+            built.subject(sample_for(key_fields))
+        except DeliveryError as exc:
+            mark = handler.marks.get("subject", handler.mark)
+            raise ConfigError(str(exc), mark, f"handlers.{handler.name}.subject") from None
 
 
 def _key_shapes(config: Config, handler: str) -> list[tuple[str, ...]]:
@@ -59,14 +172,7 @@ def _key_shapes(config: Config, handler: str) -> list[tuple[str, ...]]:
 
 
 def _check_files(handler: HandlerConfig) -> None:
-    paths = [(key, handler.settings.get(key)) for key in FILE_SETTINGS]
-    smtp = handler.settings.get("smtp") or {}
-    paths.append(("smtp.password_file", smtp.get("password_file")))
-    paths.extend(
-        (f"header_files.{name}", path)
-        for name, path in (handler.settings.get("header_files") or {}).items()
-    )
-    for key, path in paths:
+    for key, path in _files_read(handler.settings):
         if path and not os.access(path, os.R_OK):
             raise ConfigError(
                 f"{path} is not readable",
@@ -75,19 +181,99 @@ def _check_files(handler: HandlerConfig) -> None:
             )
 
 
+def _files_read(settings: HandlerSettings) -> list[tuple[str, str | None]]:
+    """(key, path) of the files a handler reads when it sends (a mail's body_file is read,
+    and so checked, by the loader)."""
+    if isinstance(settings, EmailSettings):
+        return [("smtp.password_file", settings.smtp.password_file)]
+    if isinstance(settings, WebhookSettings):
+        return [(f"header_files.{name}", path) for name, path in settings.header_files.items()]
+    if isinstance(settings, NatsSettings):
+        return connection_files(settings.connection)
+    return []
+
+
 def warnings(config: Config) -> list[str]:
     """What is valid but probably not what the admin wants; printed, not fatal, because the
     example config and a fresh host legitimately have commands and logs that appear later."""
     found = []
     for handler in config.handlers.values():
-        argv = handler.settings.get("argv") or ()
-        if handler.type == "command" and argv and not os.access(argv[0], os.X_OK):
+        settings = handler.settings
+        if isinstance(settings, CommandSettings) and not os.access(settings.argv[0], os.X_OK):
             where = handler.marks.get("argv[0]", handler.mark)
-            found.append(f"{where}: handlers.{handler.name}.argv[0]: {argv[0]} is not executable")
+            program = settings.argv[0]
+            found.append(f"{where}: handlers.{handler.name}.argv[0]: {program} is not executable")
+        if isinstance(settings, NftablesSettings) and not os.access(settings.nft, os.X_OK):
+            where = handler.marks.get("nft", handler.mark)
+            found.append(
+                f"{where}: handlers.{handler.name}: {settings.nft} is not executable (apt-get "
+                "install nftables)"
+            )
+    found.extend(_ban_key_warnings(config))
     for source in config.sources:
         if source.type == "file" and not any(glob.glob(pattern) for pattern in source.paths):
             found.append(
                 f"{source.mark}: sources.{source.id}.paths: no file matches yet "
                 f"({', '.join(source.paths)}); it is followed once it appears"
             )
+    found.extend(_backtracking(config))
     return found
+
+
+def connection_files(conn: NatsConnection) -> list[tuple[str, str | None]]:
+    """(key, path) of the files a NATS connection reads: credentials and TLS."""
+    return [
+        ("creds_file", conn.creds_file),
+        ("nkey_file", conn.nkey_file),
+        ("tls.ca_file", conn.tls_ca_file),
+        ("tls.cert_file", conn.tls_cert_file),
+        ("tls.key_file", conn.tls_key_file),
+    ]
+
+
+def _ban_key_warnings(config: Config) -> list[str]:
+    """A rule that bans should count per address: with the address outside ``group_by``, one
+    threshold counts every address together and the ban goes to whichever came last."""
+    found = []
+    for rule in config.rules:
+        for name in rule.handlers:
+            handler = config.handlers.get(name)
+            settings = handler.settings if handler else None
+            field = settings.field if isinstance(settings, NftablesSettings) else None
+            if field and field not in rule.group_by:
+                found.append(
+                    f"{rule.mark}: rules.{rule.id}: handler {name} bans the address in "
+                    f"'{field}', which is not in group_by (add group_by: [{field}])"
+                )
+    return found
+
+
+def _backtracking(config: Config) -> list[str]:
+    """Regexes shaped to backtrack for minutes on a line that almost matches: the daemon
+    gives up on such a line after ``daemon.line_timeout``, but the rule then misses it."""
+    found = []
+    regexes = [(p.mark, f"parsers.{p.id}.regex", p.regex) for p in config.parsers.values()]
+    for rule in config.rules:
+        conditions = [rule.match] if rule.match is not None else []
+        conditions += [step.match for step in rule.sequence.steps] if rule.sequence else []
+        if rule.context is not None:
+            conditions += [c for c in (rule.context.learn, rule.context.forget) if c is not None]
+        for condition in conditions:
+            regexes += [(leaf.mark, f"rules.{rule.id}", leaf.value) for leaf in _leaves(condition)]
+    for mark, where, pattern in regexes:
+        if isinstance(pattern, re.Pattern) and nests_quantifiers(pattern):
+            found.append(
+                f"{mark}: {where}: the regex {pattern.pattern!r} nests quantifiers and can "
+                "backtrack for minutes on a line that almost matches; such a line is skipped "
+                "after daemon.line_timeout (write it so that each character can be matched "
+                "one way only, e.g. (a+)+ as a+)"
+            )
+    return found
+
+
+def _leaves(pred: Predicate) -> list[Leaf]:
+    if isinstance(pred, Leaf):
+        return [pred] if pred.op == "regex" else []
+    if isinstance(pred, Not):
+        return _leaves(pred.item)
+    return [leaf for item in pred.items for leaf in _leaves(item)]

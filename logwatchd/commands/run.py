@@ -9,8 +9,12 @@ import sys
 from collections.abc import Callable
 from importlib import resources
 
+import structlog
+
 from logwatchd.config import load, load_text
 from logwatchd.config.model import Config
+
+log = structlog.get_logger("logwatchd")
 
 DEMO_DIR = "logwatchd-demo"
 
@@ -21,33 +25,49 @@ def run(args: argparse.Namespace) -> int:
     config = loader()  # a ConfigError here exits 78 before anything starts
     if args.demo:
         _seed_demo(config)
+    from logwatchd import state_lock
     from logwatchd.service.daemon import Daemon
 
+    if args.daemon and not args.pidfile:
+        print("logwatchd: --daemon needs --pidfile", file=sys.stderr)
+        return 2
+    # absolute: --daemon changes the working directory to /
+    state_dir = os.path.abspath(args.state_dir or config.daemon.state_dir)
     daemon = Daemon(
-        loader, name="<demo>" if args.demo else args.config, state_dir=args.state_dir, config=config
+        loader, name="<demo>" if args.demo else args.config, state_dir=state_dir, config=config
     )
-    if args.daemon:
-        from logwatchd.service.daemonize import detach
+    # held for the daemon's whole life: a second daemon here would deliver everything twice
+    with state_lock.acquire(state_dir) as lock:
+        if args.daemon:
+            from logwatchd.service.daemonize import detach
 
-        if not args.pidfile:
-            print("logwatchd: --daemon needs --pidfile", file=sys.stderr)
-            return 2
-        log_file = os.path.abspath(args.log_file) if args.log_file else None
-        with detach(args.pidfile, keep_fds=[], stderr_path=log_file):
-            daemon.install_signals()
-            return daemon.run()
-    daemon.install_signals()
-    return daemon.run()
+            assert lock.fd is not None
+            log_file = os.path.abspath(args.log_file) if args.log_file else None
+            with detach(args.pidfile, keep_fds=[lock.fd], stderr_path=log_file):
+                lock.write_pid()  # the detached daemon's own pid
+                daemon.install_signals()
+                return daemon.run()
+        daemon.install_signals()
+        return daemon.run()
 
 
 def _file_loader(path: str) -> Callable[[], Config]:
-    return lambda: load(path)
+    return lambda: _verified(load(path))
 
 
 def _demo_loader() -> Callable[[], Config]:
     text = resources.files("logwatchd").joinpath("data/demo.yaml").read_text(encoding="utf-8")
     base = os.getcwd()
-    return lambda: load_text(text, "demo.yaml", base_dir=base)
+    return lambda: _verified(load_text(text, "demo.yaml", base_dir=base))
+
+
+def _verified(config: Config) -> Config:
+    """A config the daemon may start (or reload) with: what ``check`` refuses, it refuses."""
+    from logwatchd.commands.check import verify
+
+    for warning in verify(config).warnings:
+        log.warning("config warning", warning=warning)
+    return config
 
 
 def _seed_demo(config: Config) -> None:

@@ -1,7 +1,8 @@
 """Loading the YAML configuration into validated, frozen ``Config`` data.
 
-``load(path)`` reads the file and its includes, checks everything SPEC sections 3 and 4
-describe, and raises ``ConfigError`` (file, line, key path, message) for the first problem.
+``load(path)`` reads the file and its includes, checks everything README's "Configuration" and
+"Handlers" describe, and raises ``ConfigError`` (file, line, key path, message) for the first
+problem.
 """
 
 from __future__ import annotations

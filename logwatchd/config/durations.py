@@ -1,16 +1,19 @@
-"""Durations as people write them in the config: ``250ms``, ``30s``, ``10m``, ``1h``, ``2d``."""
+"""Durations as people write them in the config: ``250ms``, ``30s``, ``10m``, ``1h``, ``2d``,
+``1w`` (a week: ban times)."""
 
 from __future__ import annotations
 
 import math
 import re
 
-UNITS: dict[str, float] = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+UNITS: dict[str, float] = {
+    "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0,
+}  # fmt: skip
 HINT = "use 10m, 1h, 30s"
 
 # One or more number+unit parts, so "1h30m" reads as an administrator expects.
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import glob
 import os
+import re
+import stat
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +20,10 @@ from logwatchd.config.nodes import Node, strings
 from logwatchd.errors import ConfigError, Mark
 
 MAX_FILE_BYTES = 16 * 1024 * 1024
+# the top-level keys a config file may have (schema.MAIN_KEYS): a file with none is not one
+CONFIG_KEYS = frozenset(
+    {"version", "include", "daemon", "defaults", "lists", "sources", "parsers", "rules", "handlers"}
+)
 MAX_NODES = 200_000  # alias expansion could otherwise blow up ("billion laughs")
 MAX_DEPTH = 64
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -25,6 +31,8 @@ _GLOB_CHARS = frozenset("*?[")
 # libyaml's loader composes the same nodes with the same marks, several times faster.
 _SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _COLLECTION_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
+TOP_LEVEL = "the top level must be a mapping of keys (version, sources, ...)"
+_QUOTED = re.compile(r"'[^'\n]{2,}'")  # a token of the file quoted in a YAML error
 
 
 @dataclass(frozen=True)
@@ -49,11 +57,22 @@ def read_text_layers(text: str, name: str, *, base_dir: str) -> list[Layer]:
 
 
 def read_file(path: str, mark: Mark | None = None, key: str = "") -> str:
+    """A config file's text. Only a regular file: a FIFO or a device would block (a
+    ``check`` or a reload that never returns) or never end."""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_FILE_BYTES + 1)
+        # O_NONBLOCK: opening a FIFO for reading must not wait for a writer
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}", mark, key) from None
+    kind = _kind(os.fstat(fd).st_mode)
+    if kind != "regular file":
+        os.close(fd)
+        raise ConfigError(f"{path} is a {kind}, not a regular file", mark, key)
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            data = handle.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}", mark, key) from None
     if len(data) > MAX_FILE_BYTES:
         raise ConfigError(f"{path} is larger than {MAX_FILE_BYTES} bytes", mark, key)
     try:
@@ -76,9 +95,44 @@ def _with_includes(text: str, name: str, include_dir: str, base_dir: str | None)
             continue
         seen.add(real)
         content = read_file(file, mark, include.path)
-        root = parse_yaml(content, file, base_dir or _absdir(file))
+        root = _included_yaml(content, file, base_dir or _absdir(file), mark, include.path)
         layers.append(Layer(file, root, mark))
     return layers
+
+
+def _included_yaml(text: str, file: str, base_dir: str, mark: Mark, key: str) -> Node:
+    """An included file's tree. One whose top level is not a mapping, or has none of a config
+    file's keys, is named as not a logwatchd config, and nothing of its content is shown: an
+    include pattern can reach a file that holds secrets (``/etc/*``). In a YAML error, a
+    quoted token of the file (a tag, a key) is left out too."""
+    try:
+        root = parse_yaml(text, file, base_dir)
+    except ConfigError as exc:
+        if exc.message == TOP_LEVEL:
+            problem = "its top level is not a mapping of keys"
+            raise ConfigError(f"{file} is not a logwatchd config ({problem})", mark, key) from None
+        raise ConfigError(_QUOTED.sub("'...'", exc.message), exc.mark, exc.key) from None
+    keys = set(root.value)
+    if keys and not keys & CONFIG_KEYS:
+        raise ConfigError(
+            f"{file} is not a logwatchd config (none of its top-level keys is one of "
+            f"{', '.join(sorted(CONFIG_KEYS))})",
+            mark,
+            key,
+        )
+    return root
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "regular file"
+    if stat.S_ISDIR(mode):
+        return "directory"
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    return "device"
 
 
 def _absdir(file: str) -> str:
@@ -94,8 +148,8 @@ def _expand(include: Node, include_dir: str) -> list[tuple[str, Mark]]:
         full = os.path.join(include_dir, pattern)
         if _GLOB_CHARS & set(pattern):
             found.extend((file, entry.mark) for file in sorted(glob.glob(full)))
-        elif os.path.isfile(full):
-            found.append((full, entry.mark))
+        elif os.path.exists(full):
+            found.append((full, entry.mark))  # read_file refuses what is not a regular file
         else:
             raise entry.error(f"no such file: {full}")
     return found
@@ -116,9 +170,7 @@ def parse_yaml(text: str, name: str, base_dir: str) -> Node:
     finally:
         loader.dispose()
     if not isinstance(node.value, dict):
-        raise ConfigError(
-            "the top level must be a mapping of keys (version, sources, ...)", Mark(name, 1)
-        )
+        raise ConfigError(TOP_LEVEL, Mark(name, 1))
     return node
 
 
@@ -155,10 +207,25 @@ class _Builder:
             ]
         else:
             assert isinstance(ynode, yaml.ScalarNode)  # other tags were refused above
-            node.value = self.loader.construct_object(ynode, deep=True)
+            node.value = self._scalar(ynode, path)
             node.block = ynode.style in ("|", ">")
             node.text = ynode.value
         return node
+
+    def _scalar(self, ynode: yaml.ScalarNode, path: str) -> Any:
+        """The typed value; one YAML's own types cannot hold (a 5,000-digit integer, the
+        date 2023-02-30, ``!!int abc``) is an error at its line, never a traceback."""
+        try:
+            return self.loader.construct_object(ynode, deep=True)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, OverflowError, ArithmeticError):
+            kind = ynode.tag.rsplit(":", 1)[-1]
+            if kind == "int" and len(ynode.value) > 100:
+                problem = f"an integer of {len(ynode.value)} characters is not a value here"
+            else:
+                problem = f"not a valid {kind} (quote it to make it text)"
+            raise ConfigError(problem, self._mark(ynode), path) from None
 
     def _mark(self, ynode: yaml.Node) -> Mark:
         return Mark(self.name, ynode.start_mark.line + 1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
+import socket
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,6 +27,20 @@ NOWHERE = Mark("<builtin>")
 
 
 @dataclass(frozen=True)
+class ListenAddress:
+    """Where ``/metrics`` is served: ``host:port`` (``[::1]:9101`` for IPv6) or a unix socket."""
+
+    host: str = ""
+    port: int = 0
+    unix_path: str | None = None
+
+    def __str__(self) -> str:
+        if self.unix_path is not None:
+            return f"unix:{self.unix_path}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     state_dir: str = "/var/lib/logwatchd"
     timezone: str = "local"  # "local", "UTC" or an IANA name, for timestamps without offset
@@ -37,7 +52,14 @@ class DaemonConfig:
     rescan_interval: float = 10.0  # re-expand globs
     max_open_files: int = 1024  # followed files held open at once (all file sources together)
     shutdown_timeout: float = 10.0  # bound on draining in-flight handler work at SIGTERM
+    host: str | None = None  # names this host in alerts; None: the machine's short host name
+    line_timeout: float = 0.5  # CPU seconds one line may take through parser and rules
+    metrics_listen: ListenAddress | None = None  # off unless ``metrics: {listen: ...}``
+    history: float = 30 * 86400.0  # alert and delivery history kept for ``report``
     mark: Mark = NOWHERE
+
+    def host_name(self) -> str:
+        return self.host or socket.gethostname().split(".")[0]
 
 
 # --- lists --------------------------------------------------------------------------------
@@ -57,9 +79,33 @@ class ListConfig:
 
 
 @dataclass(frozen=True)
+class NatsConnection:
+    """How to reach a NATS server or cluster (``nats`` handlers and sources)."""
+
+    servers: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+    creds_file: str | None = None  # a .creds file (user JWT and nkey seed)
+    nkey_file: str | None = None  # a file holding an nkey seed (SU...)
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None  # a client certificate (with tls_key_file)
+    tls_key_file: str | None = None
+
+
+@dataclass(frozen=True)
+class NatsSourceConfig:
+    """``type: nats``: durable pull consumers on a JetStream stream, one per subject."""
+
+    connection: NatsConnection
+    stream: str
+    subjects: tuple[str, ...]
+    durable: str
+    batch: int = 256  # messages per fetch
+    ack_wait: float = 30.0  # a message not acknowledged this long after delivery comes again
+
+
+@dataclass(frozen=True)
 class SourceConfig:
     id: str
-    type: Literal["file", "journald", "stdin"]
+    type: Literal["file", "journald", "stdin", "nats"]
     parser: str  # a builtin parser name or an id under ``parsers``
     paths: tuple[str, ...] = ()  # file: absolute globs
     start_at: Literal["end", "beginning"] = "end"
@@ -67,6 +113,7 @@ class SourceConfig:
     match: tuple[str, ...] = ()  # journald: FIELD=value terms, OR'ed
     journal_directory: str | None = None  # journald: this directory, not the system journal
     journal_files: tuple[str, ...] = ()  # journald: read these journal files
+    nats: NatsSourceConfig | None = None  # nats: the stream, subjects and consumer
     mark: Mark = NOWHERE
 
 
@@ -79,6 +126,8 @@ class ParserConfig:
     time_format: str | None = None  # strptime format of the ``timestamp`` group
     types: dict[str, Literal["str", "int", "float", "ip"]] = field(default_factory=dict)
     mark: Mark = NOWHERE
+    example: str | None = None  # a line of the log, for `check` to parse (time_format too)
+    marks: dict[str, Mark] = field(default_factory=dict, compare=False)  # key -> its Mark
 
 
 # --- predicates ---------------------------------------------------------------------------
@@ -192,6 +241,10 @@ class RuleConfig:
     description: str = ""
     mark: Mark = NOWHERE
     context: ContextConfig | None = None  # per-connection memory (match rules only)
+    # where each key was written ("group_by", "threshold.distinct", "context.by", ...) and
+    # the rule's key path ("rules[2]" in its file), for checks that run after loading
+    marks: dict[str, Mark] = field(default_factory=dict, compare=False)
+    path: str = ""
 
     def digest(self) -> str:
         """Changes when anything that shapes the rule's state changes (state survives reload).
@@ -258,29 +311,129 @@ class BatchConfig:
 
 
 @dataclass(frozen=True)
-class HandlerConfig:
-    """A declared handler. ``settings`` holds the type-specific keys, validated and typed:
+class Increase:
+    """A key acted on again within ``max`` of its last action's end gets ``factor`` x the
+    last duration (at most ``max``)."""
 
-    - email: smtp (dict: host, port, tls, username, password_file, timeout, credential
-      (name under $CREDENTIALS_DIRECTORY, default the handler name), ca_file (str|None),
-      verify (bool, default True)), from (str), to (tuple[str]), cc (tuple[str]),
-      subject (template str), body (template str), body_file (str|None)
-    - command: argv (tuple[str] of templates, argv[0] absolute), stdin ("none"|"json"),
-      concurrency (int), env (dict[str,str] static extras)
-    - webhook: url, method, headers (dict[str, template str]), headers_files (dict[str, path]),
-      body (template str|None), format ("json"|"alertmanager")
-    - file: path (str), mode (int, file permission bits)
-    - log: (nothing)
-    ``marks`` maps each key given in YAML (e.g. "subject", "argv[2]") to its Mark.
+    factor: float
+    max: float
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str = "localhost"
+    port: int = 25
+    tls: Literal["none", "starttls", "tls"] = "none"
+    username: str | None = None
+    password_file: str | None = None
+    credential: str | None = None  # under $CREDENTIALS_DIRECTORY; None: the handler name
+    ca_file: str | None = None
+    verify: bool = True
+    timeout: float = 30.0  # the handler's timeout unless smtp.timeout is given
+
+
+@dataclass(frozen=True)
+class EmailSettings:
+    to: tuple[str, ...]
+    subject: str  # a template
+    body: str  # a template: ``body``, or the text of ``body_file``
+    sender: str | None = None  # ``from``; None: logwatchd@ the host's FQDN
+    cc: tuple[str, ...] = ()
+    body_file: str | None = None  # the file ``body`` was read from
+    smtp: SmtpSettings = SmtpSettings()
+
+
+@dataclass(frozen=True)
+class Undo:
+    """The command that reverses a command handler's action, run ``after`` seconds later."""
+
+    argv: tuple[str, ...]  # like CommandSettings.argv
+    after: float
+
+
+@dataclass(frozen=True)
+class CommandSettings:
+    argv: tuple[str, ...]  # argv[0] an absolute path (never a template), the rest templates
+    stdin: Literal["none", "json"] = "none"
+    concurrency: int = 4
+    env: dict[str, str] = field(default_factory=dict)  # static extras
+    undo: Undo | None = None
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    url: str  # http:// or https://, never a template
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    format: Literal["json", "alertmanager"] = "json"
+    headers: dict[str, str] = field(default_factory=dict)  # header name -> template
+    header_files: dict[str, str] = field(default_factory=dict)  # header name -> secret's path
+    body: str | None = None  # a template; None: the alert (or digest) as JSON
+
+
+@dataclass(frozen=True)
+class FileSettings:
+    path: str  # absolute
+    mode: int = 0o640  # permission bits of a file the handler creates
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    pass
+
+
+@dataclass(frozen=True)
+class NftablesSettings:
+    family: Literal["inet", "ip", "ip6"] = "inet"
+    table: str = "logwatchd"
+    set: str = "banned"  # the prefix of the set names (<set>4, <set>6)
+    field: str = "ip"  # where the address is: the alert's key, else its event's fields
+    duration: float = 3600.0
+    increase: Increase | None = None
+    prefix6: int = 64  # an IPv6 address is banned with its /prefix6
+    never: tuple[IpNetwork | str, ...] = ()  # networks and list names, as written
+    never_networks: tuple[tuple[IpNetwork, str], ...] = ()  # (network, its list or "")
+    chain: bool = True  # keep a drop rule for the sets in a chain of the table
+    nft: str = "/usr/sbin/nft"
+
+
+NATS_STREAM = "LOGWATCHD"  # the stream of alerts, for handlers and sources that name none
+
+
+@dataclass(frozen=True)
+class NatsSettings:
+    subject: str  # a template
+    connection: NatsConnection = NatsConnection()
+    stream: str = NATS_STREAM
+    duplicate_window: float = 120.0  # NATS's own default
+    max_age: float = 7 * 86400.0
+    replicas: int = 1
+
+
+HandlerSettings = (
+    EmailSettings
+    | CommandSettings
+    | WebhookSettings
+    | FileSettings
+    | LogSettings
+    | NftablesSettings
+    | NatsSettings
+)
+
+
+@dataclass(frozen=True)
+class HandlerConfig:
+    """A declared handler. ``settings`` holds its type's keys, validated and typed by the
+    schema (``EmailSettings`` for ``type: email``, ...). ``marks`` maps each key given in
+    YAML (e.g. "subject", "argv[2]", "smtp.host") to its Mark.
     """
 
     name: str
-    type: Literal["email", "command", "webhook", "file", "log"]
+    type: Literal["email", "command", "webhook", "file", "log", "nats", "nftables"]
     timeout: float = 30.0
     retry: RetryConfig = RetryConfig()
     rate_limit: RateLimit | None = None
     batch: BatchConfig | None = None
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: HandlerSettings = LogSettings()
     marks: dict[str, Mark] = field(default_factory=dict)
     mark: Mark = NOWHERE
 

@@ -10,7 +10,7 @@ import datetime as dt
 import difflib
 import os
 import re
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,18 +71,12 @@ class Mapping:
     def __iter__(self) -> Iterator[str]:
         return iter(self.entries)
 
-
-class Settings:
-    """Collects typed values and the marks of the keys they came from."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
-        self.marks: dict[str, Mark] = {}
-
-    def put(self, key: str, value: Any, node: Node | None) -> None:
-        self.values[key] = value
-        if node is not None:
-            self.marks[key] = node.mark
+    def given(self, readers: dict[str, Callable[[Node], Any]]) -> dict[str, Any]:
+        """Each key that is given, read by its reader (in the readers' order): keyword
+        arguments for a dataclass whose defaults stand for the keys left out."""
+        return {
+            key: read(node) for key, read in readers.items() if (node := self.get(key)) is not None
+        }
 
 
 def type_name(value: Any) -> str:

@@ -1,4 +1,4 @@
-"""Validation of the loaded YAML layers into the ``Config`` dataclasses (SPEC sections 3 and 4).
+"""Validation of the loaded YAML layers into the ``Config`` dataclasses (README: "Configuration").
 
 Sections are read in dependency order (lists and parsers before the sources and rules that
 name them) so every cross reference is checked against what is actually declared.
@@ -13,21 +13,24 @@ import re
 import zoneinfo
 from collections.abc import Collection, Iterable
 
-from logwatchd.config import nodes
+from logwatchd.config import nodes, schema_nats
 from logwatchd.config.loader import Layer
 from logwatchd.config.model import (
     Config,
     DaemonConfig,
     IpNetwork,
     ListConfig,
+    ListenAddress,
     ParserConfig,
     SourceConfig,
 )
 from logwatchd.config.nodes import Node
+from logwatchd.config.schema_actions import resolve_never_lists
 from logwatchd.config.schema_handlers import handlers_section
 from logwatchd.config.schema_rules import RuleContext, names, rules_section
 
 ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
+HOST_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 
 MAIN_KEYS = (
     "version",
@@ -51,16 +54,24 @@ DAEMON_KEYS = (
     "stat_interval",
     "rescan_interval",
     "shutdown_timeout",
+    "host",
     "max_open_files",
+    "line_timeout",
+    "metrics",
+    "history",
 )
+METRICS_KEYS = ("listen",)
 SOURCE_KEYS = {
     "file": ("id", "type", "parser", "paths", "start_at", "olddir"),
     "journald": ("id", "type", "parser", "match", "directory", "files", "start_at"),
     "stdin": ("id", "type", "parser"),
+    "nats": schema_nats.SOURCE_KEYS,
 }
-PARSER_KEYS = ("regex", "time_format", "types")
+PARSER_KEYS = ("regex", "time_format", "types", "example")
 FIELD_TYPES = ("str", "int", "float", "ip")
-JOURNAL_MATCH_RE = re.compile(r"[A-Z_][A-Z0-9_]*=.*", re.DOTALL)  # as journalctl takes them
+# A journal field name (upper-case ASCII letters, digits and "_", not a digit first, at most
+# 64: journald stores no other), "=", and the value. The journald source trusts this check.
+JOURNAL_MATCH_RE = re.compile(r"[A-Z_][A-Z0-9_]{0,63}=.*", re.ASCII | re.DOTALL)
 
 
 def builtin_parsers() -> frozenset[str]:
@@ -78,8 +89,11 @@ def build_config(layers: list[Layer]) -> Config:
     lists = {lid: _list(lid, node) for lid, node in named_entries(top, "lists", "list")}
     parsers = {pid: _parser(pid, node) for pid, node in named_entries(top, "parsers", "parser")}
     handlers = handlers_section(named_entries(top, "handlers", "handler"))
+    handlers = resolve_never_lists(handlers, lists)
     defaults = _default_handlers(top[0].get("defaults"), handlers)
-    sources = _sources(listed_entries(top, "sources", "source"), parsers, top[0].node)
+    sources = _sources(
+        listed_entries(top, "sources", "source"), parsers, top[0].node, daemon.host_name()
+    )
     context = RuleContext(
         lists=lists,
         sources={src.id for src in sources},
@@ -201,9 +215,48 @@ def _daemon(node: Node | None) -> DaemonConfig:
             values[key] = nodes.duration(item, positive=True)
     if (item := entries.get("shutdown_timeout")) is not None:
         values["shutdown_timeout"] = nodes.duration(item)
+    if (item := entries.get("host")) is not None:
+        values["host"] = _host(item)
     if (item := entries.get("max_open_files")) is not None:
         values["max_open_files"] = nodes.integer(item, minimum=1, maximum=1_000_000)
+    if (item := entries.get("line_timeout")) is not None:
+        values["line_timeout"] = nodes.duration(item, positive=True)
+    if (item := entries.get("metrics")) is not None:
+        values["metrics_listen"] = _metrics_listen(item)
+    if (item := entries.get("history")) is not None:
+        values["history"] = nodes.duration(item, positive=True)
     return DaemonConfig(**values)  # type: ignore[arg-type]
+
+
+def _metrics_listen(node: Node) -> ListenAddress | None:
+    entry = nodes.mapping(node, METRICS_KEYS).get("listen")
+    if entry is None:
+        return None
+    text = nodes.string(entry)
+    if text.startswith("unix:"):
+        path = text.removeprefix("unix:")
+        if not os.path.isabs(path):
+            raise entry.error(f'"{text}": a unix socket needs an absolute path (unix:/run/...)')
+        return ListenAddress(unix_path=path)
+    host, _, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise entry.error(
+            f'"{text}" is not an address to listen on '
+            "(use 127.0.0.1:9101, [::1]:9101 or unix:/run/logwatchd/metrics.sock)"
+        )
+    return ListenAddress(host=host, port=int(port))
+
+
+def _host(node: Node) -> str:
+    """One token of a NATS subject and of alert ids: no dots, spaces or wildcards."""
+    name = nodes.string(node)
+    if not HOST_RE.fullmatch(name):
+        raise node.error(
+            f"\"{name}\" is not a host name here: letters, digits, '-' and '_', "
+            "at most 63 (the short name, without the domain)"
+        )
+    return name
 
 
 def _timezone(node: Node) -> str:
@@ -257,22 +310,37 @@ def _parser(parser_id: str, node: Node) -> ParserConfig:
                 known = ", ".join(regex.groupindex) or "none"
                 raise type_node.error(f"the regex has no group '{group}' (groups: {known})")
             types[group] = nodes.choice(type_node, FIELD_TYPES)
-    return ParserConfig(parser_id, regex, time_format, types, node.mark)  # type: ignore[arg-type]
+    example = None
+    if (item := entries.get("example")) is not None:
+        example = nodes.string(item)
+        if "\n" in example.rstrip("\n"):
+            raise item.error("an example is one line of the log")
+        example = example.rstrip("\n")
+    marks = {key: entry.mark for key, entry in entries.entries.items()}
+    return ParserConfig(
+        parser_id,
+        regex,
+        time_format,
+        types,  # type: ignore[arg-type]
+        node.mark,
+        example,
+        marks,
+    )
 
 
 # --- sources ------------------------------------------------------------------------------
 
 
 def _sources(
-    entries: list[Node], parsers: dict[str, ParserConfig], main: Node
+    entries: list[Node], parsers: dict[str, ParserConfig], main: Node, host: str
 ) -> list[SourceConfig]:
     if not entries:
         raise main.error("no sources: declare at least one under 'sources'")
     known = builtin_parsers() | set(parsers)
-    return [_source(entry, known) for entry in entries]
+    return [_source(entry, known, host) for entry in entries]
 
 
-def _source(node: Node, known_parsers: frozenset[str] | set[str]) -> SourceConfig:
+def _source(node: Node, known_parsers: frozenset[str] | set[str], host: str) -> SourceConfig:
     type_node = nodes.Mapping(node, node.value).need("type")
     kind = nodes.choice(type_node, tuple(SOURCE_KEYS))
     entries = nodes.mapping(node, SOURCE_KEYS[kind], required=("id", "type"))
@@ -285,6 +353,8 @@ def _source(node: Node, known_parsers: frozenset[str] | set[str]) -> SourceConfi
             values["olddir"] = _olddir(item)
     elif kind == "journald":
         values.update(_journald(entries))
+    elif kind == "nats":
+        values["nats"] = schema_nats.source_settings(entries, source_id, host)
     if (item := entries.get("start_at")) is not None:
         values["start_at"] = nodes.choice(item, ("end", "beginning"))
     return SourceConfig(source_id, kind, parser, mark=node.mark, **values)  # type: ignore[arg-type]
@@ -295,6 +365,8 @@ def _source_parser(entries: nodes.Mapping, kind: str, known: frozenset[str] | se
     if item is None:
         if kind == "journald":
             return "journald"
+        if kind == "nats":
+            return "alert"
         raise entries.node.error("missing required key 'parser' (a builtin or a parsers id)")
     name = nodes.string(item)
     if name not in known:
@@ -324,8 +396,8 @@ def _journald(entries: nodes.Mapping) -> dict[str, object]:
         for term, term_node in zip(terms, term_nodes, strict=True):
             if not JOURNAL_MATCH_RE.fullmatch(term):
                 raise term_node.error(
-                    f'"{term}" is not a journal match (use FIELD=value, '
-                    "e.g. _SYSTEMD_UNIT=ssh.service)"
+                    f'"{term}" is not a journal match (use FIELD=value, FIELD in upper case '
+                    "and at most 64 characters, e.g. _SYSTEMD_UNIT=ssh.service)"
                 )
         values["match"] = tuple(terms)
     directory = entries.get("directory")

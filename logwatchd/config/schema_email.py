@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 from email.utils import parseaddr
-from typing import Any
 
 from logwatchd.config import nodes
 from logwatchd.config.loader import read_file
-from logwatchd.config.nodes import Node, Settings, check_template_syntax, template
+from logwatchd.config.model import EmailSettings, SmtpSettings
+from logwatchd.config.nodes import Node, check_template_syntax, template
+from logwatchd.errors import Mark
 
 SMTP_KEYS = (
     "host",
@@ -65,77 +66,71 @@ def email_address(node: Node) -> str:
     return text
 
 
-def addresses(node: Node, key: str, settings: Settings) -> tuple[str, ...]:
+def addresses(node: Node, key: str, marks: dict[str, Mark]) -> tuple[str, ...]:
     nodes.strings(node)  # type check: a string or a non-empty list of strings
     members = node.value if isinstance(node.value, list) else [node]
     for index, member in enumerate(members):
-        settings.marks[f"{key}[{index}]"] = member.mark
+        marks[f"{key}[{index}]"] = member.mark
     return tuple(email_address(member) for member in members)
 
 
-def email_settings(entries: nodes.Mapping, settings: Settings, timeout: float) -> None:
-    settings.put("smtp", _smtp(entries.get("smtp"), settings, timeout), entries.get("smtp"))
+def email_settings(entries: nodes.Mapping, marks: dict[str, Mark], timeout: float) -> EmailSettings:
+    smtp = _smtp(entries.get("smtp"), marks, timeout)
     sender = entries.get("from")
-    settings.put("from", email_address(sender) if sender else None, sender)
-    settings.put("to", addresses(entries.need("to"), "to", settings), entries.get("to"))
-    if (item := entries.get("cc")) is not None:
-        settings.put("cc", addresses(item, "cc", settings), item)
-    else:
-        settings.put("cc", (), None)
+    sender_address = email_address(sender) if sender else None
+    to = addresses(entries.need("to"), "to", marks)
+    cc = addresses(item, "cc", marks) if (item := entries.get("cc")) is not None else ()
     subject = entries.get("subject")
-    settings.put("subject", template(subject) if subject else DEFAULT_SUBJECT, subject)
+    body, body_file = _body(entries)
+    return EmailSettings(
+        to,
+        template(subject) if subject else DEFAULT_SUBJECT,
+        body,
+        sender=sender_address,
+        cc=cc,
+        body_file=body_file,
+        smtp=smtp,
+    )
+
+
+def _body(entries: nodes.Mapping) -> tuple[str, str | None]:
+    """The body template and the file it was read from (None: written in the config)."""
     body, body_file = entries.get("body"), entries.get("body_file")
     if body is not None and body_file is not None:
         raise body_file.error("give either 'body' or 'body_file', not both")
-    if body_file is not None:
-        path = nodes.path(body_file)
-        check_template_syntax(
-            read_file(path, body_file.mark, body_file.path), path, 1, body_file.path
-        )
-        settings.put("body", None, None)
-        settings.put("body_file", path, body_file)
-    else:
-        settings.put("body", template(body) if body else DEFAULT_BODY, body)
-        settings.put("body_file", None, None)
+    if body_file is None:
+        return (template(body) if body else DEFAULT_BODY), None
+    path = nodes.path(body_file)
+    text = read_file(path, body_file.mark, body_file.path)
+    check_template_syntax(text, path, 1, body_file.path)
+    return text, path
 
 
-def _smtp(node: Node | None, settings: Settings, timeout: float) -> dict[str, Any]:
-    smtp: dict[str, Any] = {
-        "host": "localhost",
-        "tls": "none",
-        "username": None,
-        "password_file": None,
-        "credential": None,
-        "ca_file": None,
-        "verify": True,
-        "timeout": timeout,
-    }
+def _smtp(node: Node | None, marks: dict[str, Mark], timeout: float) -> SmtpSettings:
     if node is None:
-        smtp["port"] = 25
-        return smtp
+        return SmtpSettings(timeout=timeout)
     entries = nodes.mapping(node, SMTP_KEYS)
     for key in entries:
-        settings.marks[f"smtp.{key}"] = entries.entries[key].mark
-    if (item := entries.get("host")) is not None:
-        smtp["host"] = _hostname(item)
-    if (item := entries.get("tls")) is not None:
-        smtp["tls"] = nodes.choice(item, ("none", "starttls", "tls"))
-    port = entries.get("port")
-    default_port = 465 if smtp["tls"] == "tls" else 25
-    smtp["port"] = nodes.integer(port, minimum=1, maximum=65535) if port else default_port
-    for key in ("username", "credential"):
-        if (item := entries.get(key)) is not None:
-            smtp[key] = _token(item)
-    for key in ("password_file", "ca_file"):
-        if (item := entries.get(key)) is not None:
-            smtp[key] = nodes.path(item)
-    if smtp["password_file"] and not smtp["username"]:
+        marks[f"smtp.{key}"] = entries.entries[key].mark
+    given = entries.given(
+        {
+            "host": _hostname,
+            "tls": lambda item: nodes.choice(item, ("none", "starttls", "tls")),
+            "port": lambda item: nodes.integer(item, minimum=1, maximum=65535),
+            "username": _token,
+            "credential": _token,
+            "password_file": nodes.path,
+            "ca_file": nodes.path,
+            "verify": nodes.boolean,
+            "timeout": lambda item: nodes.duration(item, positive=True),
+        }
+    )
+    if "password_file" in given and "username" not in given:
         raise entries.need("password_file").error("password_file needs a username")
-    if (item := entries.get("verify")) is not None:
-        smtp["verify"] = nodes.boolean(item)
-    if (item := entries.get("timeout")) is not None:
-        smtp["timeout"] = nodes.duration(item, positive=True)
-    return smtp
+    if given.get("tls") == "tls":
+        given.setdefault("port", 465)
+    given.setdefault("timeout", timeout)
+    return SmtpSettings(**given)
 
 
 def _token(node: Node) -> str:

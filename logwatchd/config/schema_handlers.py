@@ -1,8 +1,9 @@
-"""Validation of ``handlers:`` into ``HandlerConfig`` (SPEC section 4).
+"""Validation of ``handlers:`` into ``HandlerConfig`` (README: "Handlers").
 
-Type-specific values go into ``HandlerConfig.settings`` and the mark of every key given in
-YAML into ``HandlerConfig.marks`` (``"subject"``, ``"to[0]"``, ``"smtp.host"``, ...), so the
-checks that run later (template rendering, file access) can still point at a line.
+Type-specific values go into ``HandlerConfig.settings`` (one dataclass per type: a key left
+out takes the dataclass's default) and the mark of every key given in YAML into
+``HandlerConfig.marks`` (``"subject"``, ``"to[0]"``, ``"smtp.host"``, ...), so the checks that
+run later (template rendering, file access) can still point at a line.
 Templates are only parsed here, never rendered: rendering is ``logwatchd check``'s job.
 """
 
@@ -11,29 +12,51 @@ from __future__ import annotations
 import os
 import re
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 from logwatchd.config import nodes
 from logwatchd.config.model import (
     LOG_HANDLER,
     BatchConfig,
+    CommandSettings,
+    FileSettings,
     HandlerConfig,
+    HandlerSettings,
+    LogSettings,
     RateLimit,
     RetryConfig,
+    Undo,
+    WebhookSettings,
 )
-from logwatchd.config.nodes import Node, Settings, template
+from logwatchd.config.nodes import Node, template
+from logwatchd.config.schema_actions import NFTABLES_KEYS, nftables_settings
 from logwatchd.config.schema_email import email_settings
+from logwatchd.config.schema_nats import HANDLER_KEYS as NATS_KEYS
+from logwatchd.config.schema_nats import handler_settings as nats_settings
+from logwatchd.errors import Mark
 
 COMMON_KEYS = ("type", "timeout", "retry", "rate_limit")
 TYPE_KEYS: dict[str, tuple[str, ...]] = {
     "email": ("smtp", "from", "to", "cc", "subject", "body", "body_file"),
-    "command": ("argv", "stdin", "concurrency", "env"),
+    "command": ("argv", "stdin", "concurrency", "env", "undo"),
     "webhook": ("url", "method", "headers", "header_files", "body", "format"),
     "file": ("path", "mode"),
     "log": (),
+    "nats": NATS_KEYS,
+    "nftables": NFTABLES_KEYS,
 }
 BATCHING_TYPES = ("email", "webhook")
+# A flood of log lines must not become a flood of mails or commands: the limits that apply
+# when a handler names none (``rate_limit: none`` opts out). Local handlers (file, log) have none.
+DEFAULT_RATE_LIMITS = {
+    "email": RateLimit(20, 3600.0),  # the overflow goes out as digests
+    "webhook": RateLimit(20, 3600.0),
+    "command": RateLimit(60, 60.0),  # the overflow waits in the outbox, one run per free slot
+}
 TEMPLATE_MARKERS = ("{{", "{%", "{#")
+# A NATS outage is routine for a fleet: keep retrying for about a week, at most a minute apart.
+NATS_RETRY = RetryConfig(max_attempts=10_080, backoff=1.0, max_backoff=60.0)
 
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -57,21 +80,22 @@ def handler(name: str, node: Node) -> HandlerConfig:
         raise batch.error(f"batch applies to {' and '.join(BATCHING_TYPES)} handlers only")
     allowed = COMMON_KEYS + (("batch",) if kind in BATCHING_TYPES else ()) + TYPE_KEYS[kind]
     entries = nodes.mapping(node, allowed, required=("type",))
-    common = _common(entries)
-    settings = Settings()
-    settings.marks.update((key, entry.mark) for key, entry in entries.entries.items())
-    _TYPE_READERS[kind](entries, settings, common.get("timeout", 30.0))
+    common = _common(entries, kind)
+    if kind == "nats":
+        common.setdefault("retry", NATS_RETRY)
+    marks = {key: entry.mark for key, entry in entries.entries.items()}
+    settings = _TYPE_READERS[kind](entries, marks, common.get("timeout", 30.0))
     return HandlerConfig(
         name=name,
         type=kind,  # type: ignore[arg-type]
-        settings=settings.values,
-        marks=settings.marks,
+        settings=settings,
+        marks=marks,
         mark=node.mark,
         **common,
     )
 
 
-def _common(entries: nodes.Mapping) -> dict[str, Any]:
+def _common(entries: nodes.Mapping, kind: str) -> dict[str, Any]:
     """The keys every handler type takes, as HandlerConfig keyword arguments."""
     common: dict[str, Any] = {}
     if (item := entries.get("timeout")) is not None:
@@ -80,6 +104,8 @@ def _common(entries: nodes.Mapping) -> dict[str, Any]:
         common["retry"] = _retry(item)
     if (item := entries.get("rate_limit")) is not None:
         common["rate_limit"] = _rate_limit(item)
+    elif kind in DEFAULT_RATE_LIMITS:
+        common["rate_limit"] = DEFAULT_RATE_LIMITS[kind]
     if (item := entries.get("batch")) is not None:
         common["batch"] = _batch(item)
     return common
@@ -104,7 +130,11 @@ def _retry(node: Node) -> RetryConfig:
     return RetryConfig(**values)  # type: ignore[arg-type]
 
 
-def _rate_limit(node: Node) -> RateLimit:
+def _rate_limit(node: Node) -> RateLimit | None:
+    if node.value == "none":
+        return None
+    if not isinstance(node.value, dict):
+        raise nodes.wrong_type(node, "{max: N, per: DURATION} or none")
     entries = nodes.mapping(node, ("max", "per"), required=("max", "per"))
     return RateLimit(
         nodes.integer(entries.need("max"), minimum=1),
@@ -123,9 +153,24 @@ def _batch(node: Node) -> BatchConfig:
 # --- per type -----------------------------------------------------------------------------
 
 
-def _command(entries: nodes.Mapping, settings: Settings, timeout: float) -> None:
+def _command(entries: nodes.Mapping, marks: dict[str, Mark], timeout: float) -> CommandSettings:
     del timeout
-    argv_node = entries.need("argv")
+    argv = argv_setting(entries.need("argv"), marks, "argv")
+    return CommandSettings(
+        argv,
+        **entries.given(
+            {
+                "undo": lambda node: _undo(node, marks),
+                "stdin": lambda node: nodes.choice(node, ("none", "json")),
+                "concurrency": lambda node: nodes.integer(node, minimum=1, maximum=256),
+                "env": lambda node: _env(node, marks),
+            }
+        ),
+    )
+
+
+def argv_setting(argv_node: Node, marks: dict[str, Mark], key: str) -> tuple[str, ...]:
+    """A program and its arguments: argv[0] an absolute path, the rest templates."""
     members = nodes.items(argv_node, "a list of strings (the program and its arguments)")
     if not members:
         raise argv_node.error("must name at least the program to run")
@@ -136,22 +181,24 @@ def _command(entries: nodes.Mapping, settings: Settings, timeout: float) -> None
         raise members[0].error(f'"{program}" must be an absolute path (no shell, no $PATH)')
     argv = [program]
     for index, member in enumerate(members[1:], start=1):
-        settings.marks[f"argv[{index}]"] = member.mark
+        marks[f"{key}[{index}]"] = member.mark
         nodes.scalar_text(member)
         member_text = template(member) if isinstance(member.value, str) else str(member.value)
         argv.append(member_text)
-    settings.marks["argv[0]"] = members[0].mark
-    settings.put("argv", tuple(argv), argv_node)
-    stdin = entries.get("stdin")
-    settings.put("stdin", nodes.choice(stdin, ("none", "json")) if stdin else "none", stdin)
-    item = entries.get("concurrency")
-    settings.put("concurrency", nodes.integer(item, minimum=1, maximum=256) if item else 4, item)
-    settings.put("env", _env(entries.get("env"), settings), entries.get("env"))
+    marks[f"{key}[0]"] = members[0].mark
+    return tuple(argv)
 
 
-def _env(node: Node | None, settings: Settings) -> dict[str, str]:
-    if node is None:
-        return {}
+def _undo(node: Node, marks: dict[str, Mark]) -> Undo:
+    """``undo: {argv, after}``: the command that reverses the action, run ``after`` later."""
+    entries = nodes.mapping(node, ("argv", "after"), required=("argv", "after"))
+    return Undo(
+        argv_setting(entries.need("argv"), marks, "undo.argv"),
+        nodes.duration(entries.need("after"), positive=True),
+    )
+
+
+def _env(node: Node, marks: dict[str, Mark]) -> dict[str, str]:
     if not isinstance(node.value, dict):
         raise nodes.wrong_type(node, "a mapping of variable name to value")
     env: dict[str, str] = {}
@@ -161,33 +208,37 @@ def _env(node: Node | None, settings: Settings) -> dict[str, str]:
         if name.startswith("LOGWATCHD_"):
             raise value.error(f"'{name}': LOGWATCHD_* variables are set by logwatchd itself")
         env[name] = nodes.scalar_text(value)
-        settings.marks[f"env.{name}"] = value.mark
+        marks[f"env.{name}"] = value.mark
     return env
 
 
-def _webhook(entries: nodes.Mapping, settings: Settings, timeout: float) -> None:
+def _webhook(entries: nodes.Mapping, marks: dict[str, Mark], timeout: float) -> WebhookSettings:
     del timeout
-    url = entries.need("url")
-    settings.put("url", _url(url), url)
-    method = entries.get("method")
-    settings.put("method", _method(method) if method else "POST", method)
-    fmt = entries.get("format")
-    settings.put("format", nodes.choice(fmt, ("json", "alertmanager")) if fmt else "json", fmt)
-    headers = _header_map(entries.get("headers"), "headers", settings, template)
-    files = _header_map(entries.get("header_files"), "header_files", settings, nodes.path)
+    url = _url(entries.need("url"))
+    given = entries.given(
+        {
+            "method": _method,
+            "format": lambda node: nodes.choice(node, ("json", "alertmanager")),
+        }
+    )
+    headers = _header_map(entries.get("headers"), "headers", marks, template)
+    files = _header_map(entries.get("header_files"), "header_files", marks, nodes.path)
     for name in headers.keys() & files.keys():
         raise (
             entries.need("header_files")
             .value[name]
             .error(f"header '{name}' is given in both headers and header_files")
         )
-    settings.put("headers", headers, entries.get("headers"))
-    settings.put("header_files", files, entries.get("header_files"))
-    settings.values["headers_files"] = files  # the spelling model.py documents
     body = entries.get("body")
-    if body is not None and settings.values["format"] == "alertmanager":
+    if body is not None and given.get("format") == "alertmanager":
         raise body.error("format: alertmanager builds its own body; remove 'body'")
-    settings.put("body", template(body) if body else None, body)
+    return WebhookSettings(
+        url,
+        headers=headers,
+        header_files=files,
+        body=template(body) if body else None,
+        **given,
+    )
 
 
 def _method(node: Node) -> str:
@@ -207,7 +258,9 @@ def _url(node: Node) -> str:
     return text
 
 
-def _header_map(node: Node | None, key: str, settings: Settings, read: Any) -> dict[str, str]:
+def _header_map(
+    node: Node | None, key: str, marks: dict[str, Mark], read: Callable[[Node], str]
+) -> dict[str, str]:
     if node is None:
         return {}
     if not isinstance(node.value, dict):
@@ -217,16 +270,13 @@ def _header_map(node: Node | None, key: str, settings: Settings, read: Any) -> d
         if not _HEADER_NAME_RE.fullmatch(name):
             raise value.error(f"'{name}' is not a valid HTTP header name")
         result[name] = read(value)
-        settings.marks[f"{key}.{name}"] = value.mark
+        marks[f"{key}.{name}"] = value.mark
     return result
 
 
-def _file(entries: nodes.Mapping, settings: Settings, timeout: float) -> None:
-    del timeout
-    path = entries.need("path")
-    settings.put("path", nodes.path(path), path)
-    mode = entries.get("mode")
-    settings.put("mode", _mode(mode) if mode else 0o640, mode)
+def _file(entries: nodes.Mapping, marks: dict[str, Mark], timeout: float) -> FileSettings:
+    del marks, timeout
+    return FileSettings(nodes.path(entries.need("path")), **entries.given({"mode": _mode}))
 
 
 def _mode(node: Node) -> int:
@@ -239,14 +289,17 @@ def _mode(node: Node) -> int:
     raise node.error(f"{value!r} is not a file mode (write it like 0640)")
 
 
-def _log(entries: nodes.Mapping, settings: Settings, timeout: float) -> None:
-    del entries, settings, timeout
+def _log(entries: nodes.Mapping, marks: dict[str, Mark], timeout: float) -> LogSettings:
+    del entries, marks, timeout
+    return LogSettings()
 
 
-_TYPE_READERS = {
+_TYPE_READERS: dict[str, Callable[[nodes.Mapping, dict[str, Mark], float], HandlerSettings]] = {
     "email": email_settings,
     "command": _command,
     "webhook": _webhook,
     "file": _file,
     "log": _log,
+    "nats": nats_settings,
+    "nftables": nftables_settings,
 }

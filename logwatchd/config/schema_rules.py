@@ -25,6 +25,7 @@ from logwatchd.config.model import (
     Threshold,
 )
 from logwatchd.config.nodes import Node
+from logwatchd.errors import Mark
 
 LEAF_OPS = (
     "equals",
@@ -99,7 +100,18 @@ def rule(node: Node, context: RuleContext) -> RuleConfig:
         if "sequence" in entries:
             raise item.error("'context' applies to 'match' rules, not to sequences")
         values["context"] = _context(item, context.lists)
-    return RuleConfig(id=nodes.string(entries.need("id")), **values)
+    values["marks"] = _marks(entries)
+    return RuleConfig(id=nodes.string(entries.need("id")), path=node.path, **values)
+
+
+def _marks(entries: nodes.Mapping) -> dict[str, Mark]:
+    """The Mark of each key of the rule, and of the keys inside threshold and context."""
+    marks = {key: entry.mark for key, entry in entries.entries.items()}
+    for outer in ("threshold", "context"):
+        inner = entries.get(outer)
+        if inner is not None and isinstance(inner.value, dict):
+            marks.update((f"{outer}.{key}", entry.mark) for key, entry in inner.value.items())
+    return marks
 
 
 def _match_or_sequence(

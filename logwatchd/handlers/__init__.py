@@ -3,15 +3,16 @@
 ``build_handler`` turns a validated ``HandlerConfig`` into an object with ``send(alerts)``.
 ``send`` gets one alert, or several for a digest (batch window or rate-limit overflow), and
 either returns (delivered) or raises ``DeliveryError``; the outbox decides about retries.
+A handler reads its type's settings dataclass as the schema made it: nothing is checked twice.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from logwatchd.config.model import HandlerConfig
+from logwatchd.config.model import HandlerConfig, HandlerSettings
 from logwatchd.errors import ConfigError, DeliveryError
 from logwatchd.templates import HostInfo, Template, TemplateError, Templates
 
@@ -26,9 +27,16 @@ __all__ = [
 ]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
+S = TypeVar("S", bound=HandlerSettings)
 
 
 class Handler(Protocol):
+    """What the outbox drives. Optional attributes, read with these defaults:
+    ``concurrency = 1`` (sends in flight at once), ``idempotent = False`` (True: send() never
+    repeats an alert id, so it may get everything claimed at once), ``per_alert = False``
+    (True: a send of N alerts does N actions, so a rate limit never packs them into a digest).
+    """
+
     name: str
 
     def send(self, alerts: list[dict[str, Any]]) -> None:
@@ -44,7 +52,7 @@ class Handler(Protocol):
 
 def build_handler(cfg: HandlerConfig, *, templates: Templates, host: HostInfo) -> Handler:
     """Build the handler; template sources are compiled here, once. Raises ConfigError."""
-    from logwatchd.handlers import command, email, file, log, webhook
+    from logwatchd.handlers import command, email, file, log, nats, nftables, webhook
 
     builders: dict[str, Any] = {
         "email": email.EmailHandler,
@@ -52,21 +60,33 @@ def build_handler(cfg: HandlerConfig, *, templates: Templates, host: HostInfo) -
         "webhook": webhook.WebhookHandler,
         "file": file.FileHandler,
         "log": log.LogHandler,
+        "nats": nats.NatsHandler,
+        "nftables": nftables.NftablesHandler,
     }
-    builder = builders.get(cfg.type)
-    if builder is None:
-        raise ConfigError(f"unknown handler type {cfg.type!r}", cfg.mark, f"handlers.{cfg.name}")
-    handler: Handler = builder(cfg, templates=templates, host=host)
+    handler: Handler = builders[cfg.type](cfg, templates=templates, host=host)
     return handler
 
 
-def compile_setting(cfg: HandlerConfig, templates: Templates, key: str, source: str) -> Template:
-    """Compile one template of a handler, turning a syntax error into a ConfigError."""
+def settings_of(cfg: HandlerConfig, kind: type[S]) -> S:
+    """The handler's settings as its type's dataclass (the schema makes them so)."""
+    if not isinstance(cfg.settings, kind):
+        raise TypeError(f"handler {cfg.name!r}: {cfg.type} needs {kind.__name__}")
+    return cfg.settings
+
+
+def compile_setting(
+    cfg: HandlerConfig, templates: Templates, key: str, source: str, *, lenient: bool = False
+) -> Template:
+    """Compile one template of a handler, turning a syntax error into a ConfigError.
+
+    ``lenient``: a value one alert lacks renders as nothing (logged once per field) instead
+    of failing: for text a person reads, never for a command's arguments.
+    """
     path = f"handlers.{cfg.name}.{key}"
     mark = cfg.marks.get(key, cfg.mark)
     try:
         # the label carries the Mark, so a render failure at run time names file and line
-        return templates.compile(source, f"{mark}: {path}")
+        return templates.compile(source, f"{mark}: {path}", owner=cfg.name if lenient else None)
     except TemplateError as exc:
         raise ConfigError(exc.message, mark, path) from None
 

@@ -4,6 +4,10 @@ Each configured argv element renders to exactly one argument, whatever the log l
 The program gets its own session (process group); at the timeout the whole group gets
 SIGTERM, then SIGKILL after a short grace, so forked children die too. The environment is
 scrubbed to PATH, the configured static variables and LOGWATCHD_*.
+
+With ``undo`` the handler acts on the alert's key and undoes it ``after`` later: the outbox
+delivers the undo as an alert whose ``action.step`` is ``undo`` (see actions.py). Such a
+handler runs one program at a time, so an undo never overtakes the action it undoes.
 """
 
 from __future__ import annotations
@@ -22,9 +26,9 @@ from typing import IO, Any
 
 import structlog
 
-from logwatchd.config.model import HandlerConfig
-from logwatchd.errors import ConfigError, DeliveryError
-from logwatchd.handlers import compile_setting, render_or_fail
+from logwatchd.config.model import CommandSettings, HandlerConfig
+from logwatchd.errors import DeliveryError
+from logwatchd.handlers import compile_setting, render_or_fail, settings_of
 from logwatchd.templates import HostInfo, Template, Templates
 
 log = structlog.get_logger("logwatchd.handlers")
@@ -37,33 +41,48 @@ _NOT_NAME = re.compile(r"[^A-Z0-9_]")
 
 
 class CommandHandler:
-    def __init__(self, cfg: HandlerConfig, *, templates: Templates, host: HostInfo) -> None:
-        settings = cfg.settings
-        argv = [str(arg) for arg in settings.get("argv") or ()]
-        key = f"handlers.{cfg.name}.argv"
-        if not argv or not os.path.isabs(argv[0]) or "{" in argv[0]:
-            raise ConfigError(
-                "argv[0] must be an absolute path with no template",
-                cfg.marks.get("argv[0]", cfg.mark),
-                key,
-            )
+    # send() of several alerts runs the program once for each: a rate limit must hold the
+    # overflow back rather than pack it into one send
+    per_alert = True
+
+    def __init__(
+        self,
+        cfg: HandlerConfig,
+        *,
+        templates: Templates,
+        host: HostInfo,
+        kill_grace: float = KILL_GRACE,
+    ) -> None:
+        settings = settings_of(cfg, CommandSettings)
         self.name = cfg.name
         self._templates = templates
         self._host = host
-        self._program = argv[0]
-        self._args: list[Template] = [
-            compile_setting(cfg, templates, f"argv[{i}]", arg) for i, arg in enumerate(argv) if i
-        ]
-        self._stdin_json = settings.get("stdin") == "json"
-        self._static_env = {str(k): str(v) for k, v in (settings.get("env") or {}).items()}
+        self._program = settings.argv[0]
+        self._args = _arguments(cfg, templates, "argv", settings.argv)
+        undo = settings.undo
+        self.undoes = undo is not None
+        self.duration = undo.after if undo else 0.0
+        self.increase = None
+        self._undo_program = undo.argv[0] if undo else ""
+        self._undo_args = _arguments(cfg, templates, "undo.argv", undo.argv) if undo else []
+        self._stdin_json = settings.stdin == "json"
+        self._static_env = settings.env
         self._timeout = cfg.timeout
-        self._grace = float(settings.get("kill_grace", KILL_GRACE))
-        self._slots = threading.BoundedSemaphore(max(1, int(settings.get("concurrency", 1))))
-        self.concurrency = max(1, int(settings.get("concurrency", 1)))
+        self._grace = kill_grace
+        self.concurrency = 1 if self.undoes else settings.concurrency
+        self._slots = threading.BoundedSemaphore(self.concurrency)
+
+    def action_key(self, alert: dict[str, Any]) -> str:
+        """The alert's key as one text: the value of a one-field key, else ``f=v,g=w``."""
+        key = alert.get("key") or {}
+        if len(key) == 1:
+            return _env_value(next(iter(key.values())))
+        return ",".join(f"{field}={_env_value(value)}" for field, value in key.items())
 
     def argv(self, alert: dict[str, Any], alerts: list[dict[str, Any]] | None = None) -> list[str]:
-        rendered = [self._program]
-        for template in self._args:
+        undo = _step(alert) == "undo"
+        rendered = [self._undo_program if undo else self._program]
+        for template in self._undo_args if undo else self._args:
             text = render_or_fail(self._templates, template, alert, self._host, alerts)
             # exec() would cut an argument at a NUL: make it visible instead
             rendered.append(text.replace("\x00", "\ufffd"))
@@ -76,6 +95,8 @@ class CommandHandler:
         env["LOGWATCHD_RULE"] = _env_value(alert.get("rule"))
         env["LOGWATCHD_SEVERITY"] = _env_value(alert.get("severity"))
         env["LOGWATCHD_ALERT_ID"] = _env_value(alert.get("id"))
+        if self.undoes:
+            env["LOGWATCHD_ACTION"] = _step(alert) or "do"
         for field, value in (alert.get("key") or {}).items():
             env["LOGWATCHD_KEY_" + _NOT_NAME.sub("_", str(field).upper())] = _env_value(value)
         return env
@@ -93,14 +114,15 @@ class CommandHandler:
         with self._slots, _stdin_file(alert if self._stdin_json else None) as stdin:
             status, tail, timed_out = self._spawn(argv, self.environment(alert), stdin)
         fields = {"handler": self.name, "alert_id": alert.get("id"), "exit_status": status}
+        what = "undo command" if _step(alert) == "undo" else "command"
         if timed_out:
-            log.warning("command timed out", timeout=self._timeout, stderr=tail, **fields)
-            raise DeliveryError(f"{self._program} timed out after {self._timeout:g}s")
+            log.warning(f"{what} timed out", timeout=self._timeout, stderr=tail, **fields)
+            raise DeliveryError(f"{argv[0]} timed out after {self._timeout:g}s")
         if status != 0:
-            log.warning("command failed", stderr=tail, **fields)
+            log.warning(f"{what} failed", stderr=tail, **fields)
             last = tail.strip().splitlines()[-1:] or [""]
-            raise DeliveryError(f"{self._program} exited with status {status}: {last[0][:200]}")
-        log.info("command ran", stderr=tail, **fields)
+            raise DeliveryError(f"{argv[0]} exited with status {status}: {last[0][:200]}")
+        log.info(f"{what} ran", stderr=tail, **fields)
 
     def _spawn(
         self, argv: list[str], env: dict[str, str], stdin: IO[bytes] | int
@@ -135,6 +157,13 @@ class CommandHandler:
 
     def close(self) -> None:
         return None
+
+
+def _arguments(
+    cfg: HandlerConfig, templates: Templates, key: str, argv: tuple[str, ...]
+) -> list[Template]:
+    """The compiled templates of the arguments after the program (``argv[0]`` is a path)."""
+    return [compile_setting(cfg, templates, f"{key}[{i}]", arg) for i, arg in enumerate(argv) if i]
 
 
 def kill_group(proc: subprocess.Popen[bytes], grace: float) -> int:
@@ -209,6 +238,12 @@ class _stdin_file:
     def __exit__(self, *exc: object) -> None:
         if self._file is not None:
             self._file.close()
+
+
+def _step(alert: dict[str, Any]) -> str | None:
+    """``do`` or ``undo`` for a handler with undo (set by the actions bookkeeping)."""
+    action = alert.get("action")
+    return action.get("step") if isinstance(action, dict) else None
 
 
 def _env_value(value: Any) -> str:

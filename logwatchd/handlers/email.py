@@ -8,6 +8,7 @@ nothing rendered from log data can add one. Rendered header values lose control 
 from __future__ import annotations
 
 import hashlib
+import re
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -16,21 +17,23 @@ from typing import Any
 
 import structlog
 
-from logwatchd.config.model import HandlerConfig
-from logwatchd.errors import ConfigError, DeliveryError
+from logwatchd.config.model import EmailSettings, HandlerConfig
+from logwatchd.errors import DeliveryError
 from logwatchd.handlers import (
     clean_header,
     compile_setting,
     credential_path,
     read_secret,
     render_or_fail,
+    settings_of,
 )
-from logwatchd.templates import HostInfo, Template, TemplateError, Templates, read_template_file
+from logwatchd.templates import HostInfo, Template, TemplateError, Templates
 
 log = structlog.get_logger("logwatchd.handlers")
 
-DEFAULT_SUBJECT = "[{{ alert.severity }}] {{ alert.rule }} on {{ host.name }}"
-DEFAULT_BODY = (
+# What a mail says when the configured template fails on an alert.
+BUILTIN_SUBJECT = "[{{ alert.severity }}] {{ alert.rule }} on {{ host.name }}"
+BUILTIN_BODY = (
     "{{ alert.count }} x {{ alert.rule }} ({{ alert.severity }}) on {{ host.fqdn }}\n"
     "key: {{ alert.key | tojson }}\n"
     "first seen: {{ alert.first_seen }}\nlast seen: {{ alert.last_seen }}\n"
@@ -40,41 +43,38 @@ DEFAULT_BODY = (
 )
 SUBJECT_LIMIT = 250
 _CONTROL_IN_BODY = str.maketrans(dict.fromkeys([*range(0, 9), 11, 12, *range(14, 32), 127], " "))
+_BREAKS_IN_VALUE = re.compile("[\r\x85\u2028\u2029]")
+
+
+def one_line_value(value: object) -> object:
+    """Jinja ``finalize`` for bodies: a value from the alert cannot start a line of the mail.
+
+    The mail is sent with CRLF line ends, and a bare CR in a field would end a line there, so
+    a log line could forge lines of its own ("Rule: harmless"). A CR that ends a value (a line
+    from a CRLF file) is dropped; any other is shown as ``\\r``. A newline inside a value is
+    kept (a JSON log's multi-line message; ``tojson(indent=2)``), and the template's own text
+    is not touched.
+    """
+    if not isinstance(value, str):
+        return value
+    return _BREAKS_IN_VALUE.sub(lambda m: repr(m[0])[1:-1], value.removesuffix("\r"))
 
 
 class EmailHandler:
     def __init__(self, cfg: HandlerConfig, *, templates: Templates, host: HostInfo) -> None:
-        settings = cfg.settings
+        settings = settings_of(cfg, EmailSettings)
         self.name = cfg.name
         self._templates = templates
         self._host = host
-        self._timeout = cfg.timeout
-        self._smtp: dict[str, Any] = dict(settings.get("smtp") or {})
-        self._from = str(settings.get("from") or f"logwatchd@{host.fqdn}")
-        self._to = [str(addr) for addr in settings.get("to") or ()]
-        self._cc = [str(addr) for addr in settings.get("cc") or ()]
-        if not self._to:
-            raise ConfigError(
-                "email handler needs at least one recipient in 'to'",
-                cfg.mark,
-                f"handlers.{cfg.name}.to",
-            )
-        body_source = settings.get("body")
-        if settings.get("body_file"):
-            try:
-                body_source = read_template_file(settings["body_file"])
-            except TemplateError as exc:
-                raise ConfigError(
-                    exc.message,
-                    cfg.marks.get("body_file", cfg.mark),
-                    f"handlers.{cfg.name}.body_file",
-                ) from None
-        self._subject = compile_setting(
-            cfg, templates, "subject", settings.get("subject") or DEFAULT_SUBJECT
-        )
-        self._body = compile_setting(cfg, templates, "body", body_source or DEFAULT_BODY)
-        self._fallback_subject = templates.compile(DEFAULT_SUBJECT, "builtin subject")
-        self._fallback_body = templates.compile(DEFAULT_BODY, "builtin body")
+        self._smtp = settings.smtp
+        self._from = settings.sender or f"logwatchd@{host.fqdn}"
+        self._to = list(settings.to)
+        self._cc = list(settings.cc)
+        self._subject = compile_setting(cfg, templates, "subject", settings.subject, lenient=True)
+        bodies = Templates(finalize=one_line_value)
+        self._body = compile_setting(cfg, bodies, "body", settings.body, lenient=True)
+        self._fallback_subject = templates.compile(BUILTIN_SUBJECT, "builtin subject")
+        self._fallback_body = bodies.compile(BUILTIN_BODY, "builtin body")
         self._context = self._tls_context()
 
     # --- building the message ------------------------------------------------------------
@@ -157,23 +157,20 @@ class EmailHandler:
         except smtplib.SMTPNotSupportedError as exc:
             raise DeliveryError(f"SMTP server lacks a required extension: {exc}") from None
         except (smtplib.SMTPException, OSError) as exc:
-            raise DeliveryError(f"SMTP {self._smtp.get('host')}: {exc}") from None
+            raise DeliveryError(f"SMTP {self._smtp.host}: {exc}") from None
         if refused:
             log.warning("some recipients refused", handler=self.name, refused=sorted(refused))
 
     def _connect(self) -> smtplib.SMTP:
-        host = str(self._smtp.get("host") or "localhost")
-        tls = self._smtp.get("tls") or "none"
-        port = int(self._smtp.get("port") or (465 if tls == "tls" else 25))
-        timeout = float(self._smtp.get("timeout") or self._timeout)
+        host, port, timeout = self._smtp.host, self._smtp.port, self._smtp.timeout
         # our name for EHLO, known already: smtplib would otherwise resolve it on every mail
         local = self._host.fqdn
-        if tls == "tls":
+        if self._smtp.tls == "tls":
             return smtplib.SMTP_SSL(
                 host, port, local_hostname=local, timeout=timeout, context=self._context
             )
         smtp = smtplib.SMTP(host, port, local_hostname=local, timeout=timeout)
-        if tls == "starttls":
+        if self._smtp.tls == "starttls":
             try:
                 smtp.starttls(context=self._context)
             except BaseException:
@@ -182,22 +179,18 @@ class EmailHandler:
         return smtp
 
     def _login(self, smtp: smtplib.SMTP) -> None:
-        username = self._smtp.get("username")
-        if not username:
-            return
-        smtp.login(str(username), self._password())
+        if self._smtp.username:
+            smtp.login(self._smtp.username, self._password())
 
     def _password(self) -> str:
-        path = self._smtp.get("password_file")
-        if not path:
-            path = credential_path(str(self._smtp.get("credential") or self.name))
+        path = self._smtp.password_file or credential_path(self._smtp.credential or self.name)
         if not path:
             raise DeliveryError("smtp.username is set but no password_file or credential")
         return read_secret(path)
 
     def _tls_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=self._smtp.get("ca_file") or None)
-        if self._smtp.get("verify") is False:
+        context = ssl.create_default_context(cafile=self._smtp.ca_file)
+        if not self._smtp.verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         return context

@@ -5,19 +5,19 @@ from __future__ import annotations
 import errno
 import json
 import os
-import stat
 from collections import deque
 from typing import Any
 
 import structlog
 
-from logwatchd.config.model import HandlerConfig
-from logwatchd.errors import ConfigError, DeliveryError
+from logwatchd.config.model import FileSettings, HandlerConfig
+from logwatchd.errors import DeliveryError
+from logwatchd.handlers import settings_of
+from logwatchd.own_files import open_own
 from logwatchd.templates import HostInfo, Templates
 
 log = structlog.get_logger("logwatchd.handlers")
 
-DEFAULT_MODE = 0o640
 RECENT_IDS = 10_000  # ids of alerts written lately, remembered to never write one twice
 TAIL_BYTES = 1 << 20  # read back at the first send: what an earlier process wrote last
 
@@ -50,16 +50,10 @@ class FileHandler:
     idempotent = True
 
     def __init__(self, cfg: HandlerConfig, *, templates: Templates, host: HostInfo) -> None:
-        path = cfg.settings.get("path")
-        if not isinstance(path, str) or not os.path.isabs(path):
-            raise ConfigError(
-                "path must be an absolute file path",
-                cfg.marks.get("path", cfg.mark),
-                f"handlers.{cfg.name}.path",
-            )
+        settings = settings_of(cfg, FileSettings)
         self.name = cfg.name
-        self.path = path
-        self._mode = int(cfg.settings.get("mode", DEFAULT_MODE))
+        self.path = settings.path
+        self._mode = settings.mode
         self._written: WrittenIds | None = None  # read from the file's tail at the first send
 
     @staticmethod
@@ -92,9 +86,8 @@ class FileHandler:
 
     def _append(self, data: bytes) -> None:
         # opened per send so logrotate can move the file away between alerts
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOCTTY
         try:
-            fd = os.open(self.path, flags, self._mode)
+            fd = open_own(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, self._mode)
         except OSError as exc:
             raise DeliveryError(f"cannot open {self.path}: {exc.strerror}") from None
         try:
@@ -118,16 +111,13 @@ def tail_ids(path: str) -> list[str]:
     string value there, never a top-level "id"."""
     try:
         # non-blocking, and regular files only: reading a FIFO would wait for a writer
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        fd = open_own(path, os.O_RDONLY)
     except OSError as exc:
         if exc.errno in (errno.EMFILE, errno.ENFILE):  # not "no ids": try the send again later
             raise DeliveryError(f"cannot open {path}: {exc.strerror}") from None
-        return []  # no file yet (or unreadable: the send will say so)
+        return []  # no file yet (or one the send refuses, and says why)
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return []
-        start = max(0, st.st_size - TAIL_BYTES)
+        start = max(0, os.fstat(fd).st_size - TAIL_BYTES)
         data = os.pread(fd, TAIL_BYTES, start)
     except OSError:
         return []

@@ -19,9 +19,16 @@ from typing import Any
 import structlog
 
 from logwatchd import __version__
-from logwatchd.config.model import HandlerConfig
-from logwatchd.errors import ConfigError, DeliveryError
-from logwatchd.handlers import clean_header, compile_setting, read_secret, render_or_fail
+from logwatchd.config.model import HandlerConfig, WebhookSettings
+from logwatchd.errors import DeliveryError
+from logwatchd.handlers import (
+    clean_header,
+    compile_setting,
+    read_secret,
+    render_or_fail,
+    settings_of,
+)
+from logwatchd.handlers.redact import Scrubber, redact_url, url_secrets
 from logwatchd.templates import HostInfo, Template, Templates
 
 log = structlog.get_logger("logwatchd.handlers")
@@ -40,29 +47,23 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 class WebhookHandler:
     def __init__(self, cfg: HandlerConfig, *, templates: Templates, host: HostInfo) -> None:
-        settings = cfg.settings
+        settings = settings_of(cfg, WebhookSettings)
         self.name = cfg.name
         self._templates = templates
         self._host = host
         self._timeout = cfg.timeout
-        self._url = str(settings.get("url") or "")
-        if not self._url.startswith(("http://", "https://")):
-            raise ConfigError(
-                "url must start with http:// or https://",
-                cfg.marks.get("url", cfg.mark),
-                f"handlers.{cfg.name}.url",
-            )
-        self._method = str(settings.get("method") or "POST").upper()
-        self._format = settings.get("format") or "json"
+        self._url = settings.url
+        self._shown_url = redact_url(self._url)  # the only form of the URL that is ever shown
+        self._scrub = Scrubber(url_secrets(self._url), url=self._url)
+        self._method = settings.method
+        self._format = settings.format
         self._headers: dict[str, Template] = {
-            str(name): compile_setting(cfg, templates, f"headers.{name}", str(source))
-            for name, source in (settings.get("headers") or {}).items()
+            name: compile_setting(cfg, templates, f"headers.{name}", source, lenient=True)
+            for name, source in settings.headers.items()
         }
-        self._header_files = {
-            str(k): str(v) for k, v in (settings.get("headers_files") or {}).items()
-        }
-        body = settings.get("body")
-        self._body = compile_setting(cfg, templates, "body", body) if body else None
+        self._header_files = settings.header_files
+        body = settings.body
+        self._body = compile_setting(cfg, templates, "body", body, lenient=True) if body else None
         self._opener = urllib.request.build_opener(_NoRedirect)
 
     def payload(self, alerts: list[dict[str, Any]]) -> tuple[bytes, str]:
@@ -85,15 +86,27 @@ class WebhookHandler:
             headers[name] = _latin1(clean_header(value))
         for name, path in self._header_files.items():
             headers[name] = _latin1(clean_header(read_secret(path)))
+            self._scrub.add_header_value(headers[name])
         return headers
 
     def preview(self, alerts: list[dict[str, Any]]) -> dict[str, Any]:
         body, _ = self.payload(alerts)
-        return {"url": self._url, "method": self._method, "body": body.decode()[:2000]}
+        return {"url": self._shown_url, "method": self._method, "body": body.decode()[:2000]}
 
     def send(self, alerts: list[dict[str, Any]]) -> None:
+        """POST; every error is said without the URL's or the headers' secrets."""
+        try:
+            self._post(alerts)
+        except DeliveryError as exc:
+            raise DeliveryError(
+                self._scrub(str(exc)), permanent=exc.permanent, retry_after=exc.retry_after
+            ) from None
+        except Exception as exc:  # a library's message (and traceback) may quote a secret
+            raise DeliveryError(self._scrub(f"unexpected {type(exc).__name__}: {exc}")) from None
+
+    def _post(self, alerts: list[dict[str, Any]]) -> None:
         body, content_type = self.payload(alerts)
-        # the scheme was checked to be http(s) when the handler was built
+        # the config schema allows only http:// and https:// URLs
         request = urllib.request.Request(  # noqa: S310
             self._url, data=body, method=self._method, headers=self.headers(alerts, content_type)
         )
@@ -104,7 +117,7 @@ class WebhookHandler:
             raise _http_failure(exc) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise DeliveryError(f"{self._url}: {reason}") from None
+            raise DeliveryError(f"{self._shown_url}: {reason}") from None
 
     def close(self) -> None:
         return None

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 
 from logwatchd.config.model import ParserConfig
 from logwatchd.events import Line
-from logwatchd.parsers.base import ALL_STRINGS, Fields, Parser
+from logwatchd.parsers.alert import AlertParser
+from logwatchd.parsers.base import ALL_STRINGS, ANY_FIELDS, Fields, FieldSet, Parser, field_set
 from logwatchd.parsers.journald import JournaldParser
 from logwatchd.parsers.jsonlines import JsonParser
 from logwatchd.parsers.regex import RegexParser
@@ -19,7 +20,7 @@ from logwatchd.parsers.syslog import SyslogParser
 from logwatchd.parsers.timeutil import resolve_timezone
 from logwatchd.parsers.web import AccessLogParser, ApacheErrorParser, NginxErrorParser
 
-__all__ = ["BUILTIN", "Fields", "Parser", "build_parser"]
+__all__ = ["BUILTIN", "FieldSet", "Fields", "Parser", "build_parser", "produced_fields"]
 
 BUILTIN: frozenset[str] = frozenset(
     {
@@ -32,6 +33,7 @@ BUILTIN: frozenset[str] = frozenset(
         "apache_error",
         "json",
         "none",
+        "alert",
     }
 )
 
@@ -41,6 +43,7 @@ class NoneParser:
 
     name = "none"
     verbatim_fields = ALL_STRINGS
+    fields = field_set()
 
     def parse(self, line: Line) -> Fields | None:
         return {"message": line.raw, "raw": line.raw}
@@ -71,4 +74,33 @@ def build_parser(name: str, custom: Mapping[str, ParserConfig], *, timezone: str
         return JsonParser(tz)
     if name == "none":
         return NoneParser()
+    if name == "alert":
+        return AlertParser(tz)
     raise ValueError(f"unknown parser {name!r}")
+
+
+_BUILTIN_FIELDS: dict[str, FieldSet] = {
+    "syslog": SyslogParser.fields,
+    "rfc5424": Rfc5424Parser.fields,
+    "journald": JournaldParser.fields,
+    "nginx_combined": AccessLogParser.fields,
+    "apache_combined": AccessLogParser.fields,
+    "nginx_error": NginxErrorParser.fields,
+    "apache_error": ApacheErrorParser.fields,
+    "json": JsonParser.fields,
+    "alert": AlertParser.fields,
+    "none": NoneParser.fields,
+}
+
+
+def produced_fields(name: str, custom: Mapping[str, ParserConfig]) -> FieldSet:
+    """The fields the parser ``name`` can produce (a parser that does not say: any)."""
+    if name in custom:
+        return RegexParser.fields_of(custom[name])
+    return _BUILTIN_FIELDS.get(name, ANY_FIELDS)
+
+
+def known_fields(custom: Mapping[str, ParserConfig]) -> list[FieldSet]:
+    """The field sets of every builtin parser and every custom one, for "no parser at all
+    gives this field" (a misspelling wherever the rule is)."""
+    return [*_BUILTIN_FIELDS.values(), *(RegexParser.fields_of(c) for c in custom.values())]

@@ -1,10 +1,21 @@
 """Journal records: from the journal source (``line.fields``) or ``journalctl -o json`` text.
 
-Fields: ``message`` (MESSAGE), ``program`` (SYSLOG_IDENTIFIER, else _COMM), ``unit``
-(_SYSTEMD_UNIT, else UNIT for systemd's own messages), ``pid`` (SYSLOG_PID, else _PID, int),
-``priority`` (int), ``host`` (_HOSTNAME), ``timestamp`` (__REALTIME_TIMESTAMP, else
-_SOURCE_REALTIME_TIMESTAMP). Every other journal field is kept under its own name (``_UID``,
-``_TRANSPORT``, ``__CURSOR``...) so rules can select on any of them. Values that are lists of
+Fields journald sets itself, from the kernel's view of the process that logged (a local
+user cannot choose them): ``comm`` (_COMM, the process name), ``exe`` (_EXE, the path of
+its executable), ``uid`` (_UID, int, its real user id), ``unit`` (_SYSTEMD_UNIT, from its
+cgroup), ``pid`` (_PID, int; SYSLOG_PID only when there is no _PID), ``host`` (_HOSTNAME),
+``timestamp`` (__REALTIME_TIMESTAMP, else _SOURCE_REALTIME_TIMESTAMP). Fields the logging
+process writes, so any local user can forge them (``logger -t sshd``): ``message``
+(MESSAGE), ``program`` (SYSLOG_IDENTIFIER, else _COMM), ``priority`` (PRIORITY, int) and
+every other field without a leading underscore (UNIT, SYSLOG_PID, ...). A rule that must
+not be fooled selects on the first kind (the shipped packs do: ``comm`` and ``uid``, or
+``exe``); ``program`` only says what the process claims to be. Note that ``comm`` alone is
+not proof either (any program can be named ``sshd``); ``uid`` 0 or ``exe`` is. The first
+kind can be trusted only as far as the journal itself: records read by the journald source
+(remote journals: as far as the host that wrote them), not JSON text from a pipe.
+
+Every other journal field is kept under its own name (``_UID``, ``_TRANSPORT``,
+``__CURSOR``...) so rules can select on any of them. Values that are lists of
 ints (how ``journalctl -o json`` writes non-UTF-8 data) are decoded with replacement;
 a field logged several times (a list of values) keeps its first value; other non-string
 values (journalctl's null for values over 4 KiB without ``-a``) are left out.
@@ -12,22 +23,26 @@ values (journalctl's null for values over 4 KiB without ``-a``) are left out.
 ``verbatim_fields`` is ``message`` and ``raw``: the journal source puts MESSAGE in
 ``line.raw``. JSON text (``journalctl -o json`` replayed by ``test`` or read from stdin) is
 also accepted when ``line.fields`` is None, but there MESSAGE is JSON-encoded inside
-``raw`` (quotes and backslashes escaped, non-UTF-8 bytes as a list of numbers), so a
-literal prefilter run on that raw text could wrongly skip the line. Whoever feeds such text
-should first turn each line into a record line with ``record_line`` (as the journal source
-does), then prefilter and parse that.
+``raw`` (quotes and backslashes escaped, non-UTF-8 bytes as a list of numbers), so the
+rules' scan of that raw text could wrongly skip the line. Whoever feeds such text should
+first turn each line into a record line with ``record_line`` (as the journal source does),
+then scan and parse that.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 from logwatchd.events import Line
-from logwatchd.parsers.base import Fields
+from logwatchd.parsers.base import Fields, field_set
 
 _MAX_JSON_CHARS = 1 << 20
+_FIELD_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+# (field, journal field) of what journald itself records about the logging process
+_TRUSTED = (("comm", "_COMM"), ("exe", "_EXE"), ("unit", "_SYSTEMD_UNIT"), ("host", "_HOSTNAME"))
 
 
 def record_line(line: Line) -> Line | None:
@@ -58,6 +73,10 @@ def _json_record(text: str) -> dict[str, Any] | None:
 class JournaldParser:
     name = "journald"
     verbatim_fields = frozenset({"message", "raw"})
+    fields = field_set(
+        "timestamp", "program", "unit", "host", "pid", "priority", "comm", "exe", "uid",
+        more=_FIELD_NAME.pattern, more_text="any journal field (UPPER_CASE)",
+    )  # fmt: skip
 
     def parse(self, line: Line) -> Fields | None:
         record = line.fields
@@ -66,7 +85,7 @@ class JournaldParser:
         if not isinstance(record, dict):
             return None
         # raw is the source's MESSAGE (cut to max_line_bytes when long): the message must be
-        # exactly that text for the prefilter's sake
+        # exactly that text for the scan's sake
         return _fields(record, line.raw, line.raw)
 
     def _from_json(self, line: Line) -> Fields | None:
@@ -82,19 +101,19 @@ def _fields(record: dict[str, Any], raw: str, message: str | None) -> Fields | N
     fields: Fields = {}
     for key, value in record.items():
         text = _text(value)
-        if text is not None and isinstance(key, str):
+        # JSON text may hold any key; a journal field name is what the field set declares
+        if text is not None and isinstance(key, str) and _FIELD_NAME.fullmatch(key):
             fields[key] = text
     fields["message"] = message
     fields["raw"] = raw
     program = fields.get("SYSLOG_IDENTIFIER") or fields.get("_COMM")
     if program:
         fields["program"] = program
-    unit = fields.get("_SYSTEMD_UNIT") or fields.get("UNIT")
-    if unit:
-        fields["unit"] = unit
-    if "_HOSTNAME" in fields:
-        fields["host"] = fields["_HOSTNAME"]
-    _put_int(fields, "pid", fields.get("SYSLOG_PID") or fields.get("_PID"))
+    for name, key in _TRUSTED:
+        if key in fields:
+            fields[name] = fields[key]
+    _put_int(fields, "pid", fields.get("_PID") or fields.get("SYSLOG_PID"))
+    _put_int(fields, "uid", fields.get("_UID"))
     _put_int(fields, "priority", fields.get("PRIORITY"))
     stamp = _micros(fields.get("__REALTIME_TIMESTAMP") or fields.get("_SOURCE_REALTIME_TIMESTAMP"))
     if stamp is not None:

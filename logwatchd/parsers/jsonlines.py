@@ -3,7 +3,8 @@
 Nested objects are flattened with dots (``{"http": {"status": 500}}`` gives
 ``http.status``), down to 16 levels (deeper ones stay as the object). Lists stay lists.
 ``timestamp`` comes from the first of ``timestamp``, ``time``, ``@timestamp``, ``ts`` that
-is an ISO 8601 string or an epoch number (seconds, milliseconds or microseconds);
+is an ISO 8601 string or an epoch number (seconds, milliseconds or microseconds; when
+none of them is, but one is a string, the line counts in ``stamp_failures``);
 ``message`` from ``message`` or ``msg`` when a string, else the whole line. Values are
 JSON-decoded, so only ``raw`` is promised verbatim.
 """
@@ -15,7 +16,7 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 from logwatchd.events import Line
-from logwatchd.parsers.base import Fields
+from logwatchd.parsers.base import ANY_FIELDS, Fields, StampFailures
 from logwatchd.parsers.timeutil import from_epoch, parse_iso8601
 
 _MAX_DEPTH = 16
@@ -27,9 +28,11 @@ _MESSAGE_KEYS = ("message", "msg")
 class JsonParser:
     name = "json"
     verbatim_fields = frozenset({"raw"})
+    fields = ANY_FIELDS
 
     def __init__(self, tz: tzinfo) -> None:
         self._tz = tz
+        self.stamp_failures = StampFailures()
 
     def parse(self, line: Line) -> Fields | None:
         raw = line.raw
@@ -48,6 +51,9 @@ class JsonParser:
             fields["timestamp"] = stamp
         else:
             fields.pop("timestamp", None)  # a field named timestamp must be a datetime
+            text = next((v for k in _STAMP_KEYS if isinstance(v := record.get(k), str)), None)
+            if text is not None:
+                self.stamp_failures.add(text, raw)
         message = next(
             (record[key] for key in _MESSAGE_KEYS if isinstance(record.get(key), str)), raw
         )

@@ -7,8 +7,9 @@ offset gets the configured timezone. ``types`` converts groups to int, float or 
 ``ipaddress`` object. A value that does not convert (``int`` of ``abc``, an ``ip`` that is
 not an address) drops that one field and the line still parses: the other fields are still
 worth matching on, and a rule on the dropped field simply does not match. A timestamp that
-does not parse is dropped the same way (the event then uses the read time). ``message`` is
-the whole line unless the regex has a ``message`` group.
+does not parse is dropped the same way: the event then uses the read time, and the line is
+counted in ``stamp_failures`` (reported by ``test``, the daemon's log and ``status``).
+``message`` is the whole line unless the regex has a ``message`` group.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 from logwatchd.config.model import ParserConfig
 from logwatchd.events import Line
-from logwatchd.parsers.base import ALL_STRINGS, Fields
+from logwatchd.parsers.base import ALL_STRINGS, Fields, FieldSet, StampFailures, field_set
 from logwatchd.parsers.timeutil import YearGuesser, parse_iso8601
 
 _CONVERTERS: dict[str, Callable[[str], Any]] = {
@@ -36,7 +37,7 @@ class RegexParser:
     def __init__(self, config: ParserConfig, tz: tzinfo) -> None:
         self.name = config.id
         self._search = config.regex.search
-        self._time_format = config.time_format
+        self.time_format = config.time_format
         self._tz = tz
         self._years = YearGuesser(tz)
         self._needs_year = bool(config.time_format) and not any(
@@ -48,6 +49,12 @@ class RegexParser:
             if kind in _CONVERTERS and name in config.regex.groupindex
         ]
         self._last_stamp: tuple[str, datetime | None] = ("", None)
+        self.stamp_failures = StampFailures()
+
+    @staticmethod
+    def fields_of(config: ParserConfig) -> FieldSet:
+        """The regex's named groups, plus ``message`` and ``raw``."""
+        return field_set(*config.regex.groupindex)
 
     def parse(self, line: Line) -> Fields | None:
         raw = line.raw
@@ -67,6 +74,7 @@ class RegexParser:
             parsed = self._stamp(stamp, line.read_time)
             if parsed is None:
                 del fields["timestamp"]
+                self.stamp_failures.add(stamp, raw)
             else:
                 fields["timestamp"] = parsed
         fields.setdefault("message", raw)
@@ -82,10 +90,10 @@ class RegexParser:
         return value
 
     def _convert_stamp(self, text: str, read_time: float) -> datetime | None:
-        if not self._time_format:
+        if not self.time_format:
             return parse_iso8601(text, self._tz)
         try:
-            stamp = datetime.strptime(text, self._time_format)  # zone added below
+            stamp = datetime.strptime(text, self.time_format)  # zone added below
         except (ValueError, OverflowError):
             return None
         if self._needs_year:

@@ -3,7 +3,8 @@
 ``<PRI>`` may be missing (files written by a relay that strips it). NILVALUE (``-``)
 fields are left out. Fields: ``facility``, ``severity`` (ints, from PRI), ``timestamp``,
 ``host``, ``program`` (APP-NAME), ``pid`` (int when PROCID is numeric, else ``procid``),
-``msgid``, ``structured_data`` (the raw SD text), ``message`` (a leading UTF-8 BOM dropped).
+``msgid``, ``structured_data`` (the raw SD text), ``message`` (a leading UTF-8 BOM dropped;
+rsyslog's "message repeated N times: [...]" unfolded, see ``repeated.py``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import re
 from datetime import tzinfo
 
 from logwatchd.events import Line
-from logwatchd.parsers.base import ALL_STRINGS, Fields
+from logwatchd.parsers.base import ALL_STRINGS, Fields, field_set
+from logwatchd.parsers.repeated import unfold
 from logwatchd.parsers.timeutil import parse_iso8601
 
 _SD_ELEMENT = r'\[[^\]"\s]+(?:\s+[^=\]\s]+="(?:[^"\\]|\\.)*")*\s*\]'
@@ -27,6 +29,10 @@ _LINE = re.compile(
 class Rfc5424Parser:
     name = "rfc5424"
     verbatim_fields = ALL_STRINGS
+    fields = field_set(
+        "timestamp", "facility", "severity", "host", "program", "pid", "procid", "msgid",
+        "structured_data",
+    )  # fmt: skip
 
     def __init__(self, tz: tzinfo) -> None:
         self._tz = tz
@@ -36,7 +42,7 @@ class Rfc5424Parser:
         found = _LINE.match(raw)
         if found is None:
             return None
-        fields: Fields = {"raw": raw, "message": found.group("message") or ""}
+        fields: Fields = unfold({"raw": raw, "message": found.group("message") or ""})
         pri = found.group("pri")
         if pri is not None:
             value = int(pri)

@@ -4,7 +4,8 @@ Debian 12's rsyslog writes ``2026-11-26T10:00:01.123456+01:00 host prog[pid]: ms
 classic form has no year, which is inferred from the time the line was read. The host is
 optional (some BSD and embedded syslogs omit it) and the tag may be ``prog[pid]:``,
 ``prog:``, or ``[prog]`` with or without a colon. A stamped line whose tag cannot be found
-still parses: its message is everything after the stamp.
+still parses: its message is everything after the stamp. rsyslog's "message repeated N
+times: [...]" is unfolded (``repeated.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import re
 from datetime import datetime, tzinfo
 
 from logwatchd.events import Line
-from logwatchd.parsers.base import ALL_STRINGS, Fields
+from logwatchd.parsers.base import ALL_STRINGS, Fields, field_set
+from logwatchd.parsers.repeated import unfold
 from logwatchd.parsers.timeutil import MONTHS, YearGuesser
 
 # A host never holds brackets and never ends with a colon, which tells "host prog:" from a
@@ -33,19 +35,29 @@ _CACHE_SIZE = 4096
 class SyslogParser:
     name = "syslog"
     verbatim_fields = ALL_STRINGS
+    fields = field_set("timestamp", "host", "program", "pid")
 
     def __init__(self, tz: tzinfo) -> None:
         self._tz = tz
         self._years = YearGuesser(tz)
         # stamps repeat (many lines per second): convert each text once per hour of reading
         self._stamps: dict[tuple[str, int], datetime | None] = {}
+        self._last_text, self._last_read = "", -1.0
+        self._last_stamp: datetime | None = None
 
     def parse(self, line: Line) -> Fields | None:
         raw = line.raw
         found = _BSD_LINE.match(raw)
         if found is not None:
             groups = found.groups()
-            stamp = self._bsd_stamp(groups, line.read_time)
+            # lines come in runs of the same second: the last stamp is the likeliest
+            if groups[0] == self._last_text and line.read_time == self._last_read:
+                stamp = self._last_stamp
+            else:
+                stamp = self._bsd_stamp(groups, line.read_time)
+                self._last_text, self._last_read, self._last_stamp = (
+                    groups[0], line.read_time, stamp
+                )  # fmt: skip
             host, bprog, program, pid = groups[7:]
         else:
             found = _ISO_LINE.match(raw)
@@ -56,6 +68,8 @@ class SyslogParser:
         if stamp is None:
             return None
         fields: Fields = {"timestamp": stamp, "raw": raw, "message": raw[found.end() :]}
+        if raw.startswith("message repeated ", found.end()):
+            unfold(fields)
         if host is not None:
             fields["host"] = host
         if bprog is not None:

@@ -1,10 +1,11 @@
 """Web server logs: nginx/apache combined access logs and their error logs.
 
 Access (``nginx_combined``, ``apache_combined``; the same format): ``client_ip``, ``ident``,
-``user``, ``timestamp``, ``request``, ``method``, ``path``, ``protocol``, ``status`` (int),
-``bytes`` (int, 0 for ``-``), ``referer``, ``user_agent``; fields logged as ``-`` are left
-out (``bytes`` excepted); fields after the user agent are ignored; a request line that is
-not ``METHOD PATH PROTOCOL`` (garbage from scanners) keeps only ``request``. Values are as
+``user`` (spaces included: a client chooses it), ``timestamp``, ``request``, ``method``,
+``path``, ``protocol``, ``status`` (int), ``bytes`` (int, 0 for ``-``), ``referer``,
+``user_agent``; fields logged as ``-`` are left out (``bytes`` excepted); fields after the
+user agent are ignored; a request line that is not ``METHOD PATH PROTOCOL`` (garbage from
+scanners) keeps only ``request``. Values are as
 logged, escapes included (``\\x22``, ``\\"``), so all are verbatim.
 
 ``nginx_error``: ``level``, ``pid``, ``tid``, ``cid``, ``message`` (without the trailer),
@@ -24,12 +25,17 @@ import re
 from datetime import datetime, tzinfo
 
 from logwatchd.events import Line
-from logwatchd.parsers.base import ALL_STRINGS, Fields
+from logwatchd.parsers.base import ALL_STRINGS, Fields, field_set
 from logwatchd.parsers.timeutil import MONTHS, fixed_offset
 
 _QUOTED = r'"([^"\\]*(?:\\.[^"\\]*)*)"'
+# $remote_user is what the client sent in its Authorization header: it may hold spaces (both
+# servers write them as they are), never a bare '"' (nginx writes \x22, Apache \"). So the
+# user runs up to the stamp that is followed by the request's opening quote: a fake
+# '[stamp] "' inside the name would need a bare quote. Apache writes an empty user as "".
 _ACCESS = re.compile(
-    r"(\S+) (\S+) (\S+) \[(\d\d)/([A-Z][a-z]{2})/(\d{4}):(\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)\] "
+    r'(\S+) (\S+) (""|(?:[^"\\]|\\.)*?) '
+    r"\[(\d\d)/([A-Z][a-z]{2})/(\d{4}):(\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)\] "
     + _QUOTED
     + r" (\d{3}) (\d+|-)(?: "
     + _QUOTED
@@ -42,6 +48,10 @@ _REQUEST = re.compile(r"([A-Za-z_-]+) (\S+)(?: (\S+))?")
 
 class AccessLogParser:
     verbatim_fields = ALL_STRINGS
+    fields = field_set(
+        "timestamp", "client_ip", "ident", "user", "request", "method", "path", "protocol",
+        "status", "bytes", "referer", "user_agent",
+    )  # fmt: skip
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -118,6 +128,7 @@ _TRAILER_NAMES = ("client_ip", "server", "request", "upstream", "host", "referre
 class NginxErrorParser:
     name = "nginx_error"
     verbatim_fields = ALL_STRINGS
+    fields = field_set("timestamp", "level", "pid", "tid", "cid", *_TRAILER_NAMES)
 
     def __init__(self, tz: tzinfo) -> None:
         self._tz = tz
@@ -177,6 +188,9 @@ _APACHE = re.compile(
 class ApacheErrorParser:
     name = "apache_error"
     verbatim_fields = ALL_STRINGS
+    fields = field_set(
+        "timestamp", "level", "module", "pid", "tid", "client_ip", "client_port", "code"
+    )
 
     def __init__(self, tz: tzinfo) -> None:
         self._tz = tz

@@ -1,4 +1,4 @@
-"""The rule engine: compiled predicates, a literal prefilter, windows, sequences, cooldowns."""
+"""The rule engine: a scan of raw lines, compiled predicates, windows, sequences, cooldowns."""
 
 from logwatchd.rules.compiled import CompiledRule
 from logwatchd.rules.engine import Engine, Match, RuleStateChanges

@@ -12,8 +12,8 @@ For each event of the rule's sources whose ``by`` fields are all present (the co
    stored. A line matching ``forget`` then drops the connection.
 
 A line that matches none of ``learn``, the rule and ``forget`` changes nothing, so the
-prefilter may skip it: the rule's literal requirement becomes "the rule's, or learn's, or
-forget's". Reading memory never reorders the LRU, for the same reason.
+scan may pass it over: the rule needs what the rule, ``learn`` or ``forget`` needs (see
+``plans.py``). Reading memory never reorders the LRU, for the same reason.
 
 Memory is bounded: at most ``limit`` connections (least recently written evicted first),
 each forgotten ``ttl`` seconds of event time after its last write; values longer than
@@ -28,7 +28,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from logwatchd.config.model import ContextConfig, ListConfig
-from logwatchd.rules.predicates import CompiledPredicate, compile_predicate
+from logwatchd.rules.predicates import (
+    ALL_HITS,
+    CompiledPredicate,
+    Condition,
+    GateMaker,
+    compile_predicate,
+    extracted_names,
+    field_names,
+    no_gate_maker,
+)
 from logwatchd.rules.values import as_key
 from logwatchd.rules.windows import Key, LruTable
 
@@ -123,32 +132,42 @@ class Visit:
     own: dict[str, Any]  # the event's fields and what learn extracted
     view: dict[str, Any]  # own, plus filled-in fields and distinct counts: what the rule sees
     learned: bool  # learn matched
+    stored: Connection | None  # the connection as stored when the visit began (maybe expired)
 
 
 class Context:
     """A rule's compiled ``context``, with its connections."""
 
-    def __init__(self, cfg: ContextConfig, lists: Mapping[str, ListConfig], limit: int) -> None:
+    def __init__(
+        self,
+        cfg: ContextConfig,
+        lists: Mapping[str, ListConfig],
+        limit: int,
+        gates: GateMaker = no_gate_maker,
+    ) -> None:
         self.cfg = cfg
         self.by = cfg.by
         self.optional = frozenset(cfg.optional)
         self.remember = cfg.remember
         self.distinct = cfg.distinct
         self.ttl = cfg.ttl
-        self.learn: CompiledPredicate | None = (
-            compile_predicate(cfg.learn, lists) if cfg.learn is not None else None
+        learned = extracted_names(cfg.learn) if cfg.learn is not None else frozenset()
+        # fields the rule may see that are not the line's own text
+        self.adds = frozenset(cfg.remember) | {name for name, _ in cfg.distinct} | learned
+        # learn sees the line; forget sees what the rule sees (the filled-in view)
+        self.learn_condition = Condition(cfg.learn, learned) if cfg.learn is not None else None
+        self.forget_condition = (
+            Condition(cfg.forget, extracted_names(cfg.forget) | self.adds)
+            if cfg.forget is not None
+            else None
         )
-        self.forget: CompiledPredicate | None = (
-            compile_predicate(cfg.forget, lists) if cfg.forget is not None else None
-        )
+        self.learn = _compiled(self.learn_condition, lists, gates)
+        self.forget = _compiled(self.forget_condition, lists, gates)
+        # whether forget looks at what memory fills in (else it can test the line as it is)
+        memory = frozenset(cfg.remember) | {name for name, _ in cfg.distinct}
+        self.forget_reads_memory = cfg.forget is not None and bool(field_names(cfg.forget) & memory)
         self.table = ConnectionTable(limit)
         self.newest = float("-inf")
-
-    @property
-    def adds(self) -> frozenset[str]:
-        """Fields the rule may see that are not the line's own text (not verbatim)."""
-        learned = self.learn.extracts if self.learn is not None else frozenset()
-        return frozenset(self.remember) | {name for name, _ in self.distinct} | learned
 
     def key_of(self, fields: Mapping[str, Any]) -> Key | None:
         values = []
@@ -174,10 +193,20 @@ class Context:
         connection = self.table.get(key)
         return connection is not None and bool(connection.held)
 
-    def enter(self, fields: dict[str, Any], time: float, *, learn: bool = True) -> Visit | None:
+    def enter(
+        self,
+        fields: dict[str, Any],
+        time: float,
+        *,
+        learn: bool = True,
+        hits: int = ALL_HITS,
+        view: bool = True,
+    ) -> Visit | None:
         """The view of the event the rule should test, or None if it has no connection.
 
-        ``learn=False``: the caller knows ``learn`` cannot hold (the raw line lacks its text).
+        ``learn=False``: the caller knows ``learn`` cannot hold (the line lacks its text);
+        ``hits``: what the scan found on the line; ``view=False``: nothing will look at the
+        filled-in fields (the rule cannot match, and forget does not read memory).
         """
         key = self.key_of(fields)
         if key is None:
@@ -186,24 +215,24 @@ class Context:
         learned = False
         if learn and self.learn is not None:
             ext: dict[str, Any] = {}
-            learned = self.learn.test(fields, ext)
+            learned = self.learn.test(fields, ext, hits)
             if learned and ext:
                 own = {**fields, **ext}
-        connection = self.table.get(key)
+        stored = connection = self.table.states.get(key)
         if connection is not None and time - connection.seen > self.ttl:
             connection = None  # expired: dropped at the next write
-        if connection is None and not self.distinct:
-            return Visit(key, own, own, learned)
-        view = dict(own)
+        if not view or (connection is None and not self.distinct):
+            return Visit(key, own, own, learned, stored)
+        view_fields = dict(own)
         if connection is not None:
             for name in self.remember:
-                if view.get(name) is None and name in connection.fields:
-                    view[name] = connection.fields[name]
+                if view_fields.get(name) is None and name in connection.fields:
+                    view_fields[name] = connection.fields[name]
         for name, counted in self.distinct:
             seen = connection.distinct.get(name, []) if connection is not None else []
             value = _distinct_value(own.get(counted))
-            view[name] = len(seen) + (value is not None and value not in seen)
-        return Visit(key, own, view, learned)
+            view_fields[name] = len(seen) + (value is not None and value not in seen)
+        return Visit(key, own, view_fields, learned, stored)
 
     def leave(
         self,
@@ -215,6 +244,7 @@ class Context:
         hold: dict[str, Any] | None = None,
         group_by: tuple[str, ...] = (),
         forget: bool = True,
+        hits: int = ALL_HITS,
     ) -> list[dict[str, Any]]:
         """Store what the line showed (if it matched learn or the rule); forget if it ends.
 
@@ -226,10 +256,10 @@ class Context:
         caller knows ``forget`` cannot hold.
         """
         own = {**visit.own, **extracted} if extracted else visit.own
-        released = self._release(visit.key, own, group_by, time)
+        released = self._release(visit, own, group_by, time)
         if hold is not None:
             self._hold(visit.key, hold, time)
-        if forget and self.forget is not None and self.forget.test(visit.view, None):
+        if forget and self.forget is not None and self.forget.test(visit.view, None, hits):
             self.table.drop(visit.key)
             return released
         if matched or visit.learned:
@@ -237,9 +267,9 @@ class Context:
         return released
 
     def _release(
-        self, key: Key, own: Mapping[str, Any], group_by: tuple[str, ...], time: float
+        self, visit: Visit, own: Mapping[str, Any], group_by: tuple[str, ...], time: float
     ) -> list[dict[str, Any]]:
-        connection = self.table.get(key)
+        connection = visit.stored  # nothing has written since the visit began
         if connection is None or not connection.held or time - connection.seen > self.ttl:
             return []
         values = {name: own.get(name) for name in group_by}
@@ -247,7 +277,7 @@ class Context:
             return []
         released = [{**held, **values} for held in connection.held]
         connection.held.clear()
-        self.table.dirty.add(key)
+        self.table.dirty.add(visit.key)
         return released
 
     def _hold(self, key: Key, fields: Mapping[str, Any], time: float) -> None:
@@ -296,6 +326,14 @@ class Context:
             self.table.put(key, connection)
             self.newest = max(self.newest, connection.seen)
         return bad
+
+
+def _compiled(
+    condition: Condition | None, lists: Mapping[str, ListConfig], gates: GateMaker
+) -> CompiledPredicate | None:
+    if condition is None:
+        return None
+    return compile_predicate(condition.pred, lists, gates(condition.ungated))
 
 
 def _stored(fields: Any) -> dict[str, Any]:

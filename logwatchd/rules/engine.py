@@ -35,16 +35,11 @@ from logwatchd.config.model import ListConfig, RuleConfig
 from logwatchd.events import Event
 from logwatchd.rules.compiled import CompiledRule, Firing, advance_clock, drop_if_idle, last_of
 from logwatchd.rules.context import context_key_from_json, context_key_json, is_context_key
-from logwatchd.rules.dispatch import (
-    Dispatch,
-    Texts,
-    could_start,
-    message_prefixes,
-    program_values,
-)
 from logwatchd.rules.explain import RuleExplanation, explain_rule
-from logwatchd.rules.literals import LineCheck, Requirement, always
-from logwatchd.rules.prefilter import DEFAULT_VERBATIM, build_check
+from logwatchd.rules.plans import ContextPlan, MatchPlan, Produces, SourcePlan, plan_source
+from logwatchd.rules.predicates import ALL_HITS, Gates
+from logwatchd.rules.scan import ALWAYS, LineScan, PatternTable, native_available
+from logwatchd.rules.selection import ALL_FIELDS, DEFAULT_VERBATIM, condition_need
 from logwatchd.rules.sequences import Sequences
 from logwatchd.rules.values import as_key
 from logwatchd.rules.windows import (
@@ -55,8 +50,7 @@ from logwatchd.rules.windows import (
     key_from_json,
     key_json,
 )
-
-Plan = tuple[CompiledRule, tuple[LineCheck, ...]]  # a rule and its raw-line checks
+from logwatchd.timelimit import LineTimeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +61,7 @@ class Match:
     source: str
     line: int
     fields: dict[str, Any]
+    time: float = 0.0  # the event's time (what windows count on)
 
 
 @dataclass
@@ -85,6 +80,13 @@ class RuleStateChanges:
 
 
 class Engine:
+    """The rules of a config, run on parsed events.
+
+    ``verbatim_fields``: per source, the fields its parser copies out of the line (what the
+    scan may look for); ``produces``: per source, whether its parser can give a field (None:
+    any); ``native``: scan with Hyperscan when the wheel is there (False: Python's ``re``).
+    """
+
     def __init__(
         self,
         rules: Sequence[RuleConfig],
@@ -94,94 +96,87 @@ class Engine:
         max_keys_per_rule: int,
         clock: Clock,
         verbatim_fields: Mapping[str, Collection[str]] | None = None,
+        produces: Mapping[str, Produces] | None = None,
+        native: bool = True,
     ) -> None:
         self._lists = dict(lists)
         self._host = host
-        self._limit = max_keys_per_rule
         self._clock = clock
         self._verbatim = dict(verbatim_fields or {})
-        self.rules = [CompiledRule(rule, lists, max_keys_per_rule) for rule in rules]
+        self._produces = dict(produces or {})
+        self._native = native and native_available()
+        self._table = PatternTable()
+        self.rules = [CompiledRule(rule, lists, max_keys_per_rule, self._gates) for rule in rules]
         self._by_id = {rule.id: rule for rule in self.rules}
-        self._for_source: dict[str, tuple[CompiledRule, ...]] = {}
-        self._checks: dict[str, LineCheck] = {}
-        # per source, each rule with the raw-line checks that say which of its conditions
-        # could hold (the prefilter is one union per source, this is one set per rule), by
-        # the program and message start of the events that can reach it
-        self._dispatch: dict[str, Dispatch[Plan]] = {}
+        self._sources: dict[str, SourcePlan] = {}
         self._stale: list[tuple[str, str]] = []  # rows of rules gone or changed, to delete
         self._sequences = Sequences(self._fire)
+
+    def _gates(self, ungated: frozenset[str]) -> Gates:
+        """A condition's gate: the patterns of what it needs from any verbatim field (the
+        bits of fields a source does not copy verbatim are set on all its lines)."""
+        table = self._table
+
+        def gate(pred: Any) -> int:
+            need = condition_need(pred, (ALL_FIELDS,), ungated)
+            return 0 if need is None else table.mask(need)
+
+        return gate
 
     # --- which rules, which lines -------------------------------------------------------
 
     def rules_for(self, source_id: str) -> tuple[CompiledRule, ...]:
-        rules = self._for_source.get(source_id)
-        if rules is None:
-            rules = tuple(rule for rule in self.rules if rule.applies_to(source_id))
-            self._for_source[source_id] = rules
-        return rules
+        return tuple(plan.rule for plan in self._source(source_id).plans)
+
+    def _source(self, source_id: str) -> SourcePlan:
+        found = self._sources.get(source_id)
+        if found is None:
+            rules = [rule for rule in self.rules if rule.applies_to(source_id)]
+            verbatim = self._verbatim.get(source_id, DEFAULT_VERBATIM)
+            produces = self._produces.get(source_id)
+            found = plan_source(rules, verbatim, produces, self._table, native=self._native)
+            self._sources[source_id] = found
+        return found
+
+    def scan(self, source_id: str) -> LineScan:
+        """How to find, in a source's lines, what its rules need (see ``scan.py``)."""
+        return self._source(source_id).scan
+
+    def rules_on_every_line(self, source_id: str) -> list[str]:
+        """The rules that have the source's every line evaluated: the scan cannot tell which
+        lines they need (no condition on a field the parser copies verbatim)."""
+        return [plan.rule.id for plan in self._source(source_id).plans if plan.mask & ALWAYS]
 
     def wants(self, source_id: str, raw: str) -> bool:
-        """False only if no rule for this source can match the line (so it need not be parsed)."""
-        return self.line_check(source_id)(raw)
-
-    def line_check(self, source_id: str) -> LineCheck:
-        """``wants`` for one source, as a function of the raw line (for a loop over many)."""
-        check = self._checks.get(source_id)
-        if check is None:
-            verbatim = self._verbatim.get(source_id, DEFAULT_VERBATIM)
-            conjunctions = [rule.conjunction(verbatim) for rule in self.rules_for(source_id)]
-            check = build_check(conjunctions) if conjunctions else _never
-            self._checks[source_id] = check
-        return check
-
-    def requirements(self, source_id: str) -> dict[str, Requirement | None]:
-        """Per rule, the literals the prefilter looks for (for ``explain`` and tests)."""
-        verbatim = self._verbatim.get(source_id, DEFAULT_VERBATIM)
-        return {rule.id: rule.requirement(verbatim) for rule in self.rules_for(source_id)}
+        """False only if no rule for this source can match the line (it need not be parsed)."""
+        source = self._source(source_id)
+        return bool(source.select(source.scan.hits(raw)))
 
     # --- the stream ---------------------------------------------------------------------
 
-    def process(self, event: Event, matches: list[Match] | None = None) -> list[Alert]:
+    def process(
+        self, event: Event, matches: list[Match] | None = None, hits: int = ALL_HITS
+    ) -> list[Alert]:
+        """The alerts the event fires; ``hits``: what the scan found on its line (the
+        default, everything, runs every rule of the source)."""
         alerts: list[Alert] = []
-        source = event.line.source
-        dispatch = self._dispatch.get(source)
-        if dispatch is None:
-            dispatch = self._dispatch[source] = self._dispatch_for(source)
-        raw = event.line.raw
-        for rule, checks in dispatch.select(event.fields):
-            if rule.is_sequence:
-                seen = self._sequences.process(rule, event, alerts, checks)
-                if seen is not None and matches is not None:
-                    line = event.line
-                    matches.append(Match(rule.id, line.source, line.lineno, seen))
-            elif rule.context is not None:
-                self._in_context(rule, event, matches, alerts, checks)
-            elif checks[0](raw):  # a line without the rule's literals cannot match it
-                self._single(rule, event, matches, alerts)
+        source = self._sources.get(event.line.source) or self._source(event.line.source)
+        for plan in source.select(hits):
+            rule = plan.rule
+            try:
+                if plan.__class__ is MatchPlan:
+                    self._single(rule, event, hits, matches, alerts)
+                elif plan.__class__ is ContextPlan:
+                    self._in_context(plan, event, hits, matches, alerts)
+                else:
+                    seen = self._sequences.process(rule, event, alerts, hits)
+                    if seen is not None:
+                        self._record(rule, event, seen, matches)
+            except LineTimeout as exc:
+                # the rest of the line is skipped; what earlier rules made of it stands
+                exc.where, exc.alerts = f"rule {rule.id}", alerts
+                raise
         return alerts
-
-    def _dispatch_for(self, source_id: str) -> Dispatch[Plan]:
-        """The source's plans, by what a parsed event's program and message start allow."""
-        plans = self._plan(source_id)
-        return Dispatch(plans, [_needs(rule) for rule, _checks in plans])
-
-    def _plan(self, source_id: str) -> tuple[Plan, ...]:
-        """Per rule: a sequence's check per step, a context rule's checks of its match, learn
-        and forget, else the one check of its match; each as sound as the prefilter."""
-        verbatim = self._verbatim.get(source_id, DEFAULT_VERBATIM)
-        plans: list[Plan] = []
-        for rule in self.rules_for(source_id):
-            if rule.is_sequence:  # one check for "any step", then one per step
-                steps = rule.step_checks(verbatim)
-                conjunction = rule.conjunction(verbatim)
-                anyone = build_check([conjunction]) if conjunction else always
-                plans.append((rule, (anyone, *steps)))
-            elif rule.context is not None:
-                plans.append((rule, rule.context_checks(verbatim)))
-            else:
-                conjunction = rule.conjunction(verbatim)
-                plans.append((rule, (build_check([conjunction]) if conjunction else always,)))
-        return tuple(plans)
 
     def tick(self, now: float) -> list[Alert]:
         """Fire absent sequences whose deadline (event time) is at or before ``now``."""
@@ -192,14 +187,19 @@ class Engine:
         return alerts
 
     def _single(
-        self, rule: CompiledRule, event: Event, matches: list[Match] | None, alerts: list[Alert]
+        self,
+        rule: CompiledRule,
+        event: Event,
+        hits: int,
+        matches: list[Match] | None,
+        alerts: list[Alert],
     ) -> None:
         compiled = rule.match
         if compiled is None:
             return
         ext: dict[str, Any] | None = {} if compiled.extracts else None
         fields = event.fields
-        if not compiled.test(fields, ext):
+        if not compiled.test(fields, ext, hits):
             return
         if ext:
             fields = {**fields, **ext}
@@ -207,31 +207,26 @@ class Engine:
 
     def _in_context(
         self,
-        rule: CompiledRule,
+        plan: ContextPlan,
         event: Event,
+        hits: int,
         matches: list[Match] | None,
         alerts: list[Alert],
-        checks: Sequence[LineCheck],
     ) -> None:
         """A match rule with ``context``: the rule sees the connection's view of the event."""
+        rule = plan.rule
         context, compiled = rule.context, rule.match
         assert context is not None and compiled is not None
-        raw = event.line.raw
-        gate = checks[0](raw)
-        can_learn = gate if checks[1] is checks[0] else checks[1](raw)
-        can_forget = gate if checks[2] is checks[0] else checks[2](raw)
-        # and whether the message starts as each condition needs (its regexes are anchored)
-        message = event.fields.get("message")
-        starts = rule.context_starts
-        can_match = gate and could_start(starts[0], message)
-        can_learn = can_learn and could_start(starts[1], message)
-        can_forget = can_forget and could_start(starts[2], message)
+        can_match = hits & plan.match != 0
+        can_learn = hits & plan.learn != 0
+        can_forget = hits & plan.forget != 0
         if not (can_match or can_learn or can_forget) and not context.may_release(event.fields):
             return  # neither matches, learns nor forgets, and no held match to complete
         ext: dict[str, Any] | None = {} if compiled.extracts else None
-        visit = context.enter(event.fields, event.time, learn=can_learn)
+        view = can_match or (can_forget and context.forget_reads_memory)
+        visit = context.enter(event.fields, event.time, learn=can_learn, hits=hits, view=view)
         fields = event.fields if visit is None else visit.view
-        matched = can_match and compiled.test(fields, ext)
+        matched = can_match and compiled.test(fields, ext, hits)
         if matched and ext:
             fields = {**fields, **ext}
         if visit is None:
@@ -241,12 +236,21 @@ class Engine:
         # a match that lacks a group_by field waits for a later line of the connection
         hold = fields if matched and rule.key_of(fields) is None else None
         released = context.leave(
-            visit, matched, ext, event.time, hold=hold, group_by=rule.group_by, forget=can_forget
-        )
+            visit, matched, ext, event.time, hold=hold, group_by=rule.group_by,
+            forget=can_forget, hits=hits,
+        )  # fmt: skip
         for done in released:
             self._matched(rule, event, done, matches, alerts)
         if matched and hold is None:
             self._matched(rule, event, fields, matches, alerts)
+
+    def _record(
+        self, rule: CompiledRule, event: Event, fields: dict[str, Any], matches: list[Match] | None
+    ) -> None:
+        rule.matched += 1
+        if matches is not None:
+            line = event.line
+            matches.append(Match(rule.id, line.source, line.lineno, fields, event.time))
 
     def _matched(
         self,
@@ -256,9 +260,10 @@ class Engine:
         matches: list[Match] | None,
         alerts: list[Alert],
     ) -> None:
+        rule.matched += 1
         line = event.line
         if matches is not None:
-            matches.append(Match(rule.id, line.source, line.lineno, fields))
+            matches.append(Match(rule.id, line.source, line.lineno, fields, event.time))
         key = rule.key_of(fields)
         if key is None:
             return
@@ -344,7 +349,7 @@ class Engine:
         first_seen, first_origin = firing.first
         cfg = rule.cfg
         return Alert(
-            id=alert_id(rule.id, keyed, first_origin),
+            id=alert_id(rule.id, keyed, first_origin, self._host),
             rule=rule.id,
             severity=cfg.severity,
             tags=list(cfg.tags),
@@ -427,44 +432,16 @@ class Engine:
             if rule.absent:
                 self._sequences.rebuild_deadlines(rule)
 
-    def with_rules(
-        self, rules: Sequence[RuleConfig], lists: Mapping[str, ListConfig] | None = None
-    ) -> Engine:
-        """A new engine for a reloaded config, keeping the state of every unchanged rule.
-
-        A rule keeps its state when its id and ``digest()`` are the same; the state of the
-        others is deleted from the database at the next ``drain_changes``. Drain this engine
-        before switching, and stop using it after.
-        """
-        new = Engine(
-            rules,
-            self._lists if lists is None else lists,
-            host=self._host,
-            max_keys_per_rule=self._limit,
-            clock=self._clock,
-            verbatim_fields=self._verbatim,
-        )
-        new._stale = list(self._stale)
-        new._sequences.tiebreak = self._sequences.tiebreak
-        for old in self.rules:
-            kept = new._by_id.get(old.id)
-            if kept is not None and kept.digest == old.digest:
-                kept.table, kept.deadlines, kept.newest = old.table, old.deadlines, old.newest
-                if kept.context is not None and old.context is not None:  # same config
-                    kept.context.table = old.context.table
-                    kept.context.newest = old.context.newest
-            else:
-                new._stale.extend((old.id, key_json(key)) for key in old.table)
-                if old.context is not None:
-                    keys = old.context.table.states
-                    new._stale.extend((old.id, context_key_json(key)) for key in keys)
-        return new
-
     def explain(self, event: Event) -> list[RuleExplanation]:
         """Per rule for the event's source: did it match, and each condition's verdict."""
         return [
             explain_rule(rule, event, self._lists) for rule in self.rules_for(event.line.source)
         ]
+
+    def match_counts(self) -> dict[str, int]:
+        """Per rule, its matches so far (before thresholds), counted whether or not the
+        caller asked for the match records."""
+        return {rule.id: rule.matched for rule in self.rules}
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Per rule: keys held now and keys evicted to stay under the bound (and the same for
@@ -476,16 +453,3 @@ class Engine:
                 table = rule.context.table
                 stats[rule.id].update(connections=len(table), connections_evicted=table.evicted)
         return stats
-
-
-def _never(raw: str) -> bool:
-    return False
-
-
-def _needs(rule: CompiledRule) -> tuple[Texts, Texts]:
-    """The programs and message starts an event needs to reach the rule; (None, None) for
-    rules that must see every event of their sources (context, sequence)."""
-    if rule.is_sequence or rule.context is not None or rule.match is None:
-        return None, None
-    produced = rule.match.extracts
-    return program_values(rule.cfg.match, produced), message_prefixes(rule.cfg.match, produced)  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from logwatchd.config.model import All, Leaf, ListConfig, Not, Predicate
 from logwatchd.events import Event
-from logwatchd.rules.predicates import compile_leaf, extracted_names
+from logwatchd.rules.predicates import ALL_HITS, compile_leaf, extracted_names
 from logwatchd.rules.values import MISSING
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def explain_rule(
     walker = _Walker(lists, extracted_names(cfg.match), event.fields, rows)
     walker.walk(cfg.match, {}, "match", 0)
     ext: dict[str, Any] = {}
-    matched = rule.match.test(event.fields, ext)
+    matched = rule.match.test(event.fields, ext, ALL_HITS)
     return _verdict(rule, matched, rows, {**event.fields, **ext} if matched else event.fields)
 
 
@@ -73,7 +73,7 @@ def _explain_sequence(
         walker = _Walker(lists, extracted_names(step.match), event.fields, rows)
         walker.walk(step.match, {}, f"steps[{index}]", 0)
         ext: dict[str, Any] = {}
-        if compiled.test(event.fields, ext):
+        if compiled.test(event.fields, ext, ALL_HITS):
             if not matched_steps:
                 fields = {**event.fields, **ext}
             matched_steps.append(index)
@@ -149,7 +149,7 @@ class _Walker:
         seen = ext.get(leaf.field, MISSING)
         if seen is MISSING:
             seen = self.fields.get(leaf.field, MISSING)
-        result = test(self.fields, ext)
+        result = test(self.fields, ext, ALL_HITS)
         self.rows.append(
             ConditionResult(path, leaf.op, result, depth, leaf.field, leaf.value, seen)
         )

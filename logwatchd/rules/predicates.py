@@ -1,10 +1,14 @@
 """Compile a predicate tree once into closures, so a line costs calls, not a tree walk.
 
-Every compiled test has the shape ``test(fields, ext) -> bool``: ``fields`` are the event's
-fields, ``ext`` collects what rule regexes extracted (named groups) for this one rule
+Every compiled test has the shape ``test(fields, ext, hits) -> bool``: ``fields`` are the
+event's fields, ``ext`` collects what rule regexes extracted (named groups) for this one rule
 evaluation, or is None when the rule extracts nothing. Fields extracted by an earlier
 condition are visible to later ones. A regex under ``not``, or in a branch of ``any`` that
 failed, works on a scratch copy of ``ext`` so its groups never leak into the match.
+
+``hits`` are what the scan found on the line (``scan.py``): a regex, or a branch of ``any``,
+whose *gate* (the bits of the patterns a line shows whenever it holds) the line does not show
+is false without running. ``ALL_HITS`` opens every gate (``explain``, the reference engine).
 
 Values are hostile: a test never raises. A missing field never matches (except
 ``exists: false``); a value of the wrong type simply does not match.
@@ -19,8 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from logwatchd.config.model import All, Leaf, ListConfig, Not, Predicate
-from logwatchd.rules.fused import guard_literals, leaf_pattern, regex_run, regex_runs
-from logwatchd.rules.literals import fold
 from logwatchd.rules.values import (
     IP_TYPES,
     MISSING,
@@ -30,13 +32,30 @@ from logwatchd.rules.values import (
     as_key,
     as_number,
     as_text,
+    fold,
 )
 
 Builder = Callable[[Getter, Leaf, bool], Test]  # (getter, leaf, field set by a rule regex)
+Gates = Callable[[Predicate], int]  # a condition's gate; 0: it has none
+GateMaker = Callable[[frozenset[str]], Gates]  # gates, given the fields not from the line
+ALL_HITS = -1  # every bit set: no gate closes
 
-# Consecutive regex branches of an `any` on the same field run as one closure (see fused.py);
-# tests switch this off to compare the outcomes with one closure per branch.
-FUSE_REGEX_RUNS = True
+
+def no_gates(pred: Predicate) -> int:
+    return 0
+
+
+def no_gate_maker(ungated: frozenset[str]) -> Gates:
+    return no_gates
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One condition of a rule, and the fields it sees that are not the line's own text
+    (its regex groups; for a rule with ``context``, what the connection fills in)."""
+
+    pred: Predicate
+    ungated: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +64,24 @@ class CompiledPredicate:
     extracts: frozenset[str]  # field names its regexes can add
 
 
-def compile_predicate(pred: Predicate, lists: Mapping[str, ListConfig]) -> CompiledPredicate:
-    """The fast test for a predicate tree, and the names of the fields it may extract."""
+def compile_predicate(
+    pred: Predicate, lists: Mapping[str, ListConfig], gates: Gates = no_gates
+) -> CompiledPredicate:
+    """The fast test for a predicate tree, and the names of the fields it may extract.
+
+    ``gates`` gives each condition's gate; it knows which fields the rule itself sets
+    (regex groups, context fields): conditions on those have none."""
     produced = extracted_names(pred)
-    return CompiledPredicate(_compile(pred, lists, produced), produced)
+    return CompiledPredicate(_Compiler(lists, produced, gates).compile(pred), produced)
+
+
+def field_names(pred: Predicate) -> frozenset[str]:
+    """The fields the conditions of the tree look at."""
+    if isinstance(pred, Leaf):
+        return frozenset({pred.field})
+    if isinstance(pred, Not):
+        return field_names(pred.item)
+    return frozenset().union(*(field_names(item) for item in pred.items))
 
 
 def extracted_names(pred: Predicate) -> frozenset[str]:
@@ -65,105 +98,114 @@ def extracted_names(pred: Predicate) -> frozenset[str]:
     return names
 
 
-def _compile(pred: Predicate, lists: Mapping[str, ListConfig], produced: frozenset[str]) -> Test:
-    if isinstance(pred, Leaf):
-        return compile_leaf(pred, lists, produced)
-    if isinstance(pred, Not):
-        return _not(pred.item, lists, produced)
-    if isinstance(pred, All):
-        return _all([_compile(item, lists, produced) for item in pred.items])
-    tests, scratch = [], []
-    for run in regex_runs(pred.items) if FUSE_REGEX_RUNS else [[item] for item in pred.items]:
-        if len(run) > 1:
-            tests.append(regex_run(run, produced))
-            scratch.append(False)  # like one regex leaf, it writes ext only when it matches
-            continue
-        item = run[0]
-        tests.append(_compile(item, lists, produced))
-        scratch.append(bool(extracted_names(item)) and not _clean(item))
-    return _any(tests, scratch)
+class _Compiler:
+    def __init__(self, lists: Mapping[str, ListConfig], produced: frozenset[str], gates: Gates):
+        self.lists = lists
+        self.produced = produced
+        self.gates = gates
+
+    def compile(self, pred: Predicate) -> Test:
+        if isinstance(pred, Leaf):
+            return compile_leaf(pred, self.lists, self.produced, self.gates(pred))
+        if isinstance(pred, Not):
+            return self._not(pred.item)
+        if isinstance(pred, All):
+            return _all([self.compile(item) for item in pred.items], self.gates(pred))
+        # a leaf writes ext only when it holds; another branch that extracts may write and
+        # then fail, so it works on a scratch copy
+        return _any(
+            [
+                (
+                    self.compile(item),
+                    self.gates(item),
+                    not isinstance(item, Leaf) and _extracts(item),
+                )
+                for item in pred.items
+            ]
+        )
+
+    def _not(self, item: Predicate) -> Test:
+        inner = self.compile(item)
+        if not _extracts(item):
+            return lambda fields, ext, hits: not inner(fields, ext, hits)
+
+        def negated(fields: dict[str, Any], ext: dict[str, Any] | None, hits: int) -> bool:
+            # groups matched inside `not` describe a line the rule rejects: keep them out
+            return not inner(fields, None if ext is None else dict(ext), hits)
+
+        return negated
 
 
-def _clean(pred: Predicate) -> bool:
-    """A leaf writes ext only when it holds (a regex, on its match): no scratch copy needed."""
-    return FUSE_REGEX_RUNS and isinstance(pred, Leaf)
+def _extracts(pred: Predicate) -> bool:
+    return bool(extracted_names(pred))
 
 
-def _not(item: Predicate, lists: Mapping[str, ListConfig], produced: frozenset[str]) -> Test:
-    inner = _compile(item, lists, produced)
-    if not extracted_names(item):
-        return lambda fields, ext: not inner(fields, ext)
-
-    def negated(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
-        # groups matched inside `not` describe a line the rule rejects: keep them out
-        return not inner(fields, None if ext is None else dict(ext))
-
-    return negated
-
-
-def _all(tests: list[Test]) -> Test:
+def _all(tests: list[Test], gate: int) -> Test:
+    """Every test holds; none runs when the line does not show what they need together."""
     if len(tests) == 1:
         return tests[0]
     if len(tests) == 2:
         first, second = tests
-        return lambda fields, ext: first(fields, ext) and second(fields, ext)
+        if gate:
+            return lambda fields, ext, hits: (
+                hits & gate != 0 and first(fields, ext, hits) and second(fields, ext, hits)
+            )
+        return lambda fields, ext, hits: first(fields, ext, hits) and second(fields, ext, hits)
 
-    def every(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
+    def every(fields: dict[str, Any], ext: dict[str, Any] | None, hits: int) -> bool:
+        if gate and not hits & gate:
+            return False
         for test in tests:  # noqa: SIM110 - a plain loop beats a generator on the hot path
-            if not test(fields, ext):
+            if not test(fields, ext, hits):
                 return False
         return True
 
     return every
 
 
-def _any(tests: list[Test], extracting: list[bool]) -> Test:
-    """``extracting``: per branch, whether it may write ext and then fail (needs a copy)."""
-    if not any(extracting):
-        if len(tests) == 1:
-            return tests[0]
+def _any(branches: list[tuple[Test, int, bool]]) -> Test:
+    """Per branch: its test, its gate, and whether it needs a scratch copy of ext."""
+    if len(branches) == 1 and not branches[0][2]:
+        return branches[0][0]
+    frozen = tuple(branches)
 
-        def some(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
-            for test in tests:  # noqa: SIM110 - a plain loop beats a generator here too
-                if test(fields, ext):
-                    return True
-            return False
-
-        return some
-
-    pairs = list(zip(tests, extracting, strict=True))
-
-    def some_scratch(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
-        for test, extracts in pairs:
-            if not extracts or ext is None:
-                if test(fields, ext):
+    def some(fields: dict[str, Any], ext: dict[str, Any] | None, hits: int) -> bool:
+        for test, gate, scratched in frozen:
+            if gate and not hits & gate:
+                continue  # the line does not show what this branch needs
+            if not scratched or ext is None:
+                if test(fields, ext, hits):
                     return True
                 continue
             # a branch that fails half-way must not leave its groups behind
             scratch = dict(ext)
-            if test(fields, scratch):
+            if test(fields, scratch, hits):
                 ext.update(scratch)
                 return True
         return False
 
-    return some_scratch
+    return some
 
 
 # --- leaves -------------------------------------------------------------------------------
 
 
-def compile_leaf(leaf: Leaf, lists: Mapping[str, ListConfig], produced: frozenset[str]) -> Test:
+def compile_leaf(
+    leaf: Leaf, lists: Mapping[str, ListConfig], produced: frozenset[str], gate: int = 0
+) -> Test:
     """One condition as a closure; ``produced`` says which fields rule regexes may set."""
+    if leaf.op == "regex":
+        return _regex(leaf, leaf.field in produced, gate)
     get = _getter(leaf.field, produced)
+    if leaf.op == "in_list":
+        return _in_list(get, lists.get(str(leaf.value)))
     build = _LEAF_BUILDERS.get(leaf.op)
     if build is None:
         return _never
-    if leaf.op == "in_list":
-        return _in_list(get, lists.get(str(leaf.value)))
     return build(get, leaf, leaf.field in produced)
 
 
-def _never(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
+def _never(fields: dict[str, Any], ext: dict[str, Any] | None, hits: int) -> bool:
     return False
 
 
@@ -182,18 +224,18 @@ def _getter(name: str, produced: frozenset[str]) -> Getter:
 
 
 def _text_test(leaf: Leaf, produced: bool, check: Callable[[str], bool]) -> Test:
-    # the field lookup is written out here, not called: this is the hottest closure
+    # the field lookup is written out here, not called: this is a hot closure
     name = leaf.field
     if leaf.icase:
 
-        def folded(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
+        def folded(fields: dict[str, Any], ext: dict[str, Any] | None, hits: int) -> bool:
             value = ext[name] if produced and ext and name in ext else fields.get(name, MISSING)
             text = as_text(value)
             return text is not None and check(fold(text))
 
         return folded
 
-    def plain(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
+    def plain(fields: dict[str, Any], ext: dict[str, Any] | None, hits: int) -> bool:
         value = ext[name] if produced and ext and name in ext else fields.get(name, MISSING)
         if value.__class__ is str:
             return check(value)
@@ -222,17 +264,17 @@ def _membership(get: Getter, leaf: Leaf, produced: bool, expected: tuple[Any, ..
     if not numbers:
         return by_text
 
-    def by_number(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
+    def by_number(fields: dict[str, Any], ext: dict[str, Any] | None, hits: int) -> bool:
         number = as_number(get(fields, ext))
         return number is not None and number in numbers
 
-    return lambda fields, ext: by_text(fields, ext) or by_number(fields, ext)
+    return lambda fields, ext, hits: by_text(fields, ext, hits) or by_number(fields, ext, hits)
 
 
 def _addresses(texts: Iterable[str]) -> frozenset[Any]:
     found = set()
     for text in texts:
-        try:  # strictly an address: "[::1]" stays a string, as the prefilter assumes
+        try:  # strictly an address: "[::1]" stays a string, as the scan assumes
             found.add(ipaddress.ip_address(text))
         except ValueError:
             continue
@@ -244,11 +286,11 @@ def _or_ip(by_text: Test, get: Getter, addresses: frozenset[Any]) -> Test:
     if not addresses:
         return by_text
 
-    def by_address(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
+    def by_address(fields: dict[str, Any], ext: dict[str, Any] | None, hits: int) -> bool:
         value = get(fields, ext)
         if isinstance(value, IP_TYPES):
             return value in addresses
-        return by_text(fields, ext)
+        return by_text(fields, ext, hits)
 
     return by_address
 
@@ -274,26 +316,23 @@ def _endswith(get: Getter, leaf: Leaf, produced: bool) -> Test:
     return _text_test(leaf, produced, lambda text: text.endswith(suffix))
 
 
-def _regex(get: Getter, leaf: Leaf, produced: bool) -> Test:
-    pattern = leaf_pattern(leaf)
-    if pattern is None:
+def _regex(leaf: Leaf, produced: bool, gate: int) -> Test:
+    pattern = leaf.value
+    if isinstance(pattern, str):
+        pattern = re.compile(pattern, re.IGNORECASE if leaf.icase else 0)
+    if not isinstance(pattern, re.Pattern) or not isinstance(pattern.pattern, str):
         return _never
     search = pattern.search
     name = leaf.field
-    literals = guard_literals(pattern)
     extracts = bool(pattern.groupindex)
 
-    def regex(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
+    def regex(fields: dict[str, Any], ext: dict[str, Any] | None, hits: int) -> bool:
+        if gate and not hits & gate:
+            return False  # the line does not hold what this regex can match
         value = ext[name] if produced and ext and name in ext else fields.get(name, MISSING)
         text = value if value.__class__ is str else as_text(value)
         if text is None:
             return False
-        if literals is not None:
-            for literal in literals:  # inline: a call per guard costs more than the `in`
-                if literal in text:
-                    break
-            else:
-                return False
         found = search(text)
         if found is None:
             return False
@@ -308,7 +347,7 @@ def _regex(get: Getter, leaf: Leaf, produced: bool) -> Test:
 
 def _cidr(get: Getter, leaf: Leaf, produced: bool) -> Test:
     networks = _networks(leaf.value)
-    return lambda fields, ext: _in_networks(as_ip(get(fields, ext)), networks)
+    return lambda fields, ext, hits: _in_networks(as_ip(get(fields, ext)), networks)
 
 
 def _networks(value: Any) -> tuple[Any, ...]:
@@ -344,7 +383,7 @@ def _in_list(get: Getter, listing: ListConfig | None) -> Test:
     values = listing.values
     networks = tuple(listing.networks)
 
-    def member(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
+    def member(fields: dict[str, Any], ext: dict[str, Any] | None, hits: int) -> bool:
         value = get(fields, ext)
         text = as_key(value)
         if text is not None and text in values:
@@ -356,8 +395,8 @@ def _in_list(get: Getter, listing: ListConfig | None) -> Test:
 
 def _exists(get: Getter, leaf: Leaf, produced: bool) -> Test:
     if leaf.value:
-        return lambda fields, ext: get(fields, ext) is not MISSING
-    return lambda fields, ext: get(fields, ext) is MISSING
+        return lambda fields, ext, hits: get(fields, ext) is not MISSING
+    return lambda fields, ext, hits: get(fields, ext) is MISSING
 
 
 def _compare(op: Callable[[float, float], bool]) -> Builder:
@@ -366,7 +405,7 @@ def _compare(op: Callable[[float, float], bool]) -> Builder:
         if limit is None:
             return _never
 
-        def compare(fields: dict[str, Any], ext: dict[str, Any] | None) -> bool:
+        def compare(fields: dict[str, Any], ext: dict[str, Any] | None, hits: int) -> bool:
             number = as_number(get(fields, ext))
             return number is not None and op(number, limit)
 
@@ -381,9 +420,7 @@ _LEAF_BUILDERS: dict[str, Builder] = {
     "contains": _contains,
     "startswith": _startswith,
     "endswith": _endswith,
-    "regex": _regex,
     "cidr": _cidr,
-    "in_list": lambda get, leaf, produced: _never,  # built by compile_leaf: it needs the lists
     "exists": _exists,
     "gt": _compare(lambda a, b: a > b),
     "gte": _compare(lambda a, b: a >= b),

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 from logwatchd.alerts import Alert, jsonable
 from logwatchd.events import Event
 from logwatchd.rules.compiled import CompiledRule, Firing, advance_clock, drop_if_idle, last_of
-from logwatchd.rules.literals import LineCheck
 from logwatchd.rules.windows import Key, KeyState, Last, Partial, cut
 
 
@@ -46,18 +45,17 @@ class Sequences:
         rule: CompiledRule,
         event: Event,
         alerts: list[Alert],
-        checks: Sequence[LineCheck],
+        hits: int,
     ) -> dict[str, Any] | None:
         """Advance the rule's sequences by the event; the fields of its first matching step
-        (for the match record), or None when no step matched."""
+        (for the match record), or None when no step matched. ``hits``: what the scan found
+        on the line (a step whose gate is closed does not run)."""
         rule.newest = max(rule.newest, event.time)
         if rule.absent:  # before the sweep, which would take a pending key past its deadline
             self.due(rule, rule.newest, alerts)
         advance_clock(rule, event.time)
-        raw, fields = event.line.raw, event.fields
-        if not checks[0](raw):
-            return None  # no step can hold
-        hits: list[tuple[int, dict[str, Any], Key | None]] = []
+        fields = event.fields
+        held: list[tuple[int, dict[str, Any], Key | None]] = []
         # steps with the same condition (three "failed" steps, say) are tested once and
         # share the fields (nothing downstream writes to them) and their key
         outcomes: list[tuple[dict[str, Any], Key | None] | None] = []
@@ -68,19 +66,19 @@ class Sequences:
             else:
                 outcome = None
                 ext: dict[str, Any] | None = {} if step.extracts else None
-                if checks[index + 1](raw) and step.test(fields, ext):
+                if step.test(fields, ext, hits):
                     seen = {**fields, **ext} if ext else fields
                     outcome = (seen, rule.key_of(seen))
             outcomes.append(outcome)
             if outcome is not None:
-                hits.append((index, *outcome))
-        if not hits:
+                held.append((index, *outcome))
+        if not held:
             return None
         # latest step first, so one event never advances the same sequence twice
-        for index, seen, key in reversed(hits):
+        for index, seen, key in reversed(held):
             if key is not None:
                 self._step(rule, index, key, event, seen, alerts=alerts)
-        return hits[0][1]
+        return held[0][1]
 
     def _step(
         self,

@@ -1,7 +1,7 @@
 """How a condition sees a field value, and the shape of a compiled test.
 
-Shared by the predicate compiler and the fused regex runs, so neither imports the other's
-internals. Values are hostile: these conversions never raise, they answer None.
+Shared by the predicate compiler, compiled rules and the scan's selection. Values are
+hostile: these conversions never raise, they answer None.
 """
 
 from __future__ import annotations
@@ -11,17 +11,23 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-Test = Callable[[dict[str, Any], dict[str, Any] | None], bool]
+Test = Callable[[dict[str, Any], dict[str, Any] | None, int], bool]  # (fields, ext, hits)
 Getter = Callable[[dict[str, Any], dict[str, Any] | None], Any]
 
 MISSING: Any = object()
 IP_TYPES = (ipaddress.IPv4Address, ipaddress.IPv6Address)
 
 
+def fold(text: str) -> str:
+    """Case folding for ``icase``: casefold works character by character, so a casefolded
+    substring is a substring of the casefolded whole (``str.lower`` is not: final sigma)."""
+    return text.casefold()
+
+
 def as_text(value: Any) -> str | None:
     """The string a text operator sees: a str as is, an int by its digits, else None.
 
-    Only these keep the prefilter sound: the digits of an int parsed from the line are part
+    Only these keep the scan sound: the digits of an int parsed from the line are part
     of the line. The text of an IP object or a float may be spelled differently there
     (``2001:DB8::1`` is ``2001:db8::1``), so text operators do not see them; ``equals`` and
     ``in`` compare IPs as addresses, and ``cidr``/``in_list`` are the tools for IPs.

@@ -152,7 +152,7 @@ class KeyState:
 
     def add_sample(self, time: float, raw: str) -> None:
         samples = self.samples
-        samples.append((time, cut(raw)))
+        samples.append((time, raw if len(raw) <= SAMPLE_CHARS else cut(raw)))
         if len(samples) > MAX_SAMPLES:
             del samples[0]
 

@@ -13,10 +13,12 @@ import fcntl
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
+from typing import TextIO
 
 import daemon
 
 from logwatchd.errors import ConfigError
+from logwatchd.own_files import open_own
 
 __all__ = ["AlreadyRunning", "DetachRefused", "PidFile", "detach", "refuse_under_systemd"]
 
@@ -51,7 +53,10 @@ class PidFile:
 
     def acquire(self) -> None:
         """Take the lock now, in the launcher, so a refusal reaches the terminal."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = open_own(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ConfigError(f"cannot open the pidfile: {exc.strerror}", key=self.path) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -92,6 +97,14 @@ class PidFile:
         self.fd = None
 
 
+def _open_log(path: str) -> TextIO:
+    try:
+        fd = open_own(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    except OSError as exc:
+        raise ConfigError(f"cannot open the log file: {exc.strerror}", key=path) from None
+    return open(fd, "a", encoding="utf-8")  # closed by detach()
+
+
 @contextlib.contextmanager
 def detach(
     pidfile: str, keep_fds: Sequence[int] = (), *, stderr_path: str | None = None
@@ -107,7 +120,7 @@ def detach(
     lock = PidFile(os.path.abspath(pidfile))
     lock.acquire()
     assert lock.fd is not None
-    output = open(stderr_path, "a", encoding="utf-8") if stderr_path else None  # noqa: SIM115
+    output = _open_log(stderr_path) if stderr_path else None
     try:
         context = daemon.DaemonContext(
             detach_process=True,  # even when the launcher's parent is init: --daemon was asked for

@@ -1,7 +1,7 @@
 """The daemon's own log: structlog, written where the administrator will read it.
 
 Formats:
-- ``journal``: the native journal protocol (``journal.py``), one entry per event with fields, so
+- ``journal``: the native journal protocol (``journal_log.py``), one entry per event with fields, so
   ``journalctl -u logwatchd RULE=x`` and ``-p warning`` work and a traceback stays one entry.
   If the socket cannot be used the entry goes to stderr in the ``stderr`` format instead.
 - ``stderr``: one line per event prefixed with ``<N>`` (the syslog priority), which systemd
@@ -10,15 +10,21 @@ Formats:
 - ``json``: one JSON object per line on stderr.
 - ``auto``: journal when ``$JOURNAL_STREAM`` names stderr, else console on a terminal, else stderr.
 
+Log data is hostile: in every format, characters a terminal acts on (C0 and C1 controls, so
+ANSI and OSC sequences, DEL, line separators, bidirectional overrides) are written as escapes
+(``\u001b``), in MESSAGE and tracebacks too; journal fields other than MESSAGE keep the
+exact value (the native protocol carries any bytes, and ``journalctl FIELD=`` matches them).
+
 Event keys ``rule``, ``source`` and ``handler`` become journal fields ``RULE``, ``SOURCE`` and
 ``HANDLER``; every other key becomes an upper-cased field too. An explicit ``priority`` key
 (0-7) overrides the level's priority: the log handler passes one derived from alert severity
-(``SEVERITY_PRIORITY``). Standard-library logging (watchdog's) is routed through the same sink.
+(``handlers/log.py``). Standard-library logging (watchdog's) is routed through the same sink.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -30,17 +36,17 @@ from typing import Any, Literal, TextIO
 
 import structlog
 
-from logwatchd.service.journal import (
+from logwatchd.service.journal_log import (
     JOURNAL_SOCKET,
     JournalSender,
     as_bytes,
     encode_journal_entry,
     field_name,
 )
+from logwatchd.service.log_escape import UNSAFE, escape_controls, escape_lines
 
 __all__ = [
     "JOURNAL_SOCKET",
-    "SEVERITY_PRIORITY",
     "JournalSender",
     "configure",
     "encode_journal_entry",
@@ -52,7 +58,6 @@ Format = Literal["auto", "console", "json", "journal", "stderr"]
 IDENTIFIER = "logwatchd"
 
 LEVEL_PRIORITY = {"critical": 2, "error": 3, "warning": 4, "info": 6, "debug": 7}
-SEVERITY_PRIORITY = {"critical": 2, "high": 3, "medium": 4, "low": 5, "info": 6}
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
 # Keys that the formatters consume themselves rather than print as key=value.
@@ -63,6 +68,7 @@ _RESERVED_FIELDS = frozenset(
     {"MESSAGE", "PRIORITY", "SYSLOG_IDENTIFIER", "CODE_FUNC", "CODE_FILE", "CODE_LINE"}
 )
 _MESSAGE_VALUE_MAX = 200
+_NEEDS_QUOTES = re.compile(f'[\\s"=\\\\]|{UNSAFE.pattern}')
 
 
 # --- choosing the format ------------------------------------------------------------------
@@ -121,20 +127,28 @@ def _quoted(value: Any, limit: int | None = None) -> str:
     text = value if isinstance(value, str) else as_bytes(value).decode("utf-8", "replace")
     if limit is not None and len(text) > limit:
         text = text[:limit] + "…"
-    if text and not re.search(r'[\s"=\\]', text):
+    if text and not _NEEDS_QUOTES.search(text):
         return text
-    # json.dumps escapes newlines and quotes: one line, unambiguous.
-    return json.dumps(text, ensure_ascii=False)
+    # json.dumps escapes C0 controls, newlines and quotes; the rest (C1, bidi) is escaped after
+    return escape_controls(json.dumps(text, ensure_ascii=False))
+
+
+def _exception_text(event: Mapping[str, Any]) -> str:
+    """The traceback, one line per line as Python wrote it; what log data put in it escaped."""
+    return escape_lines(str(event["exception"]))
 
 
 def _summary(event: Mapping[str, Any], limit: int | None) -> str:
-    parts = [str(event.get("event", ""))]
+    parts = [escape_controls(str(event.get("event", "")))]
     for key, value in _user_items(event):
         if isinstance(value, dict) and value:
             # key.ip=203.0.113.9 reads better than a JSON object inside quotes.
-            parts += [f"{key}.{sub}={_quoted(item, limit)}" for sub, item in value.items()]
+            parts += [
+                f"{escape_controls(str(key))}.{escape_controls(str(sub))}={_quoted(item, limit)}"
+                for sub, item in value.items()
+            ]
         else:
-            parts.append(f"{key}={_quoted(value, limit)}")
+            parts.append(f"{escape_controls(str(key))}={_quoted(value, limit)}")
     return " ".join(part for part in parts if part)
 
 
@@ -142,7 +156,7 @@ def journal_fields(event: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """Journal fields for one event dict (after structlog's processors ran)."""
     message = _summary(event, _MESSAGE_VALUE_MAX)
     if event.get("exception"):
-        message += "\n" + str(event["exception"])
+        message += "\n" + _exception_text(event)
     fields: list[tuple[str, Any]] = [
         ("MESSAGE", message),
         ("PRIORITY", _priority(event)),
@@ -166,7 +180,9 @@ def stderr_line(event: Mapping[str, Any]) -> str:
     """``<N>event key=value ...``: exactly one line, whatever the values hold."""
     line = f"<{_priority(event)}>{_summary(event, None)}"
     if event.get("exception"):
-        line += " exception=" + json.dumps(str(event["exception"]), ensure_ascii=False)
+        line += " exception=" + escape_controls(
+            json.dumps(str(event["exception"]), ensure_ascii=False)
+        )
     return line
 
 
@@ -223,6 +239,25 @@ def _add_callsite(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMa
             break
         frame = frame.f_back  # type: ignore[assignment]
     return event
+
+
+def _escape_values(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """For the console renderer, which prints text values as they are."""
+    for key, value in event.items():
+        if isinstance(value, str):
+            event[key] = escape_controls(value)
+    return event
+
+
+def _escaped_traceback(sio: TextIO, exc_info: Any) -> None:
+    plain = io.StringIO()
+    structlog.dev.plain_traceback(plain, exc_info)
+    sio.write(escape_lines(plain.getvalue()))
+
+
+def _json_dumps(obj: Any, **kwargs: Any) -> str:
+    # json escapes C0 itself; \uXXXX for C1 and bidi characters is still the same JSON value
+    return escape_controls(json.dumps(obj, **kwargs))
 
 
 def _drop_code(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -300,13 +335,16 @@ def configure(
             _drop_code,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(default=str, ensure_ascii=False),
+            structlog.processors.JSONRenderer(_json_dumps, default=str, ensure_ascii=False),
         ]
     elif concrete == "console":
         tail = [
             _drop_code,
             structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False),
-            structlog.dev.ConsoleRenderer(colors=_is_tty(stream)),
+            _escape_values,
+            structlog.dev.ConsoleRenderer(
+                colors=_is_tty(stream), exception_formatter=_escaped_traceback
+            ),
         ]
     else:
         tail = [_drop_code, structlog.processors.format_exc_info, _render_stderr]

@@ -13,7 +13,7 @@ the time mappings with keys take to encode. Version 1 (one mapping per file) is 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,12 +156,12 @@ def decode(saved: dict[str, Any] | None, source: str) -> Saved:
     )
 
 
-def readable(saved: dict[str, Any]) -> dict[str, Any]:
-    """The stored mapping with each file as a mapping of ``FIELDS`` (what ``status --json``
-    shows); anything else unchanged."""
+def readable(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """The stored mapping with each file as a mapping of ``FIELDS`` (for status, metrics and
+    ``status --json``); anything else unchanged."""
     files = saved.get("files")
     if not isinstance(files, list):
-        return saved
+        return dict(saved)
     shown = []
     for entry in files:
         if not isinstance(entry, list):

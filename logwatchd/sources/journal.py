@@ -37,8 +37,6 @@ from logwatchd.errors import ConfigError
 from logwatchd.events import Line
 from logwatchd.sources.journal_records import decode_record, line_text, records
 
-# Journal field names: upper-case ASCII letters, digits and "_", not starting with a digit.
-_MATCH_TERM = re.compile(r"[A-Z_][A-Z0-9_]{0,63}=.*", re.ASCII | re.DOTALL)
 # A cursor as journalctl prints it: "s=...;i=...;b=...;m=...;t=...;x=..." (hex values).
 _CURSOR_SHAPE = re.compile(r"[a-z]=[0-9a-f]+(?:;[a-z]=[0-9a-f]+)*", re.ASCII)
 _MACHINE_ID = re.compile(r"[0-9a-f]{32}", re.ASCII)
@@ -113,8 +111,9 @@ def journalctl_argv(
       reboot skips the rest of the previous boot, and in a directory skips every other boot.
       For the system journal ``--merge`` would also take in other machines' journals kept on
       this host, so each term is ANDed with this machine's ``_MACHINE_ID`` instead.
-    - Match terms come after ``--`` so a term can never be read as an option, and groups are
-      joined by ``+`` so they are OR'ed even across fields.
+    - Match terms (``FIELD=value``, checked by the config schema) come after ``--`` so a term
+      can never be read as an option, and groups are joined by ``+`` so they are OR'ed even
+      across fields.
     """
     argv = [journalctl, "--output=json", "--all", "--no-pager", "--quiet", "--merge"]
     if config.journal_directory:
@@ -145,23 +144,6 @@ def local_machine_id(path: str = "/etc/machine-id") -> str | None:
     except (OSError, ValueError):
         return None
     return text if _MACHINE_ID.fullmatch(text) else None
-
-
-def _validate(config: SourceConfig) -> None:
-    for term in config.match:
-        if not _MATCH_TERM.fullmatch(term):
-            raise ConfigError(
-                f"source {config.id!r}: match term {term!r} is not FIELD=value "
-                "(FIELD in upper case, e.g. _SYSTEMD_UNIT=ssh.service)",
-                config.mark,
-                "match",
-            )
-    if config.journal_directory and config.journal_files:
-        raise ConfigError(
-            f"source {config.id!r}: give journal_directory or journal_files, not both",
-            config.mark,
-            "journal_files",
-        )
 
 
 def _initial_position(
@@ -200,7 +182,6 @@ class JournalSource:
         restart_backoff: float = 1.0,
         journalctl: str = "journalctl",
     ) -> None:
-        _validate(config)
         self.id = config.id
         self._config = config
         self._clock = clock

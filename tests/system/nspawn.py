@@ -26,8 +26,9 @@ from pathlib import Path
 CACHE_DIR = Path(os.environ.get("LOGWATCHD_TEST_CACHE", "/var/cache/logwatchd-test"))
 ROOTFS = CACHE_DIR / "rootfs"
 SUITE = "bookworm"
-PACKAGES = ("systemd", "systemd-sysv", "dbus", "python3", "python3-venv", "procps")
-# Written last into a finished root: a root without it (or with another package list) is rebuilt.
+# nftables: the nftables handler bans inside a container with a network of its own.
+PACKAGES = ("systemd", "systemd-sysv", "dbus", "python3", "python3-venv", "procps", "nftables")
+# Written last into a finished root: a root without it (or without one of PACKAGES) is rebuilt.
 STAMP = ".logwatchd-rootfs"
 TOOLS = ("debootstrap", "systemd-nspawn", "nsenter")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -76,8 +77,12 @@ def _stamp_text() -> str:
 
 
 def root_is_ready(root: Path = ROOTFS) -> bool:
+    """The stamp names this suite and (at least) every package of PACKAGES."""
     stamp = root / STAMP
-    return stamp.is_file() and stamp.read_text() == _stamp_text()
+    if not stamp.is_file():
+        return False
+    suite, *packages = stamp.read_text().split()
+    return suite == SUITE and set(PACKAGES) <= set(packages)
 
 
 def ensure_rootfs(root: Path = ROOTFS, *, timeout: float = 900) -> Path:
@@ -207,8 +212,13 @@ def boot(
     binds_ro: Sequence[tuple[str, str]] = (),
     console: Path,
     timeout: float = 60,
+    private_network: bool = False,
 ) -> Container:
-    """Boot root as an ephemeral overlay container and wait until systemd is up."""
+    """Boot root as an ephemeral overlay container and wait until systemd is up.
+
+    ``private_network``: a network namespace of its own (only loopback), where the container
+    keeps CAP_NET_ADMIN and its nft changes never reach the host's ruleset.
+    """
     argv = [
         "systemd-nspawn",
         "-D",
@@ -219,6 +229,7 @@ def boot(
         "-M",
         name,
         *(f"--bind-ro={src}:{dst}" for src, dst in binds_ro),
+        *(["--private-network"] if private_network else []),
         "-b",
         "--console=passive",
     ]

@@ -1,4 +1,4 @@
-"""The systemd journal's native protocol: encoding entries and sending them to journald.
+"""The daemon's own log into the journal: encoding entries in the native protocol, sending them.
 
 One datagram per entry to ``/run/systemd/journal/socket``; an entry too large for a datagram
 is written to a memfd, sealed, and its descriptor passed with SCM_RIGHTS, as sd_journal_send

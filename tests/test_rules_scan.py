@@ -1,0 +1,309 @@
+"""The scan changes nothing but speed: every path gives the same matches and alerts.
+
+Paths compared, on the benchmark generator's auth.log (real subprocess, two formats), the
+hand-written pack samples, fail2ban's own sample logs and hostile lines:
+
+- ``test``'s file replay, scanning 1 MiB blocks natively (Hyperscan);
+- the daemon's batches of lines, scanned natively;
+- the same batches scanned with Python's ``re`` (where the hyperscan wheel is missing);
+- the reference: every rule on every line, every condition run (no scan, no gate).
+
+On ASCII lines the native and the ``re`` scan must find exactly the same patterns; on any
+line, a pattern must be found wherever the condition it stands for holds.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from logwatchd.alerts import Alert, jsonable
+from logwatchd.commands import replay
+from logwatchd.config import load_text
+from logwatchd.config.model import Config, Leaf, Predicate
+from logwatchd.events import Line
+from logwatchd.pipeline import Pipeline, ReplayClock, build_engine
+from logwatchd.rules import Match
+from logwatchd.rules.predicates import ALL_HITS
+from logwatchd.rules.scan import native_available
+from logwatchd.rules.selection import leaf_pattern
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKS = ROOT / "config" / "rules.d"
+GENERATOR = ROOT / "bench" / "gen_authlog.py"
+SAMPLES = Path(__file__).resolve().parent / "packs"
+FAIL2BAN = Path("/usr/lib/python3/dist-packages/fail2ban/tests/files/logs")
+READ_TIME = 1_795_687_200.0  # 2026-11-26T10:00:00Z
+PARSERS = ("syslog", "rfc5424", "nginx_error", "apache_error", "dovecot_log", "app_events",
+           "nginx_combined", "apache_combined")  # fmt: skip
+
+needs_native = pytest.mark.skipif(not native_available(), reason="the hyperscan wheel is missing")
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    base = tmp_path_factory.mktemp("scan")
+    packs = ", ".join(str(p) for p in sorted(PACKS.glob("*.yaml")))
+    sources = "".join(f"  - {{id: {name}, type: stdin, parser: {name}}}\n" for name in PARSERS)
+    text = (
+        "version: 1\ndaemon: {timezone: UTC, max_keys_per_rule: 500}\n"
+        f"include: [{packs}]\nsources:\n{sources}"
+    )
+    return load_text(text, str(base / "logwatchd.yaml"), base_dir=str(base))
+
+
+Outcome = tuple[list[str], list[str]]  # matches and alerts, as JSON text
+
+
+def pipeline(config: Config, *, native: bool = True) -> Pipeline:
+    clock = ReplayClock()
+    engine, parsers = build_engine(config, clock, host="h", native=native)
+    return Pipeline(engine, parsers, replay=clock)
+
+
+def lines_of(source: str, path: Path) -> list[Line]:
+    """The file's lines as ``test`` reads them (the same origins, so the same alert ids)."""
+    name = str(path)
+    text = path.read_bytes().decode("utf-8", "replace")
+    texts = text.replace("\r\n", "\n").split("\n")[:-1]
+    return [
+        Line(source, text, READ_TIME, f"{name}:{n}", name, n) for n, text in enumerate(texts, 1)
+    ]
+
+
+def by_batches(config: Config, source: str, path: Path, *, native: bool) -> Outcome:
+    """The daemon's way: batches of lines, scanned at once (no match records: counts)."""
+    found = pipeline(config, native=native)
+    lines = lines_of(source, path)
+    alerts = []
+    for start in range(0, len(lines), 700):
+        alerts += found.handle_batch(lines[start : start + 700])
+    alerts += found.tick(float("inf"))
+    matches = [f"{rule}:{n}" for rule, n in sorted(found.engine.match_counts().items())]
+    return matches, [_alert(a) for a in alerts]
+
+
+def reference(config: Config, source: str, path: Path) -> tuple[Outcome, list[str]]:
+    """Every rule of the source on every line, every condition run: no scan, no gate."""
+    found = pipeline(config)
+    matches: list[Match] = []
+    alerts = []
+    for line in lines_of(source, path):
+        found.stats.lines += 1
+        alerts += found.evaluate(line, ALL_HITS, matches)
+    alerts += found.tick(float("inf"))
+    counts = [f"{rule}:{n}" for rule, n in sorted(found.engine.match_counts().items())]
+    return ([_match(m) for m in matches], [_alert(a) for a in alerts]), counts
+
+
+def by_file(config: Config, source: str, path: Path) -> Outcome:
+    """``logwatchd test``'s way: the file in blocks, scanned natively where it can be."""
+    found = pipeline(config)
+    out = io.StringIO()
+    spec = config.source(source)
+    replay.replay_file(
+        str(path), spec, found, replay.Output(True, out), None, want_matches=True, limit=65536
+    )
+    records = [json.loads(text) for text in out.getvalue().splitlines()]
+    records += [{"kind": "alert", **a.to_dict()} for a in found.tick(float("inf"))]
+    matches = [
+        json.dumps([r["rule"], r["line"], r["fields"]], sort_keys=True)
+        for r in records
+        if r["kind"] == "match"
+    ]
+    alerts = [_alert_record(r) for r in records if r["kind"] == "alert"]
+    return matches, alerts
+
+
+def _match(match: Match) -> str:
+    return json.dumps([match.rule, match.line, jsonable(match.fields)], sort_keys=True)
+
+
+def _alert(alert: Alert) -> str:
+    return _alert_record(alert.to_dict())
+
+
+def _alert_record(record: dict[str, Any]) -> str:
+    kept = {k: v for k, v in record.items() if k not in ("fired_at", "line", "kind")}
+    return json.dumps(jsonable(kept), sort_keys=True, default=str)
+
+
+def all_paths_agree(config: Config, source: str, texts: list[str], tmp: Path) -> Outcome:
+    path = tmp / f"{source}.log"
+    path.write_bytes("".join(text + "\n" for text in texts).encode("utf-8"))
+    os.utime(path, (READ_TIME, READ_TIME))  # what `test` takes as the time lines were read
+    (wanted, wanted_alerts), counts = reference(config, source, path)
+    assert by_file(config, source, path) == (wanted, wanted_alerts)
+    for native in (True, False):
+        assert by_batches(config, source, path, native=native) == (counts, wanted_alerts)
+    return wanted, wanted_alerts
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form", ["rfc3164", "mix"])
+def test_generated_auth_log_gives_the_same_matches_and_alerts_on_every_path(
+    config: Config, tmp_path: Path, form: str
+) -> None:
+    out = tmp_path / "gen.log"
+    subprocess.run(
+        [sys.executable, str(GENERATOR), str(out), "--lines", "12000", "--format", form,
+         "--sources", "60"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    texts = out.read_text(encoding="utf-8").splitlines()
+    matches, alerts = all_paths_agree(config, "syslog", texts, tmp_path)
+    assert len(matches) > 1000 and len(alerts) > 20  # the log exercises the rules
+    assert {m.split('"')[1] for m in matches} >= {
+        "sshd-auth-failure", "sshd-login-after-failures", "sshd-preauth-disconnects",
+    }  # fmt: skip
+
+
+def sample_lines(path: Path) -> dict[str, list[str]]:
+    """The pack samples' lines, by the parser they are written for."""
+    found: dict[str, list[str]] = {}
+    parser = "syslog"
+    for text in path.read_text(encoding="utf-8").splitlines():
+        if text.startswith("#! parser "):
+            parser = text.split()[2]
+        elif text and not text.startswith("#"):
+            found.setdefault(parser, []).append(text)
+    return found
+
+
+def test_pack_samples_give_the_same_matches_and_alerts_on_every_path(
+    config: Config, tmp_path: Path
+) -> None:
+    seen = 0
+    for path in sorted(SAMPLES.glob("*.log")):
+        for parser, texts in sample_lines(path).items():
+            if parser in PARSERS:
+                matches, _ = all_paths_agree(config, parser, texts, tmp_path)
+                seen += len(matches)
+    assert seen > 50
+
+
+@pytest.mark.skipif(not FAIL2BAN.is_dir(), reason="fail2ban is not installed")
+@pytest.mark.parametrize(
+    ("name", "parser"),
+    [("sshd", "syslog"), ("pam-generic", "syslog"), ("postfix", "syslog"),
+     ("dovecot", "syslog"), ("nginx-http-auth", "nginx_error"), ("apache-auth", "apache_error")],
+)  # fmt: skip
+def test_fail2ban_samples_give_the_same_matches_and_alerts_on_every_path(
+    config: Config, tmp_path: Path, name: str, parser: str
+) -> None:
+    text = (FAIL2BAN / name).read_text(encoding="utf-8", errors="replace")
+    texts = [line for line in text.splitlines() if line and not line.startswith("#")]
+    matches, _ = all_paths_agree(config, parser, texts, tmp_path)
+    assert matches
+
+
+HOSTILE = [
+    "Nov 26 10:00:01 web1 sshd[7]: Failed password for root from 203.0.113.9 port 4000 ssh2",
+    "Nov 26 10:00:02 web1 sshd[7]: Failed password for jürgen from 203.0.113.9 port 4000 ssh2",
+    "Nov 26 10:00:03 web1 sshd[7]: Failed password for root\r from 203.0.113.9 port 4 ssh2",
+    "Nov 26 10:00:04 web1 sshd[7]: Invalid user \u212aelvin from 203.0.113.9 port 5",
+    "Nov 26 10:00:05 web1 sshd[7]: Invalid user x\u00a0y from 203.0.113.9 port 5",
+    "Nov 26 10:00:06 web1 sshd[8]: Failed password for root from 203.0.113.9\u2003port 6 ssh2",
+    "Nov 26 10:00:07 web1 sshd[8]: Failed password for r\x00ot from 203.0.113.9 port 7 ssh2",
+    "Nov 26 10:00:08 web1 sshd[8]: Failed password for root from \u0661.2.3.4 port 8 ssh2",
+    "Nov 26 10:00:09 web1 sshd[8]: message repeated 3 times: [ Invalid user bob from 192.0.2.1]",
+]
+
+
+def test_hostile_lines_give_the_same_matches_and_alerts_on_every_path(
+    config: Config, tmp_path: Path
+) -> None:
+    matches, alerts = all_paths_agree(config, "syslog", HOSTILE * 3, tmp_path)
+    assert matches and alerts
+
+
+# --- the two scans agree; a pattern is found wherever its condition holds ----------------
+
+
+def regex_leaves(config: Config) -> list[Leaf]:
+    found: list[Leaf] = []
+
+    def walk(pred: Predicate | None) -> None:
+        if pred is None:
+            return
+        if isinstance(pred, Leaf):
+            found.append(pred)
+        elif hasattr(pred, "items"):
+            for item in pred.items:
+                walk(item)
+        else:
+            walk(pred.item)  # type: ignore[union-attr]
+
+    for rule in config.rules:
+        walk(rule.match)
+        for step in rule.sequence.steps if rule.sequence else ():
+            walk(step.match)
+        if rule.context is not None:
+            walk(rule.context.learn)
+            walk(rule.context.forget)
+    return [leaf for leaf in found if leaf.op == "regex"]
+
+
+PIECES = [
+    "Failed password for ", "invalid user ", "root", " from ", "203.0.113.9", "2001:db8::1",
+    "::ffff:10.0.0.1", " port 22", " ssh2", ": ", "[preauth]", "Invalid user ", "Connection ",
+    "closed by ", "Accepted password for ", "error: ", "maximum authentication attempts "
+    "exceeded for ", "Disconnecting: Too many authentication failures", " for ",
+    "Received disconnect from ", "11: Bye", "pam_unix(sshd:auth): authentication failure; ",
+    "rhost=", " user=", "ruser=", "sudo", "  alice : 3 incorrect password attempts ; ",
+    "user NOT in sudoers ; ", "reject: RCPT from x[192.0.2.5]: 554 5.7.1 ", "warning: ",
+    "SASL LOGIN authentication failed:", "user \"bob\" was not found in \"", "AH01618: ",
+    "client denied by server configuration", "\t", " ", "x", "]", "(", ")", "\\", "K", "k",
+]  # fmt: skip
+ASCII_LINES = st.lists(st.sampled_from(PIECES), max_size=8).map("".join)
+
+
+@pytest.fixture(scope="module")
+def scans(config: Config) -> list[Any]:
+    engine, _ = build_engine(config, ReplayClock(), host="h")
+    return [engine.scan(source) for source in PARSERS]
+
+
+@needs_native
+@settings(max_examples=300, deadline=None)
+@given(ASCII_LINES)
+def test_on_ascii_lines_the_native_scan_finds_what_re_finds(scans: list[Any], text: str) -> None:
+    for scan in scans:
+        assert scan.native is not None
+        found = scan.native.lines(text.encode("ascii") + b"\n")
+        native = found[0][2] if found else 0
+        assert native is not None  # an ASCII line is never left to Python
+        assert native & scan.exact == scan.hits(text) & scan.exact, text
+
+
+@pytest.fixture(scope="module")
+def patterns(config: Config) -> list[tuple[re.Pattern[str], re.Pattern[str]]]:
+    """Every regex of the packs, and the pattern the scan looks for in place of it."""
+    found = []
+    for leaf in regex_leaves(config):
+        pattern = leaf_pattern(leaf)
+        assert pattern is not None and pattern.python is not None
+        found.append((leaf.value, re.compile(pattern.python)))
+    return found
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.data())
+def test_a_pattern_is_found_wherever_its_regex_matches_the_field(
+    patterns: list[tuple[re.Pattern[str], re.Pattern[str]]], data: st.DataObject
+) -> None:
+    regex, scanned = data.draw(st.sampled_from(patterns))
+    value = data.draw(ASCII_LINES | st.text(max_size=20))
+    before, after = data.draw(ASCII_LINES), data.draw(ASCII_LINES)
+    if regex.search(value):
+        assert scanned.search(before + value + after), (regex.pattern, value)
