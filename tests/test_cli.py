@@ -272,6 +272,8 @@ def test_status_reports_offsets_and_outbox_after_a_run(tmp_path):
     report = json.loads(logwatchd("status", "-c", str(config), "--json").stdout)
     assert report["outbox"]["alerts-file"]["delivered"] == 1
     assert report["running"] is False
+    files = [f for s in report["sources"].values() for f in s["files"]]
+    assert [(f["path"], f["offset"], f["lag_bytes"]) for f in files] == [(str(log), len(LOG), 0)]
 
 
 def test_test_replays_journalctl_json_through_a_journald_source(tmp_path):

@@ -4,7 +4,6 @@ files, holding at most its share open; every line is read and every alert delive
 
 from __future__ import annotations
 
-import json
 import resource
 import time
 from collections import Counter
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_helpers import DaemonProcess, wait_for, write_config
+from tests.daemon_helpers import DaemonProcess, read_jsonl, wait_for, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -79,11 +78,11 @@ def test_five_thousand_files_under_a_limit_of_256_descriptors(tmp_path: Path) ->
     with DaemonProcess(conf, preexec_fn=low_limit) as daemon:
         started = time.monotonic()
         daemon.wait_ready(timeout=60)
-        wait_for(lambda: len(complete_lines(tmp_path / "alerts.jsonl")) >= FILES, timeout=120)
+        wait_for(lambda: len(read_jsonl(tmp_path / "alerts.jsonl")) >= FILES, timeout=120)
         ran = tmp_path / "ran.txt"
         wait_for(lambda: len(complete_lines(ran)) >= COMMANDED, timeout=60)
         took = time.monotonic() - started
-        alerts = [json.loads(line) for line in complete_lines(tmp_path / "alerts.jsonl")]
+        alerts = read_jsonl(tmp_path / "alerts.jsonl")
         got = Counter((a["event"]["raw"].split()[0], a["rule"]) for a in alerts)
         assert got == {(tag, "every-line"): 1 for tag in tags}
         assert Counter(complete_lines(ran)) == {t: 1 for t in tags if t.endswith("0")}

@@ -42,11 +42,11 @@ def test_rotations_are_grouped_by_the_live_name_they_came_from(tmp_path: Path) -
         "other.log.1",
     )
     live = str(tmp_path / "app.log")
-    plain, packed = discovery.rotations(live)
+    plain, packed = discovery.Listing().rotations(live)
     assert plain == [str(tmp_path / n) for n in ("app-20261126.log", "app.log.1")]
     assert packed == [str(tmp_path / n) for n in ("app.log-20261125.xz", "app.log.2.gz")]
     # from a rotated name, its siblings and the live name's other rotations, not itself
-    plain, _ = discovery.rotations(str(tmp_path / "app.log.1"))
+    plain, _ = discovery.Listing().rotations(str(tmp_path / "app.log.1"))
     assert str(tmp_path / "app.log.1") not in plain
     assert discovery.rotated_siblings(live) == [*plain, str(tmp_path / "app.log.1")]
     assert discovery.compressed_siblings(live) == packed

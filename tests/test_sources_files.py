@@ -17,8 +17,8 @@ import pytest
 import structlog
 
 from logwatchd.clock import ManualClock
+from logwatchd.sources import checkpoint, watch
 from logwatchd.sources import reader as reader_module
-from logwatchd.sources import watch
 from tests.sources_helpers import (
     Writer,
     deleted_fds,
@@ -121,7 +121,7 @@ def test_partial_line_is_held_until_its_newline(tmp_path: Path) -> None:
         run.settle(0.3)
         assert [ln.raw for ln in run.lines] == ["complete one"]
         cp = run.checkpoint()
-        assert cp["files"][0]["offset"] == len(b"complete one\n")
+        assert checkpoint.decode(cp, "src").files[0].offset == len(b"complete one\n")
         fh.write(b"ne\n")
     run.until(lambda: len(run.lines) == 2)
     assert run.lines[1].raw == "half of a line"

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from logwatchd.clock import ManualClock
+from logwatchd.sources import checkpoint
 from tests.sources_helpers import Run, Writer, follow, held_paths, numbered, numbers_of
 
 GRACE = 5.0
@@ -206,9 +207,9 @@ class World:
         with open(self.log, "rb") as fh:
             head = fh.read(1024)
         ino = os.stat(self.log).st_ino
-        for f in (self.saved or {}).get("files", []):
-            if f["ino"] == ino and 0 < f["fp_len"] <= len(head):
-                return hashlib.sha256(head[: f["fp_len"]]).hexdigest() != f["fp"]
+        for f in checkpoint.decode(self.saved, "src").files:
+            if f.ino == ino and 0 < f.fp.length <= len(head):
+                return hashlib.sha256(head[: f.fp.length]).hexdigest() != f.fp.digest
         return True
 
     def finish(self) -> list[int]:

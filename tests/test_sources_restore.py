@@ -37,7 +37,7 @@ class Setup:
         reader = files.add(fd, str(self.log), followed=True)
         assert reader is not None
         reader.read(count, NOW)
-        saved = checkpoint.encode(files, [], "src")
+        saved = checkpoint.Encoder("src").encode(files, [])
         files.close_all()
         return saved
 
@@ -166,8 +166,10 @@ def test_the_checkpoint_form_round_trips_and_damage_is_left_out(s: Setup) -> Non
         3,
     )
     assert decoded.names == {str(s.log)}
-    damaged = {k: v for k, v in saved["files"][0].items() if k != "marker"}
-    nul = {**saved["files"][0], "path": "a\x00b"}
+    as_v1 = dict(zip(checkpoint.FIELDS, saved["files"][0], strict=True))  # one mapping a file
+    assert checkpoint.decode({**saved, "files": [as_v1]}, "src").files == [entry]
+    damaged = {k: v for k, v in as_v1.items() if k != "marker"}
+    nul = {**as_v1, "path": "a\x00b"}
     with structlog.testing.capture_logs() as logs:
         bad = checkpoint.decode({**saved, "files": [damaged, nul, 7, "x"]}, "src")
     assert bad.files == []

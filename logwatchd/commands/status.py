@@ -18,6 +18,7 @@ from typing import Any
 from logwatchd.config import load
 from logwatchd.errors import ConfigError
 from logwatchd.service.tally import lag_bytes
+from logwatchd.sources.checkpoint import readable
 from logwatchd.state_lock import holder
 from logwatchd.state_view import StateView
 
@@ -61,7 +62,8 @@ def _sources(
 ) -> dict[str, Any]:
     sources: dict[str, Any] = {}
     kept = view.source_counts()  # counts the daemon keeps across restarts
-    for source_id, (checkpoint, committed) in view.sources().items():
+    for source_id, (stored, committed) in view.sources().items():
+        checkpoint = readable(stored)  # a file source's files as mappings
         entry = dict(counted.get(source_id, {}))
         entry.update(kept.get(source_id, {}))
         entry["state"], entry["updated"] = checkpoint, committed  # as committed, and when

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -79,6 +80,7 @@ class Wiring:
         self.pipeline.prepare()  # before READY: the first lines need not wait for it
         self.stamps = StampWatch(parsers)
         share = open_files_share(config)
+        own = own_log_files()
         self.sources = [
             build_source(
                 src,
@@ -86,6 +88,7 @@ class Wiring:
                 daemon=config.daemon,
                 clock=clock,
                 max_open_files=share,
+                exclude=own,
             )
             for src in config.sources
         ]
@@ -490,6 +493,24 @@ def open_files_share(config: Config) -> int:
     return max(1, budget // max(1, files))
 
 
+def own_log_files() -> frozenset[tuple[int, int]]:
+    """The daemon's own log as (dev, ino): stdout and stderr when they are regular files
+    (``run --daemon --log-file``, or a redirection). A file source never reads it, whatever
+    its name: with --log-level debug in a followed directory it would feed on itself. The
+    file is opened once for the process's life, so its inode is the identity, also after a
+    rename by logrotate; a copytruncate copy is a new inode holding lines read once, and
+    what they cause goes to the live file, which stays excluded."""
+    own = set()
+    for fd in (1, 2):
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            own.add((st.st_dev, st.st_ino))
+    return frozenset(own)
+
+
 def _prune_history(state_path: str, history: float) -> None:
     """In its own thread and connection: a month of history can take a while to delete."""
     try:
@@ -512,6 +533,7 @@ def build_source(
     daemon: DaemonConfig,
     clock: Clock,
     max_open_files: int | None = None,
+    exclude: frozenset[tuple[int, int]] = frozenset(),
 ) -> Source:
     """``saved`` is None the first time a source runs: then its ``start_at`` applies."""
     if config.type == "file":
@@ -523,6 +545,7 @@ def build_source(
             rescan_interval=daemon.rescan_interval,
             clock=clock,
             max_open_files=max_open_files,
+            exclude=exclude,
         )
     if config.type == "journald":
         return JournalSource(config, saved=saved, clock=clock, max_line_bytes=daemon.max_line_bytes)

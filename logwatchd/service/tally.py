@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 from logwatchd import __version__
 from logwatchd.outbox import Dispatcher
 from logwatchd.pipeline import Pipeline
+from logwatchd.sources.checkpoint import readable
 
 RATE_SPAN = 60  # seconds: lines per second are averaged over the last minute
 BUCKET = 600  # seconds of one activity row
@@ -273,7 +274,7 @@ def lag_bytes(checkpoint: Mapping[str, Any]) -> int | None:
     """Bytes written to a file source's open files after its checkpoint; None for sources
     that are not files. A file whose path now names another file counts nothing (it was
     rotated: the reader finishes it from its descriptor)."""
-    files = checkpoint.get("files")
+    files = readable(checkpoint).get("files")
     if files is None:
         return None
     lag = 0

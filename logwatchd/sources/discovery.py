@@ -48,6 +48,19 @@ def rotation_dirs(path: str, olddir: str | None = None) -> list[str]:
     return [parent] if old == os.path.normpath(parent or ".") else [parent, old]
 
 
+def dir_stamps(dirs: Iterable[str], olddir: str | None = None) -> dict[str, int]:
+    """The mtime (ns) of these directories and their olddirs: it changes whenever a name
+    there is created, renamed or removed."""
+    stamps = {}
+    for parent in dirs:
+        for d in rotation_dirs(os.path.join(parent, "x"), olddir):
+            try:
+                stamps[d] = os.stat(d or ".").st_mtime_ns
+            except OSError:
+                stamps[d] = -1
+    return stamps
+
+
 def rotated_siblings(path: str, olddir: str | None = None) -> list[str]:
     """Names that look like rotated forms of ``path`` (app.log.1, ...), in its directory and
     its olddir."""
@@ -100,11 +113,6 @@ def family(path: str) -> str:
     return os.path.join(parent, family_name(base))
 
 
-def rotations(path: str, olddir: str | None = None) -> tuple[list[str], list[str]]:
-    """Plain and compressed rotated names of ``path`` and of the file it was rotated from."""
-    return Listing(olddir).rotations(path)
-
-
 class Listing:
     """Directory listings taken once, so looking up the rotations of many files costs one
     listdir per directory: names grouped by the live name they rotate from, and (only when
@@ -116,6 +124,8 @@ class Listing:
         self._keys: dict[str, dict[tuple[int, int], str]] = {}
 
     def rotations(self, path: str) -> tuple[list[str], list[str]]:
+        """Plain and compressed rotated names of ``path`` and of the file it was rotated
+        from, in its directory and the olddir."""
         base = os.path.basename(path)
         fam = family_name(base)
         plain: list[str] = []

@@ -1,10 +1,11 @@
 """FileFollower: follow the files a source's globs name, losing and repeating nothing.
 
 The follower drives; each hard part is an object that owns its state (docs/ARCHITECTURE.md):
-``OpenFiles`` (openfiles.py) the readers by identity, in reading order; ``Copies`` (copies.py)
-truncation and copytruncate copies; ``Restorer`` (restore.py) finding saved identities again
-at start; ``Unseen`` (unseen.py) rotated files never seen under their name; ``Retired``
-(retired.py) content drained and closed; ``checkpoint.py`` the stored form of a position.
+``OpenFiles`` (openfiles.py) the readers by identity, in reading order, and the cap on
+descriptors; ``Reopener`` (reopen.py) parked files taken back by identity; ``Copies``
+(copies.py) truncation and copytruncate copies; ``Restorer`` (restore.py) finding saved
+identities again at start; ``Unseen`` (unseen.py) rotated files never seen under their name;
+``Retired`` (retired.py) content drained and closed; ``checkpoint.py`` the stored form.
 
 - Every followed file is a ``FileReader`` keyed by (dev, ino) while its descriptor is open.
   An open descriptor pins the inode, so within one run (dev, ino) is an identity; across
@@ -34,9 +35,9 @@ from logwatchd.config.model import SourceConfig
 from logwatchd.events import Line
 from logwatchd.sources import checkpoint, discovery
 from logwatchd.sources.copies import Copies
-from logwatchd.sources.identity import holds
 from logwatchd.sources.openfiles import OpenFiles
 from logwatchd.sources.reader import FileReader
+from logwatchd.sources.reopen import Reopener
 from logwatchd.sources.restore import Restorer
 from logwatchd.sources.retired import Retired
 from logwatchd.sources.unseen import Unseen
@@ -58,7 +59,10 @@ class FileFollower:
         orphan_grace: float = 3.0,
         inotify: bool = True,
         max_open_files: int | None = None,
+        exclude: frozenset[tuple[int, int]] = frozenset(),
     ) -> None:
+        """``exclude``: identities (dev, ino) never followed, whatever their name (the
+        daemon's own log)."""
         self.id = config.id
         self._patterns = config.paths
         self._olddir = config.olddir
@@ -80,6 +84,7 @@ class FileFollower:
             clock=clock,
             cap=max_open_files,
             keep_open=self._keep_open,
+            exclude=exclude,
         )
         self._copies = Copies(
             self._files,
@@ -90,6 +95,7 @@ class FileFollower:
             olddir=config.olddir,
         )
         self._unseen = Unseen(self._files, self._retired, source=self.id, olddir=config.olddir)
+        self._reopener = Reopener(self._files, self._copies, source=self.id, olddir=config.olddir)
         self._woken = threading.Event()
         self._touched: set[str] = set()  # paths events named since the last poll
         # Files a scan found while the cap left no room, opened as room frees: the size at
@@ -99,10 +105,13 @@ class FileFollower:
         self._rescan_due = False
         self._again = False  # more to do at once: ask the daemon to poll again
         self._last_scan: float | None = None  # wall time (file mtimes are compared with it)
+        self._dir_stamps: dict[str, int] = {}  # directory mtimes at the last scan
         self._next_stat = 0.0
         self._next_rescan = 0.0
+        self._rescan_allowed = 0.0  # no rescan on an event before (a costly scan is spaced)
         self._wake: Callable[[], None] = lambda: None
         self._watcher = DirWatcher(self.id, self._on_event)
+        self._encoder = checkpoint.Encoder(self.id)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -153,7 +162,8 @@ class FileFollower:
         if check:
             self._next_stat = mono + self._stat_interval
             self._watcher.check()
-        if self._structural or self._rescan_due or mono >= self._next_rescan:
+        asked = (self._structural or self._rescan_due) and mono >= self._rescan_allowed
+        if asked or mono >= self._next_rescan:
             self._structural = False
             self._rescan()
         self._files.recount()
@@ -162,7 +172,9 @@ class FileFollower:
             parked = self._files.parked_at(path)
             if parked is not None:
                 self._files.want(parked)
-        opened = self._open_wanted(mono) + self._open_waiting()
+        opened, gone = self._reopener.reopen_wanted(mono)
+        self._rescan_due |= gone
+        opened += self._open_waiting()
         out: list[Line] = []
         for reader in self._files.reading_order():
             if len(out) >= max_lines:
@@ -181,7 +193,7 @@ class FileFollower:
         self._files.settle()
         # more files wait for a descriptor: come back at once while some could be opened
         self._again |= bool(opened + closed) and bool(self._waiting or self._files.wanted())
-        if self._rescan_due or self._again:
+        if self._again or (self._rescan_due and mono >= self._rescan_allowed):
             self._again = False
             self._wake()  # a name changed or a copy waits: come back soon
         return out
@@ -210,7 +222,7 @@ class FileFollower:
     def _retire_quiet(self, mono: float, now: float, out: list[Line], max_lines: int) -> int:
         """Close orphans read to the end and quiet for the grace period; how many."""
         closed = 0
-        for reader in self._files:
+        for reader in self._files.open_readers():
             since = reader.orphan_since
             if since is None or reader.parked or len(out) >= max_lines:
                 continue
@@ -236,8 +248,9 @@ class FileFollower:
 
     def _rescan(self, *, initial: bool = False) -> None:
         self._rescan_due = False
-        self._next_rescan = self._clock.monotonic() + self._rescan_interval
-        self._watcher.update(discovery.watch_dirs(self._patterns))
+        began = self._clock.monotonic()
+        dirs = discovery.watch_dirs(self._patterns)
+        self._watcher.update(dirs)
         self._copies.forget_names()
         seen: set[FileReader] = set()
         followed_names = {r.name for r in self._files if r.name}
@@ -247,6 +260,8 @@ class FileFollower:
             if st is None:
                 continue
             reader = self._files.get((st.st_dev, st.st_ino))
+            if reader is None and self._files.excluded((st.st_dev, st.st_ino)):
+                continue
             if reader is None:
                 # a rotated name of a followed file: maybe a copy, to be compared at once
                 family = discovery.family(path)
@@ -269,18 +284,27 @@ class FileFollower:
             if reader.orphan_since is None:
                 reader.orphan_since = mono
                 reader.path = self._current_name(reader, listing) or reader.path
-        names = {r.name for r in self._files if r.name}
-        self._catch_missed_rotations(names, set(matched), initial)
+        orphans = [r for r in self._files.open_readers() if r.orphan_since is not None]
+        dirs |= {os.path.dirname(r.name) for r in orphans if r.name}
+        self._catch_missed_rotations(dirs, matched, initial)
+        # A scan of many files is costly (100,000: half a second): events may ask for one at
+        # most every 10 scan times, the periodic one comes every 50 (at most 10%, 2% of a core)
+        ended = self._clock.monotonic()
+        self._rescan_allowed = ended + 10 * (ended - began)
+        self._next_rescan = ended + max(self._rescan_interval, 50 * (ended - began))
 
-    def _catch_missed_rotations(self, names: set[str], followed: set[str], initial: bool) -> None:
+    def _catch_missed_rotations(self, dirs: set[str], matched: list[str], initial: bool) -> None:
         """A file created and rotated away between two scans was never seen under its name:
         a rotated file written to since the last scan that we do not know is read from 0."""
         since, self._last_scan = self._last_scan, time.time()
-        if initial or since is None:
+        # no name created, renamed or removed in those directories since: nothing to find
+        stamps, self._dir_stamps = self._dir_stamps, discovery.dir_stamps(dirs, self._olddir)
+        if initial or since is None or stamps == self._dir_stamps:
             return
         readers = list(self._files)
+        followed = set(matched)
         self._unseen.read_rotated_since(
-            names,
+            {r.name for r in readers if r.name},
             since,
             followed=followed,
             known=[r.fp for r in readers] + list(self._retired.fingerprints),
@@ -326,59 +350,6 @@ class FileFollower:
             opened += self._follow_new(path, skip) is not None
         return opened
 
-    def _open_wanted(self, mono: float) -> int:
-        """Re-open parked files that changed, those that cannot wait first."""
-        opened = 0
-        listing = discovery.Listing(self._olddir)
-        for reader in self._files.wanted():
-            # rotated while parked, or the original of a suspected copy: these go first
-            urgent = reader.orphan_since is not None or self._copies.involved(reader)
-            if not self._files.room(urgent=urgent):
-                break
-            opened += self._reopen(reader, listing, mono)
-        return opened
-
-    def _reopen(self, reader: FileReader, listing: discovery.Listing, mono: float) -> bool:
-        """Re-open a parked file by identity: at its name, else wherever it went (renamed
-        away: then it is an orphan, drained before the new file)."""
-        key = (reader.dev, reader.ino)
-        path = reader.path if reader.path and discovery.regular_key(reader.path) == key else None
-        moved = path is None
-        path = path or listing.find([reader.name or ""], key)
-        if path is not None:
-            fd = self._files.open(path, urgent=True)
-            if fd is None:
-                return False  # not now (out of descriptors, say): it stays wanted
-            if self._take_back(reader, path, fd):
-                if moved:
-                    reader.path, reader.path_followed = path, False
-                    reader.orphan_since = reader.orphan_since or mono
-                return True
-        self._rescan_due = True  # what has its name (or its inode number) now is a new file
-        if not self._copies.gone(reader):
-            log.info(
-                "a file closed to stay under max_open_files is gone; "
-                "what was written to it after it was closed is lost",
-                source=self.id,
-                path=reader.path,
-            )
-        self._files.close(reader)
-        return False
-
-    def _take_back(self, reader: FileReader, path: str, fd: int) -> bool:
-        """Give a parked reader the descriptor ``fd`` of its inode at ``path``. Under the name
-        it was parked with, the content is checked by the next size check (a truncation there
-        is a truncation). Under another name, the inode number may be a reused one (the file
-        was deleted meanwhile): it must hold the first bytes and the marker before the offset."""
-        renamed = path != self._files.parked_name(reader)
-        if (renamed and not holds(fd, reader.fp, reader.offset, reader.marker())) or not (
-            reader.unpark(fd)
-        ):
-            os.close(fd)
-            return False
-        self._files.reopened(reader)
-        return True
-
     def _current_name(self, reader: FileReader, listing: discovery.Listing) -> str | None:
         """The name an orphan has now (for Line.path), if it is still in its directory or the
         olddir: a rotated name is tried first (cheap), then any name."""
@@ -393,4 +364,4 @@ class FileFollower:
     # --- checkpoint ---------------------------------------------------------------------------
 
     def checkpoint(self) -> dict[str, Any]:
-        return checkpoint.encode(self._files, self._retired.fingerprints, self.id)
+        return self._encoder.encode(self._files, self._retired.fingerprints)

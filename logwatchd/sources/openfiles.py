@@ -55,15 +55,17 @@ class OpenFiles:
         clock: Clock,
         cap: int | None = None,
         keep_open: Callable[[FileReader], bool] = lambda reader: False,
+        exclude: frozenset[Key] = frozenset(),
     ) -> None:
         self.source = source
         self.cap = cap or sys.maxsize
-        self.open_count = 0
         self._orphans_open = 0  # counted once per poll (``recount``): they are not capped
         self._max_line_bytes = max_line_bytes
         self._clock = clock
         self._keep_open = keep_open
+        self._exclude = exclude
         self._readers: dict[Key, FileReader] = {}  # insertion order = reading order
+        self._open: dict[Key, FileReader] = {}  # those holding a descriptor, in that order
         self._denied: set[str] = set()
         self._parked_at: dict[str, FileReader] = {}  # a parked reader by its followed name
         self._parked_name: dict[FileReader, str] = {}
@@ -83,9 +85,21 @@ class OpenFiles:
     def get(self, key: Key | None) -> FileReader | None:
         return self._readers.get(key) if key is not None else None
 
+    def excluded(self, key: Key) -> bool:
+        return key in self._exclude
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
+
+    def open_readers(self) -> list[FileReader]:
+        """The readers holding a descriptor (parked ones left out: cheap with many files)."""
+        return list(self._open.values())
+
     def reading_order(self) -> list[FileReader]:
-        """Orphans (rotated away) first: their last lines precede the new file's first lines."""
-        readers = list(self._readers.values())
+        """Open readers, orphans (rotated away) first: their last lines precede the new
+        file's first lines."""
+        readers = list(self._open.values())
         return [r for r in readers if r.orphan_since is not None] + [
             r for r in readers if r.orphan_since is None
         ]
@@ -138,7 +152,7 @@ class OpenFiles:
             fp=fp,
         )
         key = (reader.dev, reader.ino)
-        if key in self._readers:
+        if key in self._readers or key in self._exclude:
             reader.close()
             return None
         reader.path_followed = followed
@@ -148,18 +162,22 @@ class OpenFiles:
         if not followed:
             reader.orphan_since = reader.last_data
         self._readers[key] = reader
-        self.open_count += 1
+        self._open[key] = reader
         return reader
 
     def move_first(self, reader: FileReader) -> None:
         key = (reader.dev, reader.ino)
         rest = {k: r for k, r in self._readers.items() if k != key}
         self._readers = {key: reader, **rest}
+        if key in self._open:
+            self._open = {key: reader, **{k: r for k, r in self._open.items() if k != key}}
 
     def close(self, reader: FileReader) -> None:
         """Stop following ``reader``'s file."""
-        if self._readers.pop((reader.dev, reader.ino), None) is reader and not reader.parked:
-            self.open_count -= 1
+        key = (reader.dev, reader.ino)
+        if self._readers.get(key) is reader:
+            del self._readers[key]
+            self._open.pop(key, None)
         self._unpark_bookkeeping(reader)
         reader.close()
 
@@ -167,10 +185,10 @@ class OpenFiles:
         for reader in self._readers.values():
             reader.close()
         self._readers.clear()
+        self._open.clear()
         self._parked_at.clear()
         self._parked_name.clear()
         self._wanted.clear()
-        self.open_count = 0
 
     # --- the cap ------------------------------------------------------------------------------
 
@@ -184,7 +202,7 @@ class OpenFiles:
         """Close ``reader``'s descriptor, keeping it followed (re-opened by identity)."""
         unread = reader.size() > reader.read_pos or reader.has_ready()
         reader.park()
-        self.open_count -= 1
+        self._open.pop((reader.dev, reader.ino), None)
         if reader.path:
             self._parked_at[reader.path] = reader
             self._parked_name[reader] = reader.path
@@ -193,7 +211,7 @@ class OpenFiles:
 
     def reopened(self, reader: FileReader) -> None:
         """``reader`` holds a descriptor again."""
-        self.open_count += 1
+        self._open[(reader.dev, reader.ino)] = reader
         self._unpark_bookkeeping(reader)
 
     def want(self, reader: FileReader) -> None:
@@ -220,9 +238,7 @@ class OpenFiles:
 
     def recount(self) -> None:
         """Count the open orphans again (they change with each scan)."""
-        self._orphans_open = sum(
-            1 for r in self._readers.values() if r.orphan_since is not None and not r.parked
-        )
+        self._orphans_open = sum(1 for r in self._open.values() if r.orphan_since is not None)
 
     def over_cap(self) -> bool:
         return self.open_count - self._orphans_open > self.cap
@@ -239,7 +255,7 @@ class OpenFiles:
 
     def _park_quietest(self) -> bool:
         if self._spare is None:
-            spare = [r for r in self._readers.values() if self._parkable(r)]
+            spare = [r for r in self._open.values() if self._parkable(r)]
             spare.sort(key=lambda r: r.last_data, reverse=True)
             self._spare = spare
         while self._spare:

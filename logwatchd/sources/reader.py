@@ -42,6 +42,15 @@ def new_tag() -> str:
 class FileReader:
     """The descriptor and read position of one file identity."""
 
+    # a follower may hold 100,000 of them: no per-instance dict
+    __slots__ = (
+        "_checked", "_ends", "_last_cut", "_next", "_next_lineno", "_parked_marker",
+        "_parse_skipping", "_pending", "_pending_start", "_ready", "_seen", "_tail",
+        "_verify_start", "dev", "eof", "fd", "fixed_fp", "fp", "head", "ino", "last_data",
+        "lineno", "max_line_bytes", "name", "offset", "orphan_since", "parked", "parked_stat",
+        "path", "path_followed", "read_pos", "skipping", "source", "tag", "watched_size",
+    )  # fmt: skip
+
     def __init__(
         self,
         fd: int,

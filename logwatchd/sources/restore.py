@@ -82,11 +82,17 @@ class Restorer:
 
     def _resume_one(self, entry: SavedFile, *, archives: bool) -> FileReader | None:
         want = (entry.dev, entry.ino)
+        if not archives and self._key(entry.path) == want and want not in self._files:
+            resumed = self._resume_at(entry.path, entry, same_inode=True)
+            if resumed is not None:  # the common case: no listing of the directory needed
+                return resumed
         plain, packed = self._listing.rotations(entry.name)
         rotated = set(plain) | set(self._listing.rotations(entry.path)[0])
         # Same inode first; then any inode holding the same bytes (a copy, or a move).
         same = self._same_inode(entry, want, sorted(rotated))
-        others = (p for p in [entry.path, *self._followed, *sorted(rotated)] if p not in same)
+        # lazily: with many files, the list of every followed name per saved file was quadratic
+        everywhere = chain([entry.path], self._followed, sorted(rotated))
+        others = (p for p in everywhere if p not in same)
         for cand in chain(same, others):
             key = self._key(cand)
             if key is None or key in self._files or is_compressed(cand):
@@ -94,12 +100,9 @@ class Restorer:
             elsewhere = cand == entry.path or not _trusted_elsewhere(entry.fp, cand, rotated)
             if key != want and elsewhere:
                 continue  # another inode at the same name, or a fingerprint too weak to trust
-            fd = self._files.open(cand, urgent=True)
-            if fd is None:
-                continue
-            if holds(fd, entry.fp, entry.offset, entry.marker, same_inode=key == want):
-                return self._resumed(fd, cand, entry, followed=cand in self._followed_set)
-            os.close(fd)
+            resumed = self._resume_at(cand, entry, same_inode=key == want)
+            if resumed is not None:
+                return resumed
         if not archives:
             return None
         for archive in packed:  # rotated and compressed while down
@@ -112,6 +115,15 @@ class Restorer:
             source=self._source,
             path=entry.path,
         )
+        return None
+
+    def _resume_at(self, path: str, entry: SavedFile, *, same_inode: bool) -> FileReader | None:
+        fd = self._files.open(path, urgent=True)
+        if fd is None:
+            return None
+        if holds(fd, entry.fp, entry.offset, entry.marker, same_inode=same_inode):
+            return self._resumed(fd, path, entry, followed=path in self._followed_set)
+        os.close(fd)
         return None
 
     def _same_inode(self, entry: SavedFile, want: tuple[int, int], rotated: list[str]) -> list[str]:
