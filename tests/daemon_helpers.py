@@ -181,5 +181,8 @@ class DaemonProcess:
     def __enter__(self) -> DaemonProcess:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: object, *exc: object) -> None:
+        if kind is not None:
+            # a failed test shows what the daemon said (pytest prints captured output)
+            print(f"--- daemon log ({self.stderr_path}) ---\n{self.stderr()[-20000:]}")
         self.close()
