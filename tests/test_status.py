@@ -76,6 +76,11 @@ def test_status_of_a_running_daemon_and_an_error_that_clears_after_a_success(tmp
     assert text.startswith(f"logwatchd is not running (last run: pid {daemon.proc.pid}, ")
 
 
+def lines_read(config: Path) -> int | None:
+    """Lines of source ``app`` in ``status`` (it appears with the daemon's first commit)."""
+    return status_json(config)["sources"].get("app", {}).get("lines")
+
+
 def test_a_killed_daemon_is_not_running_and_what_it_left_unread_is_lag(tmp_path):
     config = write_config(tmp_path / "c.yaml", watch_config(tmp_path))
     (tmp_path / "logs").mkdir()
@@ -84,7 +89,7 @@ def test_a_killed_daemon_is_not_running_and_what_it_left_unread_is_lag(tmp_path)
     with DaemonProcess(config) as daemon:
         daemon.wait_ready()
         attack.write(log)
-        wait_for(lambda: status_json(config)["sources"]["app"].get("lines") == len(attack.lines))
+        wait_for(lambda: lines_read(config) == len(attack.lines))
         daemon.kill()
     before = log.stat().st_size
     attack.write(log)
