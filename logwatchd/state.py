@@ -336,6 +336,8 @@ class StateStore:
     def mark_retry(
         self, item: OutboxItem, next_attempt: float, error: str, seconds: float | None = None
     ) -> None:
+        """A row skipped while its send was under way (a ban superseded by its extension)
+        stays skipped: retrying it would undo what superseded it."""
         self._set(item, "pending", item.attempts + 1, next_attempt, error, seconds=seconds)
 
     def mark_failed(self, item: OutboxItem, error: str, seconds: float | None = None) -> None:
@@ -356,8 +358,9 @@ class StateStore:
             self._db.execute(
                 "UPDATE outbox SET status = ?, attempts = ?, "
                 "next_attempt = coalesce(?, next_attempt), last_error = coalesce(?, last_error), "
-                "updated = ? WHERE alert_id = ? AND handler = ?",
-                (status, attempts, next_attempt, error, now, item.alert_id, item.handler),
+                "updated = ? WHERE alert_id = ? AND handler = ? "
+                "AND (status = 'pending' OR ? != 'pending')",
+                (status, attempts, next_attempt, error, now, item.alert_id, item.handler, status),
             )
             self._outcome([item], status, error, now, seconds)
 

@@ -91,6 +91,17 @@ def test_retry_and_failure_are_visible_in_status(store):
     assert store.failed()[0].alert_id == "a2"
 
 
+def test_a_row_skipped_while_its_send_failed_is_not_retried(store):
+    store.commit(alerts=[make_alert("a1", ("ban",))])
+    [sending] = store.claim_due("ban", now=1e12)
+    # meanwhile the commit of an extension supersedes it (as actions.py does)
+    store._db.execute("UPDATE outbox SET status = 'skipped' WHERE alert_id = 'a1'")
+    store.mark_retry(sending, next_attempt=1e12, error="nft timed out")
+    assert store.claim_due("ban", now=2e12) == []
+    [[status]] = store._db.execute("SELECT status FROM outbox WHERE alert_id = 'a1'").fetchall()
+    assert status == "skipped"
+
+
 def test_rule_state_round_trips_and_changed_rules_are_pruned(store):
     store.commit(rules=Changes({"r": "d1"}, [("r", '{"ip":"x"}', "[1,2]")]))
     assert store.load_rule_state() == [("r", "d1", '{"ip":"x"}', "[1,2]")]
