@@ -54,7 +54,7 @@ def config(tmp_path: Path, after: str) -> dict[str, Any]:
 
 
 def append(log: Path, ip: str = "203.0.113.9") -> None:
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time()))
     with log.open("a") as handle:
         handle.write(f"{stamp} Breach - IP: {ip}\n")
 

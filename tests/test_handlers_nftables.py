@@ -273,7 +273,8 @@ def start(path: Path, namespace: str) -> DaemonProcess:
 
 
 def append(log: Path, event: str, ip: str, times: int = 1) -> None:
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    # of time.time(): a bare strftime() reads the kernel's coarse clock, up to a tick behind
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time()))
     with log.open("a") as handle:
         handle.writelines(f"{stamp} {event} - IP: {ip}\n" for _ in range(times))
 
