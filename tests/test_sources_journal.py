@@ -30,8 +30,14 @@ from logwatchd.config.model import SourceConfig
 from logwatchd.errors import ConfigError
 from logwatchd.events import Line
 from logwatchd.sources import journal_records
-from logwatchd.sources.journal import JournalSource, journalctl_argv, local_machine_id
-from tests.journal_helpers import append_journal, entry, have_journal_remote
+from logwatchd.sources.journal import (
+    JournalSource,
+    OwnEntries,
+    journalctl_argv,
+    local_machine_id,
+    own_unit,
+)
+from tests.journal_helpers import BOOT_ID, append_journal, entry, have_journal_remote
 
 pytestmark = pytest.mark.skipif(
     not (have_journal_remote() and shutil.which("journalctl")),
@@ -571,3 +577,47 @@ def test_every_record_keeps_its_cursor_however_long_and_wherever_it_is_cut(recor
                 assert value is None or original[key].startswith(value)
             else:
                 assert original[key] == value
+
+
+# --- the daemon's own records -------------------------------------------------------------
+
+
+def test_the_services_own_unit_is_read_from_its_cgroup():
+    assert own_unit("0::/system.slice/logwatchd.service\n") == "logwatchd.service"
+    assert own_unit("12:pids:/system.slice/lwd.service\n0::/system.slice/lwd.service") == (
+        "lwd.service"
+    )
+    assert own_unit("0::/user.slice/user-0.slice/session-3.scope\n") is None
+    assert own_unit("0::/\n") is None and own_unit(None) is None
+    here = OwnEntries.of_this_process()
+    assert here.pid == str(os.getpid())
+    assert here.boot_id is None or len(here.boot_id) == 32
+
+
+def test_records_the_daemon_wrote_itself_are_skipped_unless_its_unit_is_asked_for(
+    tmp_path, make_source
+):
+    path = str(tmp_path / "j.journal")
+    other_boot = "0" * 32
+    append_journal(
+        path,
+        [
+            entry(1, "sshd: Failed password from 203.0.113.9"),
+            entry(2, "banned 203.0.113.9 for 1h", ident="logwatchd", unit="logwatchd.service"),
+            entry(3, "alert from the daemon run by hand", ident="logwatchd", _PID="4242"),
+            entry(4, "another process, pid 4242 before a reboot", _PID="4242", _BOOT_ID=other_boot),
+            entry(5, "logger -t logwatchd from a user", ident="logwatchd", unit="session-1.scope"),
+            sentinel(6),
+        ],
+    )
+    own = OwnEntries("4242", BOOT_ID, "logwatchd.service")
+    lines = read_until_sentinel(make_source(files=(path,), own=own))
+    assert messages(lines) == [
+        "sshd: Failed password from 203.0.113.9",
+        "another process, pid 4242 before a reboot",
+        "logger -t logwatchd from a user",
+    ]
+    assert [line.lineno for line in lines] == [1, 2, 3]
+
+    asked = make_source(files=(path,), own=own, match=("_SYSTEMD_UNIT=logwatchd.service",))
+    assert messages(read_lines(asked, 1)) == ["banned 203.0.113.9 for 1h"]

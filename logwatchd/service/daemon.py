@@ -32,7 +32,7 @@ from logwatchd.service.stamps import StampWatch
 from logwatchd.service.tally import Tally, line_counts
 from logwatchd.sources import FileFollower, StdinSource
 from logwatchd.sources.base import Source
-from logwatchd.sources.journal import JournalSource
+from logwatchd.sources.journal import JournalSource, OwnEntries
 from logwatchd.sources.openfiles import descriptor_budget
 from logwatchd.state import RuleChanges, StateStore
 from logwatchd.state_health import WriteRetry, damaged, is_unwritable, state_error
@@ -548,7 +548,13 @@ def build_source(
             exclude=exclude,
         )
     if config.type == "journald":
-        return JournalSource(config, saved=saved, clock=clock, max_line_bytes=daemon.max_line_bytes)
+        return JournalSource(
+            config,
+            saved=saved,
+            clock=clock,
+            max_line_bytes=daemon.max_line_bytes,
+            own=OwnEntries.of_this_process(),
+        )
     if config.type == "nats":
         from logwatchd.sources.nats import NatsSource
 

@@ -19,6 +19,7 @@ first run: ``start_at: end`` then looks up the newest matching record and starts
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -27,6 +28,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import IO, Any
 
 import structlog
@@ -146,6 +148,61 @@ def local_machine_id(path: str = "/etc/machine-id") -> str | None:
     return text if _MACHINE_ID.fullmatch(text) else None
 
 
+@dataclass(frozen=True, slots=True)
+class OwnEntries:
+    """The journal records the daemon wrote itself: its unit's, and its process's in this boot.
+
+    A journald source never delivers them (unless its match names the daemon's unit): the
+    daemon's log repeats addresses and raw lines from alerts, and a rule over the whole
+    journal would count them again and feed on itself. ``_SYSTEMD_UNIT``, ``_PID`` and
+    ``_BOOT_ID`` are set by journald, so no other process can make its records look like
+    the daemon's (and so hide them).
+    """
+
+    pid: str
+    boot_id: str | None
+    unit: str | None
+
+    @classmethod
+    def of_this_process(cls) -> OwnEntries:
+        boot = _read_text(BOOT_ID_PATH)  # journald writes it without the dashes
+        boot_id = boot.strip().replace("-", "") if boot else None
+        return cls(str(os.getpid()), boot_id, own_unit(_read_text(CGROUP_PATH)))
+
+    def wrote(self, fields: dict[str, Any]) -> bool:
+        if self.unit is not None and fields.get("_SYSTEMD_UNIT") == self.unit:
+            return True
+        if fields.get("_PID") != self.pid:
+            return False
+        return self.boot_id is None or fields.get("_BOOT_ID") == self.boot_id
+
+    def wanted_by(self, config: SourceConfig) -> bool:
+        """A source whose match names the daemon's own unit asked for its records."""
+        return self.unit is not None and f"_SYSTEMD_UNIT={self.unit}" in config.match
+
+
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+CGROUP_PATH = "/proc/self/cgroup"
+
+
+def own_unit(cgroup: str | None) -> str | None:
+    """The systemd service this process runs in, from /proc/self/cgroup ("0::/system.slice/
+    logwatchd.service"); None outside a service (a shell's session scope, a container)."""
+    for line in (cgroup or "").splitlines():
+        name = line.rpartition("/")[2].strip()
+        if name.endswith(".service"):
+            return name
+    return None
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii", errors="replace") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
 def _initial_position(
     saved: dict[str, Any] | None, config: SourceConfig
 ) -> tuple[bool, str | None]:
@@ -181,8 +238,11 @@ class JournalSource:
         poll_interval: float = 1.0,
         restart_backoff: float = 1.0,
         journalctl: str = "journalctl",
+        own: OwnEntries | None = None,
     ) -> None:
         self.id = config.id
+        # records the daemon wrote itself are skipped (see OwnEntries)
+        self._own = None if own is None or own.wanted_by(config) else own
         self._config = config
         self._clock = clock
         self._max_line_bytes = max_line_bytes
@@ -233,8 +293,12 @@ class JournalSource:
         now = self._clock.now()
         lines = []
         for data, cursor, cut in items:
+            line = self._line(data, cursor, cut, now)
+            if self._own is not None and self._own.wrote(line.fields or {}):
+                continue
             self._lineno += 1
-            lines.append(self._line(data, cursor, cut, now))
+            line.lineno = self._lineno
+            lines.append(line)
         with self._lock:
             self._cursor = items[-1][1]
         if len(self._buffer):
@@ -287,7 +351,6 @@ class JournalSource:
             read_time=now,
             origin=cursor,
             path=None,
-            lineno=self._lineno,
             truncated=cut or text_cut,
             fields=fields,
         )
