@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import re
 import textwrap
@@ -930,3 +931,14 @@ def test_a_bad_metrics_address_names_the_forms_that_work(tmp_path: Path) -> None
 def test_history_is_a_duration_kept_30_days_by_default(tmp_path: Path) -> None:
     assert config(tmp_path).daemon.history == 30 * 86400
     assert config(tmp_path, "daemon:\n  history: 90d\n").daemon.history == 90 * 86400
+
+
+def test_a_wrong_value_is_named_by_its_yaml_type_booleans_apart_from_integers() -> None:
+    from logwatchd.config.nodes import type_name
+
+    named = [type_name(v) for v in (None, True, 3, 2.5, "x", {}, [], dt.date(2024, 1, 2))]
+    assert named == [
+        "null", "a boolean", "an integer", "a number", "a string", "a mapping", "a list",
+        "a date",
+    ]  # fmt: skip
+    assert type_name(b"x") == "bytes"
