@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import structlog
 
 from logwatchd.alerts import Alert, isoformat
-from logwatchd.config.model import Increase
+from logwatchd.config.handler_settings import Increase
 from logwatchd.errors import ActionRefused
 from logwatchd.state import StateStore, insert_outbox
 

@@ -16,19 +16,15 @@ from collections.abc import Callable
 from typing import Any
 
 from logwatchd.config import nodes
-from logwatchd.config.model import (
-    LOG_HANDLER,
-    BatchConfig,
+from logwatchd.config.handler_settings import (
     CommandSettings,
     FileSettings,
-    HandlerConfig,
     HandlerSettings,
     LogSettings,
-    RateLimit,
-    RetryConfig,
     Undo,
     WebhookSettings,
 )
+from logwatchd.config.model import LOG_HANDLER, BatchConfig, HandlerConfig, RateLimit, RetryConfig
 from logwatchd.config.nodes import Node, template
 from logwatchd.config.schema_actions import NFTABLES_KEYS, nftables_settings
 from logwatchd.config.schema_email import email_settings
