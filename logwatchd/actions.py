@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import structlog
 
 from logwatchd.alerts import Alert, isoformat
-from logwatchd.config.model import Increase
+from logwatchd.config.handler_settings import Increase
 from logwatchd.errors import ActionRefused
 from logwatchd.state import StateStore, insert_outbox
 
@@ -110,14 +110,7 @@ class Recorder:
         times = row[2] + 1 if remembered else 1
         duration = action_duration(self.handler.duration, self.handler.increase, times)
         until = now + duration
-        payload["action"] = {
-            "key": key,
-            "since": now,
-            "until": until,
-            "duration": duration,
-            "times": times,
-            "step": "do",
-        }
+        payload["action"] = _doing(key, since=now, until=until, duration=duration, times=times)
         text = _dumps(payload)
         if not insert_outbox(db, alert.id, self.name, alert.rule, text, now=now):
             return 0  # the same alert again, after a crash: recorded the first time
@@ -169,15 +162,9 @@ class Recorder:
                 )
             return 0
         until = since + longer
-        payload["action"] = {
-            "key": key,
-            "since": since,
-            "until": until,
-            "duration": longer,
-            "times": times + 1,
-            "step": "do",
-            "extended": now,
-        }
+        payload["action"] = _doing(
+            key, since=since, until=until, duration=longer, times=times + 1, extended=now
+        )
         text = _dumps(payload)
         if not insert_outbox(db, alert.id, self.name, alert.rule, text, now=now):
             return 0  # a replay after a crash: extended the first time
@@ -218,6 +205,21 @@ class Recorder:
                 f"not acted on: {reason}", handler=self.name, rule=alert.rule, alert_id=alert.id
             )
         return bool(inserted)
+
+
+def _doing(
+    key: str, *, since: float, until: float, duration: float, times: int, **more: float
+) -> dict[str, Any]:
+    """What a handler's ``send`` gets as ``alert["action"]`` for an action (step ``do``)."""
+    return {
+        "key": key,
+        "since": since,
+        "until": until,
+        "duration": duration,
+        "times": times,
+        "step": "do",
+        **more,
+    }
 
 
 class ActionBook:

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from logwatchd.config.model import NatsConnection
+from logwatchd.config.handler_settings import NatsConnection
 from logwatchd.errors import ConfigError, Mark
 
 log = structlog.get_logger("logwatchd.nats")

@@ -139,7 +139,7 @@ class StateStore:
         # replays lines (same alert ids) rather than losing them. FULL fsynced every commit
         # and capped alerts at about 200/s.
         self._db.execute("PRAGMA synchronous=NORMAL")
-        with self._transaction():
+        with self.transaction():
             for statement in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
                 self._db.execute(statement)
             self._db.execute(
@@ -172,9 +172,6 @@ class StateStore:
     def close(self) -> None:
         self._db.close()
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
-
     # For modules that keep their own tables in this database (actions.py).
     @property
     def db(self) -> sqlite3.Connection:
@@ -199,7 +196,7 @@ class StateStore:
     def add_source_count(self, source_id: str, name: str, delta: int, sample: str) -> None:
         """Add to a per-source counter kept across restarts (e.g. timestamps that did not
         parse), with the latest example, for ``status``."""
-        with self._transaction():
+        with self.transaction():
             self._db.execute(
                 "INSERT INTO source_counts (source, name, count, sample, updated) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (source, name) DO UPDATE SET "
@@ -217,7 +214,7 @@ class StateStore:
 
     def prune_rules(self, digests: Mapping[str, str]) -> None:
         """Drop state of rules that are gone or changed shape."""
-        with self._transaction():
+        with self.transaction():
             rows = self._db.execute("SELECT DISTINCT rule, digest FROM rule_keys").fetchall()
             for rule, digest in rows:
                 if digests.get(rule) != digest:
@@ -246,7 +243,7 @@ class StateStore:
         """
         now = time.time()
         queued = 0
-        with self._transaction():
+        with self.transaction():
             for source_id, state in (sources or {}).items():
                 self._db.execute(
                     "INSERT INTO sources (source, state, updated) VALUES (?, ?, ?) "
@@ -325,7 +322,7 @@ class StateStore:
         ``seconds``: how long the send took (kept in the delivery history for ``report``)."""
         now = time.time()
         items = list(items)
-        with self._transaction():
+        with self.transaction():
             self._db.executemany(
                 "UPDATE outbox SET status = 'done', attempts = attempts + 1, updated = ? "
                 "WHERE alert_id = ? AND handler = ?",
@@ -354,7 +351,7 @@ class StateStore:
         seconds: float | None = None,
     ) -> None:
         now = time.time()
-        with self._transaction():
+        with self.transaction():
             self._db.execute(
                 "UPDATE outbox SET status = ?, attempts = ?, "
                 "next_attempt = coalesce(?, next_attempt), last_error = coalesce(?, last_error), "
@@ -420,7 +417,7 @@ class StateStore:
     def record_held_back(self, handler: str, held: int, since: float | None) -> None:
         """How many alerts ``handler``'s rate limit holds back (0: none), for ``status``."""
         key = f"held_back.{handler}"
-        with self._transaction():
+        with self.transaction():
             if held:
                 value = json.dumps({"held": held, "since": since})
                 self._db.execute(
@@ -432,7 +429,7 @@ class StateStore:
                 self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
 
     def prune_delivered(self, older_than: float = DONE_RETENTION) -> int:
-        with self._transaction():
+        with self.transaction():
             cursor = self._db.execute(
                 "DELETE FROM outbox WHERE status IN ('done', 'skipped') AND updated < ?",
                 (time.time() - older_than,),
@@ -445,7 +442,7 @@ class StateStore:
         removed = 0
         for table, column in HISTORY_TABLES.items():
             while True:
-                with self._transaction():
+                with self.transaction():
                     cursor = self._db.execute(
                         f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} "
                         f"WHERE {column} < ? LIMIT ?)",

@@ -14,10 +14,10 @@ import fcntl
 import os
 import stat
 import time
-from types import TracebackType
 
 from logwatchd.errors import StateError
 from logwatchd.own_files import open_own
+from logwatchd.releasing import Releasing
 
 __all__ = ["LOCK_NAME", "StateDirInUse", "StateLock", "acquire", "check_state_dir", "holder"]
 
@@ -34,7 +34,7 @@ class StateDirInUse(StateError):
     exit_code = 75  # EX_TEMPFAIL: under systemd the unit starts once the other one stops
 
 
-class StateLock:
+class StateLock(Releasing):
     """The held lock; ``fd`` must survive a detach (``run --daemon`` keeps it open)."""
 
     def __init__(self, path: str, fd: int) -> None:
@@ -55,17 +55,6 @@ class StateLock:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
-
-    def __enter__(self) -> StateLock:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
 
 
 def acquire(state_dir: str, *, wait: float = ACQUIRE_WAIT) -> StateLock:

@@ -28,14 +28,14 @@ from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from logwatchd.alerts import sample_alert
-from logwatchd.config.model import (
+from logwatchd.config.handler_settings import (
     CommandSettings,
     EmailSettings,
-    HandlerConfig,
     HandlerSettings,
     NatsSettings,
     WebhookSettings,
 )
+from logwatchd.config.model import HandlerConfig
 from logwatchd.errors import ConfigError, Mark
 
 log = structlog.get_logger("logwatchd.handlers")

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import signal
 import threading
-from types import FrameType, TracebackType
-from typing import Any
+from types import FrameType
+from typing import Any, Self
+
+from logwatchd.releasing import Releasing
 
 DEFAULT_LINE_TIMEOUT = 0.5  # seconds of CPU one line may take through its parser and rules
 TICKS = 4  # timer ticks per limit: a slow line is stopped after 1 to 1.25 times the limit
@@ -46,7 +48,7 @@ class Interrupted(BaseException):
     """A stop request (SIGTERM) arrived while a line was being evaluated."""
 
 
-class LineTimeLimit:
+class LineTimeLimit(Releasing):
     """Aborts the evaluation of a line that runs longer than ``seconds`` of CPU time."""
 
     def __init__(self, seconds: float = DEFAULT_LINE_TIMEOUT) -> None:
@@ -66,7 +68,7 @@ class LineTimeLimit:
         self.installed = True
         return True
 
-    def __enter__(self) -> LineTimeLimit:
+    def __enter__(self) -> Self:
         if self.installed:
             self._seen, self._strikes = self.lines, 0
             self.active = True
@@ -74,12 +76,8 @@ class LineTimeLimit:
             signal.setitimer(signal.ITIMER_VIRTUAL, tick, tick)
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
+    def release(self) -> None:
+        """Disarm: the lines under the limit are done (leaving ``with limit:`` calls it)."""
         if self.active:
             self.active = False
             signal.setitimer(signal.ITIMER_VIRTUAL, 0)
@@ -87,8 +85,7 @@ class LineTimeLimit:
     def interrupt(self) -> None:
         """For a stop request: abort the line being evaluated, if any (see the module doc)."""
         if self.active:
-            self.active = False
-            signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+            self.release()
             raise Interrupted
 
     def _on_tick(self, signum: int, frame: FrameType | None) -> None:

@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 
 from logwatchd import actions, state_recover
 from logwatchd.alerts import Alert, isoformat
-from logwatchd.config.model import Increase
+from logwatchd.config.handler_settings import Increase
 from logwatchd.errors import ActionRefused
 from logwatchd.state import StateStore
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import re
 import textwrap
@@ -930,3 +931,40 @@ def test_a_bad_metrics_address_names_the_forms_that_work(tmp_path: Path) -> None
 def test_history_is_a_duration_kept_30_days_by_default(tmp_path: Path) -> None:
     assert config(tmp_path).daemon.history == 30 * 86400
     assert config(tmp_path, "daemon:\n  history: 90d\n").daemon.history == 90 * 86400
+
+
+def test_a_wrong_value_is_named_by_its_yaml_type_booleans_apart_from_integers() -> None:
+    from logwatchd.config.nodes import type_name
+
+    named = [type_name(v) for v in (None, True, 3, 2.5, "x", {}, [], dt.date(2024, 1, 2))]
+    assert named == [
+        "null", "a boolean", "an integer", "a number", "a string", "a mapping", "a list",
+        "a date",
+    ]  # fmt: skip
+    assert type_name(b"x") == "bytes"
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("env: {1X: a}", "handlers.h.env.1X: '1X' is not a valid environment variable name"),
+        (
+            "env: {LOGWATCHD_RULE: a}",
+            "handlers.h.env.LOGWATCHD_RULE: 'LOGWATCHD_RULE': LOGWATCHD_* variables are set by "
+            "logwatchd itself",
+        ),
+        ("env: [A]", "handlers.h.env: expected a mapping of variable name to value"),
+        ("headers: {'X Y': a}", "handlers.h.headers.X Y: 'X Y' is not a valid HTTP header name"),
+        (
+            "header_files: {'a:b': f}",
+            "handlers.h.header_files.a:b: 'a:b' is not a valid HTTP header name",
+        ),
+        ("headers: a", "handlers.h.headers: expected a mapping of header name to value"),
+    ],
+)
+def test_env_and_header_names_are_checked(tmp_path: Path, setting: str, message: str) -> None:
+    kind = (
+        "command, argv: [/bin/true]" if setting.startswith("env") else "webhook, url: 'http://a/'"
+    )
+    extra = f"handlers:\n  h: {{type: {kind}, {setting}}}\n"
+    assert error(tmp_path, extra).startswith(f"c.yaml:8: {message}")

@@ -15,13 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from logwatchd.clock import ManualClock
-from logwatchd.config.model import (
-    EmailSettings,
-    HandlerConfig,
-    RateLimit,
-    RetryConfig,
-    SmtpSettings,
-)
+from logwatchd.config.handler_settings import EmailSettings, SmtpSettings
+from logwatchd.config.model import HandlerConfig, RateLimit, RetryConfig
 from logwatchd.config.schema_handlers import DEFAULT_RATE_LIMITS
 from logwatchd.outbox import Dispatcher
 from logwatchd.state import StateStore

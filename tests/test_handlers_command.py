@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from logwatchd.config.model import CommandSettings, HandlerConfig
+from logwatchd.config.handler_settings import CommandSettings
+from logwatchd.config.model import HandlerConfig
 from logwatchd.errors import DeliveryError, Mark
 from logwatchd.handlers import build_handler
 from logwatchd.handlers.command import KILL_GRACE, CommandHandler

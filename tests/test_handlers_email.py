@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from logwatchd.config import load_text
-from logwatchd.config.model import EmailSettings, HandlerConfig, SmtpSettings
+from logwatchd.config.handler_settings import EmailSettings, SmtpSettings
+from logwatchd.config.model import HandlerConfig
 from logwatchd.errors import ConfigError, DeliveryError, Mark
 from logwatchd.handlers import build_handler
 from logwatchd.templates import HostInfo, Templates

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from logwatchd.config.model import FileSettings, HandlerConfig
+from logwatchd.config.handler_settings import FileSettings
+from logwatchd.config.model import HandlerConfig
 from logwatchd.errors import DeliveryError
 from logwatchd.handlers import build_handler
 from logwatchd.handlers.file import tail_ids

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from logwatchd.config.model import HandlerConfig, RetryConfig, WebhookSettings
+from logwatchd.config.handler_settings import WebhookSettings
+from logwatchd.config.model import HandlerConfig, RetryConfig
 from logwatchd.errors import DeliveryError
 from logwatchd.handlers import build_handler
 from logwatchd.handlers.redact import Scrubber, redact_url

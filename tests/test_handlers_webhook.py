@@ -11,7 +11,8 @@ import pytest
 
 from logwatchd.alerts import Alert
 from logwatchd.clock import SystemClock
-from logwatchd.config.model import HandlerConfig, RetryConfig, WebhookSettings
+from logwatchd.config.handler_settings import WebhookSettings
+from logwatchd.config.model import HandlerConfig, RetryConfig
 from logwatchd.errors import DeliveryError
 from logwatchd.handlers import build_handler
 from logwatchd.handlers.webhook import label_name, retry_after

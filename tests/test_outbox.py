@@ -17,15 +17,8 @@ from structlog.testing import capture_logs
 
 from logwatchd.alerts import Alert
 from logwatchd.clock import ManualClock, SystemClock
-from logwatchd.config.model import (
-    BatchConfig,
-    EmailSettings,
-    FileSettings,
-    HandlerConfig,
-    RateLimit,
-    RetryConfig,
-    SmtpSettings,
-)
+from logwatchd.config.handler_settings import EmailSettings, FileSettings, SmtpSettings
+from logwatchd.config.model import BatchConfig, HandlerConfig, RateLimit, RetryConfig
 from logwatchd.errors import DeliveryError
 from logwatchd.handlers import build_handler
 from logwatchd.outbox import CLAIM_LIMIT, Dispatcher, InFlight, backoff
@@ -187,7 +180,8 @@ def test_notify_wakes_only_the_workers_of_handlers_with_new_rows(tmp_path: Path)
 KILLED_CHILD = """
 import sys, time
 from logwatchd.clock import SystemClock
-from logwatchd.config.model import EmailSettings, HandlerConfig, RetryConfig, SmtpSettings
+from logwatchd.config.handler_settings import EmailSettings, SmtpSettings
+from logwatchd.config.model import HandlerConfig, RetryConfig
 from logwatchd.handlers import build_handler
 from logwatchd.outbox import Dispatcher
 from logwatchd.templates import HostInfo, Templates

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from logwatchd.events import Line
 from logwatchd.parsers import build_parser
+from logwatchd.parsers.jsonlines import json_object
 
 PARSER = build_parser("json", {}, timezone="UTC")
 
@@ -58,3 +59,12 @@ def test_non_objects_and_garbage_do_not_parse() -> None:
 def test_none_parser_keeps_only_the_line() -> None:
     fields = build_parser("none", {}, timezone="UTC").parse(Line("s", "anything at all", 0.0, "t"))
     assert fields == {"message": "anything at all", "raw": "anything at all"}
+
+
+def test_json_object_takes_one_object_of_at_most_a_mebibyte() -> None:
+    assert json_object(' {"a": [1, {"b": null}]}') == {"a": [1, {"b": None}]}
+    for text in ("[1]", '"{"', "{", "{} {}", "1", "", "{" * 100_000 + "}" * 100_000):
+        assert json_object(text) is None, text
+    big = '{"x": "' + "a" * (1 << 20) + '"}'
+    assert json_object(big) is None
+    assert json_object(big[: 1 << 20]) is None  # cut: not JSON at all

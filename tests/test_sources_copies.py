@@ -26,7 +26,7 @@ class Setup:
         self.clock = ManualClock()
         self.files = OpenFiles("src", max_line_bytes=4096, clock=self.clock)
         self.retired = Retired()
-        self.copies = Copies(self.files, self.retired, source="src", clock=self.clock, grace=GRACE)
+        self.copies = Copies(self.files, self.retired, clock=self.clock, grace=GRACE)
         self.log = root / "app.log"
 
     def follow(self, path: Path, *, followed: bool = True) -> FileReader:

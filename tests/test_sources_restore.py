@@ -44,9 +44,9 @@ class Setup:
     def resume(
         self, saved: dict[str, Any], patterns: tuple[str, ...] = (), olddir: str | None = None
     ) -> list[str]:
-        unseen = Unseen(self.files, Retired(), source="src", olddir=olddir)
+        unseen = Unseen(self.files, Retired(), olddir=olddir)
         patterns = patterns or (str(self.log),)
-        restorer = Restorer(self.files, unseen, source="src", patterns=patterns, olddir=olddir)
+        restorer = Restorer(self.files, unseen, patterns=patterns, olddir=olddir)
         restorer.resume(checkpoint.decode(saved, "src"))
         return [ln.raw for r in self.files.reading_order() for ln in r.read(1000, NOW)]
 

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from logwatchd.alerts import sample_alert
-from logwatchd.config.model import CommandSettings, EmailSettings, HandlerConfig, WebhookSettings
+from logwatchd.config.handler_settings import CommandSettings, EmailSettings, WebhookSettings
+from logwatchd.config.model import HandlerConfig
 from logwatchd.errors import ConfigError, Mark
 from logwatchd.templates import (
     HostInfo,

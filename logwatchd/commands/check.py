@@ -15,21 +15,16 @@ from typing import Any
 from logwatchd import natsconn
 from logwatchd.config import load
 from logwatchd.config.durations import format_duration
-from logwatchd.config.model import (
+from logwatchd.config.handler_settings import (
     CommandSettings,
-    Config,
     EmailSettings,
-    HandlerConfig,
     HandlerSettings,
-    Leaf,
     NatsConnection,
     NatsSettings,
     NftablesSettings,
-    Not,
-    ParserConfig,
-    Predicate,
     WebhookSettings,
 )
+from logwatchd.config.model import Config, HandlerConfig, Leaf, Not, ParserConfig, Predicate
 from logwatchd.errors import ConfigError, DeliveryError
 from logwatchd.events import Line
 from logwatchd.fields import check_fields, template_shape

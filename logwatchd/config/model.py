@@ -3,22 +3,27 @@
 ``config.load`` builds it from YAML (with file/line marks for errors); nothing else in the
 package parses YAML. Durations are seconds as floats. Every object keeps the ``Mark`` of the
 YAML mapping it came from so later checks (templates, handler files) can name file and line.
+Each handler type's own settings are in ``handler_settings.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import re
 import socket
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from logwatchd.config.handler_settings import (
+    HandlerSettings,
+    IpNetwork,
+    LogSettings,
+    NatsConnection,
+)
 from logwatchd.errors import Mark
 
 Severity = Literal["info", "low", "medium", "high", "critical"]
 SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "critical")
-IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 NOWHERE = Mark("<builtin>")
 
@@ -76,18 +81,6 @@ class ListConfig:
 
 
 # --- sources and parsers ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NatsConnection:
-    """How to reach a NATS server or cluster (``nats`` handlers and sources)."""
-
-    servers: tuple[str, ...] = ("nats://127.0.0.1:4222",)
-    creds_file: str | None = None  # a .creds file (user JWT and nkey seed)
-    nkey_file: str | None = None  # a file holding an nkey seed (SU...)
-    tls_ca_file: str | None = None
-    tls_cert_file: str | None = None  # a client certificate (with tls_key_file)
-    tls_key_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -311,116 +304,6 @@ class BatchConfig:
 
 
 @dataclass(frozen=True)
-class Increase:
-    """A key acted on again within ``max`` of its last action's end gets ``factor`` x the
-    last duration (at most ``max``)."""
-
-    factor: float
-    max: float
-
-
-@dataclass(frozen=True)
-class SmtpSettings:
-    host: str = "localhost"
-    port: int = 25
-    tls: Literal["none", "starttls", "tls"] = "none"
-    username: str | None = None
-    password_file: str | None = None
-    credential: str | None = None  # under $CREDENTIALS_DIRECTORY; None: the handler name
-    ca_file: str | None = None
-    verify: bool = True
-    timeout: float = 30.0  # the handler's timeout unless smtp.timeout is given
-
-
-@dataclass(frozen=True)
-class EmailSettings:
-    to: tuple[str, ...]
-    subject: str  # a template
-    body: str  # a template: ``body``, or the text of ``body_file``
-    sender: str | None = None  # ``from``; None: logwatchd@ the host's FQDN
-    cc: tuple[str, ...] = ()
-    body_file: str | None = None  # the file ``body`` was read from
-    smtp: SmtpSettings = SmtpSettings()
-
-
-@dataclass(frozen=True)
-class Undo:
-    """The command that reverses a command handler's action, run ``after`` seconds later."""
-
-    argv: tuple[str, ...]  # like CommandSettings.argv
-    after: float
-
-
-@dataclass(frozen=True)
-class CommandSettings:
-    argv: tuple[str, ...]  # argv[0] an absolute path (never a template), the rest templates
-    stdin: Literal["none", "json"] = "none"
-    concurrency: int = 4
-    env: dict[str, str] = field(default_factory=dict)  # static extras
-    undo: Undo | None = None
-
-
-@dataclass(frozen=True)
-class WebhookSettings:
-    url: str  # http:// or https://, never a template
-    method: Literal["POST", "PUT", "PATCH"] = "POST"
-    format: Literal["json", "alertmanager"] = "json"
-    headers: dict[str, str] = field(default_factory=dict)  # header name -> template
-    header_files: dict[str, str] = field(default_factory=dict)  # header name -> secret's path
-    body: str | None = None  # a template; None: the alert (or digest) as JSON
-
-
-@dataclass(frozen=True)
-class FileSettings:
-    path: str  # absolute
-    mode: int = 0o640  # permission bits of a file the handler creates
-
-
-@dataclass(frozen=True)
-class LogSettings:
-    pass
-
-
-@dataclass(frozen=True)
-class NftablesSettings:
-    family: Literal["inet", "ip", "ip6"] = "inet"
-    table: str = "logwatchd"
-    set: str = "banned"  # the prefix of the set names (<set>4, <set>6)
-    field: str = "ip"  # where the address is: the alert's key, else its event's fields
-    duration: float = 3600.0
-    increase: Increase | None = None
-    prefix6: int = 64  # an IPv6 address is banned with its /prefix6
-    never: tuple[IpNetwork | str, ...] = ()  # networks and list names, as written
-    never_networks: tuple[tuple[IpNetwork, str], ...] = ()  # (network, its list or "")
-    chain: bool = True  # keep a drop rule for the sets in a chain of the table
-    nft: str = "/usr/sbin/nft"
-
-
-NATS_STREAM = "LOGWATCHD"  # the stream of alerts, for handlers and sources that name none
-
-
-@dataclass(frozen=True)
-class NatsSettings:
-    subject: str  # a template
-    connection: NatsConnection = NatsConnection()
-    stream: str = NATS_STREAM
-    duplicate_window: float = 120.0  # NATS's own default
-    max_age: float = 7 * 86400.0
-    replicas: int = 1
-
-
-HandlerSettings = (
-    EmailSettings
-    | CommandSettings
-    | WebhookSettings
-    | FileSettings
-    | LogSettings
-    | NftablesSettings
-    | NatsSettings
-)
-
-
-@dataclass(frozen=True)
 class HandlerConfig:
     """A declared handler. ``settings`` holds its type's keys, validated and typed by the
     schema (``EmailSettings`` for ``type: email``, ...). ``marks`` maps each key given in
@@ -433,7 +316,7 @@ class HandlerConfig:
     retry: RetryConfig = RetryConfig()
     rate_limit: RateLimit | None = None
     batch: BatchConfig | None = None
-    settings: HandlerSettings = LogSettings()
+    settings: HandlerSettings = LogSettings()  # noqa: RUF009 (frozen: one instance serves all)
     marks: dict[str, Mark] = field(default_factory=dict)
     mark: Mark = NOWHERE
 

@@ -14,11 +14,11 @@ import zoneinfo
 from collections.abc import Collection, Iterable
 
 from logwatchd.config import nodes, schema_nats
+from logwatchd.config.handler_settings import IpNetwork
 from logwatchd.config.loader import Layer
 from logwatchd.config.model import (
     Config,
     DaemonConfig,
-    IpNetwork,
     ListConfig,
     ListenAddress,
     ParserConfig,

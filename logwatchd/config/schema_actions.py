@@ -13,7 +13,8 @@ import re
 from collections.abc import Mapping
 
 from logwatchd.config import nodes
-from logwatchd.config.model import HandlerConfig, Increase, IpNetwork, ListConfig, NftablesSettings
+from logwatchd.config.handler_settings import Increase, IpNetwork, NftablesSettings
+from logwatchd.config.model import HandlerConfig, ListConfig
 from logwatchd.errors import ConfigError, Mark
 
 NFTABLES_KEYS = (

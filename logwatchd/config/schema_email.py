@@ -6,8 +6,8 @@ import re
 from email.utils import parseaddr
 
 from logwatchd.config import nodes
+from logwatchd.config.handler_settings import EmailSettings, SmtpSettings
 from logwatchd.config.loader import read_file
-from logwatchd.config.model import EmailSettings, SmtpSettings
 from logwatchd.config.nodes import Node, check_template_syntax, template
 from logwatchd.errors import Mark
 

@@ -16,19 +16,15 @@ from collections.abc import Callable
 from typing import Any
 
 from logwatchd.config import nodes
-from logwatchd.config.model import (
-    LOG_HANDLER,
-    BatchConfig,
+from logwatchd.config.handler_settings import (
     CommandSettings,
     FileSettings,
-    HandlerConfig,
     HandlerSettings,
     LogSettings,
-    RateLimit,
-    RetryConfig,
     Undo,
     WebhookSettings,
 )
+from logwatchd.config.model import LOG_HANDLER, BatchConfig, HandlerConfig, RateLimit, RetryConfig
 from logwatchd.config.nodes import Node, template
 from logwatchd.config.schema_actions import NFTABLES_KEYS, nftables_settings
 from logwatchd.config.schema_email import email_settings
@@ -199,17 +195,40 @@ def _undo(node: Node, marks: dict[str, Mark]) -> Undo:
 
 
 def _env(node: Node, marks: dict[str, Mark]) -> dict[str, str]:
+    return _named_values(
+        node, "env", marks, nodes.scalar_text, names="variable name", problem=_env_problem
+    )
+
+
+def _env_problem(name: str) -> str | None:
+    if not _ENV_NAME_RE.fullmatch(name):
+        return f"'{name}' is not a valid environment variable name"
+    if name.startswith("LOGWATCHD_"):
+        return f"'{name}': LOGWATCHD_* variables are set by logwatchd itself"
+    return None
+
+
+def _named_values(
+    node: Node,
+    key: str,
+    marks: dict[str, Mark],
+    read: Callable[[Node], str],
+    *,
+    names: str,
+    problem: Callable[[str], str | None],
+) -> dict[str, str]:
+    """A mapping of names to values (``env``, ``headers``): each name checked by ``problem``,
+    each value read, and its mark kept as ``key.name`` for the errors found later."""
     if not isinstance(node.value, dict):
-        raise nodes.wrong_type(node, "a mapping of variable name to value")
-    env: dict[str, str] = {}
+        raise nodes.wrong_type(node, f"a mapping of {names} to value")
+    result: dict[str, str] = {}
     for name, value in node.value.items():
-        if not _ENV_NAME_RE.fullmatch(name):
-            raise value.error(f"'{name}' is not a valid environment variable name")
-        if name.startswith("LOGWATCHD_"):
-            raise value.error(f"'{name}': LOGWATCHD_* variables are set by logwatchd itself")
-        env[name] = nodes.scalar_text(value)
-        marks[f"env.{name}"] = value.mark
-    return env
+        wrong = problem(name)
+        if wrong is not None:
+            raise value.error(wrong)
+        result[name] = read(value)
+        marks[f"{key}.{name}"] = value.mark
+    return result
 
 
 def _webhook(entries: nodes.Mapping, marks: dict[str, Mark], timeout: float) -> WebhookSettings:
@@ -263,15 +282,13 @@ def _header_map(
 ) -> dict[str, str]:
     if node is None:
         return {}
-    if not isinstance(node.value, dict):
-        raise nodes.wrong_type(node, "a mapping of header name to value")
-    result: dict[str, str] = {}
-    for name, value in node.value.items():
-        if not _HEADER_NAME_RE.fullmatch(name):
-            raise value.error(f"'{name}' is not a valid HTTP header name")
-        result[name] = read(value)
-        marks[f"{key}.{name}"] = value.mark
-    return result
+    return _named_values(node, key, marks, read, names="header name", problem=_header_problem)
+
+
+def _header_problem(name: str) -> str | None:
+    if _HEADER_NAME_RE.fullmatch(name):
+        return None
+    return f"'{name}' is not a valid HTTP header name"
 
 
 def _file(entries: nodes.Mapping, marks: dict[str, Mark], timeout: float) -> FileSettings:

@@ -12,7 +12,8 @@ import re
 import urllib.parse
 
 from logwatchd.config import nodes
-from logwatchd.config.model import NATS_STREAM, NatsConnection, NatsSettings, NatsSourceConfig
+from logwatchd.config.handler_settings import NATS_STREAM, NatsConnection, NatsSettings
+from logwatchd.config.model import NatsSourceConfig
 from logwatchd.config.nodes import Node, template
 from logwatchd.errors import Mark
 

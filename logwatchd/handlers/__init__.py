@@ -12,7 +12,8 @@ import os
 import re
 from typing import Any, Protocol, TypeVar
 
-from logwatchd.config.model import HandlerConfig, HandlerSettings
+from logwatchd.config.handler_settings import HandlerSettings
+from logwatchd.config.model import HandlerConfig
 from logwatchd.errors import ConfigError, DeliveryError
 from logwatchd.templates import HostInfo, Template, TemplateError, Templates
 

@@ -26,7 +26,8 @@ from typing import IO, Any
 
 import structlog
 
-from logwatchd.config.model import CommandSettings, HandlerConfig
+from logwatchd.config.handler_settings import CommandSettings
+from logwatchd.config.model import HandlerConfig
 from logwatchd.errors import DeliveryError
 from logwatchd.handlers import compile_setting, render_or_fail, settings_of
 from logwatchd.templates import HostInfo, Template, Templates

@@ -17,7 +17,8 @@ from typing import Any
 
 import structlog
 
-from logwatchd.config.model import EmailSettings, HandlerConfig
+from logwatchd.config.handler_settings import EmailSettings
+from logwatchd.config.model import HandlerConfig
 from logwatchd.errors import DeliveryError
 from logwatchd.handlers import (
     clean_header,

@@ -10,7 +10,8 @@ from typing import Any
 
 import structlog
 
-from logwatchd.config.model import FileSettings, HandlerConfig
+from logwatchd.config.handler_settings import FileSettings
+from logwatchd.config.model import HandlerConfig
 from logwatchd.errors import DeliveryError
 from logwatchd.handlers import settings_of
 from logwatchd.own_files import open_own

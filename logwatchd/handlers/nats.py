@@ -20,7 +20,8 @@ import time
 from typing import Any
 
 from logwatchd import natsconn
-from logwatchd.config.model import HandlerConfig, NatsConnection, NatsSettings
+from logwatchd.config.handler_settings import NatsConnection, NatsSettings
+from logwatchd.config.model import HandlerConfig
 from logwatchd.errors import DeliveryError
 from logwatchd.handlers import compile_setting, render_or_fail, settings_of
 from logwatchd.templates import HostInfo, Templates

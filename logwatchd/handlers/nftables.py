@@ -30,7 +30,8 @@ import structlog
 
 from logwatchd.alerts import isoformat
 from logwatchd.config.durations import format_duration
-from logwatchd.config.model import HandlerConfig, Increase, IpNetwork, NftablesSettings
+from logwatchd.config.handler_settings import Increase, IpNetwork, NftablesSettings
+from logwatchd.config.model import HandlerConfig
 from logwatchd.errors import ActionRefused, DeliveryError
 from logwatchd.handlers import settings_of
 from logwatchd.templates import HostInfo, Templates

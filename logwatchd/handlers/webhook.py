@@ -19,7 +19,8 @@ from typing import Any
 import structlog
 
 from logwatchd import __version__
-from logwatchd.config.model import HandlerConfig, WebhookSettings
+from logwatchd.config.handler_settings import WebhookSettings
+from logwatchd.config.model import HandlerConfig
 from logwatchd.errors import DeliveryError
 from logwatchd.handlers import (
     clean_header,

@@ -6,7 +6,8 @@ builtin name in ``BUILTIN`` or an id under the config's ``parsers:``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import tzinfo
 
 from logwatchd.config.model import ParserConfig
 from logwatchd.events import Line
@@ -22,21 +23,6 @@ from logwatchd.parsers.web import AccessLogParser, ApacheErrorParser, NginxError
 
 __all__ = ["BUILTIN", "FieldSet", "Fields", "Parser", "build_parser", "produced_fields"]
 
-BUILTIN: frozenset[str] = frozenset(
-    {
-        "syslog",
-        "rfc5424",
-        "journald",
-        "nginx_combined",
-        "apache_combined",
-        "nginx_error",
-        "apache_error",
-        "json",
-        "none",
-        "alert",
-    }
-)
-
 
 class NoneParser:
     """Only ``message`` (the line) and ``raw``."""
@@ -49,6 +35,22 @@ class NoneParser:
         return {"message": line.raw, "raw": line.raw}
 
 
+# How each builtin parser is made for the configured timezone (some need none).
+_BUILTIN: dict[str, Callable[[tzinfo], Parser]] = {
+    "syslog": SyslogParser,
+    "rfc5424": Rfc5424Parser,
+    "journald": lambda tz: JournaldParser(),
+    "nginx_combined": lambda tz: AccessLogParser("nginx_combined"),
+    "apache_combined": lambda tz: AccessLogParser("apache_combined"),
+    "nginx_error": NginxErrorParser,
+    "apache_error": ApacheErrorParser,
+    "json": JsonParser,
+    "none": lambda tz: NoneParser(),
+    "alert": AlertParser,
+}
+BUILTIN: frozenset[str] = frozenset(_BUILTIN)
+
+
 def build_parser(name: str, custom: Mapping[str, ParserConfig], *, timezone: str) -> Parser:
     """The parser called ``name``: a custom one (which may shadow nothing builtin) or a builtin.
 
@@ -58,25 +60,9 @@ def build_parser(name: str, custom: Mapping[str, ParserConfig], *, timezone: str
     tz = resolve_timezone(timezone)
     if name in custom:
         return RegexParser(custom[name], tz)
-    if name == "syslog":
-        return SyslogParser(tz)
-    if name == "rfc5424":
-        return Rfc5424Parser(tz)
-    if name == "journald":
-        return JournaldParser()
-    if name in ("nginx_combined", "apache_combined"):
-        return AccessLogParser(name)
-    if name == "nginx_error":
-        return NginxErrorParser(tz)
-    if name == "apache_error":
-        return ApacheErrorParser(tz)
-    if name == "json":
-        return JsonParser(tz)
-    if name == "none":
-        return NoneParser()
-    if name == "alert":
-        return AlertParser(tz)
-    raise ValueError(f"unknown parser {name!r}")
+    if name not in _BUILTIN:
+        raise ValueError(f"unknown parser {name!r}")
+    return _BUILTIN[name](tz)
 
 
 _BUILTIN_FIELDS: dict[str, FieldSet] = {

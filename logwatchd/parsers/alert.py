@@ -11,15 +11,13 @@ when it had none), ``raw`` the alert's JSON. The field names are open-ended, as 
 
 from __future__ import annotations
 
-import json
 from datetime import tzinfo
 from typing import Any
 
 from logwatchd.events import Line
 from logwatchd.parsers.base import ANY_FIELDS, Fields
+from logwatchd.parsers.jsonlines import json_object
 from logwatchd.parsers.timeutil import parse_iso8601
-
-MAX_ALERT_CHARS = 1 << 20  # NATS's default max_payload
 
 
 class AlertParser:
@@ -33,13 +31,8 @@ class AlertParser:
 
     def parse(self, line: Line) -> Fields | None:
         raw = line.raw
-        if not raw.lstrip().startswith("{") or len(raw) > MAX_ALERT_CHARS:
-            return None
-        try:
-            record = json.loads(raw)
-        except (ValueError, RecursionError):
-            return None
-        if not isinstance(record, dict):
+        record = json_object(raw)  # at most 1 MiB, NATS's default max_payload
+        if record is None:
             return None
         rule, host = record.get("rule"), record.get("host")
         if not isinstance(rule, str) or not isinstance(host, str):

@@ -31,15 +31,14 @@ then scan and parse that.
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import UTC, datetime
 from typing import Any
 
 from logwatchd.events import Line
 from logwatchd.parsers.base import Fields, field_set
+from logwatchd.parsers.jsonlines import json_object
 
-_MAX_JSON_CHARS = 1 << 20
 _FIELD_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 # (field, journal field) of what journald itself records about the logging process
 _TRUSTED = (("comm", "_COMM"), ("exe", "_EXE"), ("unit", "_SYSTEMD_UNIT"), ("host", "_HOSTNAME"))
@@ -48,7 +47,7 @@ _TRUSTED = (("comm", "_COMM"), ("exe", "_EXE"), ("unit", "_SYSTEMD_UNIT"), ("hos
 def record_line(line: Line) -> Line | None:
     """A ``journalctl -o json`` text line as the journal source would deliver it:
     ``fields`` = the record, ``raw`` = MESSAGE. None when the text is not such a record."""
-    record = _json_record(line.raw)
+    record = json_object(line.raw)
     if record is None:
         return None
     message = _text(record.get("MESSAGE"))
@@ -58,16 +57,6 @@ def record_line(line: Line) -> Line | None:
         source=line.source, raw=message, read_time=line.read_time, origin=line.origin,
         path=line.path, lineno=line.lineno, truncated=line.truncated, fields=record,
     )  # fmt: skip
-
-
-def _json_record(text: str) -> dict[str, Any] | None:
-    if not text.startswith("{") or len(text) > _MAX_JSON_CHARS:
-        return None
-    try:
-        record = json.loads(text)
-    except (ValueError, RecursionError):
-        return None
-    return record if isinstance(record, dict) else None
 
 
 class JournaldParser:
@@ -89,7 +78,7 @@ class JournaldParser:
         return _fields(record, line.raw, line.raw)
 
     def _from_json(self, line: Line) -> Fields | None:
-        record = _json_record(line.raw)
+        record = json_object(line.raw)
         return None if record is None else _fields(record, line.raw, None)
 
 

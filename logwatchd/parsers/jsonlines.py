@@ -36,13 +36,8 @@ class JsonParser:
 
     def parse(self, line: Line) -> Fields | None:
         raw = line.raw
-        if not raw.lstrip().startswith("{") or len(raw) > _MAX_JSON_CHARS:
-            return None
-        try:
-            record = json.loads(raw)
-        except (ValueError, RecursionError):
-            return None
-        if not isinstance(record, dict):
+        record = json_object(raw)
+        if record is None:
             return None
         fields: Fields = {}
         _flatten(record, "", fields, 0)
@@ -73,6 +68,17 @@ class JsonParser:
             if stamp is not None:
                 return stamp
         return None
+
+
+def json_object(text: str) -> dict[str, Any] | None:
+    """``text`` decoded when it is one JSON object (of at most 1 MiB), else None."""
+    if not text.lstrip().startswith("{") or len(text) > _MAX_JSON_CHARS:
+        return None
+    try:
+        record = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _flatten(value: dict[str, Any], prefix: str, out: Fields, depth: int) -> None:

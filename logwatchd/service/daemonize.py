@@ -12,13 +12,13 @@ import contextlib
 import fcntl
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from types import TracebackType
-from typing import TextIO
+from typing import Self, TextIO
 
 import daemon
 
 from logwatchd.errors import ConfigError
 from logwatchd.own_files import open_own
+from logwatchd.releasing import Releasing
 
 __all__ = ["AlreadyRunning", "DetachRefused", "PidFile", "detach", "refuse_under_systemd"]
 
@@ -44,7 +44,7 @@ def refuse_under_systemd(env: Mapping[str, str] | None = None) -> None:
             )
 
 
-class PidFile:
+class PidFile(Releasing):
     """An flock()ed pidfile, usable as python-daemon's ``pidfile`` context."""
 
     def __init__(self, path: str) -> None:
@@ -68,7 +68,7 @@ class PidFile:
             raise
         self.fd = fd
 
-    def __enter__(self) -> PidFile:
+    def __enter__(self) -> Self:
         # Called by DaemonContext after the final fork: this is the daemon's own pid.
         if self.fd is None:
             self.acquire()
@@ -77,14 +77,6 @@ class PidFile:
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, data, 0)
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
 
     def release(self) -> None:
         if self.fd is None:

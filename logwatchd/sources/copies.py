@@ -37,7 +37,6 @@ class Copies:
         files: OpenFiles,
         retired: Retired,
         *,
-        source: str,
         clock: Clock,
         grace: float,
         olddir: str | None = None,
@@ -45,7 +44,6 @@ class Copies:
         self._files = files
         self._olddir = olddir
         self._retired = retired
-        self._source = source
         self._clock = clock
         self._grace = grace
         self._copy_of: dict[Key, Key] = {}  # a suspected copy -> its original
@@ -80,12 +78,14 @@ class Copies:
             # What was read before the truncation is real content: hand it out, drop the rest.
             out.extend(reader.read_ready_only())
             log.info(
-                "file truncated; reading it from the start", source=self._source, path=reader.path
+                "file truncated; reading it from the start",
+                source=self._files.source,
+                path=reader.path,
             )
         else:
             log.info(
                 "file truncated after a copy; draining the copy",
-                source=self._source,
+                source=self._files.source,
                 path=reader.path,
                 copy=copy.path,
             )
@@ -99,7 +99,7 @@ class Copies:
         if copy is not None:
             log.info(
                 "a closed file was replaced after a copy; draining the copy",
-                source=self._source,
+                source=self._files.source,
                 path=reader.path,
                 copy=copy.path,
             )

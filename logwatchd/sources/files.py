@@ -89,13 +89,12 @@ class FileFollower:
         self._copies = Copies(
             self._files,
             self._retired,
-            source=self.id,
             clock=clock,
             grace=orphan_grace,
             olddir=config.olddir,
         )
-        self._unseen = Unseen(self._files, self._retired, source=self.id, olddir=config.olddir)
-        self._reopener = Reopener(self._files, self._copies, source=self.id, olddir=config.olddir)
+        self._unseen = Unseen(self._files, self._retired, olddir=config.olddir)
+        self._reopener = Reopener(self._files, self._copies, olddir=config.olddir)
         self._woken = threading.Event()
         self._touched: set[str] = set()  # paths events named since the last poll
         # Files a scan found while the cap left no room, opened as room frees: the size at
@@ -123,7 +122,6 @@ class FileFollower:
             restorer = Restorer(
                 self._files,
                 self._unseen,
-                source=self.id,
                 patterns=self._patterns,
                 olddir=self._olddir,
             )

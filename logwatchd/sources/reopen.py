@@ -24,12 +24,9 @@ log = structlog.get_logger()
 
 
 class Reopener:
-    def __init__(
-        self, files: OpenFiles, copies: Copies, *, source: str, olddir: str | None = None
-    ) -> None:
+    def __init__(self, files: OpenFiles, copies: Copies, *, olddir: str | None = None) -> None:
         self._files = files
         self._copies = copies
-        self._source = source
         self._olddir = olddir
 
     def reopen_wanted(self, mono: float) -> tuple[int, bool]:
@@ -66,7 +63,7 @@ class Reopener:
             log.info(
                 "a file closed to stay under max_open_files is gone; "
                 "what was written to it after it was closed is lost",
-                source=self._source,
+                source=self._files.source,
                 path=reader.path,
             )
         self._files.close(reader)

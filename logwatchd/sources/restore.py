@@ -33,13 +33,11 @@ class Restorer:
         files: OpenFiles,
         unseen: Unseen,
         *,
-        source: str,
         patterns: tuple[str, ...],
         olddir: str | None = None,
     ) -> None:
         self._files = files
         self._unseen = unseen
-        self._source = source
         self._patterns = patterns
         self._olddir = olddir
         # Taken once per resume: with many saved files, a glob or listing per file would
@@ -108,11 +106,13 @@ class Restorer:
         for archive in packed:  # rotated and compressed while down
             fd = unread_rest(archive, entry.fp, entry.offset, entry.offset, entry.marker)
             if fd is not None:
-                log.info("draining a file compressed while down", source=self._source, path=archive)
+                log.info(
+                    "draining a file compressed while down", source=self._files.source, path=archive
+                )
                 return self._resumed(fd, archive, entry, followed=False, fp=entry.fp)
         log.warning(
             "a checkpointed file is gone; its unread lines are lost",
-            source=self._source,
+            source=self._files.source,
             path=entry.path,
         )
         return None
@@ -152,7 +152,7 @@ class Restorer:
         if reader is not None and not followed:
             reader.name = entry.name  # rotations are named after the followed name
         if reader is not None and path != entry.path and not followed and fp is None:
-            log.info("draining a file renamed while down", source=self._source, path=path)
+            log.info("draining a file renamed while down", source=self._files.source, path=path)
         return reader
 
 

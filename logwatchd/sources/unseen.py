@@ -26,13 +26,10 @@ MTIME_MARGIN = 1.0  # seconds: file times are coarse (a clock tick)
 
 
 class Unseen:
-    def __init__(
-        self, files: OpenFiles, retired: Retired, *, source: str, olddir: str | None = None
-    ) -> None:
+    def __init__(self, files: OpenFiles, retired: Retired, *, olddir: str | None = None) -> None:
         self._files = files
         self._olddir = olddir
         self._retired = retired
-        self._source = source
 
     def read_rotated_since(
         self,
@@ -86,7 +83,9 @@ class Unseen:
             os.close(fd)
             return
         self._files.add(fd, path, followed=False)
-        log.info("reading a rotated file never seen under its name", source=self._source, path=path)
+        log.info(
+            "reading a rotated file never seen under its name", source=self._files.source, path=path
+        )
 
 
 def _head_known(head: bytes, heads: list[bytes]) -> bool:
