@@ -10,11 +10,11 @@ from typing import Any
 from logwatchd.config.model import ListConfig, RuleConfig
 from logwatchd.events import Event
 from logwatchd.rules.context import Context
+from logwatchd.rules.generated import compile_generated
 from logwatchd.rules.predicates import (
     CompiledPredicate,
     Condition,
     GateMaker,
-    compile_predicate,
     extracted_names,
     no_gate_maker,
 )
@@ -59,13 +59,13 @@ class CompiledRule:
         self.match: CompiledPredicate | None = None
         if cfg.match is not None:
             self.condition = Condition(cfg.match, extracted_names(cfg.match) | adds)
-            self.match = compile_predicate(cfg.match, lists, gates(self.condition.ungated))
+            self.match = compile_generated(cfg.match, lists, gates(self.condition.ungated))
         seq = cfg.sequence
         self.step_conditions = tuple(
             Condition(step.match, extracted_names(step.match)) for step in seq.steps
         ) if seq else ()  # fmt: skip
         self.steps = tuple(
-            compile_predicate(step.pred, lists, gates(step.ungated))
+            compile_generated(step.pred, lists, gates(step.ungated))
             for step in self.step_conditions
         )
         self.is_sequence = seq is not None

@@ -28,12 +28,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from logwatchd.config.model import ContextConfig, ListConfig
+from logwatchd.rules.generated import compile_generated
 from logwatchd.rules.predicates import (
     ALL_HITS,
     CompiledPredicate,
     Condition,
     GateMaker,
-    compile_predicate,
     extracted_names,
     field_names,
     no_gate_maker,
@@ -333,7 +333,7 @@ def _compiled(
 ) -> CompiledPredicate | None:
     if condition is None:
         return None
-    return compile_predicate(condition.pred, lists, gates(condition.ungated))
+    return compile_generated(condition.pred, lists, gates(condition.ungated))
 
 
 def _stored(fields: Any) -> dict[str, Any]:
