@@ -72,6 +72,11 @@ class CompiledRule:
         # per step, the first step with the same condition: its outcome is this one's too
         conditions = [step.match for step in seq.steps] if seq else []
         self.same_step = tuple(conditions.index(cond) for cond in conditions)
+        # each distinct condition once, with the steps that share it (in step order)
+        self.distinct_steps = tuple(
+            (self.steps[first], tuple(i for i, same in enumerate(self.same_step) if same == first))
+            for first in sorted(set(self.same_step))
+        )
         self.absent = bool(seq and seq.steps and seq.steps[-1].absent)
         threshold = cfg.threshold
         self.count = threshold.count if threshold else 1

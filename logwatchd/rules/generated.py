@@ -42,7 +42,11 @@ def compile_generated(
 
 
 def _put_groups(ext: dict[str, Any], found: re.Match[str]) -> bool:
-    for group, captured in found.groupdict().items():
+    groups = found.groupdict()
+    if None not in groups.values():  # every group took part: the common case
+        ext.update(groups)
+        return True
+    for group, captured in groups.items():
         if captured is not None:
             ext[group] = captured
     return True
