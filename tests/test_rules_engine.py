@@ -328,6 +328,38 @@ def test_three_step_sequence_needs_every_step_in_order() -> None:
     assert alert.events == ["scan bob", "login bob", "sudo bob"]
 
 
+def test_a_step_repeated_apart_is_tested_once_and_keeps_step_order() -> None:
+    """Steps fail, ok, fail: one line that matches the first and the last step advances a
+    sequence waiting for its last step, and starts another one (latest step first)."""
+    seq = Sequence(
+        (SequenceStep(LOGIN_FAIL), SequenceStep(LOGIN_OK), SequenceStep(LOGIN_FAIL)), window=60
+    )
+    feed = Feed(rule(None, group_by=("user",), sequence=seq))
+    assert feed.send("Failed password for bob", 0) == []
+    assert feed.send("Accepted password for bob", 1) == []
+    (alert,) = feed.send("Failed password for bob", 2)
+    assert (alert.count, alert.first_seen, alert.last_seen) == (3, T0, T0 + 2)
+    assert alert.events == [
+        "Failed password for bob", "Accepted password for bob", "Failed password for bob"
+    ]  # fmt: skip
+    # the line that completed the sequence also started the next one
+    assert feed.send("Accepted password for bob", 3) == []
+    (again,) = feed.send("Failed password for bob", 4)
+    assert again.first_seen == T0 + 2
+
+
+def test_one_line_never_advances_a_sequence_twice_whatever_its_steps_share() -> None:
+    """Steps fail, any password line, fail: a failed line matches all three, and is applied
+    latest step first, so two failed lines are not yet a sequence of three."""
+    anything = SequenceStep(Leaf("message", "regex", re.compile(r"password for (?P<user>\w+)")))
+    seq = Sequence((SequenceStep(LOGIN_FAIL), anything, SequenceStep(LOGIN_FAIL)), window=60)
+    feed = Feed(rule(None, group_by=("user",), sequence=seq))
+    assert feed.send("Failed password for bob", 0) == []
+    assert feed.send("Failed password for bob", 1) == []
+    (alert,) = feed.send("Failed password for bob", 2)
+    assert (alert.count, alert.first_seen) == (3, T0)
+
+
 def test_sequence_completed_in_cooldown_is_suppressed_and_counted() -> None:
     seq = Sequence((SequenceStep(LOGIN_FAIL), SequenceStep(LOGIN_OK)), window=60)
     feed = Feed(rule(None, group_by=("user",), sequence=seq, cooldown=600))

@@ -10,11 +10,11 @@ from typing import Any
 from logwatchd.config.model import ListConfig, RuleConfig
 from logwatchd.events import Event
 from logwatchd.rules.context import Context
+from logwatchd.rules.generated import compile_generated
 from logwatchd.rules.predicates import (
     CompiledPredicate,
     Condition,
     GateMaker,
-    compile_predicate,
     extracted_names,
     no_gate_maker,
 )
@@ -59,19 +59,24 @@ class CompiledRule:
         self.match: CompiledPredicate | None = None
         if cfg.match is not None:
             self.condition = Condition(cfg.match, extracted_names(cfg.match) | adds)
-            self.match = compile_predicate(cfg.match, lists, gates(self.condition.ungated))
+            self.match = compile_generated(cfg.match, lists, gates(self.condition.ungated))
         seq = cfg.sequence
         self.step_conditions = tuple(
             Condition(step.match, extracted_names(step.match)) for step in seq.steps
         ) if seq else ()  # fmt: skip
         self.steps = tuple(
-            compile_predicate(step.pred, lists, gates(step.ungated))
+            compile_generated(step.pred, lists, gates(step.ungated))
             for step in self.step_conditions
         )
         self.is_sequence = seq is not None
         # per step, the first step with the same condition: its outcome is this one's too
         conditions = [step.match for step in seq.steps] if seq else []
         self.same_step = tuple(conditions.index(cond) for cond in conditions)
+        # each distinct condition once, with the steps that share it (in step order)
+        self.distinct_steps = tuple(
+            (self.steps[first], tuple(i for i, same in enumerate(self.same_step) if same == first))
+            for first in sorted(set(self.same_step))
+        )
         self.absent = bool(seq and seq.steps and seq.steps[-1].absent)
         threshold = cfg.threshold
         self.count = threshold.count if threshold else 1

@@ -28,12 +28,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from logwatchd.config.model import ContextConfig, ListConfig
+from logwatchd.rules.generated import compile_generated
 from logwatchd.rules.predicates import (
     ALL_HITS,
     CompiledPredicate,
     Condition,
     GateMaker,
-    compile_predicate,
     extracted_names,
     field_names,
     no_gate_maker,
@@ -103,10 +103,10 @@ def is_context_key(text: str) -> bool:
 class ConnectionTable(LruTable[Connection]):
     """Connections of one rule, at most ``limit``; the least recently written goes first."""
 
-    def write(self, key: Key, time: float) -> Connection:
-        connection = self.states.get(key)
+    def write(self, key: Key, time: float, connection: Connection | None) -> Connection:
+        """``connection``: what the table holds under ``key`` (the caller looked it up)."""
         if connection is None:
-            connection = self._add(key, Connection(time))
+            connection = self.add(key, Connection(time))
         else:
             connection.seen = max(connection.seen, time)
             self.states.move_to_end(key)
@@ -289,11 +289,17 @@ class Context:
     def _connection(self, key: Key, time: float) -> Connection:
         """The connection to write to (a new one if it expired), marked as written now."""
         self.newest = max(self.newest, time)
-        self.table.sweep(self.newest, self.ttl)
-        connection = self.table.get(key)
+        table = self.table
+        states = table.states
+        if states:  # the sweep's first test, written out: it stops there almost always
+            front = next(iter(states.values()))
+            if front.seen + self.ttl < self.newest:
+                table.sweep(self.newest, self.ttl)
+        connection = states.get(key)
         if connection is not None and time - connection.seen > self.ttl:
-            self.table.drop(key)  # an expired connection starts over
-        return self.table.write(key, time)
+            table.drop(key)  # an expired connection starts over
+            connection = None
+        return table.write(key, time, connection)
 
     def _store(self, key: Key, fields: Mapping[str, Any], time: float) -> None:
         connection = self._connection(key, time)
@@ -333,7 +339,7 @@ def _compiled(
 ) -> CompiledPredicate | None:
     if condition is None:
         return None
-    return compile_predicate(condition.pred, lists, gates(condition.ungated))
+    return compile_generated(condition.pred, lists, gates(condition.ungated))
 
 
 def _stored(fields: Any) -> dict[str, Any]:

@@ -53,7 +53,7 @@ from logwatchd.rules.windows import (
 from logwatchd.timelimit import LineTimeout
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen one costs twice as much to make, per match
 class Match:
     """A rule matched an event (before any threshold): for ``test --matches``."""
 

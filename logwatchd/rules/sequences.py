@@ -19,6 +19,10 @@ from logwatchd.rules.compiled import CompiledRule, Firing, advance_clock, drop_i
 from logwatchd.rules.windows import Key, KeyState, Last, Partial, cut
 
 
+def _first(item: tuple[int, Any, Any]) -> int:
+    return item[0]
+
+
 class Fire(Protocol):
     def __call__(
         self,
@@ -50,30 +54,25 @@ class Sequences:
         """Advance the rule's sequences by the event; the fields of its first matching step
         (for the match record), or None when no step matched. ``hits``: what the scan found
         on the line (a step whose gate is closed does not run)."""
-        rule.newest = max(rule.newest, event.time)
+        time = event.time
+        rule.newest = max(rule.newest, time)
         if rule.absent:  # before the sweep, which would take a pending key past its deadline
             self.due(rule, rule.newest, alerts)
-        advance_clock(rule, event.time)
+        advance_clock(rule, time)
         fields = event.fields
         held: list[tuple[int, dict[str, Any], Key | None]] = []
         # steps with the same condition (three "failed" steps, say) are tested once and
         # share the fields (nothing downstream writes to them) and their key
-        outcomes: list[tuple[dict[str, Any], Key | None] | None] = []
-        for index, step in enumerate(rule.steps):
-            same = rule.same_step[index]
-            if same < index:
-                outcome = outcomes[same]
-            else:
-                outcome = None
-                ext: dict[str, Any] | None = {} if step.extracts else None
-                if step.test(fields, ext, hits):
-                    seen = {**fields, **ext} if ext else fields
-                    outcome = (seen, rule.key_of(seen))
-            outcomes.append(outcome)
-            if outcome is not None:
-                held.append((index, *outcome))
+        for step, indices in rule.distinct_steps:
+            ext: dict[str, Any] | None = {} if step.extracts else None
+            if step.test(fields, ext, hits):
+                seen = {**fields, **ext} if ext else fields
+                key = rule.key_of(seen)
+                held += [(index, seen, key) for index in indices]
         if not held:
             return None
+        if len(rule.distinct_steps) > 1:
+            held.sort(key=_first)
         # latest step first, so one event never advances the same sequence twice
         for index, seen, key in reversed(held):
             if key is not None:

@@ -246,7 +246,7 @@ class LruTable(Generic[V]):
     def get(self, key: Key) -> V | None:
         return self.states.get(key)
 
-    def _add(self, key: Key, value: V) -> V:
+    def add(self, key: Key, value: V) -> V:
         """A new key, written now (the caller marks it dirty)."""
         self.states[key] = value
         if len(self.states) > self.limit:
@@ -291,7 +291,7 @@ class KeyTable(LruTable[KeyState]):
         """The key's state (created if new), marked as updated now."""
         state = self.states.get(key)
         if state is None:
-            state = self._add(key, KeyState(time))
+            state = self.add(key, KeyState(time))
         else:
             self.states.move_to_end(key)
         self.dirty.add(key)
