@@ -58,7 +58,18 @@ class Acting(Protocol):
 class Restoring(Protocol):
     def restore(self, active: list[dict[str, Any]]) -> None:
         """Make the outside world hold exactly these active actions (after a reboot)."""
+
+
+class Checking(Protocol):
+    """A handler whose actions can vanish behind its back (``nft flush ruleset``)."""
+
+    check_interval: float  # seconds between checks
+
+    def intact(self) -> bool:
+        """Is what holds the actions still there? Raises DeliveryError if it cannot tell."""
         ...
+
+    def restore(self, active: list[dict[str, Any]]) -> None: ...
 
 
 def acting_handlers(handlers: Mapping[str, object]) -> dict[str, Acting]:
@@ -232,6 +243,8 @@ class ActionBook:
         self.recorders = {name: Recorder(handler) for name, handler in self.handlers.items()}
         self._next_tick = 0.0
         self._next_forget = 0.0
+        self._checking: dict[str, Checking] = {}  # set by start()
+        self._next_check: dict[str, float] = {}
 
     def start(self, now: float) -> set[str]:
         """Queue the undos that fell due while the daemon was down, then re-apply the active
@@ -250,6 +263,11 @@ class ActionBook:
                 log.error("could not re-apply active actions", handler=name, error=str(exc))
             else:
                 log.info(f"re-applied {len(active)} active actions", handler=name)
+        self._checking = {
+            name: handler  # type: ignore[misc]
+            for name, handler in self.handlers.items()
+            if hasattr(handler, "intact") and not self._dry_run
+        }
         return due
 
     def _warn_orphans(self, now: float) -> None:
@@ -272,7 +290,29 @@ class ActionBook:
         if monotonic >= self._next_forget:
             self._next_forget = monotonic + FORGET_INTERVAL
             forget_old(self._store, now)
+        self._check_intact(now, monotonic)
         return due
+
+    def _check_intact(self, now: float, monotonic: float) -> None:
+        """Actions that vanished behind the daemon's back (``systemctl restart nftables``
+        flushes the whole ruleset) are re-applied within a ``check_interval``."""
+        for name, handler in self._checking.items():
+            next_check = self._next_check.setdefault(name, monotonic + handler.check_interval)
+            if monotonic < next_check:
+                continue
+            self._next_check[name] = monotonic + handler.check_interval
+            try:
+                if handler.intact():
+                    continue
+                active = active_actions(self._store, now, handler=name)
+                handler.restore(active)
+            except Exception as exc:
+                log.error("could not check the active actions", handler=name, error=str(exc))
+            else:
+                log.warning(
+                    f"re-applied {len(active)} active actions: they were gone (a flushed ruleset?)",
+                    handler=name,
+                )
 
 
 def queue_due_undos(store: StateStore, now: float) -> set[str]:

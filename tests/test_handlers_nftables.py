@@ -235,6 +235,20 @@ def test_a_flushed_ruleset_comes_back_with_the_next_ban_and_rules_never_double(t
     assert set(elements(netns, "banned4")) == {"192.0.2.9"}
 
 
+def test_intact_tells_whether_the_table_sets_and_chain_are_still_there(tmp_path, netns):
+    ban = in_namespace(tmp_path, netns)
+    assert not ban.intact()  # nothing made yet
+    ban.restore([])
+    assert ban.intact()
+    nft(netns, "delete", "chain", "inet", "logwatchd", "input")
+    assert not ban.intact()
+    ban.restore([])
+    nft(netns, "flush", "ruleset")  # what `systemctl restart nftables` does
+    assert not ban.intact()
+    with pytest.raises(DeliveryError, match="nft exited with status 1"):
+        in_namespace(tmp_path, netns, drop_cap=True).intact()
+
+
 def test_restore_leaves_exactly_the_active_bans_with_their_remaining_time(tmp_path, netns):
     ban = in_namespace(tmp_path, netns, prefix6=48)
     now = time.time()
@@ -401,6 +415,25 @@ def test_after_a_crash_and_a_reboot_active_bans_come_back_and_expired_ones_do_no
         assert list(active(tmp_path)) == ["203.0.113.9"]
         wait_for(lambda: logged(daemon, "lifted the ban on 198.51.100.20"))
         assert logged(daemon, "re-applied 1 active actions")
+        assert daemon.terminate() == 0
+
+
+@pytest.mark.slow
+def test_bans_lost_to_a_flushed_ruleset_are_re_applied_within_the_check_interval(tmp_path, netns):
+    log = tmp_path / "app.log"
+    log.touch()
+    path = write_config(tmp_path / "c.yaml", config(tmp_path, check_interval="1s"))
+    with start(path, netns) as daemon:
+        append(log, "Fail", "203.0.113.9", times=3)
+        wait_for(lambda: "203.0.113.9" in elements(netns, "banned4"))
+        nft(netns, "flush", "ruleset")  # `systemctl restart nftables`, say
+        flushed = time.monotonic()
+        back = wait_for(lambda: elements(netns, "banned4"), timeout=10)
+        assert time.monotonic() - flushed < 5  # one check interval, plus a loaded host
+        assert list(back) == ["203.0.113.9"] and 3500 < back["203.0.113.9"]["timeout"] <= 3600
+        [warning] = logged(daemon, "re-applied 1 active actions: they were gone")
+        assert (warning["level"], warning["handler"]) == ("warning", "ban")
+        assert "ip saddr @banned4 drop" in nft(netns, "list", "table", "inet", "logwatchd").stdout
         assert daemon.terminate() == 0
 
 

@@ -99,6 +99,7 @@ class NftablesSettings:
     never_networks: tuple[tuple[IpNetwork, str], ...] = ()  # (network, its list or "")
     chain: bool = True  # keep a drop rule for the sets in a chain of the table
     nft: str = "/usr/sbin/nft"
+    check_interval: float = 60.0  # how often the table is checked (a flushed ruleset)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ NFTABLES_KEYS = (
     "never",
     "chain",
     "nft",
+    "check_interval",
 )
 FAMILIES = ("inet", "ip", "ip6")
 _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")
@@ -49,6 +50,7 @@ def nftables_settings(
                 "prefix6": lambda node: nodes.integer(node, minimum=32, maximum=128),
                 "chain": nodes.boolean,
                 "nft": _program,
+                "check_interval": lambda node: nodes.duration(node, positive=True),
             }
         ),
         never=_never(entries.get("never"), marks),

@@ -4,8 +4,10 @@ No shell, and no nft argument built from log data: every change is one nft trans
 to ``nft -j -f -`` as JSON on standard input, and an address reaches it only after
 ``ipaddress`` parsed it. A transaction first makes sure the table, the sets and (unless
 ``chain: false``) the drop rules exist, so a ruleset flushed by ``systemctl restart
-nftables`` gets them back with the next ban. Each element carries the ban's remaining time as
-its nft timeout: a daemon that crashed or was removed never leaves a ban behind for good.
+nftables`` gets them back with the next ban, and ``intact`` (asked every ``check_interval``)
+finds them gone sooner, so the active bans are re-applied. Each element carries the ban's
+remaining time as its nft timeout: a daemon that crashed or was removed never leaves a ban
+behind for good.
 
 - ``<set>4`` (``ipv4_addr``, ``flags timeout``) and ``<set>6`` (``ipv6_addr``,
   ``flags interval, timeout``, so it holds whole prefixes: ``prefix6: 64`` bans the /64);
@@ -65,6 +67,7 @@ class NftablesHandler:
         self._timeout = cfg.timeout
         self._never: tuple[tuple[IpNetwork, str], ...] = settings.never_networks
         self._versions = {"inet": (4, 6), "ip": (4,), "ip6": (6,)}[self._family]
+        self.check_interval = settings.check_interval
 
     # --- which address --------------------------------------------------------------------
 
@@ -185,6 +188,33 @@ class NftablesHandler:
             if timed:
                 script.append({"add": {"element": {**self._set_ref(version), "elem": timed}}})
         self._run(script)
+
+    def intact(self) -> bool:
+        """Are the table, its sets and (unless ``chain: false``) its chain still there?"""
+        argv = [self._nft, "-t", "-j", "list", "table", self._family, self._table]
+        try:
+            done = subprocess.run(
+                argv,
+                capture_output=True,
+                timeout=self._timeout,
+                env={"PATH": PATH},
+                cwd="/",
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise DeliveryError(f"{self._nft} timed out after {self._timeout:g}s") from None
+        except OSError as exc:
+            raise DeliveryError(f"cannot run {self._nft}: {exc.strerror}") from None
+        if done.returncode != 0:
+            if b"No such file or directory" in done.stderr:
+                return False  # no such table
+            error = done.stderr.decode("utf-8", "replace").strip()[-300:]
+            raise DeliveryError(f"nft exited with status {done.returncode}: {error}")
+        listed = json.loads(done.stdout).get("nftables", [])
+        sets = {item["set"]["name"] for item in listed if "set" in item}
+        chains = {item["chain"]["name"] for item in listed if "chain" in item}
+        wanted = {f"{self._set}{version}" for version in self._versions}
+        return wanted <= sets and (not self._chain or CHAIN in chains)
 
     def preview(self, alerts: list[dict[str, Any]]) -> dict[str, Any]:
         keys = []
