@@ -25,7 +25,17 @@ import difflib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from logwatchd.config.model import All, AnyOf, Config, Leaf, Not, Predicate, RuleConfig
+from logwatchd.config.model import (
+    All,
+    AnyOf,
+    Config,
+    Exists,
+    Leaf,
+    Not,
+    Predicate,
+    Regex,
+    RuleConfig,
+)
 from logwatchd.errors import ConfigError, Mark
 from logwatchd.parsers import FieldSet, known_fields, produced_fields
 from logwatchd.templates import RuleShape
@@ -133,7 +143,7 @@ def _outcome(pred: Predicate, available: RuleFields) -> bool | None:
     if isinstance(pred, Leaf):
         if available.has(pred.field):
             return None
-        return pred.op == "exists" and pred.value is False
+        return isinstance(pred, Exists) and not pred.present
     if isinstance(pred, Not):
         inner = _outcome(pred.item, available)
         return None if inner is None else not inner
@@ -193,8 +203,8 @@ def added_fields(rule: RuleConfig) -> frozenset[str]:
     added: set[str] = set()
     for pred, _ in _predicates(rule):
         for leaf, _ in _leaves(pred, ""):
-            if leaf.op == "regex":
-                added.update(leaf.value.groupindex)
+            if isinstance(leaf, Regex):
+                added.update(leaf.pattern.groupindex)
     if rule.context is not None:
         added.update(name for name, _ in rule.context.distinct)
     return frozenset(added)

@@ -13,7 +13,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from logwatchd.config import load, load_text
-from logwatchd.config.model import All, AnyOf, Config, Leaf, Not
+from logwatchd.config.model import (
+    All,
+    AnyOf,
+    Cidr,
+    Compare,
+    Config,
+    Equals,
+    In,
+    InList,
+    Not,
+    Regex,
+    Text,
+)
 from logwatchd.errors import ConfigError
 
 # Six lines; what a test appends starts on line 7.
@@ -323,24 +335,58 @@ def test_conditions_become_typed_predicates(tmp_path: Path) -> None:
     match = config(tmp_path, extra).rules[0].match
     assert isinstance(match, All)
     equals, any_of, negated, member, gte = match.items
-    assert equals == Leaf("event_type", "equals", "SecurityBreach", True, equals.mark)
+    assert equals == Equals("event_type", "SecurityBreach", icase=True, mark=equals.mark)
     assert isinstance(any_of, AnyOf)
     cidr, regex = any_of.items
-    assert isinstance(cidr, Leaf)
-    assert cidr.value == (
+    assert isinstance(cidr, Cidr)
+    assert cidr.networks == (
         ipaddress.ip_network("192.0.2.0/24"),
         ipaddress.ip_network("2001:db8::/32"),
     )
-    assert isinstance(regex, Leaf)
-    assert regex.value.flags & re.IGNORECASE
-    assert regex.value.search("USER alice")["user"] == "alice"
+    assert isinstance(regex, Regex)
+    assert regex.pattern.flags & re.IGNORECASE
+    match_found = regex.pattern.search("USER alice")
+    assert match_found is not None and match_found["user"] == "alice"
     assert isinstance(negated, Not)
-    assert negated.item == Leaf("ip", "in_list", "trusted", False, negated.item.mark)
-    assert isinstance(member, Leaf)
-    assert member.value == (500, 502)
-    assert isinstance(gte, Leaf)
-    assert (gte.op, gte.value) == ("gte", 1.5)
+    assert negated.item == InList("ip", "trusted", mark=negated.item.mark)
+    assert member == In("status", (500, 502), mark=member.mark)
+    assert gte == Compare("bytes", "gte", 1.5, mark=gte.mark)
     assert equals.mark.line == 14
+
+
+EVERY_KIND = """\
+version: 1
+lists:
+  trusted: [10.0.0.0/8, backup]
+sources:
+  - {id: s, type: stdin, parser: syslog}
+handlers:
+  l: {type: log}
+rules:
+  - id: every
+    handlers: [l]
+    match:
+      all:
+        - {field: a, equals: x, icase: true}
+        - {field: a, equals: 5}
+        - {field: b, in: [x, 1, 2.5]}
+        - {field: c, contains: x}
+        - {field: c, startswith: x, icase: true}
+        - {field: c, endswith: y}
+        - {field: message, regex: 'from (?P<ip>\\S+)', icase: true}
+        - {field: ip, cidr: [10.0.0.0/8, '2001:db8::/32']}
+        - {field: ip, cidr: 192.0.2.1}
+        - not: {field: ip, in_list: trusted}
+        - {field: d, exists: false}
+        - any: [{field: n, gt: 1}, {field: n, gte: 1.5}, {field: n, lt: -1}, {field: n, lte: 3}]
+"""
+
+
+def test_the_digest_of_every_kind_of_condition_stays_the_same(tmp_path: Path) -> None:
+    """Rule state is stored under the rule's digest: a new release that shaped conditions
+    differently would drop every window at upgrade."""
+    rule = load_text(EVERY_KIND, "c.yaml", base_dir=str(tmp_path)).rules[0]
+    assert rule.digest() == "a01d00000945b6ab"
 
 
 def test_a_bad_rule_regex_shows_the_re_error(tmp_path: Path) -> None:
@@ -384,6 +430,21 @@ def test_leaf_values_are_type_checked(tmp_path: Path) -> None:
     )
     assert error(tmp_path, rule_with("{field: a, equals: yes}")).startswith(
         "c.yaml:9: rules[0].match.equals: expected a string or a number"
+    )
+    assert error(tmp_path, rule_with("{field: a, contains: 5}")) == (
+        "c.yaml:9: rules[0].match.contains: expected a string, got an integer (5)"
+    )
+    assert error(tmp_path, rule_with("{field: a, regex: 7}")) == (
+        "c.yaml:9: rules[0].match.regex: expected a string, got an integer (7)"
+    )
+    assert error(tmp_path, rule_with("{field: a, in: not-a-list}")) == (
+        'c.yaml:9: rules[0].match.in: expected a list of values, got a string ("not-a-list")'
+    )
+    assert error(tmp_path, rule_with("{field: a, in: []}")) == (
+        "c.yaml:9: rules[0].match.in: must list at least one value"
+    )
+    assert error(tmp_path, rule_with("{field: ip, cidr: [10.0.0.0/8, not-a-network]}")) == (
+        'c.yaml:9: rules[0].match.cidr[1]: "not-a-network" is not an IP address or CIDR network'
     )
 
 
@@ -813,8 +874,8 @@ def test_context_becomes_a_typed_context_config(tmp_path: Path) -> None:
     assert (context.by, context.remember, context.ttl) == (("host", "pid"), ("ip",), 300.0)
     assert context.optional == ("host",)
     assert context.distinct == (("users", "user"),)
-    assert isinstance(context.learn, Leaf) and context.learn.op == "regex"
-    assert isinstance(context.forget, Leaf) and context.forget.value == "Connection closed"
+    assert isinstance(context.learn, Regex)
+    assert isinstance(context.forget, Text) and context.forget.text == "Connection closed"
     plain = config(tmp_path, rule_with("{field: message, regex: 'Too many'}")).rules[0]
     assert plain.context is None
     assert config(tmp_path, extra).rules[0].digest() != plain.digest()

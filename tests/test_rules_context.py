@@ -12,24 +12,25 @@ from hypothesis import strategies as st
 from logwatchd.alerts import Alert
 from logwatchd.clock import ManualClock
 from logwatchd.config import load_text
-from logwatchd.config.model import All, AnyOf, ContextConfig, Leaf, RuleConfig, Threshold
+from logwatchd.config.model import All, AnyOf, ContextConfig, RuleConfig, Threshold
 from logwatchd.events import Event, Line
 from logwatchd.parsers import build_parser
 from logwatchd.rules import Engine, Match
 from logwatchd.rules.predicates import ALL_HITS
+from tests.condition_helpers import leaf
 
 T0 = 1_700_000_000.0
 ADDR = r"(?P<ip>[0-9a-f.:]+)"
-TOO_MANY = Leaf("message", "regex", re.compile(r"^Disconnecting: Too many authentication failures"))
-ACCEPTED = Leaf("message", "regex", re.compile(r"^Accepted \S+ for "))
+TOO_MANY = leaf("message", "regex", re.compile(r"^Disconnecting: Too many authentication failures"))
+ACCEPTED = leaf("message", "regex", re.compile(r"^Accepted \S+ for "))
 LEARN = AnyOf(
     (
-        Leaf("message", "regex", re.compile(rf"^Connection from {ADDR}")),
-        Leaf("message", "regex", re.compile(rf"^Failed \S+ for (?P<user>\S+) from {ADDR}")),
-        Leaf("message", "regex", re.compile(rf"^Accepted \S+ for (?P<user>\S+) from {ADDR}")),
+        leaf("message", "regex", re.compile(rf"^Connection from {ADDR}")),
+        leaf("message", "regex", re.compile(rf"^Failed \S+ for (?P<user>\S+) from {ADDR}")),
+        leaf("message", "regex", re.compile(rf"^Accepted \S+ for (?P<user>\S+) from {ADDR}")),
     )
 )
-FORGET = Leaf("message", "startswith", "Connection closed")
+FORGET = leaf("message", "startswith", "Connection closed")
 CONTEXT = ContextConfig(
     by=("host", "pid"),
     remember=("ip",),
@@ -38,10 +39,10 @@ CONTEXT = ContextConfig(
     distinct=(("users", "user"),),
     ttl=600.0,
 )
-HAS_IP = Leaf("ip", "exists", True)
+HAS_IP = leaf("ip", "exists", True)
 RULE = RuleConfig(
     id="too-many",
-    match=AnyOf((All((TOO_MANY, HAS_IP)), All((ACCEPTED, Leaf("users", "gte", 2), HAS_IP)))),
+    match=AnyOf((All((TOO_MANY, HAS_IP)), All((ACCEPTED, leaf("users", "gte", 2), HAS_IP)))),
     group_by=("ip",),
     threshold=Threshold(2, 600.0),
     context=CONTEXT,
@@ -148,7 +149,7 @@ def test_distinct_counts_values_of_the_connection_including_this_line() -> None:
 def test_an_empty_value_is_not_a_distinct_value() -> None:
     rule = RuleConfig(
         id="u",
-        match=Leaf("users", "gte", 2),
+        match=leaf("users", "gte", 2),
         context=ContextConfig(by=("pid",), distinct=(("users", "user"),), learn=LEARN),
     )
     feed = Feed(rule)
@@ -254,7 +255,7 @@ def test_remembered_fields_are_not_taken_as_the_line_text_by_the_scan() -> None:
     # must not require that field's value in the raw line
     rule = RuleConfig(
         id="bob",
-        match=All((Leaf("program", "equals", "sshd"), Leaf("user", "equals", "bob"))),
+        match=All((leaf("program", "equals", "sshd"), leaf("user", "equals", "bob"))),
         context=ContextConfig(by=("pid",), remember=("user",)),
     )
     engine = Feed(rule).engine
@@ -275,8 +276,8 @@ HOLDING = RuleConfig(
         remember=("ip",),
         learn=AnyOf(
             (
-                Leaf("message", "regex", re.compile(rf"^Connection from {ADDR}")),
-                Leaf("message", "regex", re.compile(rf"^Connection closed by {ADDR}")),
+                leaf("message", "regex", re.compile(rf"^Connection from {ADDR}")),
+                leaf("message", "regex", re.compile(rf"^Connection closed by {ADDR}")),
             )
         ),
         forget=FORGET,

@@ -13,19 +13,20 @@ from logwatchd.alerts import Alert, alert_id
 from logwatchd.clock import ManualClock
 from logwatchd.config.model import (
     All,
-    Leaf,
     Predicate,
     RuleConfig,
     Sequence,
     SequenceStep,
+    Text,
     Threshold,
 )
 from logwatchd.errors import Mark
 from logwatchd.events import Event, Line
 from logwatchd.rules import Engine, Match
+from tests.condition_helpers import leaf
 
 T0 = 1_700_000_000.0
-FAILED = Leaf(
+FAILED = leaf(
     "message", "regex", re.compile(r"Failed password for (?P<user>\S+) from (?P<ip>[\d.]+)")
 )
 
@@ -118,7 +119,7 @@ def test_matches_are_reported_before_thresholds_with_extracted_fields() -> None:
 
 
 def test_event_without_a_group_by_field_matches_but_never_counts() -> None:
-    feed = Feed(rule(Leaf("message", "contains", "Failed"), group_by=("ip",)))
+    feed = Feed(rule(leaf("message", "contains", "Failed"), group_by=("ip",)))
     matches: list[Match] = []
     assert feed.engine.process(feed.event("Failed something", 1), matches) == []
     assert len(matches) == 1
@@ -126,15 +127,15 @@ def test_event_without_a_group_by_field_matches_but_never_counts() -> None:
 
 
 def test_group_by_values_of_any_type_become_strings() -> None:
-    feed = Feed(rule(Leaf("message", "contains", "x"), group_by=("ip", "port"), cooldown=60))
+    feed = Feed(rule(leaf("message", "contains", "x"), group_by=("ip", "port"), cooldown=60))
     (alert,) = feed.send("x", 1, ip=ipaddress.ip_address("2001:DB8::1"), port=22)
     assert alert.key == {"ip": "2001:db8::1", "port": "22"}
     assert feed.send("x", 2, ip="2001:db8::1", port="22") == []  # the same key: cooling down
 
 
 def test_rules_apply_only_to_their_sources() -> None:
-    only_web = RuleConfig("web", Leaf("message", "contains", "x"), sources=("web",))
-    anywhere = RuleConfig("any", Leaf("message", "contains", "x"))
+    only_web = RuleConfig("web", leaf("message", "contains", "x"), sources=("web",))
+    anywhere = RuleConfig("any", leaf("message", "contains", "x"))
     feed = Feed(only_web, anywhere)
     assert [r.id for r in feed.engine.rules_for("web")] == ["web", "any"]
     assert [r.id for r in feed.engine.rules_for("auth")] == ["any"]
@@ -276,8 +277,8 @@ def test_cooldown_with_threshold_needs_a_fresh_window_after_it_ends() -> None:
 
 # --- sequences ----------------------------------------------------------------------------
 
-LOGIN_FAIL = Leaf("message", "regex", re.compile(r"Failed password for (?P<user>\S+)"))
-LOGIN_OK = Leaf("message", "regex", re.compile(r"Accepted password for (?P<user>\S+)"))
+LOGIN_FAIL = leaf("message", "regex", re.compile(r"Failed password for (?P<user>\S+)"))
+LOGIN_OK = leaf("message", "regex", re.compile(r"Accepted password for (?P<user>\S+)"))
 
 
 def fail_then_success(window: float = 60) -> RuleConfig:
@@ -316,7 +317,7 @@ def test_sequence_restarts_from_the_latest_first_step() -> None:
 
 def test_three_step_sequence_needs_every_step_in_order() -> None:
     steps = tuple(
-        SequenceStep(Leaf("message", "regex", re.compile(rf"{word} (?P<user>\w+)")))
+        SequenceStep(leaf("message", "regex", re.compile(rf"{word} (?P<user>\w+)")))
         for word in ("scan", "login", "sudo")
     )
     feed = Feed(rule(None, group_by=("user",), sequence=Sequence(steps, window=100)))
@@ -351,7 +352,7 @@ def test_a_step_repeated_apart_is_tested_once_and_keeps_step_order() -> None:
 def test_one_line_never_advances_a_sequence_twice_whatever_its_steps_share() -> None:
     """Steps fail, any password line, fail: a failed line matches all three, and is applied
     latest step first, so two failed lines are not yet a sequence of three."""
-    anything = SequenceStep(Leaf("message", "regex", re.compile(r"password for (?P<user>\w+)")))
+    anything = SequenceStep(leaf("message", "regex", re.compile(r"password for (?P<user>\w+)")))
     seq = Sequence((SequenceStep(LOGIN_FAIL), anything, SequenceStep(LOGIN_FAIL)), window=60)
     feed = Feed(rule(None, group_by=("user",), sequence=seq))
     assert feed.send("Failed password for bob", 0) == []
@@ -375,9 +376,9 @@ def test_sequence_completed_in_cooldown_is_suppressed_and_counted() -> None:
 def backup_not_done(window: float = 3600) -> RuleConfig:
     seq = Sequence(
         (
-            SequenceStep(Leaf("message", "regex", re.compile(r"backup (?P<job>\w+) started"))),
+            SequenceStep(leaf("message", "regex", re.compile(r"backup (?P<job>\w+) started"))),
             SequenceStep(
-                Leaf("message", "regex", re.compile(r"backup (?P<job>\w+) done")), absent=True
+                leaf("message", "regex", re.compile(r"backup (?P<job>\w+) done")), absent=True
             ),
         ),
         window=window,
@@ -424,7 +425,7 @@ def test_absent_deadline_also_fires_from_event_time_in_replay() -> None:
 )
 def test_a_flood_of_distinct_keys_keeps_the_key_count_within_the_bound(flood: int) -> None:
     limit = 1000
-    feed = Feed(rule(Leaf("message", "contains", "x"), threshold=Threshold(3, 60)), limit=limit)
+    feed = Feed(rule(leaf("message", "contains", "x"), threshold=Threshold(3, 60)), limit=limit)
     engine = feed.engine
     line = Line("auth", "x", T0, "fp", None, 0)
     for n in range(flood):
@@ -540,11 +541,11 @@ def test_a_changed_rule_digest_drops_its_state() -> None:
 
 def test_digest_ignores_where_the_rule_sits_but_sees_every_bit_of_its_regex() -> None:
     """A comment added above a rule must not reset its windows; a changed regex must."""
-    here = Leaf("message", "contains", "x", mark=Mark("a.yaml", 3))
-    there = Leaf("message", "contains", "x", mark=Mark("b.yaml", 40))
+    here = Text("message", "contains", "x", mark=Mark("a.yaml", 3))
+    there = Text("message", "contains", "x", mark=Mark("b.yaml", 40))
     assert RuleConfig("r", here).digest() == RuleConfig("r", there, mark=Mark("b", 2)).digest()
-    long_a = Leaf("message", "regex", re.compile("x" * 300 + "a"))
-    long_b = Leaf("message", "regex", re.compile("x" * 300 + "b"))
+    long_a = leaf("message", "regex", re.compile("x" * 300 + "a"))
+    long_b = leaf("message", "regex", re.compile("x" * 300 + "b"))
     assert RuleConfig("r", long_a).digest() != RuleConfig("r", long_b).digest()
 
 

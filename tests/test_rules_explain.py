@@ -10,7 +10,6 @@ from logwatchd.config.model import (
     All,
     AnyOf,
     ContextConfig,
-    Leaf,
     ListConfig,
     Not,
     RuleConfig,
@@ -19,6 +18,7 @@ from logwatchd.config.model import (
 )
 from logwatchd.events import Event, Line
 from logwatchd.rules import Engine, RuleExplanation, format_explanation
+from tests.condition_helpers import leaf
 
 LISTS = {
     "trusted": ListConfig(
@@ -29,20 +29,20 @@ SSH = RuleConfig(
     "sshd-fail",
     All(
         (
-            Leaf("program", "equals", "sshd"),
-            Leaf(
+            leaf("program", "equals", "sshd"),
+            leaf(
                 "message",
                 "regex",
                 re.compile(r"Failed password for (?P<user>\S+) from (?P<ip>\S+)"),
             ),
-            Not(Leaf("ip", "in_list", "trusted")),
+            Not(leaf("ip", "in_list", "trusted")),
         )
     ),
     group_by=("ip",),
 )
 SUDO = RuleConfig(
     "sudo",
-    AnyOf((Leaf("program", "equals", "sudo"), Leaf("program", "equals", "su"))),
+    AnyOf((leaf("program", "equals", "sudo"), leaf("program", "equals", "su"))),
     group_by=("user",),
 )
 
@@ -114,7 +114,7 @@ def test_missing_fields_and_missing_group_by_are_spelled_out() -> None:
 def test_a_context_rule_says_its_connection_holds_a_match_without_the_key() -> None:
     too_many = RuleConfig(
         "too-many",
-        Leaf("message", "regex", re.compile(r"^Disconnecting: Too many authentication")),
+        leaf("message", "regex", re.compile(r"^Disconnecting: Too many authentication")),
         group_by=("ip",),
         context=ContextConfig(by=("pid",), remember=("ip",)),
     )
@@ -127,8 +127,8 @@ def test_a_context_rule_says_its_connection_holds_a_match_without_the_key() -> N
 def test_sequence_rules_explain_each_step() -> None:
     seq = Sequence(
         (
-            SequenceStep(Leaf("message", "contains", "started")),
-            SequenceStep(Leaf("message", "contains", "done"), absent=True),
+            SequenceStep(leaf("message", "contains", "started")),
+            SequenceStep(leaf("message", "contains", "done"), absent=True),
         ),
         window=60,
     )

@@ -14,11 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logwatchd.config import load_text
-from logwatchd.config.model import All, AnyOf, Leaf, ListConfig, Not, Predicate
+from logwatchd.config.model import All, AnyOf, ListConfig, Not, Predicate
 from logwatchd.events import Line
 from logwatchd.pipeline import ReplayClock, build_engine
 from logwatchd.rules.generated import compile_generated
 from logwatchd.rules.predicates import ALL_HITS, Condition, compile_predicate
+from tests.condition_helpers import leaf
 
 PACKS = Path(__file__).resolve().parent.parent / "config" / "rules.d"
 SAMPLES = Path(__file__).resolve().parent / "packs"
@@ -32,25 +33,24 @@ LISTS = {
 FIELDS = ("f", "g", "ip")
 
 _LEAVES = [
-    Leaf("f", "equals", "a"),
-    Leaf("f", "equals", 1),
-    Leaf("g", "equals", "10.0.0.1"),
-    Leaf("f", "in", ("a", "b")),
-    Leaf("g", "in", ("a", 1, 2.5)),
-    Leaf("ip", "in", ("10.0.0.1", "2001:db8::1")),
-    Leaf("f", "in", ("A", "b"), icase=True),
-    Leaf("f", "in", "not-a-tuple"),
-    Leaf("f", "contains", "a"),
-    Leaf("g", "startswith", "1"),
-    Leaf("f", "regex", re.compile(r"(?P<g>a+)")),
-    Leaf("f", "regex", re.compile(r"(?P<ip>\d+\.\d+\.\d+\.\d+)|(?P<f>b)")),
-    Leaf("g", "regex", re.compile(r"^1")),
-    Leaf("f", "regex", re.compile(r"A", re.IGNORECASE), icase=True),
-    Leaf("ip", "cidr", (ipaddress.ip_network("10.0.0.0/8"),)),
-    Leaf("ip", "in_list", "trusted"),
-    Leaf("f", "exists", True),
-    Leaf("ip", "exists", False),
-    Leaf("g", "gt", 1),
+    leaf("f", "equals", "a"),
+    leaf("f", "equals", 1),
+    leaf("g", "equals", "10.0.0.1"),
+    leaf("f", "in", ("a", "b")),
+    leaf("g", "in", ("a", 1, 2.5)),
+    leaf("ip", "in", ("10.0.0.1", "2001:db8::1")),
+    leaf("f", "in", ("A", "b"), icase=True),
+    leaf("f", "contains", "a"),
+    leaf("g", "startswith", "1"),
+    leaf("f", "regex", re.compile(r"(?P<g>a+)")),
+    leaf("f", "regex", re.compile(r"(?P<ip>\d+\.\d+\.\d+\.\d+)|(?P<f>b)")),
+    leaf("g", "regex", re.compile(r"^1")),
+    leaf("f", "regex", re.compile(r"A", re.IGNORECASE), icase=True),
+    leaf("ip", "cidr", (ipaddress.ip_network("10.0.0.0/8"),)),
+    leaf("ip", "in_list", "trusted"),
+    leaf("f", "exists", True),
+    leaf("ip", "exists", False),
+    leaf("g", "gt", 1),
 ]
 _VALUES = st.one_of(
     st.sampled_from(["a", "aa", "b", "1", "10.0.0.1", "A", "", "xa 10.0.0.7 b"]),
@@ -107,17 +107,17 @@ def test_any_tree_gives_the_verdict_and_groups_of_the_closures(
         assert found[0] is True or found[0] is False
 
 
-_GROUPS = Leaf("f", "regex", re.compile(r"(?P<ip>\d+\.\d+\.\d+\.\d+)"))
-_NEVER = Leaf("f", "contains", "never-there")
+_GROUPS = leaf("f", "regex", re.compile(r"(?P<ip>\d+\.\d+\.\d+\.\d+)"))
+_NEVER = leaf("f", "contains", "never-there")
 
 
 @pytest.mark.parametrize(
     "pred",
     [
-        AnyOf((All((_GROUPS, _NEVER)), Leaf("f", "regex", re.compile(r"(?P<g>b)")))),
-        AnyOf((All((_GROUPS, _NEVER)), Leaf("f", "contains", "b"))),
-        All((Leaf("f", "contains", "b"), Not(All((_GROUPS, _NEVER))))),
-        All((Leaf("f", "contains", "b"), Not(_GROUPS))),
+        AnyOf((All((_GROUPS, _NEVER)), leaf("f", "regex", re.compile(r"(?P<g>b)")))),
+        AnyOf((All((_GROUPS, _NEVER)), leaf("f", "contains", "b"))),
+        All((leaf("f", "contains", "b"), Not(All((_GROUPS, _NEVER))))),
+        All((leaf("f", "contains", "b"), Not(_GROUPS))),
     ],
     ids=["failed-branch-then-groups", "failed-branch-then-plain", "not-all", "not-leaf"],
 )
@@ -134,9 +134,9 @@ def test_groups_of_a_branch_or_not_that_fails_stay_out(pred: Predicate) -> None:
 def test_lone_items_and_empty_groups_keep_the_closures_shape() -> None:
     """A lone item of all/any is its own test (its group's gate is not checked), an empty
     all holds, an empty any does not."""
-    leaf = Leaf("f", "equals", "a")
+    lone = leaf("f", "equals", "a")
     gates = _gates(2)
-    for pred in (All((leaf,)), AnyOf((leaf,)), All(()), AnyOf(())):
+    for pred in (All((lone,)), AnyOf((lone,)), All(()), AnyOf(())):
         for hits in (0, ALL_HITS):
             expected = compile_predicate(pred, LISTS, gates).test({"f": "a"}, {}, hits)
             assert compile_generated(pred, LISTS, gates).test({"f": "a"}, {}, hits) == expected
@@ -145,7 +145,7 @@ def test_lone_items_and_empty_groups_keep_the_closures_shape() -> None:
 def test_field_names_and_values_never_become_code() -> None:
     hostile = "x') or __import__('os').system('false') or ('"
     pattern = re.compile(re.escape(hostile))
-    pred = All((Leaf(hostile, "in", (hostile,)), Leaf(hostile, "regex", pattern)))
+    pred = All((leaf(hostile, "in", (hostile,)), leaf(hostile, "regex", pattern)))
     test = compile_generated(pred, LISTS).test
     assert test({hostile: "other"}, {}, ALL_HITS) is False
     assert test({hostile: hostile}, {}, ALL_HITS) is True

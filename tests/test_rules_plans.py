@@ -7,7 +7,6 @@ import re
 from logwatchd.config.model import (
     AnyOf,
     ContextConfig,
-    Leaf,
     RuleConfig,
     Sequence,
     SequenceStep,
@@ -16,11 +15,12 @@ from logwatchd.config.model import (
 from logwatchd.rules.compiled import CompiledRule
 from logwatchd.rules.plans import ContextPlan, MatchPlan, SequencePlan, plan_source
 from logwatchd.rules.scan import ALWAYS, PatternTable
+from tests.condition_helpers import leaf
 
-FAILED = Leaf(
+FAILED = leaf(
     "message", "regex", re.compile(r"^Failed password for (?P<user>\S+) from (?P<ip>\S+)")
 )
-ACCEPTED = Leaf("message", "regex", re.compile(r"^Accepted \S+ for (?P<user>\S+) from (?P<ip>\S+)"))
+ACCEPTED = leaf("message", "regex", re.compile(r"^Accepted \S+ for (?P<user>\S+) from (?P<ip>\S+)"))
 VERBATIM = frozenset({"message", "raw"})
 
 
@@ -36,14 +36,14 @@ def test_a_match_rule_needs_the_pattern_of_its_condition() -> None:
 
 
 def test_a_rule_on_a_field_not_copied_from_the_line_needs_every_line() -> None:
-    (plan,) = plans(RuleConfig("r", Leaf("status", "gte", 500)))
+    (plan,) = plans(RuleConfig("r", leaf("status", "gte", 500)))
     assert isinstance(plan, MatchPlan) and plan.mask == ALWAYS
 
 
 def test_a_context_rule_runs_for_its_condition_learn_or_forget_each_with_its_own_bits() -> None:
     context = ContextConfig(by=("pid",), remember=("ip",), learn=ACCEPTED,
-                            forget=Leaf("message", "startswith", "Connection closed"))  # fmt: skip
-    rule = RuleConfig("r", Leaf("message", "contains", "Too many"), group_by=("ip",),
+                            forget=leaf("message", "startswith", "Connection closed"))  # fmt: skip
+    rule = RuleConfig("r", leaf("message", "contains", "Too many"), group_by=("ip",),
                       context=context)  # fmt: skip
     (plan,) = plans(rule, produces=lambda name: name != "ip")
     assert isinstance(plan, ContextPlan)
@@ -64,6 +64,6 @@ def test_a_sequence_needs_one_of_its_steps_unless_its_last_is_absent() -> None:
 
 
 def test_any_of_a_condition_without_a_pattern_needs_every_line() -> None:
-    rule = RuleConfig("r", AnyOf((FAILED, Leaf("status", "gte", 500))), threshold=Threshold(2, 9))
+    rule = RuleConfig("r", AnyOf((FAILED, leaf("status", "gte", 500))), threshold=Threshold(2, 9))
     (plan,) = plans(rule)
     assert plan.mask == ALWAYS  # type: ignore[attr-defined]

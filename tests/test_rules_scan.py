@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from logwatchd.alerts import Alert, jsonable
 from logwatchd.commands import replay
 from logwatchd.config import load_text
-from logwatchd.config.model import Config, Leaf, Predicate
+from logwatchd.config.model import Config, Leaf, Not, Predicate, Regex
 from logwatchd.events import Line
 from logwatchd.pipeline import Pipeline, ReplayClock, build_engine
 from logwatchd.rules import Match
@@ -230,19 +230,19 @@ def test_hostile_lines_give_the_same_matches_and_alerts_on_every_path(
 # --- the two scans agree; a pattern is found wherever its condition holds ----------------
 
 
-def regex_leaves(config: Config) -> list[Leaf]:
-    found: list[Leaf] = []
+def regex_leaves(config: Config) -> list[Regex]:
+    found: list[Regex] = []
 
     def walk(pred: Predicate | None) -> None:
         if pred is None:
             return
-        if isinstance(pred, Leaf):
+        if isinstance(pred, Regex):
             found.append(pred)
-        elif hasattr(pred, "items"):
+        elif isinstance(pred, Not):
+            walk(pred.item)
+        elif not isinstance(pred, Leaf):
             for item in pred.items:
                 walk(item)
-        else:
-            walk(pred.item)  # type: ignore[union-attr]
 
     for rule in config.rules:
         walk(rule.match)
@@ -251,7 +251,7 @@ def regex_leaves(config: Config) -> list[Leaf]:
         if rule.context is not None:
             walk(rule.context.learn)
             walk(rule.context.forget)
-    return [leaf for leaf in found if leaf.op == "regex"]
+    return found
 
 
 PIECES = [
@@ -293,7 +293,7 @@ def patterns(config: Config) -> list[tuple[re.Pattern[str], re.Pattern[str], str
     for leaf in regex_leaves(config):
         pattern = leaf_pattern(leaf)
         assert pattern is not None and pattern.python is not None
-        found.append((leaf.value, re.compile(pattern.python), pattern.guard))
+        found.append((leaf.pattern, re.compile(pattern.python), pattern.guard))
     return found
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import glob
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -24,7 +23,15 @@ from logwatchd.config.handler_settings import (
     NftablesSettings,
     WebhookSettings,
 )
-from logwatchd.config.model import Config, HandlerConfig, Leaf, Not, ParserConfig, Predicate
+from logwatchd.config.model import (
+    Config,
+    HandlerConfig,
+    Leaf,
+    Not,
+    ParserConfig,
+    Predicate,
+    Regex,
+)
 from logwatchd.errors import ConfigError, DeliveryError
 from logwatchd.events import Line
 from logwatchd.fields import check_fields, template_shape
@@ -254,9 +261,10 @@ def _backtracking(config: Config) -> list[str]:
         if rule.context is not None:
             conditions += [c for c in (rule.context.learn, rule.context.forget) if c is not None]
         for condition in conditions:
-            regexes += [(leaf.mark, f"rules.{rule.id}", leaf.value) for leaf in _leaves(condition)]
+            found_here = _regex_leaves(condition)
+            regexes += [(leaf.mark, f"rules.{rule.id}", leaf.pattern) for leaf in found_here]
     for mark, where, pattern in regexes:
-        if isinstance(pattern, re.Pattern) and nests_quantifiers(pattern):
+        if nests_quantifiers(pattern):
             found.append(
                 f"{mark}: {where}: the regex {pattern.pattern!r} nests quantifiers and can "
                 "backtrack for minutes on a line that almost matches; such a line is skipped "
@@ -266,9 +274,9 @@ def _backtracking(config: Config) -> list[str]:
     return found
 
 
-def _leaves(pred: Predicate) -> list[Leaf]:
+def _regex_leaves(pred: Predicate) -> list[Regex]:
     if isinstance(pred, Leaf):
-        return [pred] if pred.op == "regex" else []
+        return [pred] if isinstance(pred, Regex) else []
     if isinstance(pred, Not):
-        return _leaves(pred.item)
-    return [leaf for item in pred.items for leaf in _leaves(item)]
+        return _regex_leaves(pred.item)
+    return [leaf for item in pred.items for leaf in _regex_leaves(item)]

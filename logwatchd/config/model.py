@@ -12,7 +12,7 @@ import dataclasses
 import re
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from logwatchd.config.handler_settings import (
     HandlerSettings,
@@ -129,26 +129,105 @@ LeafOp = Literal[
     "equals", "in", "contains", "startswith", "endswith", "regex",
     "cidr", "in_list", "exists", "gt", "gte", "lt", "lte",
 ]  # fmt: skip
+TextOp = Literal["contains", "startswith", "endswith"]
+CompareOp = Literal["gt", "gte", "lt", "lte"]
+Scalar = str | int | float  # what ``equals`` and ``in`` compare with
 
 
 @dataclass(frozen=True)
 class Leaf:
-    """``{field: F, OP: V}``. ``value`` is already typed by the loader:
-
-    - equals/contains/startswith/endswith: str (or int/float for equals)
-    - in: tuple of str/int/float
-    - regex: compiled ``re.Pattern`` (``re.IGNORECASE`` applied when icase)
-    - cidr: tuple of ip networks
-    - in_list: the list id (str), checked to exist
-    - exists: bool
-    - gt/gte/lt/lte: int or float
-    """
+    """A condition on one field, ``{field: F, OP: V}``. Each kind of OP is a subclass that
+    holds V as the loader typed and checked it, so the rule engine never checks it again."""
 
     field: str
-    op: LeafOp
-    value: Any
-    icase: bool = False
-    mark: Mark = NOWHERE
+    icase: bool = dataclasses.field(default=False, kw_only=True)
+    mark: Mark = dataclasses.field(default=NOWHERE, kw_only=True)
+
+    @property
+    def op(self) -> LeafOp:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Equals(Leaf):
+    op: ClassVar[Literal["equals"]] = "equals"
+    value: Scalar
+
+
+@dataclass(frozen=True)
+class In(Leaf):
+    op: ClassVar[Literal["in"]] = "in"
+    values: tuple[Scalar, ...]  # at least one
+
+
+@dataclass(frozen=True)
+class Text(Leaf):
+    """``contains``, ``startswith`` or ``endswith`` a string."""
+
+    operator: TextOp
+    text: str
+
+    @property
+    def op(self) -> TextOp:
+        return self.operator
+
+
+@dataclass(frozen=True)
+class Regex(Leaf):
+    op: ClassVar[Literal["regex"]] = "regex"
+    pattern: re.Pattern[str]  # compiled with re.IGNORECASE when icase
+
+
+@dataclass(frozen=True)
+class Cidr(Leaf):
+    op: ClassVar[Literal["cidr"]] = "cidr"
+    networks: tuple[IpNetwork, ...]
+
+
+@dataclass(frozen=True)
+class InList(Leaf):
+    op: ClassVar[Literal["in_list"]] = "in_list"
+    list_id: str  # a declared list
+
+
+@dataclass(frozen=True)
+class Exists(Leaf):
+    op: ClassVar[Literal["exists"]] = "exists"
+    present: bool  # false: the condition holds when the field is missing
+
+
+@dataclass(frozen=True)
+class Compare(Leaf):
+    """``gt``, ``gte``, ``lt`` or ``lte`` a number."""
+
+    operator: CompareOp
+    limit: int | float
+
+    @property
+    def op(self) -> CompareOp:
+        return self.operator
+
+
+def operand(leaf: Leaf) -> object:
+    """What the condition compares its field with (V of ``{field: F, OP: V}``), typed."""
+    match leaf:
+        case Equals():
+            return leaf.value
+        case In():
+            return leaf.values
+        case Text():
+            return leaf.text
+        case Regex():
+            return leaf.pattern
+        case Cidr():
+            return leaf.networks
+        case InList():
+            return leaf.list_id
+        case Exists():
+            return leaf.present
+        case Compare():
+            return leaf.limit
+    raise TypeError(f"not a kind of condition: {leaf!r}")
 
 
 @dataclass(frozen=True)
@@ -265,6 +344,9 @@ def _shape(value: Any) -> Any:
     """A value as plain nested tuples, without the ``mark`` of any dataclass in it."""
     if isinstance(value, re.Pattern):
         return ("re", value.pattern, value.flags)
+    if isinstance(value, Leaf):  # as when one class held every kind: digests stay the same
+        fields = (("field", value.field), ("op", value.op), ("value", _shape(operand(value))))
+        return ("Leaf", (*fields, ("icase", value.icase)))
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return (
             type(value).__name__,

@@ -10,24 +10,34 @@ from dataclasses import dataclass
 from typing import Any
 
 from logwatchd.config import nodes
+from logwatchd.config.handler_settings import IpNetwork
 from logwatchd.config.model import (
     SEVERITIES,
     All,
     AnyOf,
+    Cidr,
+    Compare,
     ContextConfig,
+    Equals,
+    Exists,
+    In,
+    InList,
     Leaf,
+    LeafOp,
     ListConfig,
     Not,
     Predicate,
+    Regex,
     RuleConfig,
     Sequence,
     SequenceStep,
+    Text,
     Threshold,
 )
 from logwatchd.config.nodes import Node
 from logwatchd.errors import Mark
 
-LEAF_OPS = (
+LEAF_OPS: tuple[LeafOp, ...] = (
     "equals",
     "in",
     "contains",
@@ -266,34 +276,50 @@ def _leaf(node: Node, lists: MappingABC[str, ListConfig]) -> Leaf:
         icase = nodes.boolean(item)
         if icase and op not in ICASE_OPS:
             raise item.error(f"icase does not apply to '{op}'")
-    value_node = node.value[op]
-    value = _leaf_value(op, value_node, icase, lists)
-    return Leaf(field, op, value, icase, node.mark)  # type: ignore[arg-type]
+    return _typed_leaf(op, field, node.value[op], icase=icase, lists=lists, mark=node.mark)
 
 
-def _leaf_value(op: str, node: Node, icase: bool, lists: MappingABC[str, ListConfig]) -> Any:
-    if op == "equals":
-        return _plain(node)
-    if op == "in":
-        members = nodes.items(node, "a list of values")
-        if not members:
-            raise node.error("must list at least one value")
-        return tuple(_plain(member) for member in members)
-    if op in ("contains", "startswith", "endswith"):
-        return nodes.string(node)
-    if op == "regex":
-        return nodes.regex(node, re.IGNORECASE if icase else 0)
-    if op == "cidr":
-        return _networks(node)
-    if op == "in_list":
-        name = nodes.string(node)
-        if name not in lists:
-            listed = ", ".join(sorted(lists)) or "none"
-            raise node.error(f"unknown list '{name}'; declared: {listed}")
-        return name
-    if op == "exists":
-        return nodes.boolean(node)
-    return nodes.number(node)  # gt, gte, lt, lte
+def _typed_leaf(
+    op: LeafOp,
+    field: str,
+    node: Node,
+    *,
+    icase: bool,
+    lists: MappingABC[str, ListConfig],
+    mark: Mark,
+) -> Leaf:
+    """The leaf of kind ``op`` on ``field`` (at ``mark``), its value ``node`` checked and typed
+    here once for all: the rule engine relies on it."""
+    match op:
+        case "equals":
+            return Equals(field, _plain(node), icase=icase, mark=mark)
+        case "in":
+            members = nodes.items(node, "a list of values")
+            if not members:
+                raise node.error("must list at least one value")
+            values = tuple(_plain(member) for member in members)
+            return In(field, values, icase=icase, mark=mark)
+        case "contains" | "startswith" | "endswith":
+            return Text(field, op, nodes.string(node), icase=icase, mark=mark)
+        case "regex":
+            pattern = nodes.regex(node, re.IGNORECASE if icase else 0)
+            return Regex(field, pattern, icase=icase, mark=mark)
+        case "cidr":
+            return Cidr(field, _networks(node), mark=mark)
+        case "in_list":
+            return InList(field, _list_name(node, lists), icase=icase, mark=mark)
+        case "exists":
+            return Exists(field, nodes.boolean(node), mark=mark)
+        case "gt" | "gte" | "lt" | "lte":
+            return Compare(field, op, nodes.number(node), mark=mark)
+
+
+def _list_name(node: Node, lists: MappingABC[str, ListConfig]) -> str:
+    name = nodes.string(node)
+    if name not in lists:
+        listed = ", ".join(sorted(lists)) or "none"
+        raise node.error(f"unknown list '{name}'; declared: {listed}")
+    return name
 
 
 def _plain(node: Node) -> str | int | float:
@@ -303,7 +329,7 @@ def _plain(node: Node) -> str | int | float:
     return value
 
 
-def _networks(node: Node) -> tuple[Any, ...]:
+def _networks(node: Node) -> tuple[IpNetwork, ...]:
     texts = nodes.strings(node)
     text_nodes = node.value if isinstance(node.value, list) else [node]
     networks = []

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from logwatchd.config.model import All, Leaf, ListConfig, Not, Predicate
+from logwatchd.config.model import All, Leaf, ListConfig, Not, Predicate, operand
 from logwatchd.events import Event
 from logwatchd.rules.predicates import ALL_HITS, compile_leaf, extracted_names
 from logwatchd.rules.values import MISSING
@@ -151,7 +151,7 @@ class _Walker:
             seen = self.fields.get(leaf.field, MISSING)
         result = test(self.fields, ext, ALL_HITS)
         self.rows.append(
-            ConditionResult(path, leaf.op, result, depth, leaf.field, leaf.value, seen)
+            ConditionResult(path, leaf.op, result, depth, leaf.field, operand(leaf), seen)
         )
         return result
 

@@ -21,7 +21,18 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from logwatchd.config.model import All, AnyOf, Leaf, ListConfig, Not, Predicate
+from logwatchd.config.model import (
+    All,
+    AnyOf,
+    Equals,
+    Exists,
+    In,
+    Leaf,
+    ListConfig,
+    Not,
+    Predicate,
+    Regex,
+)
 from logwatchd.rules.predicates import (
     CompiledPredicate,
     Gates,
@@ -140,11 +151,11 @@ class _Writer:
         if leaf.field in self.produced or leaf.icase:
             return fallback
         field = self.constant(leaf.field)
-        if leaf.op == "exists" and isinstance(leaf.value, bool):
-            return f"({field} {'in' if leaf.value else 'not in'} fields)"
+        if isinstance(leaf, Exists):
+            return f"({field} {'in' if leaf.present else 'not in'} fields)"
         value = self.local()
         got = f"({value} := fields.get({field}, MISSING))"
-        if leaf.op in ("in", "equals"):
+        if isinstance(leaf, Equals | In):
             texts = _plain_texts(leaf)
             if texts is None:
                 return fallback
@@ -154,10 +165,8 @@ class _Writer:
                 f"({got}.__class__ is str and {value} in {self.constant(texts)}"
                 f" or {value}.__class__ is not str and {value} is not MISSING and {fallback})"
             )
-        if leaf.op == "regex":
-            pattern = leaf.value
-            if not isinstance(pattern, re.Pattern) or not isinstance(pattern.pattern, str):
-                return fallback
+        if isinstance(leaf, Regex):
+            pattern = leaf.pattern
             search = self.constant(pattern.search)
             if pattern.groupindex:
                 found = self.local()
@@ -176,12 +185,9 @@ class _Writer:
         return fallback
 
 
-def _plain_texts(leaf: Leaf) -> frozenset[str] | None:
+def _plain_texts(leaf: Equals | In) -> frozenset[str] | None:
     """The strings an ``in``/``equals`` compares a str with, when that is all it does (no
     numbers, which a numeric string would equal)."""
-    values = leaf.value if leaf.op == "in" else (leaf.value,)
-    if not isinstance(values, tuple | list | frozenset | set):
-        return None
-    if not all(isinstance(value, str) for value in values):
-        return None
-    return frozenset(values)
+    values = leaf.values if isinstance(leaf, In) else (leaf.value,)
+    texts = [value for value in values if isinstance(value, str)]
+    return frozenset(texts) if len(texts) == len(values) else None

@@ -17,12 +17,28 @@ Values are hostile: a test never raises. A missing field never matches (except
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from logwatchd.config.model import All, Leaf, ListConfig, Not, Predicate
+from logwatchd.config.handler_settings import IpNetwork
+from logwatchd.config.model import (
+    All,
+    Cidr,
+    Compare,
+    CompareOp,
+    Equals,
+    Exists,
+    In,
+    InList,
+    Leaf,
+    ListConfig,
+    Not,
+    Predicate,
+    Regex,
+    Scalar,
+    Text,
+)
 from logwatchd.rules.values import (
     IP_TYPES,
     MISSING,
@@ -35,7 +51,6 @@ from logwatchd.rules.values import (
     fold,
 )
 
-Builder = Callable[[Getter, Leaf, bool], Test]  # (getter, leaf, field set by a rule regex)
 Gates = Callable[[Predicate], int]  # a condition's gate; 0: it has none
 GateMaker = Callable[[frozenset[str]], Gates]  # gates, given the fields not from the line
 ALL_HITS = -1  # every bit set: no gate closes
@@ -87,9 +102,7 @@ def field_names(pred: Predicate) -> frozenset[str]:
 def extracted_names(pred: Predicate) -> frozenset[str]:
     """Names of the regex groups anywhere in the tree (the fields a match may add)."""
     if isinstance(pred, Leaf):
-        if pred.op == "regex" and isinstance(pred.value, re.Pattern):
-            return frozenset(pred.value.groupindex)
-        return frozenset()
+        return frozenset(pred.pattern.groupindex) if isinstance(pred, Regex) else frozenset()
     if isinstance(pred, Not):
         return extracted_names(pred.item)
     names: frozenset[str] = frozenset()
@@ -194,15 +207,31 @@ def compile_leaf(
     leaf: Leaf, lists: Mapping[str, ListConfig], produced: frozenset[str], gate: int = 0
 ) -> Test:
     """One condition as a closure; ``produced`` says which fields rule regexes may set."""
-    if leaf.op == "regex":
+    if isinstance(leaf, Regex):
         return _regex(leaf, leaf.field in produced, gate)
     get = _getter(leaf.field, produced)
-    if leaf.op == "in_list":
-        return _in_list(get, lists.get(str(leaf.value)))
-    build = _LEAF_BUILDERS.get(leaf.op)
-    if build is None:
-        return _never
-    return build(get, leaf, leaf.field in produced)
+    if isinstance(leaf, InList):
+        return _in_list(get, lists.get(leaf.list_id))
+    return _by_field(leaf, get, leaf.field in produced)
+
+
+def _by_field(leaf: Leaf, get: Getter, produced: bool) -> Test:
+    """The conditions that only read their field (no regex groups, no lists)."""
+    match leaf:
+        case Equals():
+            return _membership(get, leaf, produced, (leaf.value,))
+        case In():
+            return _membership(get, leaf, produced, leaf.values)
+        case Text():
+            return _text(leaf, produced)
+        case Cidr():
+            networks = leaf.networks
+            return lambda fields, ext, hits: _in_networks(as_ip(get(fields, ext)), networks)
+        case Exists():
+            return _exists(get, leaf.present)
+        case Compare():
+            return _compare(get, _COMPARISONS[leaf.operator], leaf.limit)
+    return _never
 
 
 def _never(fields: dict[str, Any], ext: dict[str, Any] | None, hits: int) -> bool:
@@ -245,16 +274,7 @@ def _text_test(leaf: Leaf, produced: bool, check: Callable[[str], bool]) -> Test
     return plain
 
 
-def _equals(get: Getter, leaf: Leaf, produced: bool) -> Test:
-    return _membership(get, leaf, produced, (leaf.value,))
-
-
-def _in(get: Getter, leaf: Leaf, produced: bool) -> Test:
-    values = leaf.value if isinstance(leaf.value, tuple | list | frozenset | set) else ()
-    return _membership(get, leaf, produced, tuple(values))
-
-
-def _membership(get: Getter, leaf: Leaf, produced: bool, expected: tuple[Any, ...]) -> Test:
+def _membership(get: Getter, leaf: Leaf, produced: bool, expected: tuple[Scalar, ...]) -> Test:
     texts = frozenset(fold(v) if leaf.icase else v for v in expected if isinstance(v, str))
     numbers = frozenset(
         v for v in expected if isinstance(v, int | float) and not isinstance(v, bool)
@@ -295,36 +315,19 @@ def _or_ip(by_text: Test, get: Getter, addresses: frozenset[Any]) -> Test:
     return by_address
 
 
-def _contains(get: Getter, leaf: Leaf, produced: bool) -> Test:
-    if not isinstance(leaf.value, str):
-        return _never
-    needle = fold(leaf.value) if leaf.icase else leaf.value
-    return _text_test(leaf, produced, lambda text: needle in text)
+def _text(leaf: Text, produced: bool) -> Test:
+    wanted = fold(leaf.text) if leaf.icase else leaf.text
+    if leaf.operator == "contains":
+        return _text_test(leaf, produced, lambda text: wanted in text)
+    if leaf.operator == "startswith":
+        return _text_test(leaf, produced, lambda text: text.startswith(wanted))
+    return _text_test(leaf, produced, lambda text: text.endswith(wanted))
 
 
-def _startswith(get: Getter, leaf: Leaf, produced: bool) -> Test:
-    if not isinstance(leaf.value, str):
-        return _never
-    prefix = fold(leaf.value) if leaf.icase else leaf.value
-    return _text_test(leaf, produced, lambda text: text.startswith(prefix))
-
-
-def _endswith(get: Getter, leaf: Leaf, produced: bool) -> Test:
-    if not isinstance(leaf.value, str):
-        return _never
-    suffix = fold(leaf.value) if leaf.icase else leaf.value
-    return _text_test(leaf, produced, lambda text: text.endswith(suffix))
-
-
-def _regex(leaf: Leaf, produced: bool, gate: int) -> Test:
-    pattern = leaf.value
-    if isinstance(pattern, str):
-        pattern = re.compile(pattern, re.IGNORECASE if leaf.icase else 0)
-    if not isinstance(pattern, re.Pattern) or not isinstance(pattern.pattern, str):
-        return _never
-    search = pattern.search
+def _regex(leaf: Regex, produced: bool, gate: int) -> Test:
+    search = leaf.pattern.search
     name = leaf.field
-    extracts = bool(pattern.groupindex)
+    extracts = bool(leaf.pattern.groupindex)
 
     def regex(fields: dict[str, Any], ext: dict[str, Any] | None, hits: int) -> bool:
         if gate and not hits & gate:
@@ -345,26 +348,7 @@ def _regex(leaf: Leaf, produced: bool, gate: int) -> Test:
     return regex
 
 
-def _cidr(get: Getter, leaf: Leaf, produced: bool) -> Test:
-    networks = _networks(leaf.value)
-    return lambda fields, ext, hits: _in_networks(as_ip(get(fields, ext)), networks)
-
-
-def _networks(value: Any) -> tuple[Any, ...]:
-    items = value if isinstance(value, tuple | list) else (value,)
-    networks = []
-    for item in items:
-        if isinstance(item, ipaddress.IPv4Network | ipaddress.IPv6Network):
-            networks.append(item)
-        elif isinstance(item, str):
-            try:
-                networks.append(ipaddress.ip_network(item, strict=False))
-            except ValueError:
-                continue
-    return tuple(networks)
-
-
-def _in_networks(ip: Any, networks: tuple[Any, ...]) -> bool:
+def _in_networks(ip: Any, networks: tuple[IpNetwork, ...]) -> bool:
     if ip is None:
         return False
     # an IPv4-mapped IPv6 client (::ffff:a.b.c.d) is the IPv4 address for list purposes
@@ -393,37 +377,23 @@ def _in_list(get: Getter, listing: ListConfig | None) -> Test:
     return member
 
 
-def _exists(get: Getter, leaf: Leaf, produced: bool) -> Test:
-    if leaf.value:
+def _exists(get: Getter, present: bool) -> Test:
+    if present:
         return lambda fields, ext, hits: get(fields, ext) is not MISSING
     return lambda fields, ext, hits: get(fields, ext) is MISSING
 
 
-def _compare(op: Callable[[float, float], bool]) -> Builder:
-    def build(get: Getter, leaf: Leaf, produced: bool) -> Test:
-        limit = as_number(leaf.value)
-        if limit is None:
-            return _never
+def _compare(get: Getter, op: Callable[[float, float], bool], limit: float) -> Test:
+    def compare(fields: dict[str, Any], ext: dict[str, Any] | None, hits: int) -> bool:
+        number = as_number(get(fields, ext))
+        return number is not None and op(number, limit)
 
-        def compare(fields: dict[str, Any], ext: dict[str, Any] | None, hits: int) -> bool:
-            number = as_number(get(fields, ext))
-            return number is not None and op(number, limit)
-
-        return compare
-
-    return build
+    return compare
 
 
-_LEAF_BUILDERS: dict[str, Builder] = {
-    "equals": _equals,
-    "in": _in,
-    "contains": _contains,
-    "startswith": _startswith,
-    "endswith": _endswith,
-    "cidr": _cidr,
-    "exists": _exists,
-    "gt": _compare(lambda a, b: a > b),
-    "gte": _compare(lambda a, b: a >= b),
-    "lt": _compare(lambda a, b: a < b),
-    "lte": _compare(lambda a, b: a <= b),
+_COMPARISONS: dict[CompareOp, Callable[[float, float], bool]] = {
+    "gt": lambda a, b: a > b,
+    "gte": lambda a, b: a >= b,
+    "lt": lambda a, b: a < b,
+    "lte": lambda a, b: a <= b,
 }

@@ -21,7 +21,7 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from logwatchd.config.model import All, AnyOf, Leaf, Predicate
+from logwatchd.config.model import All, AnyOf, Equals, In, Leaf, Predicate, Regex, Text
 from logwatchd.rules.syntax import (
     NATIVE_NEVER,
     Unsupported,
@@ -34,7 +34,6 @@ from logwatchd.rules.values import fold
 
 ALL_FIELDS = "*"  # in a parser's verbatim fields: every string field
 DEFAULT_VERBATIM: frozenset[str] = frozenset({"message", "raw"})
-TEXT_OPS = frozenset({"equals", "in", "contains", "startswith", "endswith"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,41 +92,40 @@ def is_verbatim(name: str, verbatim: Collection[str]) -> bool:
     return ALL_FIELDS in verbatim or name in verbatim
 
 
+@functools.lru_cache(maxsize=4096)  # every engine (a reload, each test) asks again
 def leaf_pattern(leaf: Leaf) -> ScanPattern | None:
     """The pattern a line shows whenever the leaf holds on a verbatim field; None if none."""
-    try:
-        return _leaf_pattern(leaf)
-    except TypeError:  # a value that cannot be hashed: work it out again
-        return _leaf_pattern.__wrapped__(leaf)
-
-
-@functools.lru_cache(maxsize=4096)  # every engine (a reload, each test) asks again
-def _leaf_pattern(leaf: Leaf) -> ScanPattern | None:
-    if leaf.op == "regex":
+    if isinstance(leaf, Regex):
         return _regex_pattern(leaf)
-    if leaf.op not in TEXT_OPS:
-        return None
-    values = leaf.value if leaf.op == "in" else (leaf.value,)
-    if not isinstance(values, tuple | list | frozenset | set) or not values:
-        return None
+    if isinstance(leaf, Equals | In | Text):
+        return _text_pattern(leaf)
+    return None
+
+
+def _text_pattern(leaf: Equals | In | Text) -> ScanPattern | None:
+    values = leaf.values if isinstance(leaf, In) else (_operand(leaf),)
+    texts = []
     for value in values:
         # a number may be matched through int("0404") == 404; an IPv6 address equals an
         # IP-typed field however the line spells it: no text to look for
         if not isinstance(value, str) or not value:
             return None
-        if leaf.op in ("equals", "in") and _is_ipv6(value):
+        if not isinstance(leaf, Text) and _is_ipv6(value):
             return None
-    texts = sorted(fold(value) if leaf.icase else value for value in values)
+        texts.append(fold(value) if leaf.icase else value)
+    texts.sort()
     native = "|".join(_native_literal(text, leaf.icase) for text in texts)
     python = None if leaf.icase else "|".join(re.escape(text) for text in texts)
     guard = texts[0] if python is not None and len(texts) == 1 else ""
     return ScanPattern(leaf.field, python, native, min(len(text) for text in texts), guard)
 
 
-def _regex_pattern(leaf: Leaf) -> ScanPattern | None:
-    pattern = leaf.value
-    if not isinstance(pattern, re.Pattern) or not isinstance(pattern.pattern, str):
-        return None
+def _operand(leaf: Equals | Text) -> str | int | float:
+    return leaf.text if isinstance(leaf, Text) else leaf.value
+
+
+def _regex_pattern(leaf: Regex) -> ScanPattern | None:
+    pattern = leaf.pattern
     try:
         python, native = relaxed(pattern, native=False), relaxed(pattern, native=True)
         if re.compile(python).match(""):
