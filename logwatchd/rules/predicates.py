@@ -10,8 +10,10 @@ failed, works on a scratch copy of ``ext`` so its groups never leak into the mat
 whose *gate* (the bits of the patterns a line shows whenever it holds) the line does not show
 is false without running. ``ALL_HITS`` opens every gate (``explain``, the reference engine).
 
-Values are hostile: a test never raises. A missing field never matches (except
-``exists: false``); a value of the wrong type simply does not match.
+Field values are hostile: a test never raises. A missing field never matches (except
+``exists: false``); a value of the wrong type simply does not match. The conditions are not:
+the loader typed and checked them (a ``Leaf`` class per kind, ``config/model.py``), so a
+builder takes its value as it is.
 """
 
 from __future__ import annotations
@@ -207,31 +209,27 @@ def compile_leaf(
     leaf: Leaf, lists: Mapping[str, ListConfig], produced: frozenset[str], gate: int = 0
 ) -> Test:
     """One condition as a closure; ``produced`` says which fields rule regexes may set."""
-    if isinstance(leaf, Regex):
-        return _regex(leaf, leaf.field in produced, gate)
+    set_by_rule = leaf.field in produced
     get = _getter(leaf.field, produced)
-    if isinstance(leaf, InList):
-        return _in_list(get, lists.get(leaf.list_id))
-    return _by_field(leaf, get, leaf.field in produced)
-
-
-def _by_field(leaf: Leaf, get: Getter, produced: bool) -> Test:
-    """The conditions that only read their field (no regex groups, no lists)."""
     match leaf:
         case Equals():
-            return _membership(get, leaf, produced, (leaf.value,))
+            return _membership(get, leaf, set_by_rule, (leaf.value,))
         case In():
-            return _membership(get, leaf, produced, leaf.values)
+            return _membership(get, leaf, set_by_rule, leaf.values)
         case Text():
-            return _text(leaf, produced)
+            return _text(leaf, set_by_rule)
+        case Regex():
+            return _regex(leaf, set_by_rule, gate)
         case Cidr():
             networks = leaf.networks
             return lambda fields, ext, hits: _in_networks(as_ip(get(fields, ext)), networks)
+        case InList():
+            return _in_list(get, lists.get(leaf.list_id))
         case Exists():
             return _exists(get, leaf.present)
         case Compare():
             return _compare(get, _COMPARISONS[leaf.operator], leaf.limit)
-    return _never
+    raise TypeError(f"not a kind of condition: {leaf!r}")
 
 
 def _never(fields: dict[str, Any], ext: dict[str, Any] | None, hits: int) -> bool:
