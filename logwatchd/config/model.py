@@ -210,24 +210,13 @@ class Compare(Leaf):
 
 def operand(leaf: Leaf) -> object:
     """What the condition compares its field with (V of ``{field: F, OP: V}``), typed."""
-    match leaf:
-        case Equals():
-            return leaf.value
-        case In():
-            return leaf.values
-        case Text():
-            return leaf.text
-        case Regex():
-            return leaf.pattern
-        case Cidr():
-            return leaf.networks
-        case InList():
-            return leaf.list_id
-        case Exists():
-            return leaf.present
-        case Compare():
-            return leaf.limit
-    raise TypeError(f"not a kind of condition: {leaf!r}")
+    return getattr(leaf, _OPERANDS[type(leaf)])
+
+
+_OPERANDS: dict[type[Leaf], str] = {
+    Equals: "value", In: "values", Text: "text", Regex: "pattern", Cidr: "networks",
+    InList: "list_id", Exists: "present", Compare: "limit",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
