@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -164,10 +164,15 @@ class OwnEntries:
     unit: str | None
 
     @classmethod
-    def of_this_process(cls) -> OwnEntries:
+    def of_this_process(cls, environ: Mapping[str, str] | None = None) -> OwnEntries:
         boot = _read_text(BOOT_ID_PATH)  # journald writes it without the dashes
         boot_id = boot.strip().replace("-", "") if boot else None
-        return cls(str(os.getpid()), boot_id, own_unit(_read_text(CGROUP_PATH)))
+        env = os.environ if environ is None else environ
+        # The unit is the daemon's own only when systemd started it as a service (it sets
+        # both); `logwatchd run` from a cron job runs in cron.service, whose records are not.
+        started = all(env.get(name) for name in ("INVOCATION_ID", "NOTIFY_SOCKET"))
+        unit = own_unit(_read_text(CGROUP_PATH)) if started else None
+        return cls(str(os.getpid()), boot_id, unit)
 
     def wrote(self, fields: dict[str, Any]) -> bool:
         if self.unit is not None and fields.get("_SYSTEMD_UNIT") == self.unit:

@@ -49,7 +49,6 @@ sources:
     start_at: end
   - id: journal
     type: journald
-    match: [SYSLOG_IDENTIFIER=testapp]
     parser: journald
 parsers:
   app:
@@ -228,12 +227,16 @@ def breach_line_alerts_to_file_and_journal(box: nspawn.Container) -> None:
         lambda e: e.get("RULE") == "security-breach" and e.get("PRIORITY") == "2",
         "the log handler's alert at PRIORITY 2",
     )
-    assert "203.0.113.9" in logged["MESSAGE"]
+    assert "203.0.113.9" in logged["MESSAGE"] and "SecurityBreach" in logged["MESSAGE"]
     # The journal source works under the hardening (group systemd-journal, ProcSubset=pid).
     box.run("logger", "-t", "testapp", "SecurityBreach - IP: 198.51.100.20")
     from_journal = wait_for_alert(box, "198.51.100.20")
     assert from_journal["rule"] == "journal-breach"
     assert from_journal["event"]["source"] == "journal"
+    # The source follows the whole journal, where the daemon's own log of the alert above
+    # says "SecurityBreach" too, earlier: it never reads its own records
+    from_journal_rule = [a for a in alerts(box) if a["rule"] == "journal-breach"]
+    assert [a["event"]["raw"] for a in from_journal_rule] == [from_journal["event"]["raw"]]
     by_field = journal(box, "RULE=security-breach")
     assert by_field, "journalctl RULE=security-breach finds the alert"
     assert any(e.get("PRIORITY") == "2" for e in journal(box, "-p", "warning"))
