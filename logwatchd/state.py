@@ -335,7 +335,15 @@ class StateStore:
     ) -> None:
         """A row skipped while its send was under way (a ban superseded by its extension)
         stays skipped: retrying it would undo what superseded it."""
-        self._set(item, "pending", item.attempts + 1, next_attempt, error, seconds=seconds)
+        self._set(
+            item,
+            "pending",
+            item.attempts + 1,
+            next_attempt,
+            error,
+            seconds=seconds,
+            unless_skipped=True,
+        )
 
     def mark_failed(self, item: OutboxItem, error: str, seconds: float | None = None) -> None:
         self._set(item, "failed", item.attempts + 1, None, error, seconds=seconds)
@@ -349,15 +357,16 @@ class StateStore:
         error: str | None,
         *,
         seconds: float | None = None,
+        unless_skipped: bool = False,
     ) -> None:
         now = time.time()
         with self.transaction():
             self._db.execute(
                 "UPDATE outbox SET status = ?, attempts = ?, "
                 "next_attempt = coalesce(?, next_attempt), last_error = coalesce(?, last_error), "
-                "updated = ? WHERE alert_id = ? AND handler = ? "
-                "AND (status = 'pending' OR ? != 'pending')",
-                (status, attempts, next_attempt, error, now, item.alert_id, item.handler, status),
+                "updated = ? WHERE alert_id = ? AND handler = ?"
+                + (" AND status != 'skipped'" if unless_skipped else ""),
+                (status, attempts, next_attempt, error, now, item.alert_id, item.handler),
             )
             self._outcome([item], status, error, now, seconds)
 

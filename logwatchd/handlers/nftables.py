@@ -191,25 +191,11 @@ class NftablesHandler:
 
     def intact(self) -> bool:
         """Are the table, its sets and (unless ``chain: false``) its chain still there?"""
-        argv = [self._nft, "-t", "-j", "list", "table", self._family, self._table]
-        try:
-            done = subprocess.run(
-                argv,
-                capture_output=True,
-                timeout=self._timeout,
-                env={"PATH": PATH},
-                cwd="/",
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise DeliveryError(f"{self._nft} timed out after {self._timeout:g}s") from None
-        except OSError as exc:
-            raise DeliveryError(f"cannot run {self._nft}: {exc.strerror}") from None
+        done = self._call(["-t", "-j", "list", "table", self._family, self._table])
         if done.returncode != 0:
             if b"No such file or directory" in done.stderr:
                 return False  # no such table
-            error = done.stderr.decode("utf-8", "replace").strip()[-300:]
-            raise DeliveryError(f"nft exited with status {done.returncode}: {error}")
+            raise _failure(done)
         listed = json.loads(done.stdout).get("nftables", [])
         sets = {item["set"]["name"] for item in listed if "set" in item}
         chains = {item["chain"]["name"] for item in listed if "chain" in item}
@@ -271,11 +257,18 @@ class NftablesHandler:
         return {verb: {"element": {**self._set_ref(element.version), "elem": values}}}
 
     def _run(self, script: list[dict[str, Any]]) -> None:
-        text = json.dumps({"nftables": script})
+        done = self._call(["-j", "-f", "-"], json.dumps({"nftables": script}).encode())
+        if done.returncode != 0:
+            raise _failure(done)
+
+    def _call(
+        self, args: list[str], stdin: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        """nft with ``args``, no shell, a bare environment; DeliveryError if it cannot run."""
         try:
-            done = subprocess.run(
-                [self._nft, "-j", "-f", "-"],
-                input=text.encode(),
+            return subprocess.run(
+                [self._nft, *args],
+                input=stdin,
                 capture_output=True,
                 timeout=self._timeout,
                 env={"PATH": PATH},
@@ -286,12 +279,14 @@ class NftablesHandler:
             raise DeliveryError(f"{self._nft} timed out after {self._timeout:g}s") from None
         except OSError as exc:
             raise DeliveryError(f"cannot run {self._nft}: {exc.strerror}") from None
-        if done.returncode != 0:
-            error = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
-            hint = ""
-            if "Operation not permitted" in error[0]:
-                hint = " (nft needs CAP_NET_ADMIN: see systemd/ban-drop-in.conf.example)"
-            raise DeliveryError(f"nft exited with status {done.returncode}: {error[0][:300]}{hint}")
+
+
+def _failure(done: subprocess.CompletedProcess[bytes]) -> DeliveryError:
+    error = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+    hint = ""
+    if "Operation not permitted" in error[0]:
+        hint = " (nft needs CAP_NET_ADMIN: see systemd/ban-drop-in.conf.example)"
+    return DeliveryError(f"nft exited with status {done.returncode}: {error[0][:300]}{hint}")
 
 
 def _parse_element(text: str) -> Element:
