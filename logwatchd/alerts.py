@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MAX_SAMPLES = 10
+_ID_JSON = json.JSONEncoder(sort_keys=True, default=str)  # one encoder: it runs per alert
 
 
 def alert_id(rule: str, key: dict[str, Any], first_origin: str, host: str) -> str:
@@ -17,7 +18,7 @@ def alert_id(rule: str, key: dict[str, Any], first_origin: str, host: str) -> st
     The host is part of it: two hosts whose logs hold identical lines at the same offsets
     fire two alerts, and a fleet stream that drops repeated ids must keep both.
     """
-    text = json.dumps([rule, key, first_origin, host], sort_keys=True, default=str)
+    text = _ID_JSON.encode([rule, key, first_origin, host])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 

@@ -34,3 +34,10 @@ class Event:
     line: Line
     fields: dict[str, Any]
     time: float  # epoch seconds: the parsed timestamp, else the time the line was read
+
+
+# What a parser's framing gives of a line, for the rules that need nothing more
+# (``rules/direct.py``): its event time, host, program and message, as ``parse`` would
+# give them; host and program None when the line has none.
+Framed = tuple[float, str | None, str | None, str]
+FRAMED_FIELDS = {"host": 1, "program": 2, "message": 3}  # field -> its place in Framed

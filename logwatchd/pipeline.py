@@ -9,7 +9,7 @@ is evaluated under the time limit per line (``timelimit.py``).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -37,7 +37,6 @@ class Stats:
     unparsed: int = 0
     truncated: int = 0
     timed_out: int = 0  # lines given up after the time limit (see timelimit.py)
-    matches: Counter[str] = field(default_factory=Counter)
     alerts: Counter[str] = field(default_factory=Counter)
     slow: Counter[str] = field(default_factory=Counter)  # timed-out lines per rule or parser
     unparsed_samples: list[str] = field(default_factory=list)
@@ -79,6 +78,7 @@ def build_engine(
         max_keys_per_rule=config.daemon.max_keys_per_rule,
         clock=clock,
         verbatim_fields={sid: parser.verbatim_fields for sid, parser in parsers.items()},
+        framed=[sid for sid, parser in parsers.items() if hasattr(parser, "frame")],
         produces={
             src.id: produced_fields(src.parser, config.parsers).has for src in config.sources
         },
@@ -104,6 +104,7 @@ class Pipeline:
         self.limit = limit or LineTimeLimit()
         self._stamp: Any = None  # the last timestamp converted, and what it came to
         self._when = 0.0
+        self._direct: dict[str, Callable[[int], Any]] = {}  # per source: Engine.direct_of
 
     def prepare(self) -> None:
         """Build every source's scan now (compiling a Hyperscan database takes a while),
@@ -148,7 +149,8 @@ class Pipeline:
         for index, hits in selected:
             line = lines[index]
             try:
-                alerts.extend(self._guarded(line, hits, None))
+                found = None if hits is None else self.framed(line, hits)
+                alerts.extend(self._guarded(line, hits, None) if found is None else found)
             except Exception:
                 # a line the pipeline chokes on is a bug to report, not a reason to stop
                 log.exception("line failed", source=line.source, line=line.raw[:200])
@@ -170,9 +172,49 @@ class Pipeline:
                 return self._guarded(line, hits, matches)
         return self._guarded(line, hits, matches)
 
+    def framed(self, line: Line, hits: int) -> list[Alert] | None:
+        """The short path for a scanned line (``Engine.process_framed``): its alerts, or
+        None, having changed nothing, when it needs ``evaluate``."""
+        source = line.source
+        direct = self._direct.get(source) or self._direct_of(source)
+        shapes = direct(hits)
+        if shapes is None:
+            return None
+        parser = self.parsers[source]
+        self.limit.lines += 1
+        alerts: list[Alert] = []
+        try:
+            framed = parser.frame(line.raw, line.read_time)
+            if framed is None:
+                return None
+            self.stats.parsed += 1
+            if self._replay is not None:
+                self._replay.at = framed[0]
+            self.engine.process_framed(shapes, framed, line, hits, alerts, parse=self._event)
+        except LineTimeout as exc:
+            self._timed_out(line, exc.where or f"parser {parser.name}")
+            alerts = exc.alerts
+        if alerts:
+            self._counted(alerts)
+        return alerts
+
+    def _direct_of(self, source: str) -> Callable[[int], Any]:
+        """The source's selection of short-path rules (none when its parser frames no line)."""
+        if hasattr(self.parsers[source], "frame"):
+            found = self.engine.direct_of(source)
+        else:
+            found = _nothing
+        self._direct[source] = found
+        return found
+
+    def _event(self, line: Line) -> Event:
+        """The event of a line the short path framed (its parser then parses it too)."""
+        fields = self.parsers[line.source].parse(line)
+        assert fields is not None  # a line the parser frames, it parses
+        return Event(line, fields, self._time(line, fields))
+
     def _guarded(self, line: Line, hits: int | None, matches: list[Any] | None) -> list[Alert]:
         self.limit.lines += 1
-        before = 0 if matches is None else len(matches)
         try:
             if hits is None:
                 scan = self.engine.scan(line.source)
@@ -197,9 +239,6 @@ class Pipeline:
             where = exc.where or f"parser {self.parsers[line.source].name}"
             self._timed_out(line, where)
             alerts = exc.alerts
-        if matches:
-            for match in matches[before:]:
-                self.stats.matches[match.rule] += 1
         if alerts:
             self._counted(alerts)
         return alerts
@@ -245,3 +284,7 @@ class Pipeline:
 
     def tick(self, now: float) -> list[Alert]:
         return self._counted(self.engine.tick(now))
+
+
+def _nothing(hits: int) -> None:
+    return None

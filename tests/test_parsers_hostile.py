@@ -21,6 +21,7 @@ from logwatchd.events import Line
 from logwatchd.parsers import BUILTIN, build_parser, produced_fields
 from logwatchd.parsers.base import Parser
 from logwatchd.parsers.journald import record_line
+from tests.test_parsers_syslog import framed_like_parse
 
 CUSTOM = {
     "app": ParserConfig(
@@ -182,3 +183,10 @@ def test_very_long_lines_parse_in_bounded_time() -> None:
     assert PARSERS["nginx_error"].parse(Line("s", nginx, 0.0, "o")) is not None
     host = "Nov 26 10:00:01 " + "h" * 60_000 + " x"
     assert PARSERS["syslog"].parse(Line("s", host, 0.0, "o")) is not None
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated())
+def test_the_syslog_framing_of_mutated_lines_is_what_parse_gives(text: str) -> None:
+    # the short path of the rules (rules/direct.py) takes frame() instead of parse()
+    framed_like_parse(text, 1_795_687_200.0)

@@ -134,3 +134,58 @@ def test_utc_and_local_timezones() -> None:
     )
     assert local is not None
     assert local["timestamp"].tzinfo is not None
+
+
+# --- frame(): what the short path of the rules takes instead of parse() -------------------
+
+FRAMED_LINES = [
+    "Nov 26 10:00:01 web1 sshd[4242]: Failed password for root from 203.0.113.7",
+    "Nov  6 10:00:01 web1 sshd-session[1]: Invalid user x from 2001:db8::1 port 4",
+    "Nov 26 10:00:01 sshd[4242]: no host here",
+    "Nov 26 10:00:01 web1 [kernel]: bracketed program",
+    "Nov 26 10:00:01 web1 CRON: no pid",
+    "Nov 26 10:00:01.123456 web1 app[1]: fractions of a second",
+    "Nov 26 10:00:01 web1 no tag at all, the message is the rest",
+    "Nov 26 10:00:01 web1 sshd[1]:",
+    "Dec 31 23:59:58 web1 cron[1]: last year's line",
+    "Feb 30 10:00:01 web1 sshd[1]: a day no year has",
+    "Nov 26 25:61:61 web1 sshd[1]: a time no day has",
+    "Nov 26 10:00:01 web1 sshd[1]: message repeated 3 times: [ Invalid user a from 1.2.3.4]",
+    "2026-11-26T10:00:01.123456+01:00 web1 sshd[1]: the RFC 3339 form",
+    "not syslog at all",
+]
+
+
+def framed_like_parse(raw: str, read_time: float) -> None:
+    """``frame`` gives what ``parse`` (and the event's time) give, or None; None only where
+    ``parse`` gives nothing or does more than frame (another form, a folded repeat)."""
+    parser = build_parser("syslog", {}, timezone="Europe/Berlin")
+    framed = parser.frame(raw, read_time)
+    fields = parser.parse(Line("auth", raw, read_time, "t:1"))
+    if framed is None:
+        assert fields is None or "repeated" in fields or not raw[:1].isalpha()
+        return
+    assert fields is not None
+    when, host, program, message = framed
+    assert when == fields["timestamp"].timestamp()
+    assert (host, program, message) == (
+        fields.get("host"), fields.get("program"), fields["message"]
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("raw", FRAMED_LINES)
+def test_frame_gives_what_parse_gives_or_leaves_the_line_to_parse(raw: str) -> None:
+    for read in (datetime(2026, 11, 26, 12, 0, tzinfo=UTC), datetime(2027, 1, 1, 0, 5, tzinfo=UTC)):
+        framed_like_parse(raw, read.timestamp())
+
+
+def test_frame_takes_the_year_from_when_each_line_was_read() -> None:
+    parser = build_parser("syslog", {}, timezone="UTC")
+    raw = "Dec 31 23:59:58 web1 cron[1]: job"
+    this_year = parser.frame(raw, datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp())
+    next_year = parser.frame(raw, datetime(2027, 1, 2, 0, 0, tzinfo=UTC).timestamp())
+    assert this_year is not None and next_year is not None
+    assert this_year[0] == datetime(2026, 12, 31, 23, 59, 58, tzinfo=UTC).timestamp()
+    assert next_year[0] == this_year[0]  # still last year's line, read in the new year
+    jan = parser.frame("Jan  1 00:00:01 web1 cron[1]: job", next_year[0] + 86400)
+    assert jan is not None and datetime.fromtimestamp(jan[0], UTC).year == 2027

@@ -14,9 +14,6 @@ line, a pattern must be found wherever the condition it stands for holds.
 
 from __future__ import annotations
 
-import io
-import json
-import os
 import re
 import subprocess
 import sys
@@ -27,23 +24,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logwatchd.alerts import Alert, jsonable
-from logwatchd.commands import replay
 from logwatchd.config import load_text
 from logwatchd.config.model import Config, Leaf, Not, Predicate, Regex
-from logwatchd.events import Line
-from logwatchd.pipeline import Pipeline, ReplayClock, build_engine
-from logwatchd.rules import Match
-from logwatchd.rules.predicates import ALL_HITS
+from logwatchd.pipeline import ReplayClock, build_engine
 from logwatchd.rules.scan import native_available
 from logwatchd.rules.selection import leaf_pattern
+from tests.replay_paths import all_paths_agree
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKS = ROOT / "config" / "rules.d"
 GENERATOR = ROOT / "bench" / "gen_authlog.py"
 SAMPLES = Path(__file__).resolve().parent / "packs"
 FAIL2BAN = Path("/usr/lib/python3/dist-packages/fail2ban/tests/files/logs")
-READ_TIME = 1_795_687_200.0  # 2026-11-26T10:00:00Z
 PARSERS = ("syslog", "rfc5424", "nginx_error", "apache_error", "dovecot_log", "app_events",
            "nginx_combined", "apache_combined")  # fmt: skip
 
@@ -60,93 +52,6 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
         f"include: [{packs}]\nsources:\n{sources}"
     )
     return load_text(text, str(base / "logwatchd.yaml"), base_dir=str(base))
-
-
-Outcome = tuple[list[str], list[str]]  # matches and alerts, as JSON text
-
-
-def pipeline(config: Config, *, native: bool = True) -> Pipeline:
-    clock = ReplayClock()
-    engine, parsers = build_engine(config, clock, host="h", native=native)
-    return Pipeline(engine, parsers, replay=clock)
-
-
-def lines_of(source: str, path: Path) -> list[Line]:
-    """The file's lines as ``test`` reads them (the same origins, so the same alert ids)."""
-    name = str(path)
-    text = path.read_bytes().decode("utf-8", "replace")
-    texts = text.replace("\r\n", "\n").split("\n")[:-1]
-    return [
-        Line(source, text, READ_TIME, f"{name}:{n}", name, n) for n, text in enumerate(texts, 1)
-    ]
-
-
-def by_batches(config: Config, source: str, path: Path, *, native: bool) -> Outcome:
-    """The daemon's way: batches of lines, scanned at once (no match records: counts)."""
-    found = pipeline(config, native=native)
-    lines = lines_of(source, path)
-    alerts = []
-    for start in range(0, len(lines), 700):
-        alerts += found.handle_batch(lines[start : start + 700])
-    alerts += found.tick(float("inf"))
-    matches = [f"{rule}:{n}" for rule, n in sorted(found.engine.match_counts().items())]
-    return matches, [_alert(a) for a in alerts]
-
-
-def reference(config: Config, source: str, path: Path) -> tuple[Outcome, list[str]]:
-    """Every rule of the source on every line, every condition run: no scan, no gate."""
-    found = pipeline(config)
-    matches: list[Match] = []
-    alerts = []
-    for line in lines_of(source, path):
-        found.stats.lines += 1
-        alerts += found.evaluate(line, ALL_HITS, matches)
-    alerts += found.tick(float("inf"))
-    counts = [f"{rule}:{n}" for rule, n in sorted(found.engine.match_counts().items())]
-    return ([_match(m) for m in matches], [_alert(a) for a in alerts]), counts
-
-
-def by_file(config: Config, source: str, path: Path) -> Outcome:
-    """``logwatchd test``'s way: the file in blocks, scanned natively where it can be."""
-    found = pipeline(config)
-    out = io.StringIO()
-    spec = config.source(source)
-    replay.replay_file(
-        str(path), spec, found, replay.Output(True, out), None, want_matches=True, limit=65536
-    )
-    records = [json.loads(text) for text in out.getvalue().splitlines()]
-    records += [{"kind": "alert", **a.to_dict()} for a in found.tick(float("inf"))]
-    matches = [
-        json.dumps([r["rule"], r["line"], r["fields"]], sort_keys=True)
-        for r in records
-        if r["kind"] == "match"
-    ]
-    alerts = [_alert_record(r) for r in records if r["kind"] == "alert"]
-    return matches, alerts
-
-
-def _match(match: Match) -> str:
-    return json.dumps([match.rule, match.line, jsonable(match.fields)], sort_keys=True)
-
-
-def _alert(alert: Alert) -> str:
-    return _alert_record(alert.to_dict())
-
-
-def _alert_record(record: dict[str, Any]) -> str:
-    kept = {k: v for k, v in record.items() if k not in ("fired_at", "line", "kind")}
-    return json.dumps(jsonable(kept), sort_keys=True, default=str)
-
-
-def all_paths_agree(config: Config, source: str, texts: list[str], tmp: Path) -> Outcome:
-    path = tmp / f"{source}.log"
-    path.write_bytes("".join(text + "\n" for text in texts).encode("utf-8"))
-    os.utime(path, (READ_TIME, READ_TIME))  # what `test` takes as the time lines were read
-    (wanted, wanted_alerts), counts = reference(config, source, path)
-    assert by_file(config, source, path) == (wanted, wanted_alerts)
-    for native in (True, False):
-        assert by_batches(config, source, path, native=native) == (counts, wanted_alerts)
-    return wanted, wanted_alerts
 
 
 @pytest.mark.slow

@@ -224,3 +224,32 @@ def test_nested_quantifiers(pattern: str, nested: bool) -> None:
     from logwatchd.rules.syntax import nests_quantifiers
 
     assert nests_quantifiers(re.compile(pattern)) is nested
+
+
+def test_a_slow_line_on_the_short_path_is_skipped_and_counted_and_the_next_one_counts(
+    tmp_path: Path, limit: LineTimeLimit
+) -> None:
+    # a threshold rule of the common shape (rules/direct.py) on a syslog source
+    text = f"""
+version: 1
+daemon: {{timezone: UTC}}
+sources: [{{id: s, type: stdin, parser: syslog}}]
+rules:
+  - id: slow
+    match: {{all: [{{field: program, equals: app}}, {{field: message, regex: '(?P<k>{EVIL})'}}]}}
+    group_by: [k]
+    threshold: {{count: 2, window: 1m}}
+"""
+    config = load_text(text, str(tmp_path / "c.yaml"), base_dir=str(tmp_path))
+    engine, parsers = build_engine(config, ManualClock(1000.0), host="h")
+    found = Pipeline(engine, parsers, limit=limit)
+    stamp, read = "Nov 26 10:00:0{} web1 app[1]: ", 1_795_687_200.0  # read on 26 Nov 2026
+    lines = [
+        Line("s", stamp.format(n) + (BAD_LINE if n < 3 else "aaaa"), read, f"x:{n}", None, n)
+        for n in (1, 2, 3, 4)
+    ]
+    assert engine.direct_of("s")(-1) is not None  # the rule takes the short path
+    alerts = found.handle_batch(lines)
+    assert [(a.rule, a.key, a.count) for a in alerts] == [("slow", {"k": "aaaa"}, 2)]
+    assert found.stats.timed_out == 2
+    assert dict(found.stats.slow) == {"rule slow": 2}

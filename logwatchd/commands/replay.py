@@ -145,7 +145,7 @@ class _FileReplay:
         self.source = source.id
         self.pipeline = pipeline
         self.scan = pipeline.engine.scan(source.id)
-        self.matches: list[Any] = []  # always collected: the summary counts them per rule
+        self.matches: list[Any] | None = [] if want_matches else None
         self.want_matches = want_matches
         self.reference = time.time() if name == "-" else os.stat(name).st_mtime
         self.limit = limit
@@ -177,11 +177,26 @@ class _FileReplay:
         count = body.count(b"\n")
         self.stats.read(self.source, count)
         self.stats.skipped += count - len(found)
+        name, first = self.name, block.first
+        framed = self.pipeline.framed
+        short = not (self.want_matches or self.journal_text)
         for index, end, hits in found:
             chunk = body[body.rfind(b"\n", 0, end) + 1 : end]
             # a line with other bytes than ASCII (or a carriage return) is scanned again as text
-            raw = chunk.decode("ascii") if hits is not None else _text(chunk)
-            self._evaluate(block.first + index, raw, False, hits, results)
+            if hits is None:
+                self._evaluate(first + index, _text(chunk), False, hits, results)
+                continue
+            raw = chunk.decode("ascii")
+            lineno = first + index
+            if short:
+                # the short path for rules of the common shape (rules/direct.py)
+                line = Line(self.source, raw, self.reference, f"{name}:{lineno}", name, lineno)
+                alerts = framed(line, hits)
+                if alerts is not None:
+                    if alerts:
+                        results.append((lineno, [], alerts))
+                    continue
+            self._evaluate(lineno, raw, False, hits, results)
 
     def _lines(
         self, first: int, lines: list[str], cut: frozenset[int], results: list[Result]
@@ -208,8 +223,9 @@ class _FileReplay:
             line = record_line(line) or line
         matches = self.matches
         alerts = self.pipeline.evaluate(line, hits, matches)
-        shown = list(matches) if self.want_matches else []
-        matches.clear()
+        shown = list(matches) if matches else []
+        if matches:
+            matches.clear()
         if alerts or shown:
             results.append((lineno, shown, alerts))
 
@@ -414,13 +430,13 @@ def summarize(pipeline: Pipeline, elapsed: float, stream: IO[str]) -> None:
         + (f", {stats.truncated} cut at max_line_bytes" if stats.truncated else "")
         + "\n"
     )
-    rules = [rule.id for rule in pipeline.engine.rules] if hasattr(pipeline.engine, "rules") else []
-    names = sorted(set(rules) | set(stats.matches) | set(stats.alerts))
+    matches = pipeline.engine.match_counts()
+    names = sorted(set(matches) | set(stats.alerts))
     if names:
         width = max(len(n) for n in names) + 2
         stream.write(f"{'Rule':<{width}}{'matches':>9}{'alerts':>9}\n")
         for name in names:
-            stream.write(f"{name:<{width}}{stats.matches[name]:>9}{stats.alerts[name]:>9}\n")
+            stream.write(f"{name:<{width}}{matches.get(name, 0):>9}{stats.alerts[name]:>9}\n")
     if stats.unparsed_samples:
         stream.write("Unparsed samples:\n")
         for sample in stats.unparsed_samples:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, tzinfo
 
-from logwatchd.events import Line
+from logwatchd.events import Framed, Line
 from logwatchd.parsers.base import ALL_STRINGS, Fields, field_set
 from logwatchd.parsers.repeated import unfold
 from logwatchd.parsers.timeutil import MONTHS, YearGuesser
@@ -44,6 +44,9 @@ class SyslogParser:
         self._stamps: dict[tuple[str, int], datetime | None] = {}
         self._last_text, self._last_read = "", -1.0
         self._last_stamp: datetime | None = None
+        # frame(): the event time of each stamp text, for lines read in ``_framed_hour``
+        self._framed_times: dict[str, float] = {}
+        self._framed_read, self._framed_hour = -1.0, -1
 
     def parse(self, line: Line) -> Fields | None:
         raw = line.raw
@@ -79,6 +82,36 @@ class SyslogParser:
             if pid:
                 fields["pid"] = int(pid)
         return fields
+
+    def frame(self, raw: str, read_time: float) -> Framed | None:
+        """A classic (RFC 3164) line's event time, host, program and message, as ``parse``
+        and the event's time would give them, without the rest: for rules that need no more
+        (``rules/direct.py``). None when the line needs ``parse``: another form, a stamp that
+        does not convert, or a folded "message repeated"."""
+        found = _BSD_LINE.match(raw)
+        if found is None:
+            return None
+        groups = found.groups()
+        times = self._framed_times
+        if read_time != self._framed_read:
+            self._framed_read = read_time
+            hour = int(read_time // 3600)
+            if hour != self._framed_hour:  # the year of a stamp depends on when it was read
+                self._framed_hour = hour
+                times.clear()
+        if len(times) >= _CACHE_SIZE:
+            times.clear()
+        when = times.get(groups[0])
+        if when is None:
+            stamp = self._bsd_stamp(groups, read_time)
+            if stamp is None:
+                return None
+            when = times[groups[0]] = stamp.timestamp()
+        end = found.end()
+        if raw.startswith("message repeated ", end):
+            return None
+        bprog, program = groups[8], groups[9]
+        return (when, groups[7], bprog if bprog is not None else program, raw[end:])
 
     def _bsd_stamp(self, groups: tuple[str, ...], read_time: float) -> datetime | None:
         key = (groups[0], int(read_time // 3600))

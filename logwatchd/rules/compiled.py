@@ -24,7 +24,7 @@ from logwatchd.rules.windows import Key, KeyState, KeyTable, Last
 SWEEP_EVERY = 64  # a power of two: events between two sweeps of a rule's quiet keys
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: the short path fills in ``last`` only once one fires
 class Firing:
     """What an alert reports about the events that made it."""
 

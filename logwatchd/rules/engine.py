@@ -25,16 +25,17 @@ Decisions worth knowing (also in the README section on rules):
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from logwatchd.alerts import Alert, alert_id
 from logwatchd.clock import Clock
 from logwatchd.config.model import ListConfig, RuleConfig
-from logwatchd.events import Event
+from logwatchd.events import Event, Framed, Line
 from logwatchd.rules.compiled import CompiledRule, Firing, advance_clock, drop_if_idle, last_of
 from logwatchd.rules.context import context_key_from_json, context_key_json, is_context_key
+from logwatchd.rules.direct import DirectRule
 from logwatchd.rules.explain import RuleExplanation, explain_rule
 from logwatchd.rules.plans import ContextPlan, MatchPlan, Produces, SourcePlan, plan_source
 from logwatchd.rules.predicates import ALL_HITS, Gates
@@ -84,7 +85,8 @@ class Engine:
 
     ``verbatim_fields``: per source, the fields its parser copies out of the line (what the
     scan may look for); ``produces``: per source, whether its parser can give a field (None:
-    any); ``native``: scan with Hyperscan when the wheel is there (False: Python's ``re``).
+    any); ``native``: scan with Hyperscan when the wheel is there (False: Python's ``re``);
+    ``framed``: the sources whose parser frames lines (``process_framed``).
     """
 
     def __init__(
@@ -98,6 +100,7 @@ class Engine:
         verbatim_fields: Mapping[str, Collection[str]] | None = None,
         produces: Mapping[str, Produces] | None = None,
         native: bool = True,
+        framed: Collection[str] = (),
     ) -> None:
         self._lists = dict(lists)
         self._host = host
@@ -105,6 +108,7 @@ class Engine:
         self._verbatim = dict(verbatim_fields or {})
         self._produces = dict(produces or {})
         self._native = native and native_available()
+        self._framed = frozenset(framed)
         self._table = PatternTable()
         self.rules = [CompiledRule(rule, lists, max_keys_per_rule, self._gates) for rule in rules]
         self._by_id = {rule.id: rule for rule in self.rules}
@@ -134,7 +138,10 @@ class Engine:
             rules = [rule for rule in self.rules if rule.applies_to(source_id)]
             verbatim = self._verbatim.get(source_id, DEFAULT_VERBATIM)
             produces = self._produces.get(source_id)
-            found = plan_source(rules, verbatim, produces, self._table, native=self._native)
+            found = plan_source(
+                rules, verbatim, produces, self._table,
+                native=self._native, framed=source_id in self._framed,
+            )  # fmt: skip
             self._sources[source_id] = found
         return found
 
@@ -177,6 +184,53 @@ class Engine:
                 exc.where, exc.alerts = f"rule {rule.id}", alerts
                 raise
         return alerts
+
+    def direct_of(self, source_id: str) -> Callable[[int], tuple[DirectRule, ...] | None]:
+        """Given a line's hits, the rules they select when all are of the common shape
+        (``direct.py``): then ``process_framed`` can take the line, if its source's parser
+        framed it; else None."""
+        return self._source(source_id).direct
+
+    def process_framed(
+        self,
+        direct: tuple[DirectRule, ...],
+        framed: Framed,
+        line: Line,
+        hits: int,
+        alerts: list[Alert],
+        *,
+        parse: Callable[[Line], Event],
+    ) -> None:
+        """The short path: a line its parser framed, evaluated by the rules ``direct``
+        gave for its hits, straight from the framed values. ``parse`` makes the line's
+        event, for an alert that fires."""
+        time = framed[0]
+        for shape in direct:
+            rule = shape.rule
+            try:
+                found = shape.find(framed)
+            except LineTimeout as exc:
+                exc.where, exc.alerts = f"rule {rule.id}", alerts
+                raise
+            if found is None:
+                continue
+            rule.matched += 1
+            key = shape.key(found)
+            if key is None:
+                continue
+            due = self._tally(rule, key, time, line, None)
+            if due is not None:
+                state, firing = due
+                firing.last = self._last_of_line(rule, parse(line), hits)
+                self._fire(rule, key, state, firing, alerts)
+
+    def _last_of_line(self, rule: CompiledRule, event: Event, hits: int) -> Last:
+        """What the full path would have kept of a line the short path counted."""
+        compiled = rule.match
+        assert compiled is not None  # a direct rule has a condition
+        ext: dict[str, Any] = {}
+        compiled.test(event.fields, ext, hits)
+        return last_of(event, {**event.fields, **ext} if ext else event.fields)
 
     def tick(self, now: float) -> list[Alert]:
         """Fire absent sequences whose deadline (event time) is at or before ``now``."""
@@ -283,35 +337,42 @@ class Engine:
         fields: dict[str, Any],
         alerts: list[Alert],
     ) -> None:
-        time, line = event.time, event.line
+        line = event.line
+        value = None if rule.distinct is None else as_key(fields.get(rule.distinct))
+        due = self._tally(rule, key, event.time, line, value)
+        if due is not None:
+            state, firing = due
+            firing.last = last_of(event, fields)
+            self._fire(rule, key, state, firing, alerts)
+
+    def _tally(
+        self, rule: CompiledRule, key: Key, time: float, line: Line, value: str | None
+    ) -> tuple[KeyState, Firing] | None:
+        """A match counted for its key (``value``: the ``distinct`` field's, None when the
+        event lacks it): what fires, if anything, still without the event it reports."""
         advance_clock(rule, time)
         state = rule.table.touch(key, time)
         if time < state.until:
             state.newest = max(state.newest, time)
             state.suppressed += 1
-            return
+            return None
         if not rule.has_threshold:
             state.newest = max(state.newest, time)
-            first = (time, line.origin)
-            last = last_of(event, fields)
-            self._fire(rule, key, state, Firing(1, first, time, [cut(line.raw)], last), alerts)
-            return
+            return state, Firing(1, (time, line.origin), time, [cut(line.raw)], None)
         if rule.distinct is not None:
-            text = as_key(fields.get(rule.distinct))
-            if text is None:
+            if value is None:
                 drop_if_idle(rule, key, state, time)
-                return
-            count = state.add_distinct(text, time, line.origin, rule.window)
+                return None
+            count = state.add_distinct(value, time, line.origin, rule.window)
         else:
             count = state.add_hit(time, line.origin, rule.window)
         state.add_sample(time, line.raw)
         if count < rule.count:
-            return
+            return None
         first = state.first_hit()
         samples = state.window_samples(rule.window)
         state.clear_window()
-        last = last_of(event, fields)
-        self._fire(rule, key, state, Firing(count, first, state.newest, samples, last), alerts)
+        return state, Firing(count, first, state.newest, samples, None)
 
     # --- firing -------------------------------------------------------------------------
 

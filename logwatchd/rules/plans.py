@@ -19,6 +19,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from logwatchd.rules.compiled import CompiledRule
+from logwatchd.rules.direct import DirectRule, direct_rule
 from logwatchd.rules.predicates import Condition
 from logwatchd.rules.scan import ALWAYS, Hits, LineScan, PatternTable
 from logwatchd.rules.selection import ScanPattern, condition_need
@@ -31,6 +32,7 @@ Produces = Callable[[str], bool]  # whether a source's parser can give a field
 class MatchPlan:
     rule: CompiledRule
     mask: int
+    direct: DirectRule | None = None  # the rule on framed lines, when it has the shape
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,7 @@ class SourcePlan:
         self.plans = tuple(plans)
         self.scan = scan
         self._selected: dict[Hits, tuple[Plan, ...]] = {}
+        self._direct: dict[Hits, tuple[DirectRule, ...] | None] = {}
 
     def select(self, hits: Hits) -> tuple[Plan, ...]:
         found = self._selected.get(hits)
@@ -67,6 +70,19 @@ class SourcePlan:
                 self._selected[hits] = found
         return found
 
+    def direct(self, hits: Hits) -> tuple[DirectRule, ...] | None:
+        """The selected rules as ``DirectRule``s, when every one is of the common shape
+        and the source's lines are framed (``direct.py``); else None."""
+        found = self._direct.get(hits, False)
+        if found is False:
+            shapes = [
+                plan.direct if isinstance(plan, MatchPlan) else None for plan in self.select(hits)
+            ]
+            found = None if None in shapes else tuple(shapes)  # type: ignore[arg-type]
+            if len(self._direct) < MAX_SELECTIONS:
+                self._direct[hits] = found
+        return found  # type: ignore[return-value]
+
 
 def plan_source(
     rules: Sequence[CompiledRule],
@@ -75,9 +91,11 @@ def plan_source(
     table: PatternTable,
     *,
     native: bool,
+    framed: bool = False,
 ) -> SourcePlan:
     """``verbatim``: the fields the source's parser copies out of the line; ``produces``:
-    which fields it gives at all (None: any)."""
+    which fields it gives at all (None: any); ``framed``: whether its parser frames lines
+    for the short path (``direct.py``)."""
     scanned: set[ScanPattern] = set()
 
     def mask(condition: Condition | None) -> int:
@@ -105,6 +123,7 @@ def plan_source(
             whole = match | learn | forget | (ALWAYS if releases else 0)
             plans.append(ContextPlan(rule, match, learn, forget, whole))
         else:
-            plans.append(MatchPlan(rule, mask(rule.condition)))
+            shape = direct_rule(rule, produces) if framed else None
+            plans.append(MatchPlan(rule, mask(rule.condition), shape))
     everything = any(plan.mask & ALWAYS for plan in plans)
     return SourcePlan(plans, LineScan(table, scanned, everything=everything, native=native))
