@@ -60,15 +60,27 @@ rules:
     match: {{all: [{SSHD}, {{field: message, regex: 'port (?P<port>\\d)\\d* \\[preauth\\]'}}]}}
     group_by: [port]
     threshold: {{count: 2, window: 2m}}
-"""
-NOT_DIRECT = """
   - id: distinct-users
     match:
       all:
-        - {field: program, in: [sshd]}
-        - {field: message, regex: '^Invalid user (?P<user>\\S*) from (?P<ip>\\S+)'}
+        - {{field: program, in: [sshd]}}
+        - {{field: message, regex: '^Invalid user (?P<user>\\S*) from (?P<ip>\\S+)'}}
     group_by: [ip]
-    threshold: {count: 3, window: 10m, distinct: user}
+    threshold: {{count: 3, window: 10m, distinct: user}}
+  - id: once-a-minute
+    match: {{all: [{SSHD}, {{field: message, regex: '^Accepted \\S+ for (?P<user>\\S+)'}}]}}
+    group_by: [user]
+    cooldown: 1m
+"""
+NOT_DIRECT = """
+  - id: not-root
+    match:
+      all:
+        - {field: program, in: [sshd]}
+        - {not: {field: message, contains: root}}
+        - {field: message, regex: '^Failed \\S+ for \\S+ from (?P<ip>\\S+)'}
+    group_by: [ip]
+    threshold: {count: 3, window: 10m}
 """
 
 
@@ -90,7 +102,8 @@ def test_rules_of_the_common_shape_take_the_short_path_and_others_do_not(tmp_pat
     found = shapes(config_of(RULES + NOT_DIRECT, tmp_path))
     assert found == {
         "bruteforce": True, "per-user-and-address": True, "optional-group": True,
-        "anywhere-in-the-message": True, "distinct-users": False,
+        "anywhere-in-the-message": True, "distinct-users": True, "once-a-minute": True,
+        "not-root": False,
     }  # fmt: skip
 
 
@@ -118,16 +131,19 @@ def test_a_condition_the_short_path_cannot_prove_keeps_the_rule_on_the_full_path
     }
 
 
-def test_rules_without_a_threshold_or_a_group_from_the_regex_stay_on_the_full_path(
+def test_rules_that_fire_on_every_match_or_key_on_a_parser_field_stay_on_the_full_path(
     tmp_path: Path,
 ) -> None:
     match = f"{{all: [{SSHD}, {{field: message, regex: {FAILED}}}]}}"
     rules = (
-        f"rules:\n  - id: each\n    match: {match}\n    group_by: [ip]\n    cooldown: 1m\n"
+        f"rules:\n  - id: each\n    match: {match}\n    group_by: [ip]\n"
         f"  - id: by-host\n    match: {match}\n    group_by: [host]\n"
         "    threshold: {count: 2, window: 1m}\n"
+        f"  - id: distinct-host\n    match: {match}\n    group_by: [ip]\n"
+        "    threshold: {count: 2, window: 1m, distinct: host}\n"
     )
-    assert shapes(config_of(rules, tmp_path)) == {"each": False, "by-host": False}
+    found = shapes(config_of(rules, tmp_path))
+    assert found == {"each": False, "by-host": False, "distinct-host": False}
 
 
 def generated(tmp: Path, form: str, lines: int = 12000) -> list[str]:
@@ -150,7 +166,10 @@ def test_the_generated_auth_log_gives_the_same_matches_and_alerts_on_the_short_p
             config_of(rules, tmp_path), "syslog", generated(tmp_path, form), tmp_path
         )
         fired = {alert.split('"rule": "')[1].split('"')[0] for alert in alerts}
-        assert fired >= {"bruteforce", "per-user-and-address", "anywhere-in-the-message"}
+        assert fired >= {
+            "bruteforce", "per-user-and-address", "anywhere-in-the-message", "distinct-users",
+            "once-a-minute",
+        }  # fmt: skip
         assert len(matches) > 1000
 
 

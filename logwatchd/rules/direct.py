@@ -1,12 +1,13 @@
 """Rules evaluated straight from a line's framing: the short path for the common shape.
 
-A threshold rule whose condition is ``program``/``host`` ``in``/``equals`` plain strings and
-one ``regex`` on ``message`` whose groups give its ``group_by`` fields (fail2ban's and SEC's
-everyday rule) needs nothing of a line but what the parser's framing gives
-(``events.Framed``: event time, host, program, message). For such a rule the line is not
-parsed into fields and no event object is made: the rule tests the framed values, takes its
-key from the regex groups, and counts (``Engine.process_framed``). Only when a count fires
-does the line get parsed, to give the alert the fields it would have had.
+A rule with a threshold (``distinct`` too) or a cooldown, whose condition is ``program`` or
+``host`` ``in``/``equals`` plain strings and one ``regex`` on ``message`` whose groups give
+its ``group_by`` (and ``distinct``) fields, fail2ban's and SEC's everyday rule, needs nothing
+of a line but what the parser's framing gives (``events.Framed``: event time, host, program,
+message). For such a rule the line is not parsed into fields and no event object is made:
+the rule tests the framed values, takes its key from the regex groups, and counts
+(``Engine.process_framed``). Only when an alert fires does the line get parsed, to give the
+alert the fields it would have had.
 
 The result is the same as the full path's by construction, and tested line by line against
 it (``tests/test_rules_direct.py``): the same regex objects run on the same message, the
@@ -40,6 +41,7 @@ class DirectRule:
     fixed: tuple[tuple[int, frozenset[str]], ...]  # (place in Framed, the texts it may be)
     search: Callable[[str], re.Match[str] | None]  # the message regex's own search
     groups: tuple[str, ...]  # the group_by fields, each a group of the regex
+    distinct: str | None  # the threshold's distinct field, a group of the regex too
 
     def find(self, framed: Framed) -> re.Match[str] | None:
         """The regex match when the rule's condition holds on the line, else None."""
@@ -58,6 +60,10 @@ class DirectRule:
         values = found.group(*self.groups)
         return None if None in values else tuple(values)
 
+    def value(self, found: re.Match[str]) -> str | None:
+        """The distinct field's value (None: the rule has none, or the group took no part)."""
+        return None if self.distinct is None else found.group(self.distinct)
+
 
 def direct_rule(rule: CompiledRule, produces: Produces | None) -> DirectRule | None:
     """The rule as a ``DirectRule`` when it has the common shape, else None.
@@ -65,15 +71,10 @@ def direct_rule(rule: CompiledRule, produces: Produces | None) -> DirectRule | N
     ``produces``: whether the source's parser can give a field at all (None: any field), so
     that ``exists: false`` on a field it never gives (the journal's ``_TRANSPORT`` in a
     syslog file) is known to hold."""
-    if (
-        rule.is_sequence
-        or rule.context is not None
-        or rule.condition is None
-        or not rule.has_threshold
-        or rule.distinct is not None
-        or not rule.group_by
-    ):
+    if rule.is_sequence or rule.context is not None or rule.condition is None:
         return None
+    if not (rule.stateful and rule.group_by):
+        return None  # a rule that fires on every match would parse every line anyway
     extracted = extracted_names(rule.condition.pred)
     leaves = _conjunction(rule.condition.pred, produces, extracted)
     if leaves is None:
@@ -83,7 +84,8 @@ def direct_rule(rule: CompiledRule, produces: Produces | None) -> DirectRule | N
         return None
     regex = regexes[0]
     groups = set(regex.pattern.groupindex)
-    if not set(rule.group_by) <= groups or any(_parser_field(name, produces) for name in groups):
+    wanted = {*rule.group_by, *([rule.distinct] if rule.distinct else [])}
+    if not wanted <= groups or any(_parser_field(name, produces) for name in groups):
         return None  # a group named like a parser field would hide or stand for it
     fixed = []
     for leaf in leaves:
@@ -93,7 +95,7 @@ def direct_rule(rule: CompiledRule, produces: Produces | None) -> DirectRule | N
         if texts is None:
             return None
         fixed.append((FRAMED_FIELDS[leaf.field], texts))
-    return DirectRule(rule, tuple(fixed), regex.pattern.search, tuple(rule.group_by))
+    return DirectRule(rule, tuple(fixed), regex.pattern.search, tuple(rule.group_by), rule.distinct)
 
 
 def _conjunction(

@@ -218,7 +218,7 @@ class Engine:
             key = shape.key(found)
             if key is None:
                 continue
-            due = self._tally(rule, key, time, line, None)
+            due = self._tally(rule, key, time, line, shape.value(found))
             if due is not None:
                 state, firing = due
                 firing.last = self._last_of_line(rule, parse(line), hits)
