@@ -117,7 +117,8 @@ class KeyState:
 
     def add_hit(self, time: float, origin: str, window: float) -> int:
         """Count a match; the number of matches now inside the window."""
-        self.newest = max(self.newest, time)
+        if time > self.newest:  # max(), without the call: this runs per counted match
+            self.newest = time
         start = self.newest - window
         hits = self.hits
         if time >= start:
