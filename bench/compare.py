@@ -18,7 +18,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common import LOGWATCHD, PACKS_CONFIG, REPO, WORK, ensure_log, machine, run_measured, table
+from common import (
+    LOGWATCHD,
+    PACKS_CONFIG,
+    REPO,
+    WORK,
+    compile_tree,
+    ensure_log,
+    machine,
+    run_measured,
+    table,
+)
 
 
 def checkout(commit: str) -> Path:
@@ -29,6 +39,7 @@ def checkout(commit: str) -> Path:
             ["git", "-C", str(REPO), "archive", commit], check=True, capture_output=True
         ).stdout
         subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    compile_tree(tree)
     return tree
 
 
