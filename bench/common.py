@@ -59,7 +59,11 @@ class Measured:
 
 
 def run_measured(
-    argv: Sequence[str], *, timeout: float = 900.0, env: dict[str, str] | None = None
+    argv: Sequence[str],
+    *,
+    timeout: float = 900.0,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> Measured:
     """Run argv to completion: wall time, CPU and peak RSS of exactly that child.
 
@@ -74,7 +78,7 @@ def run_measured(
                 command = [GNU_TIME, "-f", "%M", "-o", rss.name, *command]
             started = time.perf_counter()
             proc = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env
+                command, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=cwd
             )
             # wait4 reports the rusage of this one child; getrusage(RUSAGE_CHILDREN) would
             # mix every child this script ever ran
