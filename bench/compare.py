@@ -18,7 +18,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common import LOGWATCHD, PACKS_CONFIG, REPO, WORK, ensure_log, machine, run_measured, table
+from common import (
+    LOGWATCHD,
+    PACKS_CONFIG,
+    REPO,
+    WORK,
+    compile_tree,
+    ensure_log,
+    machine,
+    run_measured,
+    table,
+)
 
 
 def checkout(commit: str) -> Path:
@@ -29,6 +39,7 @@ def checkout(commit: str) -> Path:
             ["git", "-C", str(REPO), "archive", commit], check=True, capture_output=True
         ).stdout
         subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    compile_tree(tree)
     return tree
 
 
@@ -49,14 +60,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=PACKS_CONFIG)
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args(argv)
-    log = ensure_log(args.lines)
+    log = ensure_log(args.lines).resolve()
     tree = checkout(args.commit)
-    argv_test = [*LOGWATCHD, "test", "-c", str(args.config), "--source", "auth", "--json", str(log)]
+    config = args.config.resolve()
+    argv_test = [*LOGWATCHD, "test", "-c", str(config), "--source", "auth", "--json", str(log)]
     runs: dict[str, list[float]] = {args.commit: [], "this tree": []}
     outputs: dict[str, list[str]] = {}
     for _ in range(args.repeat):
         for name, path in ((args.commit, tree), ("this tree", REPO)):
-            measured = run_measured(argv_test, env={**os.environ, "PYTHONPATH": str(path)})
+            # run in the tree: `python -m` puts the working directory first on sys.path, so
+            # from the repository root both runs would import this tree's logwatchd
+            measured = run_measured(
+                argv_test, env={**os.environ, "PYTHONPATH": str(path)}, cwd=path
+            )
             if measured.returncode != 0:
                 sys.exit(f"{name} failed:\n{measured.stderr[-2000:]}")
             runs[name].append(measured.wall)

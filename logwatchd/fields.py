@@ -22,8 +22,8 @@ Templates are checked against the same fields (``templates.check_templates``).
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 from logwatchd.config.model import (
     All,
@@ -38,9 +38,22 @@ from logwatchd.config.model import (
 )
 from logwatchd.errors import ConfigError, Mark
 from logwatchd.parsers import FieldSet, known_fields, produced_fields
-from logwatchd.templates import RuleShape
 
 MAX_LISTED = 24  # field names listed in a message before "..."
+
+
+@dataclass(frozen=True)
+class RuleShape:
+    """What the alerts of one rule hold, to render a handler's templates at check time.
+
+    ``problem(name)`` says why the rule's events never hold the field ``name`` (None: they
+    may); ``event_fields`` are the names the sample alert's ``event.fields`` holds.
+    """
+
+    rule: str
+    key_fields: tuple[str, ...]
+    event_fields: tuple[str, ...]
+    problem: Callable[[str], str | None] = field(compare=False)
 
 
 @dataclass(frozen=True)

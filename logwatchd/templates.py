@@ -19,8 +19,8 @@ import difflib
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 import structlog
@@ -28,15 +28,12 @@ from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from logwatchd.alerts import sample_alert
-from logwatchd.config.handler_settings import (
-    CommandSettings,
-    EmailSettings,
-    HandlerSettings,
-    NatsSettings,
-    WebhookSettings,
-)
+from logwatchd.config.handler_settings import template_sources
 from logwatchd.config.model import HandlerConfig
 from logwatchd.errors import ConfigError, Mark
+
+if TYPE_CHECKING:
+    from logwatchd.fields import RuleShape  # made by the field check; handlers never import it
 
 log = structlog.get_logger("logwatchd.handlers")
 
@@ -216,20 +213,6 @@ def sample_for(key_fields: Iterable[str] | None = None) -> dict[str, Any]:
     return alert
 
 
-@dataclass(frozen=True)
-class RuleShape:
-    """What the alerts of one rule hold, to render a handler's templates at check time.
-
-    ``problem(name)`` says why the rule's events never hold the field ``name`` (None: they
-    may); ``event_fields`` are the names the sample alert's ``event.fields`` holds.
-    """
-
-    rule: str
-    key_fields: tuple[str, ...]
-    event_fields: tuple[str, ...]
-    problem: Callable[[str], str | None] = field(compare=False)
-
-
 def referenced_fields(source: str) -> tuple[list[str], list[str]]:
     """The fields a template reads by name: ``alert.event.fields.X`` and ``alert.key.X``
     (also ``a.event.fields.X`` in ``{% for a in alerts %}``), as (event, key) names."""
@@ -310,27 +293,6 @@ def _field_errors(
                 mark,
                 key,
             )
-
-
-def template_sources(settings: HandlerSettings) -> list[tuple[str, str]]:
-    """(key, source) of every template a handler renders; the key is where the source was
-    written (``body_file`` for a mail body read from a file)."""
-    if isinstance(settings, EmailSettings):
-        body_key = "body_file" if settings.body_file else "body"
-        return [("subject", settings.subject), (body_key, settings.body)]
-    if isinstance(settings, CommandSettings):
-        undo = settings.undo.argv if settings.undo else ()
-        # argv[0] is a literal path, never a template
-        return [
-            *((f"argv[{i}]", arg) for i, arg in enumerate(settings.argv) if i),
-            *((f"undo.argv[{i}]", arg) for i, arg in enumerate(undo) if i),
-        ]
-    if isinstance(settings, WebhookSettings):
-        found = [(f"headers.{name}", source) for name, source in settings.headers.items()]
-        return found if settings.body is None else [*found, ("body", settings.body)]
-    if isinstance(settings, NatsSettings):
-        return [("subject", settings.subject)]
-    return []
 
 
 def check_templates(

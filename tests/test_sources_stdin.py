@@ -8,7 +8,8 @@ import time
 
 from logwatchd.clock import ManualClock
 from logwatchd.config.model import SourceConfig
-from logwatchd.sources import Source, StdinSource
+from logwatchd.sources.base import Source
+from logwatchd.sources.stdin import StdinSource
 
 
 def make(stream, max_line_bytes: int = 65536) -> tuple[StdinSource, threading.Event]:

@@ -1,4 +1,8 @@
-"""``logwatchd check``: the config is valid, every template renders, every file is readable."""
+"""``logwatchd check``: the config is valid, every template renders, every file is readable.
+
+``verify`` is what ``test``, ``explain`` and the daemon run too: it stays on their start-up
+path, so what only ``check`` needs (handler classes, the NATS client) is imported where used.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,6 @@ from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
-from logwatchd import natsconn
 from logwatchd.config import load
 from logwatchd.config.durations import format_duration
 from logwatchd.config.handler_settings import (
@@ -22,6 +25,7 @@ from logwatchd.config.handler_settings import (
     NatsSettings,
     NftablesSettings,
     WebhookSettings,
+    template_sources,
 )
 from logwatchd.config.model import (
     Config,
@@ -34,12 +38,10 @@ from logwatchd.config.model import (
 )
 from logwatchd.errors import ConfigError, DeliveryError
 from logwatchd.events import Line
-from logwatchd.fields import check_fields, template_shape
-from logwatchd.handlers import HostInfo, build_handler
+from logwatchd.fields import RuleShape, check_fields, template_shape
 from logwatchd.parsers import build_parser
 from logwatchd.parsers.timeutil import parse_iso8601
 from logwatchd.rules.syntax import nests_quantifiers
-from logwatchd.templates import RuleShape, Templates, check_templates, sample_for
 
 
 def check(args: argparse.Namespace) -> int:
@@ -85,6 +87,8 @@ def verify(config: Config) -> Verified:
     their sources can produce, every template renders. Raises ConfigError."""
     for index, source in enumerate(config.sources):
         if source.type == "nats":
+            from logwatchd import natsconn  # asyncio and ssl: only for a nats source
+
             natsconn.require(source.mark, f"sources[{index}]")
     _check_examples(config)
     warnings = check_fields(config)
@@ -120,6 +124,10 @@ def _stamp_problem(parser: ParserConfig, stamp: str) -> str:
 def validate(config: Config) -> Verified:
     """Everything ``load`` cannot know: ``verify``, and every file a handler reads is
     readable and every handler builds."""
+    # smtplib, jinja2...: only the handler types the config uses, and only check builds them
+    from logwatchd.handlers import HostInfo, build_handler
+    from logwatchd.templates import Templates
+
     verified = verify(config)
     templates = Templates()
     host = HostInfo.local(config.daemon.host)
@@ -133,10 +141,16 @@ def validate(config: Config) -> Verified:
 
 def _render_templates(config: Config) -> int:
     """Every template of every handler, against a sample alert of each rule sending to it."""
+    handlers = [h for h in config.handlers.values() if template_sources(h.settings)]
+    if not handlers:
+        return 0
+    # jinja2 (and the host's name): only for a config whose handlers have templates
+    from logwatchd.templates import HostInfo, Templates, check_templates
+
     templates = Templates()
     host = HostInfo.local(config.daemon.host)
     rendered = 0
-    for handler in config.handlers.values():
+    for handler in handlers:
         for shape in _rule_shapes(config, handler.name):
             rendered += check_templates(
                 handler, templates=templates, host=host, key_fields=("ip",), shape=shape
@@ -159,6 +173,8 @@ def _rule_shapes(config: Config, handler: str) -> list[RuleShape | None]:
 def _check_subjects(handler: HandlerConfig, built: Any, shapes: list[tuple[str, ...]]) -> None:
     """A rendered subject must be one subject under logwatchd.> (it depends on the alert,
     so this catches a template that is wrong for every alert, not a hostile key value)."""
+    from logwatchd.templates import sample_for  # jinja2: check builds handlers, test does not
+
     for key_fields in shapes:
         try:
             built.subject(sample_for(key_fields))

@@ -7,7 +7,6 @@ import datetime as dt
 import os
 import sys
 from collections.abc import Callable
-from importlib import resources
 
 import structlog
 
@@ -56,6 +55,8 @@ def _file_loader(path: str) -> Callable[[], Config]:
 
 
 def _demo_loader() -> Callable[[], Config]:
+    from importlib import resources  # some 20 ms at start-up, for --demo only
+
     text = resources.files("logwatchd").joinpath("data/demo.yaml").read_text(encoding="utf-8")
     base = os.getcwd()
     return lambda: _verified(load_text(text, "demo.yaml", base_dir=base))

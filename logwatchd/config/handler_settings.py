@@ -136,3 +136,24 @@ HandlerSettings = (
     | NftablesSettings
     | NatsSettings
 )
+
+
+def template_sources(settings: HandlerSettings) -> list[tuple[str, str]]:
+    """(key, source) of every template a handler renders; the key is where the source was
+    written (``body_file`` for a mail body read from a file)."""
+    if isinstance(settings, EmailSettings):
+        body_key = "body_file" if settings.body_file else "body"
+        return [("subject", settings.subject), (body_key, settings.body)]
+    if isinstance(settings, CommandSettings):
+        undo = settings.undo.argv if settings.undo else ()
+        # argv[0] is a literal path, never a template
+        return [
+            *((f"argv[{i}]", arg) for i, arg in enumerate(settings.argv) if i),
+            *((f"undo.argv[{i}]", arg) for i, arg in enumerate(undo) if i),
+        ]
+    if isinstance(settings, WebhookSettings):
+        found = [(f"headers.{name}", source) for name, source in settings.headers.items()]
+        return found if settings.body is None else [*found, ("body", settings.body)]
+    if isinstance(settings, NatsSettings):
+        return [("subject", settings.subject)]
+    return []

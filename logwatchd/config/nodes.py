@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import functools
 import os
 import re
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
-from typing import Any
-
-import jinja2
+from typing import TYPE_CHECKING, Any
 
 from logwatchd.config.durations import parse_duration
 from logwatchd.errors import ConfigError, Mark
+
+if TYPE_CHECKING:
+    import jinja2
 
 
 @dataclass(slots=True)
@@ -223,9 +225,6 @@ def regex(node: Node, flags: int = 0) -> re.Pattern[str]:
         raise node.error(f"bad regex: {exc.msg}{where}") from None
 
 
-_PARSE_ONLY = jinja2.Environment(autoescape=False)  # noqa: S701 (parsed, never rendered here)
-
-
 def template(node: Node) -> str:
     """A Jinja2 template string, syntax-checked (an error names the template's own line)."""
     text = string(node, empty_ok=True)
@@ -235,8 +234,17 @@ def template(node: Node) -> str:
 
 
 def check_template_syntax(text: str, file: str, first_line: int, key: str) -> None:
+    import jinja2  # loaded only for a config that has templates: test starts faster without
+
     try:
-        _PARSE_ONLY.parse(text)
+        _parse_only().parse(text)
     except jinja2.TemplateSyntaxError as exc:
         line = first_line + (exc.lineno or 1) - 1
         raise ConfigError(f"template syntax error: {exc.message}", Mark(file, line), key) from None
+
+
+@functools.cache
+def _parse_only() -> jinja2.Environment:
+    import jinja2  # as in check_template_syntax
+
+    return jinja2.Environment(autoescape=False)  # noqa: S701 (parsed, never rendered here)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from email.utils import parseaddr
 
 from logwatchd.config import nodes
 from logwatchd.config.handler_settings import EmailSettings, SmtpSettings
@@ -50,6 +49,8 @@ _ADDRESS_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(\.[A-Z
 
 def email_address(node: Node) -> str:
     """A plain address (``ops@example.com``): smtplib would silently rewrite a bad one."""
+    from email.utils import parseaddr  # the e-mail package only for a config that sends mail
+
     text = nodes.string(node)
     if (
         not text.isascii()

@@ -8,6 +8,7 @@ A handler reads its type's settings dataclass as the schema made it: nothing is 
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from typing import Any, Protocol, TypeVar
@@ -29,6 +30,17 @@ __all__ = [
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
 S = TypeVar("S", bound=HandlerSettings)
+# handler type -> its module here and class; only the types a config uses are imported, so a
+# config without mail never loads smtplib, nor one without nats the asyncio client
+_BUILDERS = {
+    "email": ("email", "EmailHandler"),
+    "command": ("command", "CommandHandler"),
+    "webhook": ("webhook", "WebhookHandler"),
+    "file": ("file", "FileHandler"),
+    "log": ("log", "LogHandler"),
+    "nats": ("nats", "NatsHandler"),
+    "nftables": ("nftables", "NftablesHandler"),
+}
 
 
 class Handler(Protocol):
@@ -53,18 +65,9 @@ class Handler(Protocol):
 
 def build_handler(cfg: HandlerConfig, *, templates: Templates, host: HostInfo) -> Handler:
     """Build the handler; template sources are compiled here, once. Raises ConfigError."""
-    from logwatchd.handlers import command, email, file, log, nats, nftables, webhook
-
-    builders: dict[str, Any] = {
-        "email": email.EmailHandler,
-        "command": command.CommandHandler,
-        "webhook": webhook.WebhookHandler,
-        "file": file.FileHandler,
-        "log": log.LogHandler,
-        "nats": nats.NatsHandler,
-        "nftables": nftables.NftablesHandler,
-    }
-    handler: Handler = builders[cfg.type](cfg, templates=templates, host=host)
+    module, name = _BUILDERS[cfg.type]
+    builder = getattr(importlib.import_module(f"logwatchd.handlers.{module}"), name)
+    handler: Handler = builder(cfg, templates=templates, host=host)
     return handler
 
 

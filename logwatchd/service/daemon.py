@@ -30,10 +30,11 @@ from logwatchd.pipeline import Pipeline, build_engine
 from logwatchd.service import notify
 from logwatchd.service.stamps import StampWatch
 from logwatchd.service.tally import Tally, line_counts
-from logwatchd.sources import FileFollower, StdinSource
 from logwatchd.sources.base import Source
+from logwatchd.sources.files import FileFollower
 from logwatchd.sources.journal import JournalSource, OwnEntries
 from logwatchd.sources.openfiles import descriptor_budget
+from logwatchd.sources.stdin import StdinSource
 from logwatchd.state import RuleChanges, StateStore
 from logwatchd.state_health import WriteRetry, damaged, is_unwritable, state_error
 from logwatchd.templates import Templates

@@ -1,7 +1,5 @@
-"""Sources: where lines come from (followed files, standard input; the journal lives beside)."""
+"""Sources: where lines come from (followed files, standard input; the journal lives beside).
 
-from logwatchd.sources.base import Source
-from logwatchd.sources.files import FileFollower
-from logwatchd.sources.stdin import StdinSource
-
-__all__ = ["FileFollower", "Source", "StdinSource"]
+Import each from its module (``sources.files.FileFollower``): the package itself imports
+nothing, so a command that needs one constant of ``sources.journal`` does not load watchdog.
+"""
