@@ -117,7 +117,7 @@ class KeyState:
 
     def add_hit(self, time: float, origin: str, window: float) -> int:
         """Count a match; the number of matches now inside the window."""
-        if time > self.newest:  # max(), without the call: this runs per counted match
+        if time > self.newest:  # noqa: PLR1730 (max() costs a call, per counted match)
             self.newest = time
         start = self.newest - window
         hits = self.hits
