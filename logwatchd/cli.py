@@ -7,6 +7,7 @@ a service", "Banning", "Status", "Reports").
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import sys
 from collections.abc import Callable, Sequence
@@ -122,8 +123,16 @@ def _log_options(
     parser.add_argument("--log-level", default=level, choices=["debug", "info", "warning", "error"])
 
 
+# The pipeline makes and drops many small containers per line, nearly all freed by their
+# reference counts; the cycle collector's default (a pass every 700 new containers) took
+# about a tenth of a replay's CPU. Its memory stays bounded, only collected less often.
+GC_THRESHOLD = (20_000, 10, 10)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("run", "test"):
+        gc.set_threshold(*GC_THRESHOLD)
     from logwatchd.service import logging as service_logging
 
     fmt = args.log_format
