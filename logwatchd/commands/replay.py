@@ -31,6 +31,7 @@ from logwatchd.sources.journal import MAX_RECORD_BYTES
 from logwatchd.timelimit import LineTimeLimit
 
 READ_SIZE = 1 << 20
+_JSON = json.JSONEncoder(ensure_ascii=False)  # one encoder for every record written
 PROGRESS_EVERY = 0.25
 
 
@@ -327,14 +328,14 @@ class Output:
                 "line": line,
                 "fields": jsonable(match.fields),
             }
-            self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self.stream.write(_JSON.encode(record) + "\n")
         else:
             self.stream.write(f"match  {match.rule:<28} line {line}\n")
 
     def alert(self, alert: Alert, line: int) -> None:
         if self.as_json:
             record = {"kind": "alert", **alert.to_dict(), "line": line}
-            self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self.stream.write(_JSON.encode(record) + "\n")
         else:
             key = " ".join(f"{k}={v}" for k, v in alert.key.items())
             self.stream.write(
