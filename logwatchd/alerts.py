@@ -27,12 +27,20 @@ def isoformat(ts: float, *, millis: bool = False) -> str:
     return stamp.isoformat(timespec="milliseconds" if millis else "seconds")
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})  # JSON as they are
+
+
 def jsonable(value: Any) -> Any:
     """Field values as JSON: datetimes as ISO 8601, IPs and other objects as strings."""
-    if isinstance(value, str | int | float | bool) or value is None:
+    if value.__class__ in _PLAIN or isinstance(value, str | int | float | bool):
         return value
     if isinstance(value, dt.datetime):
         return value.isoformat()
+    if value.__class__ is dict:  # fields: mostly plain values, looked at once each
+        return {
+            k if k.__class__ is str else str(k): v if v.__class__ in _PLAIN else jsonable(v)
+            for k, v in value.items()
+        }
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
