@@ -107,12 +107,12 @@ def _source_metrics(sources: dict[str, dict[str, Any]]) -> Iterable[Metric]:
     lines = CounterMetricFamily("logwatchd_lines", "Lines read", labels=["source"])
     unparsed = CounterMetricFamily(
         "logwatchd_lines_unparsed",
-        "Lines the source's parser could not read (lines the prefilter skipped are not parsed)",
+        "Lines the source's parser could not read (lines the scan passed over are not parsed)",
         labels=["source"],
     )
     skipped = CounterMetricFamily(
         "logwatchd_lines_skipped",
-        "Lines the prefilter skipped unparsed: no rule could match them",
+        "Lines the scan passed over unparsed: no rule could match them",
         labels=["source"],
     )
     stamps = CounterMetricFamily(

@@ -74,7 +74,7 @@ def test_message_is_the_source_raw_even_when_the_source_cut_it() -> None:
     record = {"MESSAGE": "x" * 100, "SYSLOG_IDENTIFIER": "app"}
     fields = PARSER.parse(Line("j", "x" * 10, 0.0, "c", truncated=True, fields=record))
     assert fields is not None
-    assert fields["message"] == "x" * 10  # verbatim in raw, as the prefilter assumes
+    assert fields["message"] == "x" * 10  # verbatim in raw, as the scan assumes
 
 
 def test_journalctl_json_text_with_non_utf8_message_and_repeated_field() -> None:

@@ -171,8 +171,8 @@ def _source_counts(entry: dict[str, Any]) -> str:
     if "lines" not in entry:
         return "no counts yet"
     text = (
-        f"{entry['lines']} lines ({entry['unparsed']} unparsed, {entry['skipped']} skipped "
-        f"by the prefilter), {entry['lines_per_second']:.1f} lines/s over the last minute"
+        f"{entry['lines']} lines ({entry['unparsed']} unparsed, {entry['skipped']} passed over "
+        f"by the scan), {entry['lines_per_second']:.1f} lines/s over the last minute"
     )
     if entry["lag_bytes"] is not None or entry.get("lag_seconds"):
         text += f", lag {entry['lag_bytes'] or 0} bytes / {entry.get('lag_seconds', 0):g} s"

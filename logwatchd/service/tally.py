@@ -34,7 +34,7 @@ RESULTS = ("delivered", "retried", "failed")
 class LineCounts(NamedTuple):
     lines: int
     unparsed: int  # lines the parser could not read
-    skipped: int  # lines the prefilter skipped unparsed: no rule could match them
+    skipped: int  # lines the scan passed over unparsed: no rule could match them
 
 
 def line_counts(pipeline: Pipeline) -> LineCounts:
