@@ -20,12 +20,17 @@ WIDE_REPEAT = 10
 
 
 def parse(pattern: re.Pattern[str]) -> Any:
-    """The parse tree of a compiled pattern (``re._parser.SubPattern``); raises ValueError
-    when it cannot be had."""
+    """The parse tree of a compiled pattern (``re._parser.SubPattern``, not to be changed:
+    it is shared); raises ValueError when it cannot be had."""
+    return _parse(pattern.pattern, pattern.flags)
+
+
+@functools.lru_cache(maxsize=1024)  # each pattern is read several ways, packs share patterns
+def _parse(text: str, flags: int) -> Any:
     try:
-        return sre_parse.parse(pattern.pattern, pattern.flags)
+        return sre_parse.parse(text, flags)
     except (re.error, RecursionError, OverflowError, TypeError, AttributeError) as exc:
-        raise ValueError(f"cannot parse {pattern.pattern!r}: {exc}") from None
+        raise ValueError(f"cannot parse {text!r}: {exc}") from None
 
 
 def nests_quantifiers(pattern: re.Pattern[str]) -> bool:
