@@ -142,7 +142,8 @@ class Copies:
         if size != copy.watched_size:  # still being written (a slow copy): wait for it
             copy.watched_size, copy.last_data = size, mono
         elif mono - copy.last_data >= self._grace:
-            self._release(key, drained=False)  # an exact copy: its content is known
+            # an exact copy: its content is known (up to ``size``: what comes later is new)
+            self._release(key, drained=False, size=size)
 
     def original_closed(self, original: FileReader) -> None:
         """The original was drained and closed: its suspects are followed from their end."""
@@ -159,11 +160,11 @@ class Copies:
         self._copy_of.clear()
         self._by_base = None
 
-    def _release(self, copy_key: Key, *, drained: bool) -> None:
+    def _release(self, copy_key: Key, *, drained: bool, size: int | None = None) -> None:
         del self._copy_of[copy_key]
         copy = self._files.get(copy_key)
         if copy is not None and not drained:
-            copy.start_at_end()
+            copy.start_at_end(size)
 
     def _find_copy(self, reader: FileReader) -> FileReader | None:
         """A copytruncate copy of ``reader``: same first bytes, holds what we read, other inode."""
