@@ -720,12 +720,15 @@ def test_a_file_created_and_rotated_away_between_two_polls_is_still_read(
     run.stop()
 
 
+@pytest.mark.parametrize("live_has_content", [False, True])
 def test_a_file_rotated_away_while_still_empty_is_read_once_written_to(
-    tmp_path: Path,
+    tmp_path: Path, live_has_content: bool
 ) -> None:
     """Two rotations before the follower looked, the second while the file the first one
     created was still empty: when the follower finds it under its rotated name it holds
-    nothing, and the lines the application writes to it next (before its HUP) are read."""
+    nothing, and the lines the application writes to it next (before its HUP) are read.
+    ``live_has_content``: another process already wrote to the new file, so the empty one
+    could be a copy of it, until it fills with something else."""
     log = tmp_path / "app.log"
     writer = Writer(str(log))
     run = follow([str(log)], inotify=False, orphan_grace=0.3)
@@ -736,6 +739,10 @@ def test_a_file_rotated_away_while_still_empty_is_read_once_written_to(
     os.rename(tmp_path / "app.log.1", tmp_path / "app.log.2")
     os.rename(log, tmp_path / "app.log.1")  # ...is rotated away
     log.touch()  # logrotate's `create`
+    if live_has_content:
+        other = Writer(str(log), tag="other")
+        other.write(3)
+        other.close()
     run.until(lambda: held_paths(str(tmp_path)).count(str(log)) == 1)  # the scan saw it all
     writer.write(10)  # to app.log.1, found empty
     writer.reopen()

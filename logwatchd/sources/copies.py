@@ -60,10 +60,12 @@ class Copies:
         key = (reader.dev, reader.ino)
         return key in self._copy_of or key in self._copy_of.values()
 
-    def suspect(self, reader: FileReader) -> bool:
+    def suspect(self, reader: FileReader, *, live_only: bool = False) -> bool:
         """Hold a new file that might be a copy of one we follow (copytruncate's copy, maybe
-        mid-copy); it is then followed from its end unless its original is truncated."""
-        original = self._original_of(reader)
+        mid-copy); it is then followed from its end unless its original is truncated.
+        ``live_only``: only a file a glob names now can be the original (logrotate copies
+        the live file, never one rotated away)."""
+        original = self._original_of(reader, live_only)
         if original is None:
             return False
         self._copy_of[(reader.dev, reader.ino)] = original
@@ -201,14 +203,14 @@ class Copies:
                 return self._files.add(fd, path, followed=False, fp=reader.fp)
         return None
 
-    def _original_of(self, reader: FileReader) -> Key | None:
+    def _original_of(self, reader: FileReader, live_only: bool = False) -> Key | None:
         if reader.path is None:
             return None
         name = os.path.basename(reader.path)
         head = read_head(reader.fd)
         found = None
         for other in self._named(rotation_bases(name)):
-            if other is reader or other.name is None:
+            if other is reader or other.name is None or (live_only and not other.path_followed):
                 continue
             if not rotated_from(name, os.path.basename(other.name)):
                 continue

@@ -8,7 +8,8 @@ it is read from its start. Files we hold, drained, or whose first bytes we know 
 An empty one says nothing yet: it may be a copytruncate copy about to be written, or a file
 rotated away before the application wrote to it, which the application may still write to
 until it reopens its log. It is followed from its start, held as a suspected copy while the
-file it was rotated from has content (``Copies``), so what fills it is read once either way.
+live file it was rotated from has content (``Copies``), so what fills it is read once either
+way.
 """
 
 from __future__ import annotations
@@ -98,8 +99,10 @@ class Unseen:
             os.close(fd)
             return
         reader = self._files.add(fd, path, followed=False)
-        if reader is None or (not head and self._copies and self._copies.suspect(reader)):
+        if reader is None:
             return
+        if not head and self._copies is not None and self._copies.suspect(reader, live_only=True):
+            return  # maybe a copytruncate copy not yet written: held until Copies knows
         log.info(
             "reading a rotated file never seen under its name", source=self._files.source, path=path
         )
