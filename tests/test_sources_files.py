@@ -718,3 +718,58 @@ def test_a_file_created_and_rotated_away_between_two_polls_is_still_read(
     # the writer's and ours on the live file; the rotated ones were drained and closed
     run.until(lambda: held_paths(str(tmp_path)) == [str(log), str(log)])
     run.stop()
+
+
+@pytest.mark.parametrize("live_has_content", [False, True])
+def test_a_file_rotated_away_while_still_empty_is_read_once_written_to(
+    tmp_path: Path, live_has_content: bool
+) -> None:
+    """Two rotations before the follower looked, the second while the file the first one
+    created was still empty: when the follower finds it under its rotated name it holds
+    nothing, and the lines the application writes to it next (before its HUP) are read.
+    ``live_has_content``: another process already wrote to the new file, so the empty one
+    could be a copy of it, until it fills with something else."""
+    log = tmp_path / "app.log"
+    writer = Writer(str(log))
+    run = follow([str(log)], inotify=False, orphan_grace=0.3)
+    writer.write(10)
+    run.until_count(10)
+    os.rename(log, tmp_path / "app.log.1")
+    writer.reopen()  # the second file, created by the first rotation, still empty...
+    os.rename(tmp_path / "app.log.1", tmp_path / "app.log.2")
+    os.rename(log, tmp_path / "app.log.1")  # ...is rotated away
+    log.touch()  # logrotate's `create`
+    if live_has_content:
+        other = Writer(str(log), tag="other")
+        other.write(3)
+        other.close()
+    run.until(lambda: held_paths(str(tmp_path)).count(str(log)) == 1)  # the scan saw it all
+    writer.write(10)  # to app.log.1, found empty
+    writer.reopen()
+    writer.write(10)
+    run.until_count(30, timeout=5)
+    run.settle(0.6)
+    assert_exact(sorted(run.numbers()), 30)
+    run.until(lambda: held_paths(str(tmp_path)) == [str(log), str(log)])
+    run.stop()
+
+
+def test_a_copy_found_while_still_empty_is_drained_from_the_old_offset(tmp_path: Path) -> None:
+    """copytruncate creates the copy before it writes it: found empty, it is held as a
+    suspected copy, so the copied lines are not read again from its start."""
+    log, copy = tmp_path / "app.log", tmp_path / "app.log.1"
+    writer = Writer(str(log))
+    run = follow([str(log)], inotify=False, orphan_grace=0.3)
+    writer.write(10)
+    run.until_count(10)
+    copy.touch()
+    run.until(lambda: str(copy) in held_paths(str(tmp_path)))  # the scan found it, empty
+    writer.write(5)  # maybe not read before the copy is made
+    copy.write_bytes(log.read_bytes())
+    os.truncate(log, 0)
+    writer.write(5)
+    run.until_count(20, timeout=5)
+    run.settle(0.6)
+    assert_exact(sorted(run.numbers()), 20)
+    run.until(lambda: held_paths(str(tmp_path)) == [str(log), str(log)])
+    run.stop()

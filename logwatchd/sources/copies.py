@@ -60,10 +60,12 @@ class Copies:
         key = (reader.dev, reader.ino)
         return key in self._copy_of or key in self._copy_of.values()
 
-    def suspect(self, reader: FileReader) -> bool:
+    def suspect(self, reader: FileReader, *, live_only: bool = False) -> bool:
         """Hold a new file that might be a copy of one we follow (copytruncate's copy, maybe
-        mid-copy); it is then followed from its end unless its original is truncated."""
-        original = self._original_of(reader)
+        mid-copy); it is then followed from its end unless its original is truncated.
+        ``live_only``: only a file a glob names now can be the original (logrotate copies
+        the live file, never one rotated away)."""
+        original = self._original_of(reader, live_only)
         if original is None:
             return False
         self._copy_of[(reader.dev, reader.ino)] = original
@@ -142,7 +144,8 @@ class Copies:
         if size != copy.watched_size:  # still being written (a slow copy): wait for it
             copy.watched_size, copy.last_data = size, mono
         elif mono - copy.last_data >= self._grace:
-            self._release(key, drained=False)  # an exact copy: its content is known
+            # an exact copy: its content is known (up to ``size``: what comes later is new)
+            self._release(key, drained=False, size=size)
 
     def original_closed(self, original: FileReader) -> None:
         """The original was drained and closed: its suspects are followed from their end."""
@@ -159,11 +162,11 @@ class Copies:
         self._copy_of.clear()
         self._by_base = None
 
-    def _release(self, copy_key: Key, *, drained: bool) -> None:
+    def _release(self, copy_key: Key, *, drained: bool, size: int | None = None) -> None:
         del self._copy_of[copy_key]
         copy = self._files.get(copy_key)
         if copy is not None and not drained:
-            copy.start_at_end()
+            copy.start_at_end(size)
 
     def _find_copy(self, reader: FileReader) -> FileReader | None:
         """A copytruncate copy of ``reader``: same first bytes, holds what we read, other inode."""
@@ -200,14 +203,14 @@ class Copies:
                 return self._files.add(fd, path, followed=False, fp=reader.fp)
         return None
 
-    def _original_of(self, reader: FileReader) -> Key | None:
+    def _original_of(self, reader: FileReader, live_only: bool = False) -> Key | None:
         if reader.path is None:
             return None
         name = os.path.basename(reader.path)
         head = read_head(reader.fd)
         found = None
         for other in self._named(rotation_bases(name)):
-            if other is reader or other.name is None:
+            if other is reader or other.name is None or (live_only and not other.path_followed):
                 continue
             if not rotated_from(name, os.path.basename(other.name)):
                 continue

@@ -93,7 +93,7 @@ class FileFollower:
             grace=orphan_grace,
             olddir=config.olddir,
         )
-        self._unseen = Unseen(self._files, self._retired, olddir=config.olddir)
+        self._unseen = Unseen(self._files, self._retired, olddir=config.olddir, copies=self._copies)
         self._reopener = Reopener(self._files, self._copies, olddir=config.olddir)
         self._woken = threading.Event()
         self._touched: set[str] = set()  # paths events named since the last poll
@@ -224,6 +224,8 @@ class FileFollower:
             since = reader.orphan_since
             if since is None or reader.parked or len(out) >= max_lines:
                 continue
+            if self._copies.held(reader):
+                continue  # a suspected copy is decided by Copies.review first
             if reader.has_ready() or mono - max(since, reader.last_data) < self._grace:
                 continue
             try:

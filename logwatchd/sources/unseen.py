@@ -4,6 +4,12 @@ A file can be created and rotated away between two scans (several rotations with
 rescan interval), or be current for a while during a downtime with several rotations. Such a
 file carries a rotated name, was written to since the last look, and holds nothing we know:
 it is read from its start. Files we hold, drained, or whose first bytes we know are skipped.
+
+An empty one says nothing yet: it may be a copytruncate copy about to be written, or a file
+rotated away before the application wrote to it, which the application may still write to
+until it reopens its log. It is followed from its start, held as a suspected copy while the
+live file it was rotated from has content (``Copies``), so what fills it is read once either
+way.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import structlog
 
 from logwatchd.sources import discovery
 from logwatchd.sources.compressed import archive_head, unread_rest
+from logwatchd.sources.copies import Copies
 from logwatchd.sources.identity import NO_MARKER, Fingerprint, fingerprint, is_compressed, read_head
 from logwatchd.sources.openfiles import OpenFiles
 from logwatchd.sources.retired import Retired
@@ -26,10 +33,19 @@ MTIME_MARGIN = 1.0  # seconds: file times are coarse (a clock tick)
 
 
 class Unseen:
-    def __init__(self, files: OpenFiles, retired: Retired, *, olddir: str | None = None) -> None:
+    def __init__(
+        self,
+        files: OpenFiles,
+        retired: Retired,
+        *,
+        olddir: str | None = None,
+        copies: Copies | None = None,
+    ) -> None:
+        """``copies``: where an empty rotated file is held while it may be a copy."""
         self._files = files
         self._olddir = olddir
         self._retired = retired
+        self._copies = copies
 
     def read_rotated_since(
         self,
@@ -79,10 +95,14 @@ class Unseen:
             return
         done = self._retired.was_closed(fd)
         head = read_head(fd)
-        if done or any(fp.matches(head) for fp in known) or _head_known(head, heads):
+        if done or (head and (any(fp.matches(head) for fp in known) or _head_known(head, heads))):
             os.close(fd)
             return
-        self._files.add(fd, path, followed=False)
+        reader = self._files.add(fd, path, followed=False)
+        if reader is None:
+            return
+        if not head and self._copies is not None and self._copies.suspect(reader, live_only=True):
+            return  # maybe a copytruncate copy not yet written: held until Copies knows
         log.info(
             "reading a rotated file never seen under its name", source=self._files.source, path=path
         )
@@ -90,7 +110,7 @@ class Unseen:
 
 def _head_known(head: bytes, heads: list[bytes]) -> bool:
     """Is a file starting with ``head`` one we know: a prefix of known first bytes (a copy
-    still being written, or an empty file), or an extension of long enough ones?"""
+    still being written), or an extension of long enough ones?"""
     for known in heads:
         if known.startswith(head) or (
             len(known) >= MIN_KNOWN_FINGERPRINT and head.startswith(known)
