@@ -231,8 +231,14 @@ def wait_until(predicate: Any, timeout: float = 20.0) -> Any:
     return wait_for(predicate, timeout, interval=0.05)
 
 
-async def _create_stream(urls: list[str], replicas: int, duplicate_window: float) -> None:
+NO_PEERS = 10005  # JetStream's "no suitable peers for placement": the cluster still forming
+
+
+async def _create_stream(urls: list[str], replicas: int, duplicate_window: float) -> bool:
+    """True once the stream exists; False while a fresh cluster cannot place its replicas yet
+    (its meta leader answers before every peer is current)."""
     import nats
+    from nats.js.errors import BadRequestError
 
     client = await nats.connect(urls, connect_timeout=2, allow_reconnect=False)
     try:
@@ -242,15 +248,21 @@ async def _create_stream(urls: list[str], replicas: int, duplicate_window: float
             num_replicas=replicas,
             duplicate_window=duplicate_window,
         )
+    except BadRequestError as exc:
+        if exc.err_code != NO_PEERS:
+            raise
+        return False
     finally:
         await client.close()
+    return True
 
 
 def create_stream(
     urls: list[str] | str, *, replicas: int = 1, duplicate_window: float = 120.0
 ) -> None:
     """The stream as a nats handler creates it (subjects logwatchd.>)."""
-    run(_create_stream([urls] if isinstance(urls, str) else urls, replicas, duplicate_window))
+    servers = [urls] if isinstance(urls, str) else urls
+    wait_until(lambda: run(_create_stream(servers, replicas, duplicate_window)), timeout=30)
 
 
 async def _consumer_info(urls: list[str], name: str) -> Any:
