@@ -176,7 +176,9 @@ class Pipeline:
         """The short path for a scanned line (``Engine.process_framed``): its alerts, or
         None, having changed nothing, when it needs ``evaluate``."""
         source = line.source
-        direct = self._direct.get(source) or self._direct_of(source)
+        direct = self._direct.get(source)
+        if direct is None:
+            direct = self._direct[source] = self.engine.direct_of(source)
         shapes = direct(hits)
         if shapes is None:
             return None
@@ -197,15 +199,6 @@ class Pipeline:
         if alerts:
             self._counted(alerts)
         return alerts
-
-    def _direct_of(self, source: str) -> Callable[[int], Any]:
-        """The source's selection of short-path rules (none when its parser frames no line)."""
-        if hasattr(self.parsers[source], "frame"):
-            found = self.engine.direct_of(source)
-        else:
-            found = _nothing
-        self._direct[source] = found
-        return found
 
     def _event(self, line: Line) -> Event:
         """The event of a line the short path framed (its parser then parses it too)."""
@@ -284,7 +277,3 @@ class Pipeline:
 
     def tick(self, now: float) -> list[Alert]:
         return self._counted(self.engine.tick(now))
-
-
-def _nothing(hits: int) -> None:
-    return None

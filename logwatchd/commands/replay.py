@@ -180,7 +180,7 @@ class _FileReplay:
         self.stats.skipped += count - len(found)
         name, first = self.name, block.first
         framed = self.pipeline.framed
-        short = not (self.want_matches or self.journal_text)
+        short = not self.want_matches  # match records come from the full path only
         for index, end, hits in found:
             chunk = body[body.rfind(b"\n", 0, end) + 1 : end]
             # a line with other bytes than ASCII (or a carriage return) is scanned again as text

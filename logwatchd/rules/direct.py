@@ -30,7 +30,7 @@ from logwatchd.rules.compiled import CompiledRule
 from logwatchd.rules.predicates import extracted_names
 from logwatchd.rules.windows import Key
 
-Produces = Callable[[str], bool]
+Produces = Callable[[str], bool]  # whether a source's parser can give a field
 
 
 @dataclass(frozen=True, slots=True)

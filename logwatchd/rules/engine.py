@@ -35,9 +35,9 @@ from logwatchd.config.model import ListConfig, RuleConfig
 from logwatchd.events import Event, Framed, Line
 from logwatchd.rules.compiled import CompiledRule, Firing, advance_clock, drop_if_idle, last_of
 from logwatchd.rules.context import context_key_from_json, context_key_json, is_context_key
-from logwatchd.rules.direct import DirectRule
+from logwatchd.rules.direct import DirectRule, Produces
 from logwatchd.rules.explain import RuleExplanation, explain_rule
-from logwatchd.rules.plans import ContextPlan, MatchPlan, Produces, SourcePlan, plan_source
+from logwatchd.rules.plans import ContextPlan, MatchPlan, SourcePlan, plan_source
 from logwatchd.rules.predicates import ALL_HITS, Gates
 from logwatchd.rules.scan import ALWAYS, LineScan, PatternTable, native_available
 from logwatchd.rules.selection import ALL_FIELDS, DEFAULT_VERBATIM, condition_need

@@ -15,17 +15,16 @@ A source whose rules need no pattern at all (``ALWAYS``) has every line evaluate
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from logwatchd.rules.compiled import CompiledRule
-from logwatchd.rules.direct import DirectRule, direct_rule
+from logwatchd.rules.direct import DirectRule, Produces, direct_rule
 from logwatchd.rules.predicates import Condition
 from logwatchd.rules.scan import ALWAYS, Hits, LineScan, PatternTable
 from logwatchd.rules.selection import ScanPattern, condition_need
 
 MAX_SELECTIONS = 4096  # distinct hit sets remembered per source (a few dozen in practice)
-Produces = Callable[[str], bool]  # whether a source's parser can give a field
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,14 +70,15 @@ class SourcePlan:
         return found
 
     def direct(self, hits: Hits) -> tuple[DirectRule, ...] | None:
-        """The selected rules as ``DirectRule``s, when every one is of the common shape
-        and the source's lines are framed (``direct.py``); else None."""
+        """The selected rules as ``DirectRule``s, when there are some and every one is of
+        the common shape (only on a source whose lines are framed: ``direct.py``); else
+        None."""
         found = self._direct.get(hits, False)
         if found is False:
             shapes = [
                 plan.direct if isinstance(plan, MatchPlan) else None for plan in self.select(hits)
             ]
-            found = None if None in shapes else tuple(shapes)  # type: ignore[arg-type]
+            found = None if not shapes or None in shapes else tuple(shapes)  # type: ignore[arg-type]
             if len(self._direct) < MAX_SELECTIONS:
                 self._direct[hits] = found
         return found  # type: ignore[return-value]
