@@ -20,6 +20,7 @@ from logwatchd.clock import ManualClock
 from logwatchd.sources import checkpoint, watch
 from logwatchd.sources import reader as reader_module
 from tests.sources_helpers import (
+    Run,
     Writer,
     deleted_fds,
     follow,
@@ -695,11 +696,9 @@ def test_max_lines_bounds_one_poll_and_the_checkpoint_follows_what_was_returned(
     run2.stop()
 
 
-def test_a_file_created_and_rotated_away_between_two_polls_is_still_read(
-    tmp_path: Path,
-) -> None:
-    """Two rotations before the follower looked: the middle file never had the followed
-    name while we looked, yet it is a rotated file written to since the last scan."""
+def rotated_once_unpolled(tmp_path: Path) -> tuple[Path, Writer, Run]:
+    """app.log followed without inotify, its first 10 lines read, then rotated to app.log.1
+    and reopened by the writer, with no poll since."""
     log = tmp_path / "app.log"
     writer = Writer(str(log))
     run = follow([str(log)], inotify=False, orphan_grace=0.3)
@@ -707,6 +706,15 @@ def test_a_file_created_and_rotated_away_between_two_polls_is_still_read(
     run.until_count(10)
     os.rename(log, tmp_path / "app.log.1")
     writer.reopen()
+    return log, writer, run
+
+
+def test_a_file_created_and_rotated_away_between_two_polls_is_still_read(
+    tmp_path: Path,
+) -> None:
+    """Two rotations before the follower looked: the middle file never had the followed
+    name while we looked, yet it is a rotated file written to since the last scan."""
+    log, writer, run = rotated_once_unpolled(tmp_path)
     writer.write(10)  # the second file, never polled...
     os.rename(tmp_path / "app.log.1", tmp_path / "app.log.2")
     os.rename(log, tmp_path / "app.log.1")  # ...is rotated away
@@ -729,13 +737,8 @@ def test_a_file_rotated_away_while_still_empty_is_read_once_written_to(
     nothing, and the lines the application writes to it next (before its HUP) are read.
     ``live_has_content``: another process already wrote to the new file, so the empty one
     could be a copy of it, until it fills with something else."""
-    log = tmp_path / "app.log"
-    writer = Writer(str(log))
-    run = follow([str(log)], inotify=False, orphan_grace=0.3)
-    writer.write(10)
-    run.until_count(10)
-    os.rename(log, tmp_path / "app.log.1")
-    writer.reopen()  # the second file, created by the first rotation, still empty...
+    log, writer, run = rotated_once_unpolled(tmp_path)
+    # the second file, created by the first rotation, still empty...
     os.rename(tmp_path / "app.log.1", tmp_path / "app.log.2")
     os.rename(log, tmp_path / "app.log.1")  # ...is rotated away
     log.touch()  # logrotate's `create`
