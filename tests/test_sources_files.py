@@ -696,6 +696,16 @@ def test_max_lines_bounds_one_poll_and_the_checkpoint_follows_what_was_returned(
     run2.stop()
 
 
+def read_once_and_closed(run: Run, log: Path, written: int) -> None:
+    """Every line written read exactly once, and nothing held but the live file (the
+    writer's descriptor and ours): the rotated ones were drained and closed."""
+    run.until_count(written)
+    run.settle(0.6)
+    assert_exact(sorted(run.numbers()), written)
+    run.until(lambda: held_paths(str(log.parent)) == [str(log), str(log)])
+    run.stop()
+
+
 def rotated_once_unpolled(tmp_path: Path) -> tuple[Path, Writer, Run]:
     """app.log followed without inotify, its first 10 lines read, then rotated to app.log.1
     and reopened by the writer, with no poll since."""
@@ -720,12 +730,7 @@ def test_a_file_created_and_rotated_away_between_two_polls_is_still_read(
     os.rename(log, tmp_path / "app.log.1")  # ...is rotated away
     writer.reopen()
     writer.write(10)
-    run.until_count(30)
-    run.settle(0.6)
-    assert_exact(sorted(run.numbers()), 30)
-    # the writer's and ours on the live file; the rotated ones were drained and closed
-    run.until(lambda: held_paths(str(tmp_path)) == [str(log), str(log)])
-    run.stop()
+    read_once_and_closed(run, log, 30)
 
 
 @pytest.mark.parametrize("live_has_content", [False, True])
@@ -750,11 +755,7 @@ def test_a_file_rotated_away_while_still_empty_is_read_once_written_to(
     writer.write(10)  # to app.log.1, found empty
     writer.reopen()
     writer.write(10)
-    run.until_count(30, timeout=5)
-    run.settle(0.6)
-    assert_exact(sorted(run.numbers()), 30)
-    run.until(lambda: held_paths(str(tmp_path)) == [str(log), str(log)])
-    run.stop()
+    read_once_and_closed(run, log, 30)
 
 
 def test_a_copy_found_while_still_empty_is_drained_from_the_old_offset(tmp_path: Path) -> None:
@@ -771,8 +772,4 @@ def test_a_copy_found_while_still_empty_is_drained_from_the_old_offset(tmp_path:
     copy.write_bytes(log.read_bytes())
     os.truncate(log, 0)
     writer.write(5)
-    run.until_count(20, timeout=5)
-    run.settle(0.6)
-    assert_exact(sorted(run.numbers()), 20)
-    run.until(lambda: held_paths(str(tmp_path)) == [str(log), str(log)])
-    run.stop()
+    read_once_and_closed(run, log, 20)
